@@ -1,0 +1,139 @@
+// Torch-side glue of the CUDA kernels (compiled by the host compiler, stable ABI): checks,
+// device guard, current stream, scratch from torch's caching allocator, then one call into the
+// torch-free launchers. No host synchronisation.
+#include <torch/csrc/inductor/aoti_torch/c/shim.h>
+#include <torch/csrc/stable/accelerator.h>
+
+#include "cuda/pipeline_launch.h"
+#include "op_common.h"
+
+namespace genesis {
+namespace {
+
+cuda::Storage storage_of(ScalarType st) {
+  switch (st) {
+    case ScalarType::Double: return cuda::Storage::kDouble;
+    case ScalarType::Half: return cuda::Storage::kHalf;
+    case ScalarType::BFloat16: return cuda::Storage::kBFloat16;
+    default: return cuda::Storage::kFloat;
+  }
+}
+
+Tensor scratch_bytes(const Tensor& like, int64_t bytes) {
+  const int64_t n = bytes > 0 ? bytes : 1;
+  return torch::stable::new_empty(like, {n}, ScalarType::Byte);
+}
+
+void check_cuda(cudaError_t err, const char* op) {
+  STD_TORCH_CHECK(err == cudaSuccess, op, ": CUDA error: ", cudaGetErrorString(err));
+}
+
+// explicit_params: optional (control_points, increasing) for the bezier op.
+std::tuple<Tensor, Tensor> pipeline_cuda(const Tensor& x, const Shape& shape, const PipelineConfig& cfg,
+                                         bool want_target, const char* op, const Tensor* ctrl = nullptr,
+                                         const Tensor* increasing = nullptr) {
+  STD_TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor");
+  const torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
+  const Tensor xc = torch::stable::contiguous(x);
+  Tensor input = torch::stable::empty_like(xc);
+  Tensor target = want_target ? torch::stable::empty_like(xc) : input;
+  if (xc.numel() == 0) return {input, target};
+  void* stream_ptr = nullptr;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(x.get_device_index(), &stream_ptr));
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+
+  const int64_t B = shape.batch;
+  const bool shuffle = cfg.shuffle_p > 0.0 && cfg.num_windows > 0;
+  const int64_t params_bytes = B * static_cast<int64_t>(sizeof(SampleParams));
+  const int64_t curve_bytes = B * (2 * kCurvePoints * 4 + kCurveGridPoints * 4);
+  const int64_t owner_bytes = shuffle ? B * shape.spatial() * 4 : 0;
+  // One allocation, carved into 256-byte aligned pieces.
+  const auto align = [](int64_t n) { return (n + 255) / 256 * 256; };
+  Tensor scratch = scratch_bytes(xc, align(params_bytes) + align(curve_bytes) + owner_bytes);
+  char* base = static_cast<char*>(scratch.mutable_data_ptr());
+  cuda::Scratch s;
+  s.params = reinterpret_cast<SampleParams*>(base);
+  char* curve = base + align(params_bytes);
+  s.xs = reinterpret_cast<float*>(curve);
+  s.ys = s.xs + B * kCurvePoints;
+  s.grid = reinterpret_cast<int32_t*>(s.ys + B * kCurvePoints);
+  s.owner = shuffle ? reinterpret_cast<int32_t*>(curve + align(curve_bytes)) : nullptr;
+
+  bool params_ready = false;
+  Tensor cp_keep = xc, inc_keep = xc;
+  if (ctrl != nullptr) {
+    cp_keep = torch::stable::contiguous(*ctrl);
+    inc_keep = torch::stable::contiguous(*increasing);
+    check_cuda(cuda::launch_explicit_params(static_cast<const double*>(cp_keep.const_data_ptr()),
+                                            static_cast<const uint8_t*>(inc_keep.const_data_ptr()), s.params, B,
+                                            stream),
+               op);
+    params_ready = true;
+  }
+  check_cuda(cuda::launch_pipeline(storage_of(xc.scalar_type()), xc.const_data_ptr(), input.mutable_data_ptr(),
+                                   want_target ? target.mutable_data_ptr() : nullptr, shape, cfg, s, params_ready,
+                                   stream),
+             op);
+  return {input, target};
+}
+
+std::tuple<Tensor, Tensor> models_genesis_cuda(Tensor x, double flip_p, double shuffle_p, int64_t num_windows,
+                                               double nonlinear_p, double paint_p, double inpaint_rate, double lo,
+                                               double hi, int64_t seed, int64_t sample_offset) {
+  const char* op = "genesis::models_genesis";
+  const Shape s = check_input(x, op);
+  const PipelineConfig cfg = pipeline_config(s, flip_p, shuffle_p, num_windows, nonlinear_p, paint_p,
+                                             inpaint_rate, lo, hi, seed, sample_offset, op);
+  return pipeline_cuda(x, s, cfg, true, op);
+}
+
+Tensor flip_cuda(Tensor x, double p, int64_t seed, int64_t off) {
+  const char* op = "genesis::flip";
+  const Shape s = check_input(x, op);
+  return std::get<0>(pipeline_cuda(x, s, flip_config(s, p, seed, off, op), false, op));
+}
+
+Tensor local_shuffle_cuda(Tensor x, double p, int64_t num_windows, int64_t seed, int64_t off) {
+  const char* op = "genesis::local_shuffle";
+  const Shape s = check_input(x, op);
+  return std::get<0>(pipeline_cuda(x, s, shuffle_config(s, p, num_windows, seed, off, op), false, op));
+}
+
+Tensor nonlinear_cuda(Tensor x, double p, double lo, double hi, int64_t seed, int64_t off) {
+  const char* op = "genesis::nonlinear";
+  const Shape s = check_input(x, op);
+  return std::get<0>(pipeline_cuda(x, s, nonlinear_config(s, p, lo, hi, seed, off, op), false, op));
+}
+
+Tensor inpaint_cuda(Tensor x, double p, double lo, double hi, int64_t seed, int64_t off) {
+  const char* op = "genesis::inpaint";
+  const Shape s = check_input(x, op);
+  return std::get<0>(pipeline_cuda(x, s, paint_config(s, true, p, lo, hi, seed, off, op), false, op));
+}
+
+Tensor outpaint_cuda(Tensor x, double p, double lo, double hi, int64_t seed, int64_t off) {
+  const char* op = "genesis::outpaint";
+  const Shape s = check_input(x, op);
+  return std::get<0>(pipeline_cuda(x, s, paint_config(s, false, p, lo, hi, seed, off, op), false, op));
+}
+
+Tensor bezier_cuda(Tensor x, Tensor control_points, Tensor increasing, double lo, double hi) {
+  const char* op = "genesis::bezier";
+  const Shape s = check_input(x, op);
+  check_bezier_args(x, control_points, increasing, s, op);
+  const PipelineConfig cfg = nonlinear_config(s, 1.0, lo, hi, 0, 0, op);
+  return std::get<0>(pipeline_cuda(x, s, cfg, false, op, &control_points, &increasing));
+}
+
+}  // namespace
+}  // namespace genesis
+
+STABLE_TORCH_LIBRARY_IMPL(genesis, CUDA, m) {
+  m.impl("models_genesis", TORCH_BOX(&genesis::models_genesis_cuda));
+  m.impl("flip", TORCH_BOX(&genesis::flip_cuda));
+  m.impl("local_shuffle", TORCH_BOX(&genesis::local_shuffle_cuda));
+  m.impl("nonlinear", TORCH_BOX(&genesis::nonlinear_cuda));
+  m.impl("inpaint", TORCH_BOX(&genesis::inpaint_cuda));
+  m.impl("outpaint", TORCH_BOX(&genesis::outpaint_cuda));
+  m.impl("bezier", TORCH_BOX(&genesis::bezier_cuda));
+}

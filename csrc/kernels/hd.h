@@ -1,0 +1,10 @@
+#pragma once
+// GENESIS_HD marks functions compiled for both host (g++) and device (nvcc). The same bodies
+// run in the CPU kernels, in the CUDA kernels and in the CPU "emulated launch" used by tests.
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define GENESIS_HD __host__ __device__ __forceinline__
+#else
+#define GENESIS_HD inline
+#endif

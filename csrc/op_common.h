@@ -1,0 +1,145 @@
+#pragma once
+// Torch-side helpers shared by the CPU, CUDA and emulated kernels: argument checks (every
+// bad argument becomes a RuntimeError naming it, never a crash), the mapping of each op onto
+// the pipeline's stage probabilities, and dtype dispatch. Uses only the LibTorch stable ABI.
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/core/ScalarType.h>
+#include <torch/headeronly/util/Exception.h>
+
+#include <cmath>
+#include <cstdint>
+#include <tuple>
+#include <vector>
+
+#include "kernels/half.h"
+#include "kernels/params.h"
+
+namespace genesis {
+
+using torch::headeronly::ScalarType;
+using torch::stable::Tensor;
+
+constexpr int64_t kMaxWindows = 10000000;
+constexpr int64_t kMaxSpatial = (int64_t{1} << 31) - 1;  // int32 voxel indices and maps
+
+inline Shape check_input(const Tensor& x, const char* op) {
+  STD_TORCH_CHECK(x.dim() == 4 || x.dim() == 5, op, ": x must have shape (B, C, H, W) or (B, C, D, H, W), got ",
+                  x.dim(), " dims");
+  const ScalarType st = x.scalar_type();
+  STD_TORCH_CHECK(st == ScalarType::Float || st == ScalarType::Double || st == ScalarType::Half ||
+                      st == ScalarType::BFloat16,
+                  op, ": x must be float16, bfloat16, float32 or float64");
+  Shape s;
+  const auto sizes = x.sizes();
+  s.batch = sizes[0];
+  s.channels = sizes[1];
+  s.nd = static_cast<int>(x.dim()) - 2;
+  s.dim[0] = s.nd == 3 ? sizes[2] : 1;
+  s.dim[1] = sizes[x.dim() - 2];
+  s.dim[2] = sizes[x.dim() - 1];
+  STD_TORCH_CHECK(s.spatial() <= kMaxSpatial, op, ": x has ", s.spatial(),
+                  " voxels per channel; at most 2^31 - 1 are supported");
+  return s;
+}
+
+inline void check_probability(double p, const char* op, const char* name) {
+  STD_TORCH_CHECK(p >= 0.0 && p <= 1.0, op, ": ", name, " must be a probability in [0, 1], got ", p);
+}
+
+inline void check_range(double lo, double hi, const char* op) {
+  STD_TORCH_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo < hi, op,
+                  ": value range must be finite with lo < hi, got (", lo, ", ", hi, ")");
+  STD_TORCH_CHECK(static_cast<float>(lo) < static_cast<float>(hi) &&
+                      std::isfinite(static_cast<float>(hi) - static_cast<float>(lo)),
+                  op, ": value range (", lo, ", ", hi, ") is not representable in float32");
+}
+
+inline void check_offset(int64_t sample_offset, const Shape& s, const char* op) {
+  STD_TORCH_CHECK(sample_offset >= 0 && sample_offset + s.batch <= (int64_t{1} << 32), op,
+                  ": sample_offset must be >= 0 and sample_offset + batch <= 2^32, got ", sample_offset);
+}
+
+inline PipelineConfig base_config(int64_t seed, int64_t sample_offset) {
+  PipelineConfig c{};
+  c.flip_p = c.shuffle_p = c.nonlinear_p = c.paint_p = c.inpaint_rate = 0.0;
+  c.inpaint_p = c.outpaint_p = 1.0;
+  c.num_windows = 0;
+  c.lo = 0.0f;
+  c.hi = 1.0f;
+  c.seed = static_cast<uint64_t>(seed);  // the Python layer maps [0, 2^64) onto int64
+  c.sample_offset = sample_offset;
+  return c;
+}
+
+inline PipelineConfig pipeline_config(const Shape& s, double flip_p, double shuffle_p, int64_t num_windows,
+                                      double nonlinear_p, double paint_p, double inpaint_rate, double lo,
+                                      double hi, int64_t seed, int64_t sample_offset, const char* op) {
+  check_probability(flip_p, op, "flip_p");
+  check_probability(shuffle_p, op, "shuffle_p");
+  check_probability(nonlinear_p, op, "nonlinear_p");
+  check_probability(paint_p, op, "paint_p");
+  check_probability(inpaint_rate, op, "inpaint_rate");
+  STD_TORCH_CHECK(num_windows >= 0 && num_windows <= kMaxWindows, op, ": num_windows must be in [0, ",
+                  kMaxWindows, "], got ", num_windows);
+  check_range(lo, hi, op);
+  check_offset(sample_offset, s, op);
+  PipelineConfig c = base_config(seed, sample_offset);
+  c.flip_p = flip_p;
+  c.shuffle_p = shuffle_p;
+  c.num_windows = num_windows;
+  c.nonlinear_p = nonlinear_p;
+  c.paint_p = paint_p;
+  c.inpaint_rate = inpaint_rate;
+  c.lo = static_cast<float>(lo);
+  c.hi = static_cast<float>(hi);
+  return c;
+}
+
+// Each single op is the pipeline with only its own stage switched on.
+inline PipelineConfig flip_config(const Shape& s, double p, int64_t seed, int64_t off, const char* op) {
+  return pipeline_config(s, p, 0, 0, 0, 0, 0, 0, 1, seed, off, op);
+}
+inline PipelineConfig shuffle_config(const Shape& s, double p, int64_t nw, int64_t seed, int64_t off,
+                                     const char* op) {
+  return pipeline_config(s, 0, p, nw, 0, 0, 0, 0, 1, seed, off, op);
+}
+inline PipelineConfig nonlinear_config(const Shape& s, double p, double lo, double hi, int64_t seed,
+                                       int64_t off, const char* op) {
+  return pipeline_config(s, 0, 0, 0, p, 0, 0, lo, hi, seed, off, op);
+}
+inline PipelineConfig paint_config(const Shape& s, bool in, double p, double lo, double hi, int64_t seed,
+                                   int64_t off, const char* op) {
+  check_probability(p, op, "p");
+  PipelineConfig c = pipeline_config(s, 0, 0, 0, 0, 1.0, in ? 1.0 : 0.0, lo, hi, seed, off, op);
+  c.inpaint_p = in ? p : 1.0;
+  c.outpaint_p = in ? 1.0 : p;
+  return c;
+}
+
+// Explicit Bezier parameters: control_points (B, 4) in [0, 1], increasing (B,) bool.
+inline void check_bezier_args(const Tensor& x, const Tensor& cp, const Tensor& inc, const Shape& s,
+                              const char* op) {
+  STD_TORCH_CHECK(cp.dim() == 2 && cp.sizes()[0] == s.batch && cp.sizes()[1] == 4, op,
+                  ": control_points must have shape (B, 4) = (", s.batch, ", 4)");
+  STD_TORCH_CHECK(cp.scalar_type() == ScalarType::Double, op, ": control_points must be float64");
+  STD_TORCH_CHECK(inc.dim() == 1 && inc.sizes()[0] == s.batch, op, ": increasing must have shape (B,)");
+  STD_TORCH_CHECK(inc.scalar_type() == ScalarType::Bool, op, ": increasing must be a bool tensor");
+  STD_TORCH_CHECK(cp.get_device_index() == x.get_device_index() && cp.is_cuda() == x.is_cuda() &&
+                      inc.get_device_index() == x.get_device_index() && inc.is_cuda() == x.is_cuda(),
+                  op, ": control_points and increasing must be on x's device");
+}
+
+template <typename F>
+void dispatch_storage(ScalarType st, F&& f) {
+  switch (st) {
+    case ScalarType::Float: f(float{}); break;
+    case ScalarType::Double: f(double{}); break;
+    case ScalarType::Half: f(Half16{}); break;
+    case ScalarType::BFloat16: f(BFloat16{}); break;
+    default: STD_TORCH_CHECK(false, "genesis: unsupported dtype");
+  }
+}
+
+}  // namespace genesis

@@ -1,0 +1,83 @@
+"""Argument checks of the Python API: every bad argument raises a clear TypeError/ValueError
+naming it, before anything reaches the C++ kernels (which check again)."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+MAX_WINDOWS = 10_000_000
+_U64 = 1 << 64
+
+
+def check_x(x, name: str = "x") -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (4, 5):
+        raise ValueError(f"{name} must have shape (B, C, H, W) or (B, C, D, H, W), got {tuple(x.shape)}")
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
+    if x.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {x.layout}")
+    spatial = math.prod(x.shape[2:])
+    if spatial > 2**31 - 1:
+        raise ValueError(f"{name} has {spatial} voxels per channel; at most 2**31 - 1 are supported")
+    return x
+
+
+def check_probability(p, name: str) -> float:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"{name} must be a real number in [0, 1], got {p!r}")
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+    return p
+
+
+def check_count(n, name: str, low: int = 0, high: int = MAX_WINDOWS) -> int:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {n!r}")
+    n = int(n)
+    if not low <= n <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {n}")
+    return n
+
+
+def check_value_range(value_range, name: str = "value_range") -> tuple[float, float]:
+    try:
+        lo, hi = value_range
+        lo, hi = float(lo), float(hi)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a pair (lo, hi) of numbers, got {value_range!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"{name} must be finite with lo < hi, got ({lo}, {hi})")
+    if not (torch.tensor(lo, dtype=torch.float32) < torch.tensor(hi, dtype=torch.float32)):
+        raise ValueError(f"{name} ({lo}, {hi}) collapses to a single value in float32")
+    return lo, hi
+
+
+def check_sample_offset(offset, batch: int) -> int:
+    offset = check_count(offset, "sample_offset", 0, 2**32 - 1)
+    if offset + batch > 2**32:
+        raise ValueError(f"sample_offset + batch must be <= 2**32, got {offset} + {batch}")
+    return offset
+
+
+def resolve_seed(seed, generator) -> int:
+    """The 64-bit seed as the int64 the op schemas take. seed=None draws one from `generator`
+    or, when that is None too, from torch's default CPU generator (so torch.manual_seed makes
+    a script reproducible). Drawing from a CUDA generator synchronises with its device."""
+    if seed is None:
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        device = generator.device if generator is not None else "cpu"
+        seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64, device=device, generator=generator))
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int in [0, 2**64) or None, got {seed!r}")
+    seed = int(seed)
+    if not 0 <= seed < _U64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    return seed - _U64 if seed >= 2**63 else seed
