@@ -12,44 +12,180 @@
 namespace genesis {
 namespace {
 
+// Philox blocks of many counters at once, lanes innermost so that the compiler vectorises the
+// rounds (an AVX2 clone is picked at run time where the CPU has it). Same values as
+// philox4x32_10; stream[l] and block[l] vary per lane, sample and purpose are shared.
+constexpr int kLanes = 256;
+
+__attribute__((target_clones("avx2", "default"))) void philox_lanes(int n, const uint32_t* block,
+                                                                    const uint32_t* stream, uint32_t sample,
+                                                                    uint32_t purpose, uint64_t seed,
+                                                                    uint32_t (*out)[kLanes]) {
+  uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  for (int l = 0; l < n; ++l) {
+    c0[l] = block[l];
+    c1[l] = stream[l];
+    c2[l] = sample;
+    c3[l] = purpose;
+  }
+  for (int round = 0; round < 10; ++round) {
+    for (int l = 0; l < n; ++l) {
+      const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0[l];
+      const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2[l];
+      const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[l] ^ k0;
+      const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[l] ^ k1;
+      c1[l] = static_cast<uint32_t>(p1);
+      c3[l] = static_cast<uint32_t>(p0);
+      c0[l] = n0;
+      c2[l] = n2;
+    }
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  for (int l = 0; l < n; ++l) {
+    out[0][l] = c0[l];
+    out[1][l] = c1[l];
+    out[2][l] = c2[l];
+    out[3][l] = c3[l];
+  }
+}
+
+// All shuffle windows of a sample (same as shuffle_window, batched).
+void shuffle_windows(const PipelineConfig& cfg, const Shape& shape, uint32_t sample, std::vector<Box>& windows) {
+  const int64_t K = cfg.num_windows;
+  windows.resize(static_cast<size_t>(K));
+  const int nd = shape.nd, first = shape.first_axis();
+  const int blocks = nd == 3 ? 2 : 1;  // 2 nd words
+  uint32_t block[kLanes], stream[kLanes], out[4][kLanes];
+  const int per_chunk = kLanes / blocks;
+  for (int64_t k0 = 0; k0 < K; k0 += per_chunk) {
+    const int n = static_cast<int>(std::min<int64_t>(per_chunk, K - k0));
+    for (int i = 0; i < n; ++i)
+      for (int q = 0; q < blocks; ++q) {
+        block[i * blocks + q] = static_cast<uint32_t>(q);
+        stream[i * blocks + q] = static_cast<uint32_t>(k0 + i);
+      }
+    philox_lanes(n * blocks, block, stream, sample, kShuffleWindow, cfg.seed, out);
+    for (int i = 0; i < n; ++i) {
+      uint32_t w[8];
+      for (int q = 0; q < blocks; ++q)
+        for (int j = 0; j < 4; ++j) w[4 * q + j] = out[j][i * blocks + q];
+      Box& box = windows[k0 + i];
+      for (int a = 0; a < 3; ++a) {
+        box.start[a] = 0;
+        box.size[a] = 1;
+      }
+      for (int a = first; a < 3; ++a) {
+        const int ka = a - first;
+        const int64_t dim = shape.dim[a];
+        const int64_t size = 1 + uniform_below(w[ka], static_cast<uint64_t>(max64(1, dim / 10)));
+        box.size[a] = static_cast<int32_t>(size);
+        box.start[a] = static_cast<int32_t>(uniform_below(w[nd + ka], static_cast<uint64_t>(dim - size + 1)));
+      }
+    }
+  }
+}
+
 // Local pixel shuffling on the CPU: src[v] = the voxel (in target coordinates) that voxel v
-// receives. Windows are stamped in order (the last one wins), then each window that still owns
-// voxels builds its Fisher-Yates permutation once (O(n)) and resolves them. The GPU evaluates
-// the same permutation entry by entry (fisher_yates_entry); tests check they agree.
-void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b, int32_t* src,
-                        std::vector<uint32_t>& perm) {
+// receives. Windows are visited from the last to the first; a voxel belongs to the first
+// visitor (the last window covering it wins). Each window that owns voxels then builds its
+// Fisher-Yates permutation once (O(n)) and resolves them. The GPU evaluates the same
+// permutation entry by entry (fisher_yates_entry); tests check that both agree.
+struct ShuffleScratch {
+  std::vector<Box> windows;
+  std::vector<int32_t> voxels;
+  std::vector<uint32_t> claimed, perm, draws;
+  std::vector<uint8_t> taken;
+};
+
+void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b, int32_t* src, ShuffleScratch& sc) {
   const int64_t S = shape.spatial();
   const uint32_t sample = sample_index(cfg, b);
-  // owner >= 0: window id; resolved entries are stored as -(source + 1).
-  for (int64_t v = 0; v < S; ++v) src[v] = static_cast<int32_t>(-(v + 1));
-  const auto each_voxel = [&](const Box& w, auto&& fn) {
-    int64_t local = 0;
+  shuffle_windows(cfg, shape, sample, sc.windows);
+  for (int64_t v = 0; v < S; ++v) src[v] = static_cast<int32_t>(v);
+  sc.taken.assign(S, 0);
+  uint32_t block[kLanes], stream[kLanes], out[4][kLanes];
+  for (int64_t k = cfg.num_windows - 1; k >= 0; --k) {
+    const Box& w = sc.windows[k];
+    const uint32_t n = static_cast<uint32_t>(w.volume());
+    sc.voxels.resize(n);
+    sc.claimed.resize(n);
+    int32_t* voxels = sc.voxels.data();
+    uint32_t* claimed = sc.claimed.data();
+    uint8_t* taken = sc.taken.data();
+    uint32_t local = 0, num_claimed = 0;
     for (int64_t z = w.start[0]; z < w.start[0] + w.size[0]; ++z)
       for (int64_t y = w.start[1]; y < w.start[1] + w.size[1]; ++y) {
-        const int64_t row = (z * shape.dim[1] + y) * shape.dim[2];
-        for (int64_t x = w.start[2]; x < w.start[2] + w.size[2]; ++x) fn(row + x, local++);
+        const int32_t row = static_cast<int32_t>((z * shape.dim[1] + y) * shape.dim[2] + w.start[2]);
+        for (int32_t x = 0; x < w.size[2]; ++x, ++local) {
+          const int32_t v = row + x;
+          voxels[local] = v;
+          claimed[num_claimed] = local;
+          num_claimed += taken[v] ? 0u : 1u;
+          taken[v] = 1;
+        }
       }
-  };
-  std::vector<Box> windows(static_cast<size_t>(cfg.num_windows));
-  for (int64_t k = 0; k < cfg.num_windows; ++k) {
-    windows[k] = shuffle_window(cfg.seed, sample, static_cast<uint32_t>(k), shape);
-    each_voxel(windows[k], [&](int64_t v, int64_t) { src[v] = static_cast<int32_t>(k); });
+    if (num_claimed == 0) continue;
+    // Fisher-Yates draws j_i (word i of stream kShufflePerm/k), 4 draws per Philox block.
+    const uint32_t nblocks = (n + 3) / 4;
+    sc.draws.resize(4 * nblocks);
+    for (uint32_t b0 = 0; b0 < nblocks; b0 += kLanes) {
+      const int lanes = static_cast<int>(std::min<uint32_t>(kLanes, nblocks - b0));
+      for (int l = 0; l < lanes; ++l) {
+        block[l] = b0 + static_cast<uint32_t>(l);
+        stream[l] = static_cast<uint32_t>(k);
+      }
+      philox_lanes(lanes, block, stream, sample, kShufflePerm, cfg.seed, out);
+      for (int l = 0; l < lanes; ++l)
+        for (int q = 0; q < 4; ++q) sc.draws[4 * (b0 + l) + q] = out[q][l];
+    }
+    sc.perm.resize(n);
+    std::iota(sc.perm.begin(), sc.perm.end(), 0u);
+    for (uint32_t i = n - 1; i >= 1; --i) std::swap(sc.perm[i], sc.perm[uniform_below(sc.draws[i], i + 1u)]);
+    for (uint32_t c = 0; c < num_claimed; ++c) src[voxels[claimed[c]]] = voxels[sc.perm[claimed[c]]];
   }
-  for (int64_t k = 0; k < cfg.num_windows; ++k) {
-    const Box& w = windows[k];
-    bool owns = false;
-    each_voxel(w, [&](int64_t v, int64_t) { owns = owns || src[v] == k; });
-    if (!owns) continue;
-    const uint32_t n = static_cast<uint32_t>(w.volume());
-    perm.resize(n);
-    std::iota(perm.begin(), perm.end(), 0u);
-    const Stream s(cfg.seed, sample, kShufflePerm, static_cast<uint32_t>(k));
-    for (uint32_t i = n - 1; i >= 1; --i) std::swap(perm[i], perm[fisher_yates_draw(s, i)]);
-    each_voxel(w, [&](int64_t v, int64_t local) {
-      if (src[v] == k) src[v] = static_cast<int32_t>(-(window_voxel(shape, w, perm[local]) + 1));
-    });
+}
+
+// Input row (z, y) of sample b, all channels. Same values as pipeline_voxel (the GPU body),
+// organised for the CPU: targets are already written, so the shuffle reads the flipped volume
+// directly; painting is decided per row from the boxes; one Philox block serves 4 noise voxels.
+template <typename T>
+void input_row(const T* x, T* input, const T* target, const Shape& shape, const PipelineConfig& cfg,
+               const SampleView& sv, const int32_t* map, int64_t b, int64_t z, int64_t y, std::vector<uint8_t>& replace) {
+  const SampleParams& p = sv.params;
+  const int64_t S = shape.spatial(), W = shape.dim[2];
+  const int64_t row = (z * shape.dim[1] + y) * W;
+  replace.assign(W, p.paint == kPaintOut ? 1 : 0);
+  for (int k = 0; k < p.num_boxes; ++k) {
+    const Box& bx = p.boxes[k];
+    if (z < bx.start[0] || z >= bx.start[0] + bx.size[0] || y < bx.start[1] || y >= bx.start[1] + bx.size[1]) continue;
+    for (int64_t xx = bx.start[2]; xx < bx.start[2] + bx.size[2]; ++xx) replace[xx] = p.paint == kPaintIn ? 1 : 0;
   }
-  for (int64_t v = 0; v < S; ++v) src[v] = -src[v] - 1;
+  const float lo = cfg.lo, range = cfg.hi - cfg.lo;
+  for (int64_t c = 0; c < shape.channels; ++c) {
+    const int64_t plane = (b * shape.channels + c) * S;
+    const T* base = (p.flip_mask ? target : x) + plane;  // what the shuffle reads
+    T* out = input + plane + row;
+    const Stream noise(cfg.seed, sv.sample, kNoise, static_cast<uint32_t>(c));
+    int64_t block = -1;
+    Words4 words{};
+    for (int64_t xx = 0; xx < W; ++xx) {
+      const int64_t v = row + xx;
+      if (replace[xx]) {
+        if ((v >> 2) != block) {
+          block = v >> 2;
+          words = noise.block(static_cast<uint32_t>(block));
+        }
+        out[xx] = FromFloat<T>::apply(noise_from_word(words.w[v & 3], lo, range));
+        continue;
+      }
+      const T value = base[map ? map[v] : v];
+      out[xx] = p.nonlinear
+                    ? FromFloat<T>::apply(intensity_map(sv.curve.xs, sv.curve.ys, sv.curve.grid, to_float(value), lo, range))
+                    : value;
+    }
+  }
 }
 
 template <typename T>
@@ -58,35 +194,71 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
   const int64_t B = shape.batch, S = shape.spatial();
   std::vector<float> xs(B * kCurvePoints), ys(B * kCurvePoints);
   std::vector<int32_t> grid(B * kCurveGridPoints);
-  bool any_shuffle = false;
-  for (const auto& p : params) any_shuffle = any_shuffle || p.shuffle;
+  bool any_shuffle = false, any_flip = false;
+  for (const auto& p : params) {
+    any_shuffle = any_shuffle || p.shuffle;
+    any_flip = any_flip || p.flip_mask;
+  }
+  // The flip op alone has no target buffer: its result is the input, computed by the generic body.
+  const bool flip_only = target == nullptr;
   std::vector<int32_t> src(any_shuffle ? B * S : 0);
   torch::stable::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<uint32_t> perm;
+    ShuffleScratch scratch;
     for (int64_t b = b0; b < b1; ++b) {
       for (int i = 0; i < kCurvePoints; ++i) curve_point_body(params.data(), xs.data(), ys.data(), b, i);
       for (int g = 0; g < kCurveGridPoints; ++g) curve_grid_body(params.data(), xs.data(), grid.data(), b, g);
-      if (params[b].shuffle) shuffle_source_map(cfg, shape, b, src.data() + b * S, perm);
+      if (params[b].shuffle) shuffle_source_map(cfg, shape, b, src.data() + b * S, scratch);
     }
   });
   const int64_t rows = B * shape.dim[0] * shape.dim[1];
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, shape.dim[2] * shape.channels));
-  torch::stable::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t b = r / (shape.dim[0] * shape.dim[1]);
-      const int64_t zy = r % (shape.dim[0] * shape.dim[1]);
-      const int64_t z = zy / shape.dim[1], y = zy % shape.dim[1];
-      SampleView sv;
-      sv.params = params[b];
-      sv.sample = sample_index(cfg, b);
-      sv.curve = curve_view(xs.data(), ys.data(), grid.data(), b);
-      const int32_t* map = sv.params.shuffle ? src.data() + b * S : nullptr;
-      const int64_t row = (z * shape.dim[1] + y) * shape.dim[2];
-      for (int64_t xx = 0; xx < shape.dim[2]; ++xx) {
-        const int64_t shuffled = map ? map[row + xx] : row + xx;
-        pipeline_voxel(x, input, target, shape, cfg, sv, b, z, y, xx, shuffled);
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, shape.dim[2] * shape.channels));
+  const auto for_rows = [&](auto&& fn) {
+    torch::stable::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+      std::vector<uint8_t> replace;
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / (shape.dim[0] * shape.dim[1]);
+        const int64_t zy = r % (shape.dim[0] * shape.dim[1]);
+        fn(b, zy / shape.dim[1], zy % shape.dim[1], replace);
       }
-    }
+    });
+  };
+  const auto view = [&](int64_t b) {
+    SampleView sv;
+    sv.params = params[b];
+    sv.sample = sample_index(cfg, b);
+    sv.curve = curve_view(xs.data(), ys.data(), grid.data(), b);
+    return sv;
+  };
+  if (flip_only && any_flip) {
+    for_rows([&](int64_t b, int64_t z, int64_t y, std::vector<uint8_t>&) {
+      const SampleView sv = view(b);
+      const int64_t row = (z * shape.dim[1] + y) * shape.dim[2];
+      for (int64_t xx = 0; xx < shape.dim[2]; ++xx)
+        pipeline_voxel(x, input, static_cast<T*>(nullptr), shape, cfg, sv, b, z, y, xx, row + xx);
+    });
+    return;
+  }
+  if (target != nullptr) {  // pass 1: targets (the shuffle of pass 2 reads them)
+    for_rows([&](int64_t b, int64_t z, int64_t y, std::vector<uint8_t>&) {
+      const int32_t mask = params[b].flip_mask;
+      const int64_t W = shape.dim[2];
+      const int64_t row = (z * shape.dim[1] + y) * W;
+      const int64_t src_row = flip_source(shape, mask & 3, z, y, 0);
+      for (int64_t c = 0; c < shape.channels; ++c) {
+        const int64_t plane = (b * shape.channels + c) * S;
+        const T* in = x + plane + src_row;
+        T* out = target + plane + row;
+        if (mask & 4) {
+          for (int64_t xx = 0; xx < W; ++xx) out[xx] = in[W - 1 - xx];
+        } else {
+          std::copy(in, in + W, out);
+        }
+      }
+    });
+  }
+  for_rows([&](int64_t b, int64_t z, int64_t y, std::vector<uint8_t>& replace) {
+    input_row(x, input, target, shape, cfg, view(b), params[b].shuffle ? src.data() + b * S : nullptr, b, z, y,
+              replace);
   });
 }
 

@@ -11,7 +11,8 @@
 namespace genesis {
 
 constexpr int kCurveSegments = 2048;  // polyline segments (uniform in s)
-constexpr int kCurveGrid = 2048;      // index grid cells (uniform in t)
+constexpr int kCurveGrid = 4096;      // index grid cells (uniform in t); finer than the
+                                      // polyline so most cells hold at most one breakpoint
 constexpr int kCurvePoints = kCurveSegments + 1;
 constexpr int kCurveGridPoints = kCurveGrid + 1;
 
@@ -59,7 +60,10 @@ GENESIS_HD int32_t curve_grid_entry(const float* xs, int g) {
 GENESIS_HD float curve_eval(const float* xs, const float* ys, const int32_t* grid, float t) {
   int g = static_cast<int>(t * static_cast<float>(kCurveGrid));
   if (g > kCurveGrid - 1) g = kCurveGrid - 1;
-  const int i = curve_segment(xs, grid[g], grid[g + 1], t);
+  const int lo = grid[g], hi = grid[g + 1];
+  // Cells holding at most one breakpoint (the common case) need one branch-free comparison.
+  const int i = hi - lo <= 1 ? lo + (static_cast<int>(lo < hi) & static_cast<int>(xs[hi] <= t))
+                             : curve_segment(xs, lo, hi, t);
   const float dx = xs[i + 1] - xs[i];
   if (!(dx > 0.0f)) return ys[i + 1];
   return ys[i] + (ys[i + 1] - ys[i]) * ((t - xs[i]) / dx);
