@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import struct
 
 import torch
 
@@ -53,9 +54,19 @@ def check_value_range(value_range, name: str = "value_range") -> tuple[float, fl
         raise TypeError(f"{name} must be a pair (lo, hi) of numbers, got {value_range!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"{name} must be finite with lo < hi, got ({lo}, {hi})")
-    if not (torch.tensor(lo, dtype=torch.float32) < torch.tensor(hi, dtype=torch.float32)):
-        raise ValueError(f"{name} ({lo}, {hi}) collapses to a single value in float32")
+    if not torch.compiler.is_compiling() and not _float32_range_ok(lo, hi):
+        raise ValueError(f"{name} ({lo}, {hi}) is not representable in float32 (the kernels compute in float32)")
     return lo, hi
+
+
+def _float32_range_ok(lo: float, hi: float) -> bool:
+    """lo < hi and hi - lo finite once rounded to float32 (what the kernels compute in)."""
+    try:
+        lo32, hi32 = struct.unpack("2f", struct.pack("2f", lo, hi))
+        (diff,) = struct.unpack("f", struct.pack("f", hi32 - lo32))
+    except OverflowError:
+        return False
+    return lo32 < hi32 and math.isfinite(diff)
 
 
 def check_sample_offset(offset, batch: int) -> int:

@@ -1,0 +1,161 @@
+"""Kernels against the NumPy reference: bit-exact over shapes (2D and 3D, tiny and odd sizes),
+dtypes, channels, seeds and parameters; for the C++ CPU kernels and for the CUDA kernels' bodies
+run by the CPU emulation (csrc/emulate), so GPU code is checked on machines without a GPU."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import genesis_ops as go
+from genesis_ops import reference as ref
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+@st.composite
+def volumes(draw, max_side=24):
+    nd = draw(st.sampled_from([2, 3]))
+    spatial = tuple(draw(st.integers(1, max_side)) for _ in range(nd))
+    batch = draw(st.integers(1, 3))
+    channels = draw(st.integers(1, 3))
+    dtype = draw(st.sampled_from(DTYPES))
+    seed = draw(st.integers(0, 2**64 - 1))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
+    x = torch.rand((batch, channels) + spatial, generator=g, dtype=torch.float64)
+    x = (x * 1.2 - 0.1).to(dtype)  # a little outside [0, 1] exercises the clamp
+    return x, seed
+
+
+def _np(x):
+    """The reference works on NumPy float16/32/64; bfloat16 values are exact in float32."""
+    return x.float().numpy() if x.dtype == torch.bfloat16 else x.numpy()
+
+
+def _from_ref(a, like):
+    return torch.from_numpy(np.ascontiguousarray(a)).to(like.dtype)
+
+
+def assert_same(actual, expected_np, like):
+    expected = _from_ref(expected_np, like)
+    assert actual.dtype == like.dtype and actual.shape == like.shape
+    assert torch.equal(actual.view(-1).view(torch.uint8), expected.view(-1).view(torch.uint8)) or torch.equal(
+        actual, expected), f"max diff {(actual.double() - expected.double()).abs().max()}"
+
+
+def _ref_bf16_roundtrip(fn, x, *args, **kw):
+    """For bfloat16 the reference computes in float32; rounding to bfloat16 happens once, like the kernel."""
+    return fn(_np(x), *args, **kw)
+
+
+probabilities = st.sampled_from([0.0, 0.3, 0.5, 1.0])
+
+
+@given(volumes(), probabilities)
+def test_flip(v, p):
+    x, seed = v
+    assert_same(go.flip(x, p=p, seed=seed), ref.flip(_np(x), p=p, seed=ref_seed(seed)), x)
+
+
+@given(volumes(), probabilities, st.integers(0, 300))
+def test_local_shuffle(v, p, num_windows):
+    x, seed = v
+    got = go.local_shuffle(x, p=p, num_windows=num_windows, seed=seed)
+    assert_same(got, ref.local_shuffle(_np(x), p=p, num_windows=num_windows, seed=ref_seed(seed)), x)
+
+
+value_ranges = st.sampled_from([(0.0, 1.0), (-1.0, 1.0), (-1000.0, 3000.0), (0.25, 0.5)])
+
+
+@given(volumes(), probabilities, value_ranges)
+def test_nonlinear(v, p, value_range):
+    x, seed = v
+    got = go.nonlinear(x, p=p, value_range=value_range, seed=seed)
+    want = ref.nonlinear(_np(x), p=p, value_range=value_range, seed=ref_seed(seed))
+    assert_same(got, want, x)
+
+
+@given(volumes(), probabilities, value_ranges)
+def test_inpaint(v, p, value_range):
+    x, seed = v
+    assert_same(go.inpaint(x, p=p, value_range=value_range, seed=seed),
+                ref.inpaint(_np(x), p=p, value_range=value_range, seed=ref_seed(seed)), x)
+
+
+@given(volumes(), probabilities, value_ranges)
+def test_outpaint(v, p, value_range):
+    x, seed = v
+    assert_same(go.outpaint(x, p=p, value_range=value_range, seed=seed),
+                ref.outpaint(_np(x), p=p, value_range=value_range, seed=ref_seed(seed)), x)
+
+
+configs = st.builds(
+    go.GenesisConfig,
+    flip_p=probabilities, shuffle_p=probabilities, num_windows=st.integers(0, 200), nonlinear_p=probabilities,
+    paint_p=probabilities, inpaint_rate=st.sampled_from([0.0, 0.2, 1.0]), value_range=value_ranges,
+)
+
+
+@given(volumes(), configs, st.integers(0, 1000))
+def test_models_genesis(v, cfg, offset):
+    x, seed = v
+    inp, target = go.models_genesis(x, cfg, seed=seed, sample_offset=offset)
+    rin, rtarget = ref.models_genesis(_np(x), cfg, seed=ref_seed(seed), sample_offset=offset)
+    assert_same(target, rtarget, x)
+    assert_same(inp, rin, x)
+
+
+def _emulated(x, cfg, seed, offset=0):
+    lo, hi = cfg.value_range
+    return torch.ops.genesis._emulated_cuda_models_genesis(
+        x, cfg.flip_p, cfg.shuffle_p, cfg.num_windows, cfg.nonlinear_p, cfg.paint_p, cfg.inpaint_rate, lo, hi,
+        go._checks.resolve_seed(seed, None), offset)
+
+
+@given(volumes(max_side=20), configs, st.integers(0, 1000))
+def test_emulated_cuda_launch_matches_reference(v, cfg, offset):
+    """The CUDA kernels' bodies (per-window owner stamping with atomic max, per-voxel
+    Fisher-Yates entry evaluation, per-block curve tables) equal the sequential reference."""
+    x, seed = v
+    inp, target = _emulated(x, cfg, seed, offset)
+    rin, rtarget = ref.models_genesis(_np(x), cfg, seed=ref_seed(seed), sample_offset=offset)
+    assert_same(target, rtarget, x)
+    assert_same(inp, rin, x)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 64, 64, 32), (1, 2, 40, 33), (1, 1, 1, 1, 1)])
+def test_paper_defaults_full_size(shape):
+    """The paper's configuration (10000 windows) at the paper's cube size, CPU and emulated GPU."""
+    x = torch.rand(shape)
+    cfg = go.GenesisConfig(shuffle_p=1.0, paint_p=1.0)
+    inp, target = go.models_genesis(x, cfg, seed=7)
+    rin, rtarget = ref.models_genesis(x.numpy(), cfg, seed=7)
+    assert_same(inp, rin, x)
+    assert_same(target, rtarget, x)
+    ein, etarget = _emulated(x, cfg, 7)
+    assert torch.equal(ein, inp) and torch.equal(etarget, target)
+
+
+@given(st.integers(1, 3), st.lists(st.floats(0, 1), min_size=4, max_size=4), st.booleans(), value_ranges)
+def test_bezier_explicit(batch, ctrl, increasing, value_range):
+    x = torch.rand(batch, 2, 9, 17) * 1.4 - 0.2
+    cp = [ctrl] * batch
+    inc = [increasing] * batch
+    got = go.bezier(x, cp, inc, value_range=value_range)
+    assert_same(got, ref.bezier(x.numpy(), cp, inc, value_range), x)
+    emu = torch.ops.genesis._emulated_cuda_bezier(
+        x, torch.tensor(cp, dtype=torch.float64), torch.tensor(inc), *value_range)
+    assert torch.equal(emu, got)
+
+
+def test_bezier_is_what_nonlinear_draws():
+    """nonlinear(x, seed) == bezier(x, the control points and direction drawn for that seed)."""
+    x = torch.rand(4, 1, 16, 16, 8)
+    y = go.nonlinear(x, p=1.0, seed=11)
+    params = [ref.draw_sample_params(11, b, x.shape[2:], ref._Probabilities(nonlinear_p=1.0)) for b in range(4)]
+    z = go.bezier(x, [p.ctrl for p in params], [p.increasing for p in params])
+    assert torch.equal(y, z)
+
+
+def ref_seed(seed):
+    return seed  # the reference takes the same unsigned 64-bit seed
