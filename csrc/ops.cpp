@@ -25,6 +25,6 @@ STABLE_TORCH_LIBRARY(genesis, m) {
 
 // `import genesis_ops._C` dlopens this library, which runs the static registrations. No pybind11.
 extern "C" PyObject* PyInit__C(void) {
-  static PyModuleDef def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static PyModuleDef def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr, nullptr, nullptr, nullptr, nullptr};
   return PyModule_Create(&def);
 }

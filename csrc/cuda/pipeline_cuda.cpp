@@ -5,6 +5,7 @@
 #include <torch/csrc/stable/accelerator.h>
 
 #include "cuda/pipeline_launch.h"
+#include "kernels/bezier.h"
 #include "op_common.h"
 
 namespace genesis {
