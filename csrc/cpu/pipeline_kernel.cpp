@@ -94,56 +94,108 @@ void shuffle_windows(const PipelineConfig& cfg, const Shape& shape, uint32_t sam
 // permutation entry by entry (fisher_yates_entry); tests check that both agree.
 struct ShuffleScratch {
   std::vector<Box> windows;
+  std::vector<uint32_t> claimed;        // claimed local positions, grouped by window
+  std::vector<int64_t> claimed_begin;   // window k's claims: [claimed_begin[k], claimed_begin[k+1])
+  std::vector<uint32_t> lane_block, lane_stream, words;
   std::vector<int32_t> voxels;
-  std::vector<uint32_t> claimed, perm, draws;
+  std::vector<uint32_t> perm;
   std::vector<uint8_t> taken;
 };
 
+// Calls fn(spatial index, local index) for the voxels of window w in row-major order. Bounds
+// are copied into locals first: the callbacks store through byte pointers, which would
+// otherwise make the compiler reload them from memory on every voxel.
+template <typename Fn>
+void for_window_voxels(const Shape& shape, const Box& w, Fn&& fn) {
+  const int32_t z0 = w.start[0], z1 = w.start[0] + w.size[0], y0 = w.start[1], y1 = w.start[1] + w.size[1];
+  const int32_t x0 = w.start[2], sx = w.size[2];
+  const int32_t H = static_cast<int32_t>(shape.dim[1]), W = static_cast<int32_t>(shape.dim[2]);
+  uint32_t local = 0;
+  for (int32_t z = z0; z < z1; ++z)
+    for (int32_t y = y0; y < y1; ++y) {
+      const int32_t row = (z * H + y) * W + x0;
+      for (int32_t x = 0; x < sx; ++x, ++local) fn(row + x, local);
+    }
+}
+
 void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b, int32_t* src, ShuffleScratch& sc) {
-  const int64_t S = shape.spatial();
+  const int64_t S = shape.spatial(), K = cfg.num_windows;
   const uint32_t sample = sample_index(cfg, b);
   shuffle_windows(cfg, shape, sample, sc.windows);
   for (int64_t v = 0; v < S; ++v) src[v] = static_cast<int32_t>(v);
+  // 1. Claims, from the last window back: a voxel belongs to the first window that reaches it.
   sc.taken.assign(S, 0);
-  uint32_t block[kLanes], stream[kLanes], out[4][kLanes];
-  for (int64_t k = cfg.num_windows - 1; k >= 0; --k) {
+  sc.claimed.resize(S);
+  sc.claimed_begin.assign(K + 1, 0);
+  {
+    std::vector<int64_t> count(K, 0);
+    int64_t total = 0;
+    uint8_t* taken = sc.taken.data();
+    uint32_t* claimed = sc.claimed.data();
+    // Claims are written back to front so that window k's land before window k+1's.
+    int64_t end = S;
+    for (int64_t k = K - 1; k >= 0; --k) {
+      const int64_t before = total;
+      std::vector<uint32_t>& tmp = sc.perm;  // reused as a small buffer
+      tmp.resize(static_cast<size_t>(sc.windows[k].volume()));
+      uint32_t* buf = tmp.data();
+      uint32_t got = 0;
+      for_window_voxels(shape, sc.windows[k], [&](int32_t v, uint32_t local) {
+        buf[got] = local;  // branch-free: kept only if v was not taken yet
+        got += taken[v] ^ 1u;
+        taken[v] = 1;
+      });
+      tmp.resize(got);
+      total += static_cast<int64_t>(tmp.size());
+      end -= static_cast<int64_t>(tmp.size());
+      std::copy(tmp.begin(), tmp.end(), claimed + end);
+      count[k] = total - before;
+    }
+    // windows k = 0..K-1 now lie in order in claimed[end, S)
+    int64_t pos = end;
+    for (int64_t k = 0; k < K; ++k) {
+      sc.claimed_begin[k] = pos;
+      pos += count[k];
+    }
+    sc.claimed_begin[K] = pos;
+  }
+  // 2. Fisher-Yates draws of every window that owns voxels: one batch of Philox blocks for all,
+  // computed 256 lanes at a time (vectorised).
+  sc.lane_block.clear();
+  sc.lane_stream.clear();
+  for (int64_t k = 0; k < K; ++k) {
+    if (sc.claimed_begin[k + 1] == sc.claimed_begin[k]) continue;
+    const uint32_t nblocks = static_cast<uint32_t>((sc.windows[k].volume() + 3) / 4);
+    for (uint32_t blk = 0; blk < nblocks; ++blk) {
+      sc.lane_block.push_back(blk);
+      sc.lane_stream.push_back(static_cast<uint32_t>(k));
+    }
+  }
+  const int64_t lanes_total = static_cast<int64_t>(sc.lane_block.size());
+  sc.words.resize(4 * lanes_total);
+  uint32_t out[4][kLanes];
+  for (int64_t l0 = 0; l0 < lanes_total; l0 += kLanes) {
+    const int n = static_cast<int>(std::min<int64_t>(kLanes, lanes_total - l0));
+    philox_lanes(n, sc.lane_block.data() + l0, sc.lane_stream.data() + l0, sample, kShufflePerm, cfg.seed, out);
+    for (int l = 0; l < n; ++l)
+      for (int q = 0; q < 4; ++q) sc.words[4 * (l0 + l) + q] = out[q][l];
+  }
+  // 3. Permute and resolve the claimed voxels of each owning window.
+  const uint32_t* words = sc.words.data();
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t c0 = sc.claimed_begin[k], c1 = sc.claimed_begin[k + 1];
+    if (c0 == c1) continue;
     const Box& w = sc.windows[k];
     const uint32_t n = static_cast<uint32_t>(w.volume());
     sc.voxels.resize(n);
-    sc.claimed.resize(n);
     int32_t* voxels = sc.voxels.data();
-    uint32_t* claimed = sc.claimed.data();
-    uint8_t* taken = sc.taken.data();
-    uint32_t local = 0, num_claimed = 0;
-    for (int64_t z = w.start[0]; z < w.start[0] + w.size[0]; ++z)
-      for (int64_t y = w.start[1]; y < w.start[1] + w.size[1]; ++y) {
-        const int32_t row = static_cast<int32_t>((z * shape.dim[1] + y) * shape.dim[2] + w.start[2]);
-        for (int32_t x = 0; x < w.size[2]; ++x, ++local) {
-          const int32_t v = row + x;
-          voxels[local] = v;
-          claimed[num_claimed] = local;
-          num_claimed += taken[v] ? 0u : 1u;
-          taken[v] = 1;
-        }
-      }
-    if (num_claimed == 0) continue;
-    // Fisher-Yates draws j_i (word i of stream kShufflePerm/k), 4 draws per Philox block.
-    const uint32_t nblocks = (n + 3) / 4;
-    sc.draws.resize(4 * nblocks);
-    for (uint32_t b0 = 0; b0 < nblocks; b0 += kLanes) {
-      const int lanes = static_cast<int>(std::min<uint32_t>(kLanes, nblocks - b0));
-      for (int l = 0; l < lanes; ++l) {
-        block[l] = b0 + static_cast<uint32_t>(l);
-        stream[l] = static_cast<uint32_t>(k);
-      }
-      philox_lanes(lanes, block, stream, sample, kShufflePerm, cfg.seed, out);
-      for (int l = 0; l < lanes; ++l)
-        for (int q = 0; q < 4; ++q) sc.draws[4 * (b0 + l) + q] = out[q][l];
-    }
+    for_window_voxels(shape, w, [&](int32_t v, uint32_t local) { voxels[local] = v; });
     sc.perm.resize(n);
-    std::iota(sc.perm.begin(), sc.perm.end(), 0u);
-    for (uint32_t i = n - 1; i >= 1; --i) std::swap(sc.perm[i], sc.perm[uniform_below(sc.draws[i], i + 1u)]);
-    for (uint32_t c = 0; c < num_claimed; ++c) src[voxels[claimed[c]]] = voxels[sc.perm[claimed[c]]];
+    uint32_t* perm = sc.perm.data();
+    for (uint32_t i = 0; i < n; ++i) perm[i] = i;
+    for (uint32_t i = n - 1; i >= 1; --i) std::swap(perm[i], perm[uniform_below(words[i], i + 1u)]);
+    for (int64_t c = c0; c < c1; ++c) src[voxels[sc.claimed[c]]] = voxels[perm[sc.claimed[c]]];
+    words += 4 * ((n + 3) / 4);
   }
 }
 
