@@ -240,11 +240,13 @@ def curve_eval(xs, ys, t):
 
 
 def intensity_map(v32, xs, ys, lo: float, hi: float):
-    """Clamp to [lo, hi], normalise, map through the curve, scale back; NaN stays NaN."""
+    """Clamp to [lo, hi], normalise (t = (v - lo) * float32(1 / (hi - lo))), map through the curve,
+    scale back; NaN stays NaN."""
     lo32, hi32 = np.float32(lo), np.float32(hi)
     rng = np.float32(hi32 - lo32)
+    inv_rng = np.float32(np.float32(1) / rng)
     with np.errstate(invalid="ignore"):
-        t = ((v32 - lo32) / rng).astype(np.float32)
+        t = ((v32 - lo32) * inv_rng).astype(np.float32)
         t = np.clip(t, np.float32(0), np.float32(1))
     nan = np.isnan(t)
     out = lo32 + curve_eval(xs, ys, np.where(nan, np.float32(0), t)) * rng

@@ -214,7 +214,7 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
     if (z < bx.start[0] || z >= bx.start[0] + bx.size[0] || y < bx.start[1] || y >= bx.start[1] + bx.size[1]) continue;
     for (int64_t xx = bx.start[2]; xx < bx.start[2] + bx.size[2]; ++xx) replace[xx] = p.paint == kPaintIn ? 1 : 0;
   }
-  const float lo = cfg.lo, range = cfg.hi - cfg.lo;
+  const float lo = cfg.lo, range = cfg.hi - cfg.lo, inv_range = 1.0f / range;
   for (int64_t c = 0; c < shape.channels; ++c) {
     const int64_t plane = (b * shape.channels + c) * S;
     const T* base = (p.flip_mask ? target : x) + plane;  // what the shuffle reads
@@ -234,7 +234,7 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
       }
       const T value = base[map ? map[v] : v];
       out[xx] = p.nonlinear
-                    ? FromFloat<T>::apply(intensity_map(sv.curve.xs, sv.curve.ys, sv.curve.grid, to_float(value), lo, range))
+                    ? FromFloat<T>::apply(intensity_map(sv.curve.xs, sv.curve.ys, sv.curve.grid, to_float(value), lo, range, inv_range))
                     : value;
     }
   }

@@ -126,7 +126,8 @@ GENESIS_HD void pipeline_voxel(const T* __restrict__ x, T* __restrict__ input, T
       out = FromFloat<T>::apply(noise_value(cfg.seed, sv.sample, c, v, cfg.lo, range));
     } else if (p.nonlinear) {
       out = FromFloat<T>::apply(
-          intensity_map(sv.curve.xs, sv.curve.ys, sv.curve.grid, to_float(x[plane + in_src]), cfg.lo, range));
+          intensity_map(sv.curve.xs, sv.curve.ys, sv.curve.grid, to_float(x[plane + in_src]), cfg.lo, range,
+                        1.0f / range));
     } else {
       out = x[plane + in_src];
     }
