@@ -95,7 +95,7 @@ void shuffle_windows(const PipelineConfig& cfg, const Shape& shape, uint32_t sam
 struct ShuffleScratch {
   std::vector<Box> windows;
   std::vector<uint32_t> claimed;        // claimed local positions, grouped by window
-  std::vector<int64_t> claimed_begin;   // window k's claims: [claimed_begin[k], claimed_begin[k+1])
+  std::vector<uint32_t> claimed_begin, claimed_count;
   std::vector<uint32_t> lane_block, lane_stream, words;
   std::vector<int32_t> voxels;
   std::vector<uint32_t> perm;
@@ -124,47 +124,32 @@ void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b
   shuffle_windows(cfg, shape, sample, sc.windows);
   for (int64_t v = 0; v < S; ++v) src[v] = static_cast<int32_t>(v);
   // 1. Claims, from the last window back: a voxel belongs to the first window that reaches it.
+  // Window k's claimed local positions are claimed[claimed_begin[k] .. claimed_begin[k] + count].
   sc.taken.assign(S, 0);
-  sc.claimed.resize(S);
-  sc.claimed_begin.assign(K + 1, 0);
+  sc.claimed.resize(S + 1);  // each voxel is claimed once; +1: the branch-free store below
+  sc.claimed_begin.assign(K, 0);
+  sc.claimed_count.assign(K, 0);
   {
-    std::vector<int64_t> count(K, 0);
-    int64_t total = 0;
     uint8_t* taken = sc.taken.data();
     uint32_t* claimed = sc.claimed.data();
-    // Claims are written back to front so that window k's land before window k+1's.
-    int64_t end = S;
+    uint32_t total = 0;
     for (int64_t k = K - 1; k >= 0; --k) {
-      const int64_t before = total;
-      std::vector<uint32_t>& tmp = sc.perm;  // reused as a small buffer
-      tmp.resize(static_cast<size_t>(sc.windows[k].volume()));
-      uint32_t* buf = tmp.data();
-      uint32_t got = 0;
+      const uint32_t begin = total;
       for_window_voxels(shape, sc.windows[k], [&](int32_t v, uint32_t local) {
-        buf[got] = local;  // branch-free: kept only if v was not taken yet
-        got += taken[v] ^ 1u;
+        claimed[total] = local;  // branch-free: kept only if v was not taken yet
+        total += taken[v] ^ 1u;
         taken[v] = 1;
       });
-      tmp.resize(got);
-      total += static_cast<int64_t>(tmp.size());
-      end -= static_cast<int64_t>(tmp.size());
-      std::copy(tmp.begin(), tmp.end(), claimed + end);
-      count[k] = total - before;
+      sc.claimed_begin[k] = begin;
+      sc.claimed_count[k] = total - begin;
     }
-    // windows k = 0..K-1 now lie in order in claimed[end, S)
-    int64_t pos = end;
-    for (int64_t k = 0; k < K; ++k) {
-      sc.claimed_begin[k] = pos;
-      pos += count[k];
-    }
-    sc.claimed_begin[K] = pos;
   }
   // 2. Fisher-Yates draws of every window that owns voxels: one batch of Philox blocks for all,
   // computed 256 lanes at a time (vectorised).
   sc.lane_block.clear();
   sc.lane_stream.clear();
   for (int64_t k = 0; k < K; ++k) {
-    if (sc.claimed_begin[k + 1] == sc.claimed_begin[k]) continue;
+    if (sc.claimed_count[k] == 0) continue;
     const uint32_t nblocks = static_cast<uint32_t>((sc.windows[k].volume() + 3) / 4);
     for (uint32_t blk = 0; blk < nblocks; ++blk) {
       sc.lane_block.push_back(blk);
@@ -183,7 +168,7 @@ void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b
   // 3. Permute and resolve the claimed voxels of each owning window.
   const uint32_t* words = sc.words.data();
   for (int64_t k = 0; k < K; ++k) {
-    const int64_t c0 = sc.claimed_begin[k], c1 = sc.claimed_begin[k + 1];
+    const int64_t c0 = sc.claimed_begin[k], c1 = c0 + sc.claimed_count[k];
     if (c0 == c1) continue;
     const Box& w = sc.windows[k];
     const uint32_t n = static_cast<uint32_t>(w.volume());
