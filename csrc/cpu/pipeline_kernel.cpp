@@ -4,6 +4,7 @@
 // and over rows of voxels (values), and every voxel is a pure function of its coordinates, so
 // results do not depend on the thread count.
 #include <algorithm>
+#include <atomic>
 #include <numeric>
 
 #include "kernels/launch_bodies.h"
@@ -184,6 +185,24 @@ void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b
   }
 }
 
+// Runs fn(begin, end) over [0, n) in chunks handed out dynamically to torch's threads: the
+// work per sample varies (each stage has its own gate), so a static split would leave threads
+// idle. Results do not depend on which thread does what.
+template <typename Fn>
+void parallel_dynamic(int64_t n, int64_t chunk, const Fn& fn) {
+  if (n <= 0) return;
+  const int64_t threads = std::min<int64_t>(torch::stable::get_num_threads(), (n + chunk - 1) / chunk);
+  if (threads <= 1) {
+    fn(0, n);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  torch::stable::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t begin = next.fetch_add(chunk); begin < n; begin = next.fetch_add(chunk))
+      fn(begin, std::min(n, begin + chunk));
+  });
+}
+
 // Input row (z, y) of sample b, all channels. Same values as pipeline_voxel (the GPU body),
 // organised for the CPU: targets are already written, so the shuffle reads the flipped volume
 // directly; painting is decided per row from the boxes; one Philox block serves 4 noise voxels.
@@ -239,7 +258,7 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
   // The flip op alone has no target buffer: its result is the input, computed by the generic body.
   const bool flip_only = target == nullptr;
   std::vector<int32_t> src(any_shuffle ? B * S : 0);
-  torch::stable::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+  parallel_dynamic(B, 1, [&](int64_t b0, int64_t b1) {
     ShuffleScratch scratch;
     for (int64_t b = b0; b < b1; ++b) {
       for (int i = 0; i < kCurvePoints; ++i) curve_point_body(params.data(), xs.data(), ys.data(), b, i);
@@ -248,9 +267,9 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
     }
   });
   const int64_t rows = B * shape.dim[0] * shape.dim[1];
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, shape.dim[2] * shape.channels));
+  const int64_t chunk = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, shape.dim[2] * shape.channels));
   const auto for_rows = [&](auto&& fn) {
-    torch::stable::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+    parallel_dynamic(rows, chunk, [&](int64_t r0, int64_t r1) {
       std::vector<uint8_t> replace;
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / (shape.dim[0] * shape.dim[1]);
