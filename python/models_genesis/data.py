@@ -1,0 +1,390 @@
+"""NIfTI volumes in, normalised cubes out.
+
+Volumes are read with nibabel, reoriented to the closest canonical (RAS) orientation, optionally
+resampled to a voxel spacing, and mapped to [0, 1]: CT through an HU window (default -1000..1000,
+as the paper), MRI by per-volume percentiles or min-max. Arrays keep the canonical axis order
+``(X, Y, Z)`` = the paper's rows x cols x depth, so a cube is ``(1, 64, 64, 32)`` by default.
+
+Loaded volumes are cached in memory (float16 by default: half the RAM, well below the 1/2000 HU
+quantisation of the window) so epochs never re-read or re-decode files.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo")
+DEMO_CT = os.path.join(DEMO_DIR, "ct_abdomen.nii.gz")
+DEMO_LABELS = os.path.join(DEMO_DIR, "ct_abdomen_vertebrae.nii.gz")
+
+
+class VolumeError(RuntimeError):
+    """A volume file is missing, unreadable or unusable (message names the file, one line)."""
+
+
+def _one_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__
+
+
+def is_nifti(path: str) -> bool:
+    return path.lower().endswith(NIFTI_SUFFIXES)
+
+
+def find_volumes(paths: Sequence[str]) -> List[str]:
+    """Expand files, folders (searched recursively for .nii/.nii.gz) and glob patterns.
+
+    Raises :class:`VolumeError` naming the first path that matches nothing."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: List[str] = []
+    for p in paths:
+        p = os.fspath(p)
+        if any(c in p for c in "*?["):
+            hits = sorted(h for h in glob.glob(p, recursive=True) if os.path.isfile(h) and is_nifti(h))
+            if not hits:
+                raise VolumeError(f"{p}: pattern matches no .nii/.nii.gz file")
+            out.extend(hits)
+        elif os.path.isdir(p):
+            hits = sorted(h for h in glob.glob(os.path.join(p, "**", "*"), recursive=True)
+                          if os.path.isfile(h) and is_nifti(h))
+            if not hits:
+                raise VolumeError(f"{p}: folder contains no .nii/.nii.gz file")
+            out.extend(hits)
+        elif os.path.isfile(p):
+            out.append(p)
+        else:
+            raise VolumeError(f"{p}: no such file or folder")
+    seen, uniq = set(), []
+    for p in out:
+        a = os.path.abspath(p)
+        if a not in seen:
+            seen.add(a)
+            uniq.append(p)
+    return uniq
+
+
+@dataclass
+class Preprocessing:
+    """How raw voxel values become [0, 1] (stored in checkpoints so predict matches training).
+
+    modality: ``"ct"`` (clip to ``hu_window`` then scale) or ``"mri"``.
+    mri_norm: ``"percentile"`` (clip to the ``percentiles`` of the non-zero voxels, scale) or
+        ``"minmax"`` (per-volume min-max, as the paper's authors did for BraTS).
+    spacing: target voxel spacing in mm (x, y, z) for resampling; None keeps the native grid.
+    """
+
+    modality: str = "ct"
+    hu_window: Tuple[float, float] = (-1000.0, 1000.0)
+    mri_norm: str = "percentile"
+    percentiles: Tuple[float, float] = (0.5, 99.5)
+    spacing: Optional[Tuple[float, float, float]] = None
+
+    def __post_init__(self):
+        if self.modality not in ("ct", "mri"):
+            raise ValueError(f"modality: expected 'ct' or 'mri', got {self.modality!r}")
+        if self.mri_norm not in ("percentile", "minmax"):
+            raise ValueError(f"mri_norm: expected 'percentile' or 'minmax', got {self.mri_norm!r}")
+        lo, hi = self.hu_window
+        if not hi > lo:
+            raise ValueError(f"hu_window: expected low < high, got {self.hu_window}")
+        plo, phi = self.percentiles
+        if not 0 <= plo < phi <= 100:
+            raise ValueError(f"percentiles: expected 0 <= low < high <= 100, got {self.percentiles}")
+        if self.spacing is not None:
+            sp = tuple(float(s) for s in self.spacing)
+            if len(sp) != 3 or min(sp) <= 0:
+                raise ValueError(f"spacing: expected three positive numbers, got {self.spacing}")
+            self.spacing = sp
+        self.hu_window = (float(lo), float(hi))
+        self.percentiles = (float(plo), float(phi))
+
+    def to_dict(self) -> Dict:
+        return {"modality": self.modality, "hu_window": list(self.hu_window), "mri_norm": self.mri_norm,
+                "percentiles": list(self.percentiles),
+                "spacing": list(self.spacing) if self.spacing is not None else None}
+
+    @classmethod
+    def from_dict(cls, d: Optional[Dict]) -> "Preprocessing":
+        if not d:
+            return cls()
+        d = dict(d)
+        for k in ("hu_window", "percentiles", "spacing"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+@dataclass
+class Volume:
+    """A canonical-orientation volume: ``data`` (X, Y, Z) plus the geometry needed to go back."""
+
+    path: str
+    data: np.ndarray
+    affine: np.ndarray  # affine of ``data`` (canonical, possibly resampled)
+    original_affine: np.ndarray
+    original_shape: Tuple[int, int, int]
+    canonical_shape: Tuple[int, int, int]
+    header: object = field(default=None, repr=False)
+
+
+def read_nifti(path: str):
+    """Open a NIfTI file and return the closest-canonical image; one-line errors naming the file."""
+    import nibabel as nib
+
+    if not os.path.exists(path):
+        raise VolumeError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise VolumeError(f"{path}: is a folder, expected a NIfTI file")
+    if not is_nifti(path):
+        raise VolumeError(f"{path}: not a NIfTI file (expected .nii or .nii.gz)")
+    try:
+        img = nib.load(path)
+        if len(img.shape) == 4 and img.shape[3] == 1:
+            img = img.slicer[..., 0]
+        if len(img.shape) != 3:
+            raise VolumeError(f"{path}: expected a 3D volume, got shape {tuple(img.shape)}")
+        can = nib.as_closest_canonical(img)
+        arr = np.asarray(can.dataobj, dtype=np.float32)
+    except VolumeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - nibabel, gzip, zlib, EOF... all mean "corrupt"
+        raise VolumeError(f"{path}: cannot read NIfTI ({_one_line(e)})") from None
+    if arr.size == 0 or min(arr.shape) < 1:
+        raise VolumeError(f"{path}: empty volume {arr.shape}")
+    if not np.isfinite(arr).all():
+        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+    return img, can, arr
+
+
+def resample(arr: np.ndarray, zooms: Sequence[float], spacing: Sequence[float], mode: str = "trilinear"):
+    """Resample an (X, Y, Z) array from voxel size ``zooms`` to ``spacing`` (torch interpolation)."""
+    shape = tuple(max(1, int(round(n * z / s))) for n, z, s in zip(arr.shape, zooms, spacing))
+    if shape == tuple(arr.shape):
+        return arr
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
+    if mode == "nearest":
+        out = F.interpolate(t, size=shape, mode="nearest")
+    else:
+        out = F.interpolate(t, size=shape, mode="trilinear", align_corners=False)
+    return out[0, 0].numpy()
+
+
+def _resampled_affine(affine: np.ndarray, old_shape, new_shape) -> np.ndarray:
+    scale = np.array([o / n for o, n in zip(old_shape, new_shape)], dtype=np.float64)
+    a = affine.copy()
+    a[:3, :3] = affine[:3, :3] * scale[None, :]
+    # keep the field of view: voxel centres shift by half the change of voxel size
+    a[:3, 3] = affine[:3, 3] + affine[:3, :3] @ ((scale - 1.0) / 2.0)
+    return a
+
+
+def normalise(arr: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """Map raw values to [0, 1] (float32)."""
+    if pre.modality == "ct":
+        lo, hi = pre.hu_window
+        return ((np.clip(arr, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+    if pre.mri_norm == "minmax":
+        lo, hi = float(arr.min()), float(arr.max())
+    else:
+        nz = arr[arr != 0]
+        if nz.size == 0:
+            nz = arr.ravel()
+        lo, hi = (float(v) for v in np.percentile(nz, pre.percentiles))
+    if hi <= lo:
+        return np.zeros_like(arr, dtype=np.float32)
+    return ((np.clip(arr, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
+def load_volume(path: str, pre: Optional[Preprocessing] = None, label: bool = False) -> Volume:
+    """Read, reorient, resample and normalise one NIfTI volume (labels: no normalisation,
+    nearest-neighbour resampling)."""
+    pre = pre or Preprocessing()
+    img, can, arr = read_nifti(os.fspath(path))
+    canonical_shape = tuple(int(s) for s in arr.shape)
+    affine = np.asarray(can.affine, dtype=np.float64)
+    if pre.spacing is not None:
+        zooms = [float(z) for z in can.header.get_zooms()[:3]]
+        new = resample(arr, zooms, pre.spacing, mode="nearest" if label else "trilinear")
+        affine = _resampled_affine(affine, arr.shape, new.shape)
+        arr = new
+    if label:
+        arr = np.rint(arr).astype(np.float32)
+    else:
+        arr = normalise(arr, pre)
+    return Volume(path=os.fspath(path), data=arr, affine=affine,
+                  original_affine=np.asarray(img.affine, dtype=np.float64),
+                  original_shape=tuple(int(s) for s in img.shape[:3]), canonical_shape=canonical_shape,
+                  header=img.header)
+
+
+def to_original_grid(arr: np.ndarray, vol: Volume, label: bool = False) -> np.ndarray:
+    """Undo resampling and canonical reorientation: map an array on ``vol.data``'s grid back onto
+    the grid of the original file (so it can be saved with the original affine)."""
+    import nibabel as nib
+
+    if tuple(arr.shape) != tuple(vol.canonical_shape):
+        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
+        mode = {"mode": "nearest"} if label else {"mode": "trilinear", "align_corners": False}
+        arr = F.interpolate(t, size=tuple(vol.canonical_shape), **mode)[0, 0].numpy()
+    orig = nib.io_orientation(vol.original_affine)
+    canon = nib.orientations.axcodes2ornt(("R", "A", "S"))
+    xform = nib.orientations.ornt_transform(canon, orig)
+    return np.ascontiguousarray(nib.orientations.apply_orientation(arr, xform))
+
+
+def save_like(arr: np.ndarray, vol: Volume, path: str, label: bool = False) -> None:
+    """Save ``arr`` (on the canonical grid of ``vol``) as NIfTI with the input file's affine."""
+    import nibabel as nib
+
+    out = to_original_grid(arr, vol, label=label)
+    dtype = np.uint8 if label else np.float32
+    img = nib.Nifti1Image(out.astype(dtype), vol.original_affine)
+    img.header.set_xyzt_units("mm", "sec")
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = path + ".tmp" + (".nii.gz" if path.endswith(".gz") else ".nii")
+    nib.save(img, tmp)
+    os.replace(tmp, path)
+
+
+def pad_to(arr: np.ndarray, shape: Sequence[int], value: float = 0.0) -> Tuple[np.ndarray, Tuple]:
+    """Pad (centred) to at least ``shape``; returns the array and the (before, after) pads."""
+    pads = []
+    for n, c in zip(arr.shape, shape):
+        extra = max(0, int(c) - n)
+        pads.append((extra // 2, extra - extra // 2))
+    if any(a or b for a, b in pads):
+        arr = np.pad(arr, pads, mode="constant", constant_values=value)
+    return arr, tuple(pads)
+
+
+class VolumeCache:
+    """In-memory cache of preprocessed volumes keyed by (path, preprocessing, label)."""
+
+    def __init__(self, dtype=np.float16):
+        self.dtype = dtype
+        self._store: Dict[Tuple, Volume] = {}
+        self.reads = 0
+
+    def get(self, path: str, pre: Preprocessing, label: bool = False) -> Volume:
+        key = (os.path.abspath(path), repr(pre.to_dict()), label)
+        v = self._store.get(key)
+        if v is None:
+            v = load_volume(path, pre, label=label)
+            self.reads += 1
+            if not label and self.dtype is not None:
+                v.data = v.data.astype(self.dtype)
+            self._store[key] = v
+        return v
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
+def load_volumes(paths: Sequence[str], pre: Optional[Preprocessing] = None, skip_bad: bool = False,
+                 cache: Optional[VolumeCache] = None, log=print) -> List[Volume]:
+    """Load many volumes; a bad file raises :class:`VolumeError` unless ``skip_bad`` (then warns)."""
+    pre = pre or Preprocessing()
+    cache = cache if cache is not None else VolumeCache()
+    vols = []
+    for p in find_volumes(paths):
+        try:
+            vols.append(cache.get(p, pre))
+        except VolumeError as e:
+            if not skip_bad:
+                raise
+            warnings.warn(f"skipping {e}", stacklevel=2)
+            if log:
+                log(f"warning: skipping {e}")
+    if not vols:
+        raise VolumeError("no usable volume among the given paths")
+    return vols
+
+
+class CubeSampler:
+    """Random cubes from in-memory volumes, skipping cubes that are mostly air.
+
+    A cube is accepted when at least ``min_foreground`` of its voxels exceed ``air_value``
+    (normalised units; 0.05 is about -900 HU with the default window). After ``max_tries``
+    rejections the best candidate seen is used, so sampling always terminates. Volumes smaller
+    than the cube are padded with 0 (air). ``regions`` optionally limits each volume to a
+    sub-box (used for spatial train/validation splits of a single volume).
+
+    All randomness comes from ``generator`` (a CPU ``torch.Generator``) so runs resume exactly.
+    """
+
+    def __init__(self, volumes: Sequence[Volume], cube: Sequence[int], generator: Optional[torch.Generator] = None,
+                 air_value: float = 0.05, min_foreground: float = 0.5, max_tries: int = 20,
+                 regions: Optional[Sequence[Optional[Tuple[slice, slice, slice]]]] = None):
+        if not volumes:
+            raise ValueError("volumes: need at least one volume")
+        self.cube = tuple(int(c) for c in cube)
+        if len(self.cube) != 3 or min(self.cube) < 1:
+            raise ValueError(f"cube: expected three positive sizes, got {tuple(cube)}")
+        if not 0.0 <= min_foreground <= 1.0:
+            raise ValueError(f"min_foreground: expected a fraction in [0, 1], got {min_foreground}")
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.air_value, self.min_foreground, self.max_tries = air_value, min_foreground, max(1, int(max_tries))
+        self.arrays = []
+        regions = list(regions) if regions is not None else [None] * len(volumes)
+        for v, reg in zip(volumes, regions):
+            a = v.data if reg is None else v.data[reg]
+            a, _ = pad_to(a, self.cube, 0.0)
+            self.arrays.append(a)
+        sizes = np.array([a.size for a in self.arrays], dtype=np.float64)
+        self.weights = torch.from_numpy(sizes / sizes.sum())
+        self.rejected = 0
+        self.drawn = 0
+
+    def _randint(self, hi: int) -> int:
+        return int(torch.randint(0, hi, (1,), generator=self.generator).item()) if hi > 1 else 0
+
+    def sample_one(self) -> np.ndarray:
+        best, best_fg = None, -1.0
+        for _ in range(self.max_tries):
+            i = int(torch.multinomial(self.weights, 1, generator=self.generator).item()) if len(self.arrays) > 1 else 0
+            a = self.arrays[i]
+            o = [self._randint(n - c + 1) for n, c in zip(a.shape, self.cube)]
+            cube = a[o[0]:o[0] + self.cube[0], o[1]:o[1] + self.cube[1], o[2]:o[2] + self.cube[2]]
+            fg = float((cube > self.air_value).mean())
+            self.drawn += 1
+            if fg >= self.min_foreground:
+                return cube
+            self.rejected += 1
+            if fg > best_fg:
+                best, best_fg = cube, fg
+        return best
+
+    def sample(self, batch_size: int) -> torch.Tensor:
+        """A float32 batch ``(B, 1, *cube)`` on the CPU."""
+        cubes = [np.asarray(self.sample_one(), dtype=np.float32) for _ in range(batch_size)]
+        return torch.from_numpy(np.stack(cubes)[:, None])
+
+    def state_dict(self) -> Dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def split_regions(shape: Sequence[int], val_fraction: float, cube: Sequence[int], axis: int = 2):
+    """Split one volume along ``axis`` into a training and a validation box (validation = the last
+    ``val_fraction``, at least one cube deep when possible)."""
+    n = int(shape[axis])
+    nv = int(round(n * val_fraction))
+    nv = min(max(nv, min(int(cube[axis]), n // 2)), n - 1) if val_fraction > 0 else 0
+    cut = n - nv
+    train = [slice(None)] * 3
+    val = [slice(None)] * 3
+    train[axis] = slice(0, cut)
+    val[axis] = slice(cut, n)
+    return tuple(train), (tuple(val) if nv > 0 else None)

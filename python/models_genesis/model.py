@@ -1,0 +1,354 @@
+"""The Models Genesis 3D U-Net, an encoder-only classifier, and weight loading.
+
+Layer and parameter names follow the published PyTorch weights (``Genesis_Chest_CT.pt``) so that
+those weights load with ``strict=True`` once a ``module.`` prefix is stripped.
+
+Tensor layout: ``(B, C, X, Y, Z)`` where the three spatial axes are the array axes of the
+canonical (RAS) volume, i.e. the paper's ``rows x cols x depth`` (64 x 64 x 32 by default).
+Every spatial side must be divisible by 8 (three 2x poolings).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NORMS = ("batch", "batch_stats")
+ACTIVATIONS = ("sigmoid", "softmax", "none")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read or does not match the model."""
+
+
+class BatchStatsNorm3d(nn.BatchNorm3d):
+    """BatchNorm that always normalises with the current batch's statistics, also in eval mode.
+
+    This reproduces the published model's behaviour (its outputs depend on batch composition).
+    Unlike the published layer, running statistics are only updated in training mode, so
+    validation batches do not leak into them. Parameter and buffer names equal ``nn.BatchNorm3d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if self.training:
+            return super().forward(x)
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+
+def _norm(kind: str, ch: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm3d(ch)
+    if kind == "batch_stats":
+        return BatchStatsNorm3d(ch)
+    raise ValueError(f"norm: expected one of {NORMS}, got {kind!r}")
+
+
+class ConvBlock(nn.Module):
+    """3x3x3 convolution, normalisation, ReLU (names ``conv1`` / ``bn1`` as published)."""
+
+    def __init__(self, cin: int, cout: int, norm: str):
+        super().__init__()
+        self.conv1 = nn.Conv3d(cin, cout, kernel_size=3, padding=1)
+        self.bn1 = _norm(norm, cout)
+        self.relu1 = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.relu1(self.bn1(self.conv1(x)))
+
+
+class DownBlock(nn.Module):
+    def __init__(self, cin: int, cmid: int, cout: int, norm: str, pool: bool):
+        super().__init__()
+        self.ops = nn.Sequential(ConvBlock(cin, cmid, norm), ConvBlock(cmid, cout, norm))
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor):  # noqa: D102
+        skip = self.ops(x)
+        out = F.max_pool3d(skip, 2) if self.pool else skip
+        return out, skip
+
+
+class UpBlock(nn.Module):
+    def __init__(self, cin: int, cskip: int, cout: int, norm: str):
+        super().__init__()
+        self.up_conv = nn.ConvTranspose3d(cin, cin, kernel_size=2, stride=2)
+        self.ops = nn.Sequential(ConvBlock(cin + cskip, cout, norm), ConvBlock(cout, cout, norm))
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.ops(torch.cat([self.up_conv(x), skip], dim=1))
+
+
+class OutBlock(nn.Module):
+    def __init__(self, cin: int, n_classes: int):
+        super().__init__()
+        self.final_conv = nn.Conv3d(cin, n_classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.final_conv(x)
+
+
+def _check_input(x: torch.Tensor, in_channels: int) -> None:
+    if x.dim() != 5:
+        raise ValueError(f"x: expected a (B, C, X, Y, Z) tensor, got shape {tuple(x.shape)}")
+    if x.shape[1] != in_channels:
+        raise ValueError(f"x: expected {in_channels} channel(s), got {x.shape[1]}")
+    bad = [s for s in x.shape[2:] if s % 8 != 0 or s == 0]
+    if bad:
+        raise ValueError(f"x: every spatial side must be a positive multiple of 8, got {tuple(x.shape[2:])}")
+
+
+class _Encoder(nn.Module):
+    """Shared encoder definition (attributes named as in the published weights)."""
+
+    def _build_encoder(self, in_channels: int, w: int, norm: str) -> None:
+        self.down_tr64 = DownBlock(in_channels, w, 2 * w, norm, pool=True)
+        self.down_tr128 = DownBlock(2 * w, 2 * w, 4 * w, norm, pool=True)
+        self.down_tr256 = DownBlock(4 * w, 4 * w, 8 * w, norm, pool=True)
+        self.down_tr512 = DownBlock(8 * w, 8 * w, 16 * w, norm, pool=False)
+
+    def encode(self, x: torch.Tensor):
+        """Return the bottleneck features (``out512``) and the three skip tensors."""
+        _check_input(x, self.in_channels)
+        h, s64 = self.down_tr64(x)
+        h, s128 = self.down_tr128(h)
+        h, s256 = self.down_tr256(h)
+        out512, _ = self.down_tr512(h)
+        return out512, (s64, s128, s256)
+
+
+class UNet3D(_Encoder):
+    """The paper's 3D U-Net.
+
+    Args:
+        in_channels: input channels (1 for CT).
+        n_classes: output channels of the 1x1x1 head.
+        width: channels of the first convolution (32 in the paper; 19,073,665 parameters).
+        norm: ``"batch"`` (standard BatchNorm, default) or ``"batch_stats"`` (always batch
+            statistics, as the published model).
+        activation: ``"sigmoid"`` (default, as published), ``"softmax"`` or ``"none"``;
+            applied by :meth:`forward`; :meth:`forward_logits` skips it.
+    """
+
+    def __init__(self, in_channels: int = 1, n_classes: int = 1, width: int = 32,
+                 norm: str = "batch", activation: str = "sigmoid"):
+        super().__init__()
+        for name, v in (("in_channels", in_channels), ("n_classes", n_classes), ("width", width)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        if norm not in NORMS:
+            raise ValueError(f"norm: expected one of {NORMS}, got {norm!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
+        self.in_channels, self.n_classes, self.width = in_channels, n_classes, width
+        self.norm, self.activation = norm, activation
+        w = width
+        self._build_encoder(in_channels, w, norm)
+        self.up_tr256 = UpBlock(16 * w, 8 * w, 8 * w, norm)
+        self.up_tr128 = UpBlock(8 * w, 4 * w, 4 * w, norm)
+        self.up_tr64 = UpBlock(4 * w, 2 * w, 2 * w, norm)
+        self.out_tr = OutBlock(2 * w, n_classes)
+
+    def config(self) -> Dict[str, Any]:
+        """Constructor arguments, stored in our checkpoints."""
+        return {"arch": "unet3d", "in_channels": self.in_channels, "n_classes": self.n_classes,
+                "width": self.width, "norm": self.norm, "activation": self.activation}
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        out512, (s64, s128, s256) = self.encode(x)
+        h = self.up_tr256(out512, s256)
+        h = self.up_tr128(h, s128)
+        h = self.up_tr64(h, s64)
+        return self.out_tr(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        y = self.forward_logits(x)
+        if self.activation == "sigmoid":
+            return torch.sigmoid(y)
+        if self.activation == "softmax":
+            return torch.softmax(y, dim=1)
+        return y
+
+    def encoder_state_dict(self) -> Dict[str, torch.Tensor]:
+        return {k: v for k, v in self.state_dict().items() if k.startswith("down_tr")}
+
+
+class GenesisClassifier(_Encoder):
+    """Encoder of :class:`UNet3D` + global average pooling + MLP (Linear, ReLU, Linear).
+
+    Encoder keys equal the U-Net's, so pretrained U-Net weights load into it. Returns logits.
+    """
+
+    def __init__(self, in_channels: int = 1, n_classes: int = 1, width: int = 32,
+                 norm: str = "batch", hidden: int = 1024, dropout: float = 0.0):
+        super().__init__()
+        for name, v in (("in_channels", in_channels), ("n_classes", n_classes), ("width", width),
+                        ("hidden", hidden)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        if norm not in NORMS:
+            raise ValueError(f"norm: expected one of {NORMS}, got {norm!r}")
+        self.in_channels, self.n_classes, self.width, self.norm = in_channels, n_classes, width, norm
+        self.hidden, self.dropout = hidden, dropout
+        self._build_encoder(in_channels, width, norm)
+        self.head = nn.Sequential(nn.Linear(16 * width, hidden), nn.ReLU(inplace=True),
+                                  nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+
+    def config(self) -> Dict[str, Any]:
+        return {"arch": "classifier", "in_channels": self.in_channels, "n_classes": self.n_classes,
+                "width": self.width, "norm": self.norm, "hidden": self.hidden, "dropout": self.dropout}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        out512, _ = self.encode(x)
+        return self.head(out512.mean(dim=(2, 3, 4)))
+
+
+def encoder_modules(model: nn.Module):
+    """The four encoder blocks of a U-Net or classifier (for freezing)."""
+    m = getattr(model, "module", model)
+    m = getattr(m, "_orig_mod", m)
+    return [m.down_tr64, m.down_tr128, m.down_tr256, m.down_tr512]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def build_model(config: Mapping[str, Any]) -> nn.Module:
+    """Build a model from the ``model_config`` stored in our checkpoints."""
+    cfg = dict(config)
+    arch = cfg.pop("arch", "unet3d")
+    if arch == "unet3d":
+        return UNet3D(**cfg)
+    if arch == "classifier":
+        return GenesisClassifier(**cfg)
+    raise CheckpointError(f"unknown model architecture {arch!r} in checkpoint")
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoint reading
+
+
+def read_checkpoint(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
+    """Load a checkpoint file safely (``weights_only=True``); one-line errors naming the file."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means unreadable
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({msg})") from None
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+    return dict(obj)
+
+
+def extract_state_dict(obj: Mapping[str, Any], source: str = "checkpoint") -> Dict[str, torch.Tensor]:
+    """Find the state dict in our format (``model``), the published one (``state_dict``) or a bare one,
+    and strip ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
+    if "model" in obj and isinstance(obj["model"], Mapping):
+        sd = obj["model"]
+    elif "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        sd = obj["state_dict"]
+    elif obj and all(torch.is_tensor(v) for v in obj.values()):
+        sd = obj
+    else:
+        raise CheckpointError(f"{source}: no model weights found (expected a 'model' or 'state_dict' "
+                              f"entry or a bare state dict; top-level keys: {sorted(obj)[:8]})")
+    out = {}
+    for k, v in sd.items():
+        if not torch.is_tensor(v):
+            raise CheckpointError(f"{source}: entry {k!r} is not a tensor")
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def _summarise(keys, n=3) -> str:
+    keys = sorted(keys)
+    s = ", ".join(keys[:n])
+    return s + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def load_pretrained(model: nn.Module, weights: Any, strict: bool = True, skip_head: bool = False,
+                    map_location: Any = "cpu", source: Optional[str] = None) -> Dict[str, Any]:
+    """Load weights into ``model`` from a path or an already loaded checkpoint dict.
+
+    Accepts our checkpoints (``{'model': ..., 'model_config': ...}``), the published format
+    (``{'state_dict': ...}`` with ``module.`` prefixes) and bare state dicts.
+
+    * :class:`UNet3D`: all keys must match (``strict``); ``skip_head=True`` keeps the model's own
+      ``out_tr`` head (e.g. to fine-tune with a different number of classes).
+    * :class:`GenesisClassifier`: only the encoder (``down_tr*``) is taken from a U-Net checkpoint;
+      a classifier checkpoint loads completely.
+
+    Raises :class:`CheckpointError` with a one-line message on any mismatch. Returns the
+    checkpoint's metadata (everything but tensors' state dicts).
+    """
+    if source is None:
+        source = os.fspath(weights) if isinstance(weights, (str, os.PathLike)) else "checkpoint"
+    obj = read_checkpoint(weights, map_location) if isinstance(weights, (str, os.PathLike)) else dict(weights)
+    sd = extract_state_dict(obj, source)
+    target = getattr(model, "module", model)
+    target = getattr(target, "_orig_mod", target)
+    own = target.state_dict()
+    if isinstance(target, GenesisClassifier) and not any(k.startswith("head.") for k in sd):
+        sd = {k: v for k, v in sd.items() if k.startswith("down_tr")}
+        own_keys = {k for k in own if k.startswith("down_tr")}
+    else:
+        own_keys = set(own)
+    if skip_head:
+        sd = {k: v for k, v in sd.items() if not k.startswith(("out_tr.", "head."))}
+        own_keys = {k for k in own_keys if not k.startswith(("out_tr.", "head."))}
+    # BatchNorm's num_batches_tracked counters are optional (older or converted files may lack them)
+    missing = {k for k in own_keys - set(sd) if not k.endswith("num_batches_tracked")}
+    unexpected = set(sd) - set(own)
+    if "down_tr64.ops.0.conv1.weight" in sd and "down_tr64.ops.0.conv1.weight" in own:
+        a, b = sd["down_tr64.ops.0.conv1.weight"].shape, own["down_tr64.ops.0.conv1.weight"].shape
+        if a != b:
+            raise CheckpointError(
+                f"{source}: first convolution has shape {tuple(a)} (width {a[0]}, {a[1]} input channel(s)) "
+                f"but the model expects {tuple(b)} (width {b[0]}, {b[1]} input channel(s))")
+    if strict and (missing or unexpected):
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_summarise(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_summarise(unexpected)}")
+        raise CheckpointError(f"{source}: weights do not match the model ({'; '.join(parts)})")
+    for k, v in sd.items():
+        if k in own and own[k].shape != v.shape:
+            raise CheckpointError(f"{source}: {k} has shape {tuple(v.shape)}, the model expects "
+                                  f"{tuple(own[k].shape)}")
+    sd = {k: v for k, v in sd.items() if k in own}
+    target.load_state_dict(sd, strict=False)
+    return {k: v for k, v in obj.items() if k not in ("model", "state_dict", "optimizer", "scheduler")}
+
+
+def load_model(weights: Any, map_location: Any = "cpu", source: Optional[str] = None, **defaults: Any) -> nn.Module:
+    """Build a model from a checkpoint: our checkpoints carry their config; a published or bare
+    state dict is taken as a U-Net whose width/channels are inferred from the weights."""
+    if source is None:
+        source = os.fspath(weights) if isinstance(weights, (str, os.PathLike)) else "checkpoint"
+    obj = read_checkpoint(weights, map_location) if isinstance(weights, (str, os.PathLike)) else dict(weights)
+    cfg = obj.get("model_config")
+    if isinstance(cfg, Mapping):
+        model = build_model(cfg)
+    else:
+        sd = extract_state_dict(obj, source)
+        w = sd.get("down_tr64.ops.0.conv1.weight")
+        head = sd.get("out_tr.final_conv.weight")
+        if w is None or head is None:
+            raise CheckpointError(f"{source}: not a U-Net checkpoint (no down_tr64/out_tr weights)")
+        cfg = {"in_channels": int(w.shape[1]), "n_classes": int(head.shape[0]), "width": int(w.shape[0])}
+        cfg.update(defaults)
+        model = UNet3D(**cfg)
+    load_pretrained(model, obj, strict=True, source=source)
+    return model

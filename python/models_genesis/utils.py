@@ -1,0 +1,193 @@
+"""Small helpers shared by pretraining, fine-tuning and the command line."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, Optional
+
+import torch
+import torch.distributed as dist
+
+
+class UsageError(ValueError):
+    """A bad option value (reported by the command line as a one-line error)."""
+
+
+def resolve_device(device: Optional[str]) -> torch.device:
+    """``auto``/None -> CUDA when available, else CPU. Validates explicit choices."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise UsageError(f"--device: not a device: {device!r} ({e})") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: CUDA is not available on this machine (torch "
+                         f"{torch.__version__}, built with CUDA: {torch.version.cuda is not None})")
+    if d.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device: expected cpu or cuda, got {device!r}")
+    return d
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``: a reader
+    (or a crash at any moment) sees either the old complete file or the new complete file."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp.{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    try:  # make the rename durable
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def append_jsonl(path: str, record: Dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+
+
+def read_jsonl(path: str):
+    out = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        out.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        pass  # a line cut by a kill
+    return out
+
+
+def rng_state() -> Dict[str, Any]:
+    st = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: Dict[str, Any]) -> None:
+    if "torch" in st:
+        torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        try:
+            torch.cuda.set_rng_state_all(st["cuda"])
+        except (RuntimeError, IndexError):
+            pass  # different number of GPUs; the data streams are re-derived from the seed anyway
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (splitmix64-style mixing), for per-rank/per-epoch streams."""
+    x = 0x9E3779B97F4A7C15
+    for p in parts:
+        x = (x ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) & 0xFFFFFFFFFFFFFFFF
+        x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+        z = x
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        x = z ^ (z >> 31)
+    return x & 0x7FFFFFFFFFFFFFFF
+
+
+class DistInfo:
+    """Rank/world size, set up from torchrun's environment variables."""
+
+    def __init__(self):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world_size > 1
+        self.initialised_here = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def init(self, device_type: str) -> None:
+        if self.enabled and not dist.is_initialized():
+            backend = "nccl" if device_type == "cuda" else "gloo"
+            dist.init_process_group(backend=backend)
+            self.initialised_here = True
+
+    def barrier(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.barrier()
+
+    def mean(self, value: float, device: torch.device) -> float:
+        if not (self.enabled and dist.is_initialized()):
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world_size
+
+    def broadcast_flag(self, flag: bool, device: torch.device) -> bool:
+        if not (self.enabled and dist.is_initialized()):
+            return flag
+        t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=device)
+        dist.broadcast(t, 0)
+        return bool(t.item())
+
+    def close(self) -> None:
+        if self.initialised_here and dist.is_initialized():
+            try:  # leave together: a peer that tears down early can abort gloo's pending pairs
+                dist.barrier()
+            except RuntimeError:
+                pass
+            dist.destroy_process_group()
+
+
+class Progress:
+    """Plain-text progress: a self-rewriting line on a terminal, a line every ``every`` steps
+    otherwise (logs, CI). Shows steps, loss and samples/s."""
+
+    def __init__(self, total: int, prefix: str, enabled: bool = True, every: Optional[int] = None,
+                 stream=None):
+        self.total, self.prefix, self.enabled = total, prefix, enabled
+        self.stream = stream or sys.stdout
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.every = every or max(1, total // 5)
+        self.t0 = time.perf_counter()
+        self.samples = 0
+
+    def update(self, step: int, loss: float, samples: int, extra: str = "") -> None:
+        self.samples += samples
+        if not self.enabled:
+            return
+        if not self.tty and step % self.every != 0 and step != self.total:
+            return
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        n = 28
+        filled = int(n * step / max(self.total, 1))
+        bar = "#" * filled + "." * (n - filled)
+        line = (f"{self.prefix} [{bar}] step {step}/{self.total} loss {loss:.5f} "
+                f"{self.samples / dt:.1f} samples/s{(' ' + extra) if extra else ''}")
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if step == self.total else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def rate(self) -> float:
+        return self.samples / max(time.perf_counter() - self.t0, 1e-9)
+
+
+def log(msg: str, enabled: bool = True) -> None:
+    if enabled:
+        print(msg, flush=True)
