@@ -56,8 +56,7 @@ __attribute__((target_clones("avx2", "default"))) void philox_lanes(int n, const
 void shuffle_windows(const PipelineConfig& cfg, const Shape& shape, uint32_t sample, std::vector<Box>& windows) {
   const int64_t K = cfg.num_windows;
   windows.resize(static_cast<size_t>(K));
-  const int nd = shape.nd, first = shape.first_axis();
-  const int blocks = nd == 3 ? 2 : 1;  // 2 nd words
+  const int blocks = shape.nd == 3 ? 2 : 1;  // 2 nd words
   uint32_t block[kLanes], stream[kLanes], out[4][kLanes];
   const int per_chunk = kLanes / blocks;
   for (int64_t k0 = 0; k0 < K; k0 += per_chunk) {
@@ -72,18 +71,7 @@ void shuffle_windows(const PipelineConfig& cfg, const Shape& shape, uint32_t sam
       uint32_t w[8];
       for (int q = 0; q < blocks; ++q)
         for (int j = 0; j < 4; ++j) w[4 * q + j] = out[j][i * blocks + q];
-      Box& box = windows[k0 + i];
-      for (int a = 0; a < 3; ++a) {
-        box.start[a] = 0;
-        box.size[a] = 1;
-      }
-      for (int a = first; a < 3; ++a) {
-        const int ka = a - first;
-        const int64_t dim = shape.dim[a];
-        const int64_t size = 1 + uniform_below(w[ka], static_cast<uint64_t>(max64(1, dim / 10)));
-        box.size[a] = static_cast<int32_t>(size);
-        box.start[a] = static_cast<int32_t>(uniform_below(w[nd + ka], static_cast<uint64_t>(dim - size + 1)));
-      }
+      windows[k0 + i] = window_from_words(w, shape);
     }
   }
 }

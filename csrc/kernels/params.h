@@ -96,11 +96,9 @@ GENESIS_HD Box draw_paint_box(const Stream& s, uint32_t base, const Shape& shape
   return box;
 }
 
-// Shuffle window k: side uniform in {1 .. max(1, dim/10)}, position uniform so that it fits.
-GENESIS_HD Box shuffle_window(uint64_t seed, uint32_t sample, uint32_t k, const Shape& shape) {
-  const Stream s(seed, sample, kShuffleWindow, k);
-  const Words4 w0 = s.block(0), w1 = s.block(1);
-  const uint32_t w[6] = {w0.w[0], w0.w[1], w0.w[2], w0.w[3], w1.w[0], w1.w[1]};
+// Shuffle window from its 2 nd words: side uniform in {1 .. max(1, dim/10)} (words 0..nd-1),
+// position uniform so that it fits (words nd..2nd-1).
+GENESIS_HD Box window_from_words(const uint32_t* w, const Shape& shape) {
   Box box;
   for (int a = 0; a < 3; ++a) {
     box.start[a] = 0;
@@ -116,6 +114,14 @@ GENESIS_HD Box shuffle_window(uint64_t seed, uint32_t sample, uint32_t k, const 
         static_cast<int32_t>(uniform_below(w[shape.nd + k_axis], static_cast<uint64_t>(dim - size + 1)));
   }
   return box;
+}
+
+// Shuffle window k of a sample (stream k of kShuffleWindow).
+GENESIS_HD Box shuffle_window(uint64_t seed, uint32_t sample, uint32_t k, const Shape& shape) {
+  const Stream s(seed, sample, kShuffleWindow, k);
+  const Words4 w0 = s.block(0), w1 = s.block(1);
+  const uint32_t w[8] = {w0.w[0], w0.w[1], w0.w[2], w0.w[3], w1.w[0], w1.w[1], w1.w[2], w1.w[3]};
+  return window_from_words(w, shape);
 }
 
 GENESIS_HD SampleParams draw_sample_params(const PipelineConfig& cfg, const Shape& shape, int64_t b) {
