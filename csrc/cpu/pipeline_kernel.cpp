@@ -191,12 +191,19 @@ void parallel_dynamic(int64_t n, int64_t chunk, const Fn& fn) {
   });
 }
 
+struct RowScratch {
+  std::vector<uint8_t> replace;  // painting replaces voxel x of the row
+  std::vector<float> values;     // the row in float32, for the intensity map
+};
+
 // Input row (z, y) of sample b, all channels. Same values as pipeline_voxel (the GPU body),
 // organised for the CPU: targets are already written, so the shuffle reads the flipped volume
 // directly; painting is decided per row from the boxes; one Philox block serves 4 noise voxels.
 template <typename T>
 void input_row(const T* x, T* input, const T* target, const Shape& shape, const PipelineConfig& cfg,
-               const SampleView& sv, const int32_t* map, int64_t b, int64_t z, int64_t y, std::vector<uint8_t>& replace) {
+               const SampleView& sv, const int32_t* map, int64_t b, int64_t z, int64_t y, RowScratch& scratch) {
+  std::vector<uint8_t>& replace = scratch.replace;
+  std::vector<float>& values = scratch.values;
   const SampleParams& p = sv.params;
   const int64_t S = shape.spatial(), W = shape.dim[2];
   const int64_t row = (z * shape.dim[1] + y) * W;
@@ -211,23 +218,27 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
     const int64_t plane = (b * shape.channels + c) * S;
     const T* base = (p.flip_mask ? target : x) + plane;  // what the shuffle reads
     T* out = input + plane + row;
+    if (p.nonlinear) {  // gather the row in float32, then map it in a tight loop
+      values.resize(W);
+      for (int64_t xx = 0; xx < W; ++xx) values[xx] = to_float(base[map ? map[row + xx] : row + xx]);
+      float* vals = values.data();
+      for (int64_t xx = 0; xx < W; ++xx) vals[xx] = intensity_map(sv.curve.xs, sv.curve.ys, sv.curve.grid, vals[xx], lo, range, inv_range);
+      for (int64_t xx = 0; xx < W; ++xx) out[xx] = FromFloat<T>::apply(values[xx]);
+    } else {
+      for (int64_t xx = 0; xx < W; ++xx) out[xx] = base[map ? map[row + xx] : row + xx];
+    }
+    if (p.paint == kPaintNone) continue;
     const Stream noise(cfg.seed, sv.sample, kNoise, static_cast<uint32_t>(c));
     int64_t block = -1;
     Words4 words{};
     for (int64_t xx = 0; xx < W; ++xx) {
+      if (!replace[xx]) continue;
       const int64_t v = row + xx;
-      if (replace[xx]) {
-        if ((v >> 2) != block) {
-          block = v >> 2;
-          words = noise.block(static_cast<uint32_t>(block));
-        }
-        out[xx] = FromFloat<T>::apply(noise_from_word(words.w[v & 3], lo, range));
-        continue;
+      if ((v >> 2) != block) {
+        block = v >> 2;
+        words = noise.block(static_cast<uint32_t>(block));
       }
-      const T value = base[map ? map[v] : v];
-      out[xx] = p.nonlinear
-                    ? FromFloat<T>::apply(intensity_map(sv.curve.xs, sv.curve.ys, sv.curve.grid, to_float(value), lo, range, inv_range))
-                    : value;
+      out[xx] = FromFloat<T>::apply(noise_from_word(words.w[v & 3], lo, range));
     }
   }
 }
@@ -258,11 +269,11 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
   const int64_t chunk = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, shape.dim[2] * shape.channels));
   const auto for_rows = [&](auto&& fn) {
     parallel_dynamic(rows, chunk, [&](int64_t r0, int64_t r1) {
-      std::vector<uint8_t> replace;
+      RowScratch scratch;
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / (shape.dim[0] * shape.dim[1]);
         const int64_t zy = r % (shape.dim[0] * shape.dim[1]);
-        fn(b, zy / shape.dim[1], zy % shape.dim[1], replace);
+        fn(b, zy / shape.dim[1], zy % shape.dim[1], scratch);
       }
     });
   };
@@ -274,7 +285,7 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
     return sv;
   };
   if (flip_only && any_flip) {
-    for_rows([&](int64_t b, int64_t z, int64_t y, std::vector<uint8_t>&) {
+    for_rows([&](int64_t b, int64_t z, int64_t y, RowScratch&) {
       const SampleView sv = view(b);
       const int64_t row = (z * shape.dim[1] + y) * shape.dim[2];
       for (int64_t xx = 0; xx < shape.dim[2]; ++xx)
@@ -283,7 +294,7 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
     return;
   }
   if (target != nullptr) {  // pass 1: targets (the shuffle of pass 2 reads them)
-    for_rows([&](int64_t b, int64_t z, int64_t y, std::vector<uint8_t>&) {
+    for_rows([&](int64_t b, int64_t z, int64_t y, RowScratch&) {
       const int32_t mask = params[b].flip_mask;
       const int64_t W = shape.dim[2];
       const int64_t row = (z * shape.dim[1] + y) * W;
@@ -300,9 +311,9 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
       }
     });
   }
-  for_rows([&](int64_t b, int64_t z, int64_t y, std::vector<uint8_t>& replace) {
+  for_rows([&](int64_t b, int64_t z, int64_t y, RowScratch& scratch) {
     input_row(x, input, target, shape, cfg, view(b), params[b].shuffle ? src.data() + b * S : nullptr, b, z, y,
-              replace);
+              scratch);
   });
 }
 
