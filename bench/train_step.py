@@ -1,0 +1,401 @@
+#!/usr/bin/env python
+"""Does the model still wait for data? One Models Genesis pretraining step, split in two.
+
+Part 1 (step split): one pretraining step of the paper's 3D U-Net at the paper's settings
+(batch 6 of 1x64x64x32, SGD lr 1.0 momentum 0.9, MSE against the target) is timed as
+  * transform time: ``genesis_ops.models_genesis`` on the batch, on the training device;
+  * model time: forward + MSE + backward + optimizer step.
+On a GPU the paper's width (32, 19.1M parameters) is used; on a CPU a narrow width (default 8)
+so that a step takes seconds rather than minutes; the width is printed and recorded.
+
+Part 2 (whole loop, samples/s): N training steps end to end with
+  * ``device``:   raw cubes -> device -> ``genesis_ops.models_genesis`` on the device -> step;
+  * ``workers_reference``: the usual setup: NumPy transforms (``genesis_ops.reference``, per
+    sample) in ``torch.utils.data.DataLoader`` worker processes -> device -> step. That reference
+    is a correctness oracle, several times slower than the public Models Genesis code, so this
+    mode overstates the usual setup's cost; hence also
+  * ``workers_monai``: the closest MONAI composition (per sample, ~3x the public code's cost) in
+    the workers (skipped when MONAI is missing);
+  * ``workers_genesis_ops`` (optional): the genesis_ops CPU kernels per sample in the workers;
+  * ``model_only``: pre-made pairs, no transform at all (upper bound).
+
+Run as a script with the installed genesis_ops (and ``python/`` on PYTHONPATH for models_genesis)::
+
+    PYTHONPATH=python python bench/train_step.py --threads 2
+    PYTHONPATH=python python bench/train_step.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Dict, List
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+_PY = os.path.join(os.path.dirname(HERE), "python")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from _common import load_average, machine_info, package_fingerprint, set_threads, sync, time_calls  # noqa: E402
+
+try:
+    import genesis_ops as go
+    import genesis_ops.reference as ref
+except ImportError as exc:  # pragma: no cover
+    sys.exit(f"bench/train_step.py needs the installed genesis_ops package: {exc}")
+
+
+def load_unet(width: int, allow_fallback: bool):
+    """The models_genesis UNet3D; python/ is tried when it is not importable already."""
+    try:
+        from models_genesis.model import UNet3D
+    except ImportError:
+        if os.path.isdir(_PY) and _PY not in sys.path:
+            sys.path.append(_PY)
+        try:
+            from models_genesis.model import UNet3D
+        except ImportError as exc:
+            if not allow_fallback:
+                sys.exit(f"models_genesis.model.UNet3D not importable ({exc}); "
+                         "set PYTHONPATH=python or pass --allow-fallback-model")
+            print(f"# WARNING: models_genesis not importable ({exc}); using the FALLBACK minimal "
+                  "conv net: the model times are NOT those of the paper's U-Net")
+            return _FallbackNet(width), "FALLBACK minimal conv net (not the paper's U-Net)"
+    return UNet3D(in_channels=1, n_classes=1, width=width), f"models_genesis.model.UNet3D(width={width})"
+
+
+class _FallbackNet(nn.Module):
+    """Development stand-in only (two convs down, two up); clearly labelled in every output."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv3d(1, w, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2),
+                                 nn.Conv3d(w, 2 * w, 3, padding=1), nn.ReLU())
+        self.dec = nn.Sequential(nn.ConvTranspose3d(2 * w, w, 2, stride=2), nn.ReLU(), nn.Conv3d(w, 1, 1))
+
+    def forward(self, x):
+        return torch.sigmoid(self.dec(self.enc(x)))
+
+
+class RawCubes(torch.utils.data.Dataset):
+    """Untransformed cubes (index -> pool[index % P]); the transforms run on the device."""
+
+    def __init__(self, pool: torch.Tensor, n: int):
+        self.pool, self.n = pool, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return self.pool[i % self.pool.shape[0]]
+
+
+class WorkerTransformed(torch.utils.data.Dataset):
+    """The usual setup: one (input, target) pair made per sample inside a DataLoader worker."""
+
+    def __init__(self, pool: torch.Tensor, n: int, cfg, seed: int, impl: str):
+        self.pool_np = pool.numpy()
+        self.pool = pool
+        self.n, self.cfg, self.seed, self.impl = n, cfg, seed, impl
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        # sample i of the epoch gets the random stream of sample i of one batched call
+        # (seed, sample_offset=i): the same pairs the batched op would make
+        j = i % self.pool.shape[0]
+        if self.impl == "reference":
+            inp, tgt = ref.models_genesis(self.pool_np[j:j + 1], config=self.cfg, **_seed_kw(ref.models_genesis, self.seed, i))
+            return torch.from_numpy(np.ascontiguousarray(inp[0])), torch.from_numpy(np.ascontiguousarray(tgt[0]))
+        inp, tgt = go.models_genesis(self.pool[j:j + 1], config=self.cfg, **_seed_kw(go.models_genesis, self.seed, i))
+        return inp[0], tgt[0]
+
+
+def _seed_kw(fn, seed: int, i: int) -> Dict:
+    try:
+        if "sample_offset" in inspect.signature(fn).parameters:
+            return {"seed": seed, "sample_offset": i}
+    except (TypeError, ValueError):  # pragma: no cover
+        pass
+    return {"seed": seed + i}
+
+
+class WorkerMonai(torch.utils.data.Dataset):
+    """The same setup with the closest MONAI composition (see transforms.py) per sample."""
+
+    def __init__(self, pool: torch.Tensor, n: int, cfg, seed: int):
+        from transforms import import_monai, monai_transforms
+
+        mt, _ = import_monai()
+        self.flips, self.corrupt = monai_transforms(mt, tuple(pool.shape[2:]), cfg)["models_genesis"]
+        self.pool, self.n, self.seed = pool, n, seed
+        self.reseed(0)
+
+    def reseed(self, worker_id: int):
+        # forked workers inherit identical NumPy RandomStates: give each worker its own stream
+        self.flips.set_random_state(seed=(self.seed + 2 * worker_id) % 2**32)
+        self.corrupt.set_random_state(seed=(self.seed + 2 * worker_id + 1) % 2**32)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        x = self.pool[i % self.pool.shape[0]].clone()
+        target = torch.as_tensor(self.flips(x)).clone()
+        inp = torch.as_tensor(self.corrupt(target.clone()))
+        return inp.as_subclass(torch.Tensor).contiguous(), target.as_subclass(torch.Tensor).contiguous()
+
+
+def _worker_init(worker_id):
+    torch.set_num_threads(1)
+    info = torch.utils.data.get_worker_info()
+    if info is not None and hasattr(info.dataset, "reseed"):
+        info.dataset.reseed(worker_id)
+
+
+def parse_shape(s):
+    dims = tuple(int(v) for v in s.lower().split("x"))
+    if len(dims) != 4 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"bad shape {s!r}; expected C x D x H x W, e.g. 1x64x64x32")
+    return dims
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="few steps, narrow width (about a minute on CPU)")
+    ap.add_argument("--device", default=None, help="cuda when present, else cpu")
+    ap.add_argument("--width", type=int, default=None, help="U-Net width (default 32 on GPU, 8 on CPU, 4 with --quick)")
+    ap.add_argument("--batch", type=int, default=6, help="batch size (paper: 6)")
+    ap.add_argument("--shape", type=parse_shape, default=(1, 64, 64, 32), help="per-sample C x spatial")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N) in the main process")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="DataLoader workers for the usual setup (default: number of CPUs)")
+    ap.add_argument("--steps", type=int, default=None, help="timed repetitions for part 1")
+    ap.add_argument("--loop-steps", type=int, default=None, help="timed training steps per loop mode in part 2")
+    ap.add_argument("--modes", default="model_only,device,workers_reference,workers_monai",
+                    help="part-2 modes: model_only,device,workers_reference,workers_monai,workers_genesis_ops")
+    ap.add_argument("--lr", type=float, default=1.0, help="SGD learning rate (paper: 1.0)")
+    ap.add_argument("--allow-fallback-model", action="store_true",
+                    help="development only: a minimal conv net when models_genesis is missing")
+    ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print("# CUDA requested but not available: nothing to do (GPU numbers pending)")
+        return 0
+    threads = set_threads(args.threads)
+    on_gpu = device.startswith("cuda")
+    width = args.width or (32 if on_gpu else (4 if args.quick else 8))
+    steps = args.steps or (3 if args.quick else (20 if on_gpu else 5))
+    loop_steps = args.loop_steps or (3 if args.quick else (50 if on_gpu else 6))
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    modes = [m for m in args.modes.split(",") if m]
+    for m in modes:
+        if m not in ("device", "workers_reference", "workers_monai", "workers_genesis_ops", "model_only"):
+            ap.error(f"--modes: unknown mode {m!r}")
+    notes: List[str] = []
+    if "workers_monai" in modes:
+        from transforms import import_monai
+
+        if import_monai()[0] is None:
+            modes.remove("workers_monai")
+            notes.append("workers_monai skipped: MONAI not importable")
+            print("# note: MONAI not importable: workers_monai skipped")
+    B, dims = args.batch, args.shape
+    torch.manual_seed(args.seed)
+    torch.set_flush_denormal(True)
+
+    model, model_desc = load_unet(width, args.allow_fallback_model)
+    model = model.to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=0.0)
+    cfg = go.GenesisConfig()
+
+    meta = machine_info()
+    meta.update({"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "threads": threads,
+                 "device": device, "model": model_desc, "width": width, "parameters": n_params,
+                 "batch": B, "shape": "x".join(map(str, dims)), "optimizer": f"SGD lr={args.lr} momentum=0.9",
+                 "loss": "MSE(model(input), target)", "workers": workers,
+                 "genesis_ops_file": getattr(go, "__file__", None)})
+    try:
+        meta["genesis_ops_build_info"] = go.build_info()
+    except Exception as exc:  # pragma: no cover
+        meta["genesis_ops_build_info"] = f"unavailable: {exc}"
+    print(f"# train-step benchmark ({meta['time_utc']}): {model_desc}, {n_params:,} parameters, device {device}"
+          + (f" ({meta.get('cuda_device')})" if on_gpu else ""))
+    print(f"# cpu: {meta['cpu_model']} x{meta['logical_cpus']}  torch {meta['torch']}  threads={threads}  "
+          f"load avg={meta['load_average_start']}  batch {B} of {meta['shape']}")
+
+    pool = torch.rand((max(32, B),) + dims, generator=torch.Generator().manual_seed(args.seed))
+
+    def model_step(inp, tgt):
+        opt.zero_grad(set_to_none=True)
+        loss = F.mse_loss(model(inp), tgt)
+        loss.backward()
+        opt.step()
+        return loss
+
+    # ---------------- part 1: one step, split -------------------------------------------------
+    x = pool[:B].to(device)
+    inp, tgt = go.models_genesis(x, config=cfg, seed=args.seed)
+    t_tr = time_calls(lambda r: go.models_genesis(x, config=cfg, seed=args.seed + 1000 + r), device,
+                      warmup=2, min_reps=max(steps, 5), max_reps=max(steps, 50), budget_s=1.0)
+    t_model = time_calls(lambda r: model_step(inp, tgt), device, warmup=2, min_reps=steps, max_reps=steps,
+                         budget_s=0.0)
+
+    def full_step(r):
+        i, t = go.models_genesis(x, config=cfg, seed=args.seed + 5000 + r)
+        return model_step(i, t)
+    t_step = time_calls(full_step, device, warmup=1, min_reps=steps, max_reps=steps, budget_s=0.0)
+    tr, mo, st = statistics.median(t_tr), statistics.median(t_model), statistics.median(t_step)
+    split = {"part": "step", "device": device, "width": width, "batch": B, "shape": meta["shape"],
+             "threads": threads, "transform_ms": tr, "model_ms": mo, "step_ms": st,
+             "transform_fraction": tr / (tr + mo), "transform_reps": len(t_tr), "model_reps": len(t_model),
+             "step_reps": len(t_step), "transform_ms_per_sample": tr / B}
+    print(f"\n## one pretraining step (median): transforms {tr:.3f} ms | model fwd+bwd+step {mo:.1f} ms | "
+          f"whole step {st:.1f} ms | transforms = {100 * split['transform_fraction']:.3f}% of transform+model")
+
+    # ---------------- part 2: whole loop -------------------------------------------------------
+    loops: List[Dict] = []
+    n_total = (loop_steps + 2) * B
+
+    def run_loop(mode: str) -> Dict:
+        warm = 2
+        if mode == "model_only":
+            pairs = [go.models_genesis(pool[:B], config=cfg, seed=args.seed + k) for k in range(2)]
+            pairs = [(a.to(device), b.to(device)) for a, b in pairs]
+
+            def batches():
+                for k in range(loop_steps + warm):
+                    yield pairs[k % 2]
+            it, nw = batches(), 0
+        elif mode == "device":
+            dl = torch.utils.data.DataLoader(RawCubes(pool, n_total), batch_size=B, shuffle=True, num_workers=0,
+                                             pin_memory=on_gpu, drop_last=True,
+                                             generator=torch.Generator().manual_seed(args.seed))
+
+            def batches():
+                for k, xb in enumerate(dl):
+                    xb = xb.to(device, non_blocking=True)
+                    yield go.models_genesis(xb, config=cfg, seed=args.seed + 10_000 + k)
+            it, nw = batches(), 0
+        else:
+            if mode == "workers_monai":
+                ds = WorkerMonai(pool, n_total, cfg, args.seed + 30_000)
+            else:
+                impl = "reference" if mode == "workers_reference" else "genesis_ops"
+                ds = WorkerTransformed(pool, n_total, cfg, args.seed + 20_000, impl)
+            dl = torch.utils.data.DataLoader(ds, batch_size=B, shuffle=True, num_workers=workers,
+                                             pin_memory=on_gpu, drop_last=True, worker_init_fn=_worker_init,
+                                             prefetch_factor=2 if workers > 0 else None,
+                                             persistent_workers=False,
+                                             generator=torch.Generator().manual_seed(args.seed))
+
+            def batches():
+                for a, b in dl:
+                    yield a.to(device, non_blocking=True), b.to(device, non_blocking=True)
+            it, nw = batches(), workers
+        t0 = None
+        done = 0
+        for k, (a, b) in enumerate(it):
+            if k == warm:
+                sync(device)
+                t0 = time.perf_counter()
+            model_step(a, b)
+            if k >= warm:
+                done += 1
+            if done >= loop_steps:
+                break
+        sync(device)
+        dt = time.perf_counter() - t0
+        rec = {"part": "loop", "mode": mode, "device": device, "width": width, "batch": B,
+               "shape": meta["shape"], "threads": threads, "workers": nw, "steps": done,
+               "seconds": dt, "samples_per_s": done * B / dt, "ms_per_step": 1e3 * dt / done}
+        print(f"  loop {mode:<20} workers={nw:<3} {done} steps in {dt:7.2f} s: {rec['samples_per_s']:9.2f} samples/s"
+              f"  ({rec['ms_per_step']:.1f} ms/step)", flush=True)
+        return rec
+
+    print(f"\n## whole loop, {loop_steps} timed steps after 2 warm-up steps (batch {B})")
+    for mode in modes:
+        loops.append(run_loop(mode))
+
+    meta["load_average_end"] = load_average()
+    by = {r["mode"]: r for r in loops}
+    summary = []
+    if "device" in by and "workers_reference" in by:
+        v = by["device"]["samples_per_s"] / by["workers_reference"]["samples_per_s"]
+        summary.append(f"transforms on the device vs NumPy reference in {workers} workers: {v:.2f}x the samples/s")
+    if "device" in by and "model_only" in by:
+        v = by["device"]["samples_per_s"] / by["model_only"]["samples_per_s"]
+        summary.append(f"transforms on the device reach {100 * v:.1f}% of the no-transform (model-only) rate")
+    if "device" in by and "workers_monai" in by:
+        v = by["device"]["samples_per_s"] / by["workers_monai"]["samples_per_s"]
+        summary.append(f"transforms on the device vs MONAI composition in {workers} workers: {v:.2f}x the samples/s")
+    for m, name in (("workers_reference", "NumPy reference"), ("workers_monai", "MONAI composition"),
+                    ("workers_genesis_ops", "genesis_ops CPU per sample")):
+        if m in by and "model_only" in by:
+            v = by[m]["samples_per_s"] / by["model_only"]["samples_per_s"]
+            summary.append(f"{name} in {workers} workers reaches {100 * v:.1f}% of the model-only rate")
+    summary.extend(notes)
+    summary.append(f"transforms are {100 * split['transform_fraction']:.3f}% of a step's transform+model time"
+                   + (" (GPU target: < 5%)" if on_gpu else " (CPU, narrow width: not the GPU target)"))
+    print("\n## summary")
+    for s in summary:
+        print("  " + s)
+    print(f"# load avg at end {meta['load_average_end']}")
+
+    os.makedirs(args.out, exist_ok=True)
+    tag = "gpu" if on_gpu else "cpu"
+    doc = {"meta": meta, "records": [split] + loops, "summary": summary}
+    for path in {os.path.join(args.out, f"train_step_{tag}.json"), args.json} - {None}:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=1)
+        print(f"# wrote {path}")
+    md = os.path.join(args.out, f"train_step_{tag}.md")
+    with open(md, "w") as f:
+        f.write(markdown(doc))
+    print(f"# wrote {md}")
+    return 0
+
+
+def markdown(doc) -> str:
+    m, recs = doc["meta"], doc["records"]
+    s = recs[0]
+    out = ["# genesis-ops: one pretraining step and the whole loop", "",
+           f"- when: {m['time_utc']}; machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs"
+           + (f"; GPU {m['cuda_device']}" if m.get("cuda_device") else "")
+           + f"; load average start {m['load_average_start']}, end {m.get('load_average_end')}",
+           f"- torch {m['torch']}, threads **{m['threads']}**, device **{m['device']}**",
+           f"- model: {m['model']} ({m['parameters']:,} parameters); {m['optimizer']}; {m['loss']}",
+           f"- batch {m['batch']} of {m['shape']}; DataLoader workers for the usual setup: {m['workers']}",
+           f"- command: `{m['command']}`", "",
+           "## One step (median)", "",
+           "| transforms (ms) | model fwd+bwd+step (ms) | whole step (ms) | transforms share |",
+           "|---:|---:|---:|---:|",
+           f"| {s['transform_ms']:.3f} | {s['model_ms']:.1f} | {s['step_ms']:.1f} | "
+           f"{100 * s['transform_fraction']:.3f}% |", "",
+           "## Whole loop", "",
+           "| mode | workers | steps | samples/s | ms/step |", "|---|---:|---:|---:|---:|"]
+    for r in recs[1:]:
+        out.append(f"| {r['mode']} | {r['workers']} | {r['steps']} | {r['samples_per_s']:.2f} | {r['ms_per_step']:.1f} |")
+    out += ["", "## Summary", ""] + [f"- {x}" for x in doc["summary"]] + [""]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
