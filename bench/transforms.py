@@ -83,23 +83,16 @@ def csv(kind):
 # The implementations
 # --------------------------------------------------------------------------------------------
 
-def genesis_fn(op: str, cfg) -> Callable:
-    if op == "models_genesis":
-        return lambda x, s: go.models_genesis(x, config=cfg, seed=s)
-    if op == "local_shuffle":
-        return lambda x, s: go.local_shuffle(x, p=SINGLE_OP_P[op], num_windows=cfg.num_windows, seed=s)
-    f = getattr(go, op)
-    return lambda x, s: f(x, p=SINGLE_OP_P[op], seed=s)
-
-
-def reference_fn(op: str, cfg) -> Optional[Callable]:
-    if not hasattr(ref, op):
+def op_fn(module, op: str, cfg) -> Optional[Callable]:
+    """x, seed -> result for `op` of `module` (genesis_ops or its NumPy reference, which share
+    names and arguments), with the benchmark's probabilities; None if the module lacks it."""
+    if not hasattr(module, op):
         return None
     if op == "models_genesis":
-        return lambda x, s: ref.models_genesis(x, config=cfg, seed=s)
+        return lambda x, s: module.models_genesis(x, config=cfg, seed=s)
     if op == "local_shuffle":
-        return lambda x, s: ref.local_shuffle(x, p=SINGLE_OP_P[op], num_windows=cfg.num_windows, seed=s)
-    f = getattr(ref, op)
+        return lambda x, s: module.local_shuffle(x, p=SINGLE_OP_P[op], num_windows=cfg.num_windows, seed=s)
+    f = getattr(module, op)
     return lambda x, s: f(x, p=SINGLE_OP_P[op], seed=s)
 
 
@@ -323,7 +316,7 @@ def main(argv=None) -> int:
                             continue
                         if "genesis_ops" in impls:
                             try:
-                                measure(op, "genesis_ops", device, shape, dtype, batch, genesis_fn(op, cfg), x, p=p)
+                                measure(op, "genesis_ops", device, shape, dtype, batch, op_fn(go, op, cfg), x, p=p)
                             except Exception as exc:  # report, keep going
                                 _skip(skipped, f"genesis_ops {op} {device} {shape} {dtype} b{batch}: {type(exc).__name__}: {exc}")
                         baseline_here = device == "cpu" and batch in baseline_batches
@@ -334,7 +327,7 @@ def main(argv=None) -> int:
                             # the baselines run in float32 only.
                             continue
                         if "reference" in impls:
-                            f = reference_fn(op, cfg)
+                            f = op_fn(ref, op, cfg)
                             if f is None:
                                 _skip(skipped, f"reference has no {op}")
                             else:
