@@ -235,8 +235,10 @@ def curve_eval(xs, ys, t):
     x0, x1, y0, y1 = xs[i], xs[i + 1], ys[i], ys[i + 1]
     dx = (x1 - x0).astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        y = y0 + (y1 - y0) * ((t - x0) / dx)
-    return np.where(dx > 0, y, y1).astype(np.float32)
+        slope = ((y1 - y0) / dx).astype(np.float32)  # per segment, so kernels may tabulate it
+        y = y0 + slope * (t - x0)
+    y = np.where(dx > 0, y, y1)
+    return np.where(t >= 1, ys[-1], y).astype(np.float32)  # exact end point
 
 
 def intensity_map(v32, xs, ys, lo: float, hi: float):

@@ -136,6 +136,23 @@ def test_curve_accuracy_monotonicity_and_end_points():
     assert np.median(errors) < 1e-6
 
 
+def test_curve_is_monotone_across_segment_breakpoints():
+    """Each segment is y0 + slope * (t - x0) with a rounded slope: just below a breakpoint the map
+    must not overshoot the next segment's start (checked one float step either side of every
+    breakpoint of many curves, through the kernel)."""
+    rng = np.random.default_rng(1)
+    for k in range(40):
+        ctrl = tuple(rng.random(4))
+        inc = bool(k % 2)
+        xs, _, _ = ref.curve_table(ctrl, inc)
+        below = np.nextafter(xs[1:], np.float32(-1)).astype(np.float32)
+        t = np.sort(np.concatenate([xs, below, np.nextafter(xs, np.float32(2)).astype(np.float32)]))
+        t = t[(t >= 0) & (t <= 1)]
+        y = go.bezier(torch.from_numpy(t).reshape(1, 1, 1, -1), [ctrl], [inc]).flatten().numpy()
+        d = np.diff(y.astype(np.float64))
+        assert (d >= 0).all() if inc else (d <= 0).all(), (ctrl, inc)
+
+
 def test_nonlinear_clamps_and_propagates_nan():
     x = torch.tensor([-5.0, -0.0, 0.0, 1.0, 7.0, float("inf"), float("-inf"), float("nan")]).reshape(1, 1, 1, -1)
     y = go.bezier(x, [[0.3, 0.6, 0.7, 0.2]], [True]).flatten()

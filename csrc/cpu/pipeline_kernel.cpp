@@ -5,6 +5,7 @@
 // results do not depend on the thread count.
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <numeric>
 
 #include "kernels/launch_bodies.h"
@@ -191,6 +192,71 @@ void parallel_dynamic(int64_t n, int64_t chunk, const Fn& fn) {
   });
 }
 
+// CPU lookup tables of a sample's intensity curve: the same values as curve_eval (the GPU's
+// body) with fewer dependent loads and no division per voxel. Cell g of the index grid records
+// its first segment and the breakpoint inside it, if any, so one comparison picks the segment;
+// the few cells that hold several breakpoints (where f is steep) fall back to curve_eval.
+struct CurveCell {
+  int32_t segment;  // grid[g]
+  float split;      // xs[segment + 1] if the cell holds one breakpoint; 2 (never reached) if
+                    // none; NaN if several
+};
+struct CurveSegment {
+  float x0, y0, slope, pad;  // f(t) = y0 + slope * (t - x0) on this segment
+};
+constexpr int kCurveCellsPerSample = kCurveGrid;
+constexpr int kCurveSegmentsPerSample = kCurveSegments;
+
+// Index grid of one sample by one merge walk (the GPU and the reference search per entry; xs is
+// non-decreasing, so both give the largest i < kCurveSegments with xs[i] <= g / kCurveGrid).
+void curve_grid_merge(const float* xs, int32_t* grid) {
+  int i = 0;
+  for (int g = 0; g < kCurveGridPoints; ++g) {
+    const float t = static_cast<float>(g) / static_cast<float>(kCurveGrid);
+    while (i + 1 < kCurveSegments && xs[i + 1] <= t) ++i;
+    grid[g] = i;
+  }
+}
+
+void curve_fast_tables(const float* xs, const float* ys, const int32_t* grid, CurveCell* cells, CurveSegment* segs) {
+  for (int i = 0; i < kCurveSegments; ++i) {
+    if (xs[i + 1] - xs[i] > 0.0f) {
+      segs[i] = CurveSegment{xs[i], ys[i], segment_slope(xs, ys, i), 0.0f};
+    } else {  // no width: curve_eval returns ys[i + 1]; y0 + 0 * t is exactly that
+      segs[i] = CurveSegment{0.0f, ys[i + 1], 0.0f, 0.0f};
+    }
+  }
+  for (int g = 0; g < kCurveGrid; ++g) {
+    const int lo = grid[g], hi = grid[g + 1];
+    cells[g].segment = lo;
+    cells[g].split = hi == lo ? 2.0f : hi == lo + 1 ? xs[hi] : std::numeric_limits<float>::quiet_NaN();
+  }
+}
+
+// The intensity map of n float32 values in place (intensity_map, organised for the CPU).
+void map_values(float* vals, int64_t n, const CurveCell* cells, const CurveSegment* segs, const CurveTableView& curve,
+                float lo, float range, float inv_range) {
+  const float end = curve.ys[kCurveSegments];
+  for (int64_t k = 0; k < n; ++k) {
+    const float v = vals[k];
+    float t = (v - lo) * inv_range;
+    t = t >= 0.0f ? t : 0.0f;  // also NaN -> 0, so that the index below stays in bounds
+    t = t > 1.0f ? 1.0f : t;
+    int g = static_cast<int>(t * static_cast<float>(kCurveGrid));
+    g = g > kCurveGrid - 1 ? kCurveGrid - 1 : g;
+    const CurveCell cell = cells[g];
+    float f;
+    if (__builtin_expect(cell.split != cell.split, 0)) {
+      f = curve_eval(curve.xs, curve.ys, curve.grid, t);
+    } else {
+      const CurveSegment& seg = segs[cell.segment + static_cast<int>(t >= cell.split)];
+      f = seg.y0 + seg.slope * (t - seg.x0);
+      f = t >= 1.0f ? end : f;
+    }
+    vals[k] = v != v ? v : lo + f * range;
+  }
+}
+
 struct RowScratch {
   std::vector<uint8_t> replace;  // painting replaces voxel x of the row
   std::vector<float> values;     // the row in float32, for the intensity map
@@ -201,7 +267,8 @@ struct RowScratch {
 // directly; painting is decided per row from the boxes; one Philox block serves 4 noise voxels.
 template <typename T>
 void input_row(const T* x, T* input, const T* target, const Shape& shape, const PipelineConfig& cfg,
-               const SampleView& sv, const int32_t* map, int64_t b, int64_t z, int64_t y, RowScratch& scratch) {
+               const SampleView& sv, const CurveCell* cells, const CurveSegment* segs, const int32_t* map, int64_t b,
+               int64_t z, int64_t y, RowScratch& scratch) {
   std::vector<uint8_t>& replace = scratch.replace;
   std::vector<float>& values = scratch.values;
   const SampleParams& p = sv.params;
@@ -222,7 +289,7 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
       values.resize(W);
       for (int64_t xx = 0; xx < W; ++xx) values[xx] = to_float(base[map ? map[row + xx] : row + xx]);
       float* vals = values.data();
-      for (int64_t xx = 0; xx < W; ++xx) vals[xx] = intensity_map(sv.curve.xs, sv.curve.ys, sv.curve.grid, vals[xx], lo, range, inv_range);
+      map_values(vals, W, cells, segs, sv.curve, lo, range, inv_range);
       for (int64_t xx = 0; xx < W; ++xx) out[xx] = FromFloat<T>::apply(values[xx]);
     } else {
       for (int64_t xx = 0; xx < W; ++xx) out[xx] = base[map ? map[row + xx] : row + xx];
@@ -249,6 +316,14 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
   const int64_t B = shape.batch, S = shape.spatial();
   std::vector<float> xs(B * kCurvePoints), ys(B * kCurvePoints);
   std::vector<int32_t> grid(B * kCurveGridPoints);
+  std::vector<CurveCell> cells;
+  std::vector<CurveSegment> segs;
+  bool any_nonlinear = false;
+  for (const auto& p : params) any_nonlinear = any_nonlinear || p.nonlinear;
+  if (any_nonlinear) {
+    cells.resize(B * kCurveCellsPerSample);
+    segs.resize(B * kCurveSegmentsPerSample);
+  }
   bool any_shuffle = false, any_flip = false;
   for (const auto& p : params) {
     any_shuffle = any_shuffle || p.shuffle;
@@ -260,8 +335,13 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
   parallel_dynamic(B, 1, [&](int64_t b0, int64_t b1) {
     ShuffleScratch scratch;
     for (int64_t b = b0; b < b1; ++b) {
-      for (int i = 0; i < kCurvePoints; ++i) curve_point_body(params.data(), xs.data(), ys.data(), b, i);
-      for (int g = 0; g < kCurveGridPoints; ++g) curve_grid_body(params.data(), xs.data(), grid.data(), b, g);
+      if (params[b].nonlinear) {
+        for (int i = 0; i < kCurvePoints; ++i) curve_point_body(params.data(), xs.data(), ys.data(), b, i);
+        const CurveTableView curve = curve_view(xs.data(), ys.data(), grid.data(), b);
+        curve_grid_merge(curve.xs, curve.grid);
+        curve_fast_tables(curve.xs, curve.ys, curve.grid, cells.data() + b * kCurveCellsPerSample,
+                          segs.data() + b * kCurveSegmentsPerSample);
+      }
       if (params[b].shuffle) shuffle_source_map(cfg, shape, b, src.data() + b * S, scratch);
     }
   });
@@ -312,8 +392,10 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
     });
   }
   for_rows([&](int64_t b, int64_t z, int64_t y, RowScratch& scratch) {
-    input_row(x, input, target, shape, cfg, view(b), params[b].shuffle ? src.data() + b * S : nullptr, b, z, y,
-              scratch);
+    const bool nl = params[b].nonlinear;
+    input_row(x, input, target, shape, cfg, view(b), nl ? cells.data() + b * kCurveCellsPerSample : nullptr,
+              nl ? segs.data() + b * kCurveSegmentsPerSample : nullptr, params[b].shuffle ? src.data() + b * S : nullptr,
+              b, z, y, scratch);
   });
 }
 

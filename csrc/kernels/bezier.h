@@ -56,8 +56,15 @@ GENESIS_HD int32_t curve_grid_entry(const float* xs, int g) {
   return curve_segment(xs, 0, kCurveSegments - 1, t);
 }
 
+// Slope of polyline segment i (its width dx > 0). f on segment i is ys[i] + slope * (t - xs[i]):
+// the slope is a per-segment constant, so the CPU can tabulate it (no division per voxel).
+GENESIS_HD float segment_slope(const float* xs, const float* ys, int i) {
+  return (ys[i + 1] - ys[i]) / (xs[i + 1] - xs[i]);
+}
+
 // f(t) for t in [0, 1].
 GENESIS_HD float curve_eval(const float* xs, const float* ys, const int32_t* grid, float t) {
+  if (t >= 1.0f) return ys[kCurveSegments];  // exact end point (slope * dx need not round to dy)
   int g = static_cast<int>(t * static_cast<float>(kCurveGrid));
   if (g > kCurveGrid - 1) g = kCurveGrid - 1;
   const int lo = grid[g], hi = grid[g + 1];
@@ -66,7 +73,7 @@ GENESIS_HD float curve_eval(const float* xs, const float* ys, const int32_t* gri
                              : curve_segment(xs, lo, hi, t);
   const float dx = xs[i + 1] - xs[i];
   if (!(dx > 0.0f)) return ys[i + 1];
-  return ys[i] + (ys[i + 1] - ys[i]) * ((t - xs[i]) / dx);
+  return ys[i] + segment_slope(xs, ys, i) * (t - xs[i]);
 }
 
 // The intensity map of one value: clamp to [lo, hi], normalise, map, scale back. NaN stays NaN.
