@@ -3,6 +3,8 @@
 // ops by construction. Work is parallel over samples (parameters, curve tables, shuffle maps)
 // and over rows of voxels (values), and every voxel is a pure function of its coordinates, so
 // results do not depend on the thread count.
+#include <immintrin.h>
+
 #include <algorithm>
 #include <atomic>
 #include <limits>
@@ -50,6 +52,60 @@ __attribute__((target_clones("avx2", "default"))) void philox_lanes(int n, const
     out[1][l] = c1[l];
     out[2][l] = c2[l];
     out[3][l] = c3[l];
+  }
+}
+
+// Philox blocks block0 .. block0 + 7 of one stream (same values as philox4x32_10), 8 lanes in
+// AVX2 registers: the fill noise of a row needs runs of consecutive blocks, too few for
+// philox_lanes to pay off. out[4 * l + q] = word q of block block0 + l, i.e. the words in the
+// order of the voxels they belong to.
+__attribute__((target("avx2"), always_inline)) inline void mulhilo8(__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
+  // 32x32 -> 64-bit products of 8 lanes: even lanes directly, odd lanes shifted down first.
+  const __m256i even = _mm256_mul_epu32(a, m);
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+  hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+  lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+}
+
+__attribute__((target("avx2"))) void philox8_avx2(uint32_t block0, uint32_t stream, uint32_t sample,
+                                                  uint32_t purpose, uint64_t seed, uint32_t* out) {
+  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
+  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
+  __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(block0)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  __m256i c1 = _mm256_set1_epi32(static_cast<int>(stream));
+  __m256i c2 = _mm256_set1_epi32(static_cast<int>(sample));
+  __m256i c3 = _mm256_set1_epi32(static_cast<int>(purpose));
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+    __m256i hi0, lo0, hi1, lo1;
+    mulhilo8(c0, m0, hi0, lo0);
+    mulhilo8(c2, m1, hi1, lo1);
+    c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(static_cast<int>(k0)));
+    c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(static_cast<int>(k1)));
+    c1 = lo1;
+    c3 = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  // Transpose (word q of lane l) to voxel order: blocks (0,4), (1,5), ... per 128-bit half first.
+  const __m256i t0 = _mm256_unpacklo_epi32(c0, c1), t1 = _mm256_unpackhi_epi32(c0, c1);
+  const __m256i t2 = _mm256_unpacklo_epi32(c2, c3), t3 = _mm256_unpackhi_epi32(c2, c3);
+  const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+  const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+  __m256i* o = reinterpret_cast<__m256i*>(out);
+  _mm256_storeu_si256(o + 0, _mm256_permute2x128_si256(u0, u1, 0x20));
+  _mm256_storeu_si256(o + 1, _mm256_permute2x128_si256(u2, u3, 0x20));
+  _mm256_storeu_si256(o + 2, _mm256_permute2x128_si256(u0, u1, 0x31));
+  _mm256_storeu_si256(o + 3, _mm256_permute2x128_si256(u2, u3, 0x31));
+}
+
+void philox8(uint32_t block0, uint32_t stream, uint32_t sample, uint32_t purpose, uint64_t seed, uint32_t* out) {
+  static const bool has_avx2 = __builtin_cpu_supports("avx2");
+  if (has_avx2) return philox8_avx2(block0, stream, sample, purpose, seed, out);
+  const Stream s(seed, sample, purpose, stream);
+  for (int l = 0; l < 8; ++l) {
+    const Words4 w = s.block(block0 + static_cast<uint32_t>(l));
+    for (int q = 0; q < 4; ++q) out[4 * l + q] = w.w[q];
   }
 }
 
@@ -259,7 +315,8 @@ void map_values(float* vals, int64_t n, const CurveCell* cells, const CurveSegme
 
 struct RowScratch {
   std::vector<uint8_t> replace;  // painting replaces voxel x of the row
-  std::vector<float> values;     // the row in float32, for the intensity map
+  std::vector<float> values;     // the row in float32 (intensity map, fill noise)
+  std::vector<uint32_t> words;   // Philox words of the row's fill noise, in voxel order
 };
 
 // Input row (z, y) of sample b, all channels. Same values as pipeline_voxel (the GPU body),
@@ -275,18 +332,21 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
   const int64_t S = shape.spatial(), W = shape.dim[2];
   const int64_t row = (z * shape.dim[1] + y) * W;
   replace.assign(W, p.paint == kPaintOut ? 1 : 0);
+  values.resize(W);
+  scratch.words.resize(W + 40);  // groups of 8 whole blocks from the block holding the row start
   for (int k = 0; k < p.num_boxes; ++k) {
     const Box& bx = p.boxes[k];
     if (z < bx.start[0] || z >= bx.start[0] + bx.size[0] || y < bx.start[1] || y >= bx.start[1] + bx.size[1]) continue;
     for (int64_t xx = bx.start[2]; xx < bx.start[2] + bx.size[2]; ++xx) replace[xx] = p.paint == kPaintIn ? 1 : 0;
   }
+  int64_t replaced = 0;
+  for (int64_t xx = 0; xx < W; ++xx) replaced += replace[xx];
   const float lo = cfg.lo, range = cfg.hi - cfg.lo, inv_range = 1.0f / range;
   for (int64_t c = 0; c < shape.channels; ++c) {
     const int64_t plane = (b * shape.channels + c) * S;
     const T* base = (p.flip_mask ? target : x) + plane;  // what the shuffle reads
     T* out = input + plane + row;
     if (p.nonlinear) {  // gather the row in float32, then map it in a tight loop
-      values.resize(W);
       for (int64_t xx = 0; xx < W; ++xx) values[xx] = to_float(base[map ? map[row + xx] : row + xx]);
       float* vals = values.data();
       map_values(vals, W, cells, segs, sv.curve, lo, range, inv_range);
@@ -294,19 +354,19 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
     } else {
       for (int64_t xx = 0; xx < W; ++xx) out[xx] = base[map ? map[row + xx] : row + xx];
     }
-    if (p.paint == kPaintNone) continue;
-    const Stream noise(cfg.seed, sv.sample, kNoise, static_cast<uint32_t>(c));
-    int64_t block = -1;
-    Words4 words{};
-    for (int64_t xx = 0; xx < W; ++xx) {
-      if (!replace[xx]) continue;
-      const int64_t v = row + xx;
-      if ((v >> 2) != block) {
-        block = v >> 2;
-        words = noise.block(static_cast<uint32_t>(block));
-      }
-      out[xx] = FromFloat<T>::apply(noise_from_word(words.w[v & 3], lo, range));
-    }
+    if (replaced == 0) continue;
+    // Fill noise: word v of stream c (noise_value). The row's Philox blocks are computed 8 at
+    // a time (vectorised), in voxel order, then converted and blended in branch-free loops.
+    const int64_t first_block = row >> 2, last_block = (row + W - 1) >> 2;
+    uint32_t* words = scratch.words.data();
+    for (int64_t b0 = first_block; b0 <= last_block; b0 += 8)
+      philox8(static_cast<uint32_t>(b0), static_cast<uint32_t>(c), sv.sample, kNoise, cfg.seed,
+              words + 4 * (b0 - first_block));
+    const uint32_t* row_words = words + (row - 4 * first_block);
+    float* noise = scratch.values.data();
+    for (int64_t xx = 0; xx < W; ++xx) noise[xx] = noise_from_word(row_words[xx], lo, range);
+    const uint8_t* rep = replace.data();
+    for (int64_t xx = 0; xx < W; ++xx) out[xx] = rep[xx] ? FromFloat<T>::apply(noise[xx]) : out[xx];
   }
 }
 
@@ -329,8 +389,8 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
     any_shuffle = any_shuffle || p.shuffle;
     any_flip = any_flip || p.flip_mask;
   }
-  // The flip op alone has no target buffer: its result is the input, computed by the generic body.
-  const bool flip_only = target == nullptr;
+  // Single ops have no target buffer, and only the flip op flips: its result is flip(x).
+  const bool flip_only = target == nullptr && any_flip;
   std::vector<int32_t> src(any_shuffle ? B * S : 0);
   parallel_dynamic(B, 1, [&](int64_t b0, int64_t b1) {
     ShuffleScratch scratch;
@@ -364,16 +424,9 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
     sv.curve = curve_view(xs.data(), ys.data(), grid.data(), b);
     return sv;
   };
-  if (flip_only && any_flip) {
-    for_rows([&](int64_t b, int64_t z, int64_t y, RowScratch&) {
-      const SampleView sv = view(b);
-      const int64_t row = (z * shape.dim[1] + y) * shape.dim[2];
-      for (int64_t xx = 0; xx < shape.dim[2]; ++xx)
-        pipeline_voxel(x, input, static_cast<T*>(nullptr), shape, cfg, sv, b, z, y, xx, row + xx);
-    });
-    return;
-  }
-  if (target != nullptr) {  // pass 1: targets (the shuffle of pass 2 reads them)
+  // Pass 1: targets, flip(x) (the shuffle of pass 2 reads them); for the flip op, its result.
+  T* flipped = flip_only ? input : target;
+  if (flipped != nullptr) {
     for_rows([&](int64_t b, int64_t z, int64_t y, RowScratch&) {
       const int32_t mask = params[b].flip_mask;
       const int64_t W = shape.dim[2];
@@ -382,7 +435,7 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
       for (int64_t c = 0; c < shape.channels; ++c) {
         const int64_t plane = (b * shape.channels + c) * S;
         const T* in = x + plane + src_row;
-        T* out = target + plane + row;
+        T* out = flipped + plane + row;
         if (mask & 4) {
           for (int64_t xx = 0; xx < W; ++xx) out[xx] = in[W - 1 - xx];
         } else {
@@ -391,6 +444,7 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
       }
     });
   }
+  if (flip_only) return;
   for_rows([&](int64_t b, int64_t z, int64_t y, RowScratch& scratch) {
     const bool nl = params[b].nonlinear;
     input_row(x, input, target, shape, cfg, view(b), nl ? cells.data() + b * kCurveCellsPerSample : nullptr,
