@@ -58,6 +58,8 @@ def test_full_64bit_seed_range():
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_independent_of_thread_count(threads):
+    # batch 6: whole samples per task with 1 thread (batch >= 4 x threads), rows in parallel with
+    # 2 and 3 (and in `ref`, at the default count): both CPU schedules must agree bit for bit
     x = _x()
     ref = _all_ops(x, 3)
     old = torch.get_num_threads()

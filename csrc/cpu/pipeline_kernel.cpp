@@ -404,65 +404,84 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
   }
   // Single ops have no target buffer, and only the flip op flips: its result is flip(x).
   const bool flip_only = target == nullptr && any_flip;
-  std::vector<int32_t> src(any_shuffle ? B * S : 0);
-  parallel_dynamic(B, 1, [&](int64_t b0, int64_t b1) {
-    ShuffleScratch scratch;
-    for (int64_t b = b0; b < b1; ++b) {
-      if (params[b].nonlinear) {
-        for (int i = 0; i < kCurvePoints; ++i) curve_point_body(params.data(), xs.data(), ys.data(), b, i);
-        const CurveTableView curve = curve_view(xs.data(), ys.data(), grid.data(), b);
-        curve_grid_merge(curve.xs, curve.grid);
-        curve_fast_tables(curve.xs, curve.ys, curve.grid, cells.data() + b * kCurveCellsPerSample,
-                          segs.data() + b * kCurveSegmentsPerSample);
-      }
-      if (params[b].shuffle) shuffle_source_map(cfg, shape, b, src.data() + b * S, scratch);
+  T* flipped = flip_only ? input : target;  // where pass 1 writes flip(x)
+  const int64_t H = shape.dim[1], W = shape.dim[2], rows_per_sample = shape.dim[0] * H;
+
+  // Per sample: curve tables and the shuffle's source map.
+  const auto prepare = [&](int64_t b, int32_t* src_b, ShuffleScratch& scratch) {
+    if (params[b].nonlinear) {
+      for (int i = 0; i < kCurvePoints; ++i) curve_point_body(params.data(), xs.data(), ys.data(), b, i);
+      const CurveTableView curve = curve_view(xs.data(), ys.data(), grid.data(), b);
+      curve_grid_merge(curve.xs, curve.grid);
+      curve_fast_tables(curve.xs, curve.ys, curve.grid, cells.data() + b * kCurveCellsPerSample,
+                        segs.data() + b * kCurveSegmentsPerSample);
     }
-  });
-  const int64_t rows = B * shape.dim[0] * shape.dim[1];
-  const int64_t chunk = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, shape.dim[2] * shape.channels));
-  const auto for_rows = [&](auto&& fn) {
-    parallel_dynamic(rows, chunk, [&](int64_t r0, int64_t r1) {
-      RowScratch scratch;
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t b = r / (shape.dim[0] * shape.dim[1]);
-        const int64_t zy = r % (shape.dim[0] * shape.dim[1]);
-        fn(b, zy / shape.dim[1], zy % shape.dim[1], scratch);
-      }
-    });
+    if (params[b].shuffle) shuffle_source_map(cfg, shape, b, src_b, scratch);
   };
-  const auto view = [&](int64_t b) {
+  // Pass 1, one row: targets, flip(x) (the shuffle of pass 2 reads them); for the flip op, its result.
+  const auto flip_row = [&](int64_t b, int64_t z, int64_t y) {
+    const int32_t mask = params[b].flip_mask;
+    const int64_t row = (z * H + y) * W;
+    const int64_t src_row = flip_source(shape, mask & 3, z, y, 0);
+    for (int64_t c = 0; c < shape.channels; ++c) {
+      const int64_t plane = (b * shape.channels + c) * S;
+      const T* in = x + plane + src_row;
+      T* out = flipped + plane + row;
+      if (mask & 4) {
+        for (int64_t xx = 0; xx < W; ++xx) out[xx] = in[W - 1 - xx];
+      } else {
+        std::copy(in, in + W, out);
+      }
+    }
+  };
+  // Pass 2, one row: inputs.
+  const auto value_row = [&](int64_t b, int64_t z, int64_t y, const int32_t* src_b, RowScratch& scratch) {
     SampleView sv;
     sv.params = params[b];
     sv.sample = sample_index(cfg, b);
     sv.curve = curve_view(xs.data(), ys.data(), grid.data(), b);
-    return sv;
+    const bool nl = params[b].nonlinear;
+    input_row(x, input, target, shape, cfg, sv, nl ? cells.data() + b * kCurveCellsPerSample : nullptr,
+              nl ? segs.data() + b * kCurveSegmentsPerSample : nullptr, params[b].shuffle ? src_b : nullptr, b, z, y,
+              scratch);
   };
-  // Pass 1: targets, flip(x) (the shuffle of pass 2 reads them); for the flip op, its result.
-  T* flipped = flip_only ? input : target;
-  if (flipped != nullptr) {
-    for_rows([&](int64_t b, int64_t z, int64_t y, RowScratch&) {
-      const int32_t mask = params[b].flip_mask;
-      const int64_t W = shape.dim[2];
-      const int64_t row = (z * shape.dim[1] + y) * W;
-      const int64_t src_row = flip_source(shape, mask & 3, z, y, 0);
-      for (int64_t c = 0; c < shape.channels; ++c) {
-        const int64_t plane = (b * shape.channels + c) * S;
-        const T* in = x + plane + src_row;
-        T* out = flipped + plane + row;
-        if (mask & 4) {
-          for (int64_t xx = 0; xx < W; ++xx) out[xx] = in[W - 1 - xx];
-        } else {
-          std::copy(in, in + W, out);
-        }
+
+  if (B >= 4 * torch::stable::get_num_threads()) {
+    // Many samples: whole samples per task. A sample's source map, target and input stay in this
+    // core's cache between the passes, and the source map takes one sample's memory per thread.
+    parallel_dynamic(B, 1, [&](int64_t b0, int64_t b1) {
+      ShuffleScratch shuffle_scratch;
+      RowScratch row_scratch;
+      std::vector<int32_t> src(any_shuffle ? S : 0);
+      for (int64_t b = b0; b < b1; ++b) {
+        prepare(b, src.data(), shuffle_scratch);
+        for (int64_t r = 0; r < rows_per_sample && flipped != nullptr; ++r) flip_row(b, r / H, r % H);
+        for (int64_t r = 0; r < rows_per_sample && !flip_only; ++r)
+          value_row(b, r / H, r % H, src.data(), row_scratch);
       }
     });
+    return;
   }
+  // Few samples: samples in parallel, then rows in parallel (a single sample uses every thread).
+  std::vector<int32_t> src(any_shuffle ? B * S : 0);
+  parallel_dynamic(B, 1, [&](int64_t b0, int64_t b1) {
+    ShuffleScratch scratch;
+    for (int64_t b = b0; b < b1; ++b) prepare(b, src.data() + (any_shuffle ? b * S : 0), scratch);
+  });
+  const int64_t chunk = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, W * shape.channels));
+  const auto for_rows = [&](auto&& fn) {
+    parallel_dynamic(B * rows_per_sample, chunk, [&](int64_t r0, int64_t r1) {
+      RowScratch scratch;
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / rows_per_sample, zy = r % rows_per_sample;
+        fn(b, zy / H, zy % H, scratch);
+      }
+    });
+  };
+  if (flipped != nullptr) for_rows([&](int64_t b, int64_t z, int64_t y, RowScratch&) { flip_row(b, z, y); });
   if (flip_only) return;
   for_rows([&](int64_t b, int64_t z, int64_t y, RowScratch& scratch) {
-    const bool nl = params[b].nonlinear;
-    input_row(x, input, target, shape, cfg, view(b), nl ? cells.data() + b * kCurveCellsPerSample : nullptr,
-              nl ? segs.data() + b * kCurveSegmentsPerSample : nullptr, params[b].shuffle ? src.data() + b * S : nullptr,
-              b, z, y, scratch);
+    value_row(b, z, y, src.data() + (any_shuffle ? b * S : 0), scratch);
   });
 }
 
