@@ -344,16 +344,18 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
   const SampleParams& p = sv.params;
   const int64_t S = shape.spatial(), W = shape.dim[2];
   const int64_t row = (z * shape.dim[1] + y) * W;
-  replace.assign(W, p.paint == kPaintOut ? 1 : 0);
   values.resize(W);
-  scratch.words.resize(W + 40);  // groups of 8 whole blocks from the block holding the row start
-  for (int k = 0; k < p.num_boxes; ++k) {
-    const Box& bx = p.boxes[k];
-    if (z < bx.start[0] || z >= bx.start[0] + bx.size[0] || y < bx.start[1] || y >= bx.start[1] + bx.size[1]) continue;
-    for (int64_t xx = bx.start[2]; xx < bx.start[2] + bx.size[2]; ++xx) replace[xx] = p.paint == kPaintIn ? 1 : 0;
-  }
   int64_t replaced = 0;
-  for (int64_t xx = 0; xx < W; ++xx) replaced += replace[xx];
+  if (p.paint != kPaintNone) {
+    replace.assign(W, p.paint == kPaintOut ? 1 : 0);
+    scratch.words.resize(W + 40);  // groups of 8 whole blocks from the block holding the row start
+    for (int k = 0; k < p.num_boxes; ++k) {
+      const Box& bx = p.boxes[k];
+      if (z < bx.start[0] || z >= bx.start[0] + bx.size[0] || y < bx.start[1] || y >= bx.start[1] + bx.size[1]) continue;
+      for (int64_t xx = bx.start[2]; xx < bx.start[2] + bx.size[2]; ++xx) replace[xx] = p.paint == kPaintIn ? 1 : 0;
+    }
+    for (int64_t xx = 0; xx < W; ++xx) replaced += replace[xx];
+  }
   const float lo = cfg.lo, range = cfg.hi - cfg.lo, inv_range = 1.0f / range;
   for (int64_t c = 0; c < shape.channels; ++c) {
     const int64_t plane = (b * shape.channels + c) * S;
