@@ -147,22 +147,36 @@ struct ShuffleScratch {
 // Windows are permuted in batches that need about this many Philox blocks: enough for full
 // vector passes of philox_lanes, few enough that words and permutations stay in L1/L2.
 constexpr uint32_t kShuffleBatchLanes = 1024;
-constexpr uint32_t kNoClaim = 0x80000000u;  // larger than any local position
+constexpr uint32_t kNoClaim = ~0u;  // larger than any local position
+
+// Calls fn(r, row) for the rows of window w in row-major order: r = 0, 1, ... and row = z * H
+// + y. One loop, with y wrapping to the next plane by a conditional move: windows are tiny
+// (1..dim/10 per side) and of random shapes, so every loop exit is likely mispredicted, and
+// nested loops over z and y would pay that once per plane.
+template <typename Fn>
+inline void for_window_rows(const Shape& shape, const Box& w, Fn&& fn) {
+  const int32_t H = static_cast<int32_t>(shape.dim[1]), sy = w.size[1], rows = w.size[0] * sy;
+  int32_t row = w.start[0] * H + w.start[1], y = 0;
+  for (int32_t r = 0; r < rows; ++r) {
+    fn(r, row);
+    // With masks, not `wrap ? .. : ..`, which the compiler turns into a branch.
+    const int32_t wrap = -static_cast<int32_t>(++y == sy);  // all ones at the plane's last row
+    y &= ~wrap;
+    row += 1 + (wrap & (H - sy));
+  }
+}
 
 // Calls fn(spatial index, local index) for the voxels of window w in row-major order. Bounds
 // are copied into locals first: the callbacks store through pointers, which would otherwise
 // make the compiler reload them from memory on every voxel.
 template <typename Fn>
-void for_window_voxels(const Shape& shape, const Box& w, Fn&& fn) {
-  const int32_t z0 = w.start[0], z1 = w.start[0] + w.size[0], y0 = w.start[1], y1 = w.start[1] + w.size[1];
-  const int32_t x0 = w.start[2], sx = w.size[2];
-  const int32_t H = static_cast<int32_t>(shape.dim[1]), W = static_cast<int32_t>(shape.dim[2]);
-  uint32_t local = 0;
-  for (int32_t z = z0; z < z1; ++z)
-    for (int32_t y = y0; y < y1; ++y) {
-      const int32_t row = (z * H + y) * W + x0;
-      for (int32_t x = 0; x < sx; ++x, ++local) fn(row + x, local);
-    }
+inline void for_window_voxels(const Shape& shape, const Box& w, Fn&& fn) {
+  const int32_t x0 = w.start[2], sx = w.size[2], W = static_cast<int32_t>(shape.dim[2]);
+  for_window_rows(shape, w, [&](int32_t r, int32_t row) {
+    const int32_t v = row * W + x0;
+    const uint32_t local = static_cast<uint32_t>(r * sx);
+    for (int32_t x = 0; x < sx; ++x) fn(v + x, local + x);
+  });
 }
 
 // Bits [lo, hi) of a 64-bit word, 0 <= lo <= hi <= 64.
@@ -171,45 +185,44 @@ inline uint64_t bit_range(int32_t lo, int32_t hi) {
   return lo >= 64 ? 0 : below_hi & (~uint64_t{0} << lo);
 }
 
-// Claims the voxels of window w that no later window took (sets their bits in `taken`, rows of
-// row_words words plus one spare word at the end). Returns pmin, the smallest local position
-// it claimed, or kNoClaim.
+// Claims the voxels of window w that no later window took: sets their bits in `taken` (rows
+// of row_words words). Returns pmin, the smallest local position it claimed, or kNoClaim.
 uint32_t claim_window(const Shape& shape, const Box& w, uint64_t* taken, int32_t row_words) {
-  const int32_t z0 = w.start[0], z1 = w.start[0] + w.size[0], y0 = w.start[1], y1 = w.start[1] + w.size[1];
-  const int32_t x0 = w.start[2], sx = w.size[2], H = static_cast<int32_t>(shape.dim[1]);
-  const int32_t j0 = x0 / 64, b0 = x0 % 64;
-  uint32_t pmin = kNoClaim, row_local = 0;
-  if (sx <= 64) {
-    // The row segment lies in words j0 and j0 + 1 (m1 = 0 if it ends in word j0; word j0 + 1
-    // then may be the next row's or the spare word, left unchanged). Always both words, so no
-    // branch depends on where the segment falls.
-    const uint64_t m0 = bit_range(b0, std::min(64, b0 + sx)), m1 = bit_range(0, std::max(0, b0 + sx - 64));
-    for (int32_t z = z0; z < z1; ++z)
-      for (int32_t y = y0; y < y1; ++y, row_local += sx) {
-        uint64_t* t = taken + static_cast<int64_t>(z * H + y) * row_words + j0;
-        const uint64_t fresh0 = m0 & ~t[0], fresh1 = m1 & ~t[1];
-        t[0] |= m0;
-        t[1] |= m1;
-        // The segment's fresh bits from bit 0 = voxel x0 (sx <= 64 bits).
-        const uint64_t fresh = b0 == 0 ? fresh0 : fresh0 >> b0 | fresh1 << (64 - b0);
-        const uint32_t p = fresh != 0 ? row_local + static_cast<uint32_t>(__builtin_ctzll(fresh)) : kNoClaim;
-        pmin = std::min(pmin, p);
-      }
-    return pmin;
-  }
-  // Wide windows (W >= 650): word by word.
-  const int32_t j1 = (x0 + sx - 1) / 64;
-  for (int32_t z = z0; z < z1; ++z)
-    for (int32_t y = y0; y < y1; ++y, row_local += sx) {
-      uint64_t* t = taken + static_cast<int64_t>(z * H + y) * row_words;
-      for (int32_t j = j0; j <= j1; ++j) {
+  const int32_t x0 = w.start[2], sx = w.size[2], j0 = x0 / 64, b0 = x0 % 64;
+  uint32_t pmin = kNoClaim;
+  // Row r's smallest fresh position, given its fresh bits from bit 0 = voxel x0.
+  // Branch-free: whether a row has fresh voxels is random, so a branch would often be mispredicted.
+  const auto row_min = [&](int32_t r, uint64_t fresh) {
+    const uint32_t none = -static_cast<uint32_t>(fresh == 0);  // all ones (kNoClaim) if no fresh voxel
+    pmin = std::min(pmin, (static_cast<uint32_t>(r * sx) + static_cast<uint32_t>(__builtin_ctzll(fresh | 1))) | none);
+  };
+  if (b0 + sx <= 64) {  // the row segment lies in one word (always where W <= 64)
+    const uint64_t m = bit_range(b0, b0 + sx);
+    for_window_rows(shape, w, [&](int32_t r, int32_t row) {
+      uint64_t& t = taken[static_cast<int64_t>(row) * row_words + j0];
+      row_min(r, (m & ~t) >> b0);
+      t |= m;
+    });
+  } else if (sx <= 64) {  // in words j0 and j0 + 1
+    const uint64_t m0 = bit_range(b0, 64), m1 = bit_range(0, b0 + sx - 64);
+    for_window_rows(shape, w, [&](int32_t r, int32_t row) {
+      uint64_t* t = taken + static_cast<int64_t>(row) * row_words + j0;
+      row_min(r, (m0 & ~t[0]) >> b0 | (m1 & ~t[1]) << (64 - b0));  // b0 > 0 here
+      t[0] |= m0;
+      t[1] |= m1;
+    });
+  } else {  // wide windows (W >= 650): word by word
+    const int32_t j1 = (x0 + sx - 1) / 64;
+    for_window_rows(shape, w, [&](int32_t r, int32_t row) {
+      uint64_t* t = taken + static_cast<int64_t>(row) * row_words;
+      for (int32_t j = j1; j >= j0; --j) {  // downwards: the last pmin update is the row's smallest
         const uint64_t m = bit_range(std::max(x0 - 64 * j, 0), std::min(x0 + sx - 64 * j, 64));
         const uint64_t fresh = m & ~t[j];
         t[j] |= m;
-        if (fresh != 0)
-          pmin = std::min(pmin, row_local + static_cast<uint32_t>(64 * j + __builtin_ctzll(fresh) - x0));
+        if (fresh != 0) pmin = std::min(pmin, static_cast<uint32_t>(r * sx + 64 * j + __builtin_ctzll(fresh) - x0));
       }
-    }
+    });
+  }
   return pmin;
 }
 
@@ -252,7 +265,7 @@ void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b
   for (int64_t v = 0; v < S; ++v) src[v] = static_cast<int32_t>(v);
   // 1. Claims, from the last window back.
   const int32_t row_words = static_cast<int32_t>((shape.dim[2] + 63) / 64);
-  sc.taken.assign(static_cast<size_t>(shape.dim[0] * shape.dim[1] * row_words + 1), 0);
+  sc.taken.assign(static_cast<size_t>(shape.dim[0] * shape.dim[1] * row_words), 0);
   sc.first.resize(static_cast<size_t>(K));
   for (int64_t k = K - 1; k >= 0; --k) {
     const uint32_t pmin = claim_window(shape, sc.windows[k], sc.taken.data(), row_words);
