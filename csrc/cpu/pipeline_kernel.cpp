@@ -140,8 +140,14 @@ struct ShuffleScratch {
   std::vector<uint64_t> taken;  // claim bitmap: bit x % 64 of word x / 64 of row (z, y)
   std::vector<uint32_t> first;  // per window: max(1, pmin), or 0 if it owns no voxel
   std::vector<uint32_t> batch;  // windows of the current Philox batch
-  std::vector<uint32_t> lane_block, lane_stream, words;
+  std::vector<uint32_t> lane_block, lane_stream, words;  // Philox lanes of the batch (block, stream)
+  uint32_t lanes = 0;                                    // and how many are used
   std::vector<int32_t> perm;
+  // Spatial offsets of the voxels of window shapes (sz, sy, sx) from their first voxel, in
+  // row-major order, built when a shape first occurs: offsets[shape_begin[id] + p], -1 if not
+  // built yet.
+  std::vector<int32_t> offsets;
+  std::vector<int32_t> shape_begin;
 };
 
 // Windows are permuted in batches that need about this many Philox blocks: enough for full
@@ -166,17 +172,23 @@ inline void for_window_rows(const Shape& shape, const Box& w, Fn&& fn) {
   }
 }
 
-// Calls fn(spatial index, local index) for the voxels of window w in row-major order. Bounds
-// are copied into locals first: the callbacks store through pointers, which would otherwise
-// make the compiler reload them from memory on every voxel.
-template <typename Fn>
-inline void for_window_voxels(const Shape& shape, const Box& w, Fn&& fn) {
-  const int32_t x0 = w.start[2], sx = w.size[2], W = static_cast<int32_t>(shape.dim[2]);
-  for_window_rows(shape, w, [&](int32_t r, int32_t row) {
-    const int32_t v = row * W + x0;
-    const uint32_t local = static_cast<uint32_t>(r * sx);
-    for (int32_t x = 0; x < sx; ++x) fn(v + x, local + x);
-  });
+// Offsets of window w's voxels from its first voxel, in row-major order (local position p ->
+// offsets[p]), shared by all windows of its shape: one flat loop over a window's voxels then
+// replaces loops over its rows and columns, whose exits (random per window) mispredict.
+const int32_t* window_offsets(const Shape& shape, const Box& w, ShuffleScratch& sc) {
+  const int64_t max_y = std::max<int64_t>(1, shape.dim[1] / 10), max_x = std::max<int64_t>(1, shape.dim[2] / 10);
+  const int64_t id = ((w.size[0] - 1) * max_y + (w.size[1] - 1)) * max_x + (w.size[2] - 1);
+  int32_t& begin = sc.shape_begin[id];
+  if (begin < 0) {
+    begin = static_cast<int32_t>(sc.offsets.size());
+    sc.offsets.resize(sc.offsets.size() + w.volume());
+    const int32_t H = static_cast<int32_t>(shape.dim[1]), W = static_cast<int32_t>(shape.dim[2]);
+    int32_t* off = sc.offsets.data() + begin;
+    for (int32_t z = 0; z < w.size[0]; ++z)
+      for (int32_t y = 0; y < w.size[1]; ++y)
+        for (int32_t x = 0; x < w.size[2]; ++x) *off++ = (z * H + y) * W + x;
+  }
+  return sc.offsets.data() + begin;
 }
 
 // Bits [lo, hi) of a 64-bit word, 0 <= lo <= hi <= 64.
@@ -230,7 +242,7 @@ uint32_t claim_window(const Shape& shape, const Box& w, uint64_t* taken, int32_t
 // pass), then per window steps n-1 .. first on the spatial indices of its voxels (a[p] is a
 // voxel, not a position), written to src for all its voxels.
 void permute_batch(const PipelineConfig& cfg, const Shape& shape, uint32_t sample, int32_t* src, ShuffleScratch& sc) {
-  const uint32_t lanes = static_cast<uint32_t>(sc.lane_block.size());
+  const uint32_t lanes = sc.lanes;
   sc.words.resize(4 * static_cast<size_t>(lanes));
   uint32_t* words = sc.words.data();
   uint32_t out[4][kLanes];
@@ -241,20 +253,29 @@ void permute_batch(const PipelineConfig& cfg, const Shape& shape, uint32_t sampl
       for (int q = 0; q < 4; ++q) words[4 * (l0 + l) + q] = out[q][l];
   }
   const uint32_t* wd = words;  // word i of the current window: wd[i - (first & ~3)]
+  const int32_t H = static_cast<int32_t>(shape.dim[1]), W = static_cast<int32_t>(shape.dim[2]);
   for (const uint32_t k : sc.batch) {
     const Box& w = sc.windows[k];
     const uint32_t n = static_cast<uint32_t>(w.volume()), first = sc.first[k], base = first & ~3u;
+    const int32_t* off = window_offsets(shape, w, sc);
+    const int32_t v0 = (w.start[0] * H + w.start[1]) * W + w.start[2];
     if (sc.perm.size() < n) sc.perm.resize(n);
     int32_t* perm = sc.perm.data();
-    for_window_voxels(shape, w, [&](int32_t v, uint32_t local) { perm[local] = v; });
-    for (uint32_t i = n - 1; i >= first; --i)  // first >= 1: no wrap-around
-      std::swap(perm[i], perm[uniform_below(wd[i - base], i + 1u)]);
-    for_window_voxels(shape, w, [&](int32_t v, uint32_t local) { src[v] = perm[local]; });
+    for (uint32_t p = 0; p < n; ++p) perm[p] = v0 + off[p];
+    // Step i makes a[i] final (later steps touch positions below i only), so it goes straight
+    // to src and perm[i] is not stored. first >= 1: no wrap-around.
+    for (uint32_t i = n - 1; i >= first; --i) {
+      int32_t& pj = perm[uniform_below(wd[i - base], i + 1u)];
+      src[v0 + off[i]] = pj;
+      pj = perm[i];
+    }
+    // a[0] is final after step 1: needed where pmin = 0. Otherwise position 0 is a later
+    // window's, which overwrites it, so it is written without a test.
+    src[v0] = perm[0];
     if (first < n) wd += 4 * ((n - 1) / 4 + 1 - first / 4);
   }
   sc.batch.clear();
-  sc.lane_block.clear();
-  sc.lane_stream.clear();
+  sc.lanes = 0;
 }
 
 void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b, int32_t* src, ShuffleScratch& sc) {
@@ -267,25 +288,40 @@ void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b
   const int32_t row_words = static_cast<int32_t>((shape.dim[2] + 63) / 64);
   sc.taken.assign(static_cast<size_t>(shape.dim[0] * shape.dim[1] * row_words), 0);
   sc.first.resize(static_cast<size_t>(K));
+  sc.offsets.clear();
+  sc.shape_begin.assign(static_cast<size_t>(std::max<int64_t>(1, shape.dim[0] / 10) *
+                                            std::max<int64_t>(1, shape.dim[1] / 10) *
+                                            std::max<int64_t>(1, shape.dim[2] / 10)),
+                        -1);
   for (int64_t k = K - 1; k >= 0; --k) {
     const uint32_t pmin = claim_window(shape, sc.windows[k], sc.taken.data(), row_words);
     sc.first[k] = pmin == kNoClaim ? 0u : std::max(1u, pmin);
   }
   // 2. Permutations of the owning windows, from the first on, in batches.
   sc.batch.clear();
-  sc.lane_block.clear();
-  sc.lane_stream.clear();
+  sc.lanes = 0;
   for (int64_t k = 0; k < K; ++k) {
     const uint32_t first = sc.first[k];
     if (first == 0) continue;
     sc.batch.push_back(static_cast<uint32_t>(k));
+    // Philox lanes of blocks first/4 .. (n-1)/4 (none where n == 1), written 8 at a time: a
+    // loop of one or a few turns, where one per block mispredicted its exit. Entries past the
+    // last block are overwritten by the next window's or never read.
     const uint32_t n = static_cast<uint32_t>(sc.windows[k].volume());
-    if (first >= n) continue;  // n == 1: no step
-    for (uint32_t blk = first / 4; blk <= (n - 1) / 4; ++blk) {
-      sc.lane_block.push_back(blk);
-      sc.lane_stream.push_back(static_cast<uint32_t>(k));
+    const uint32_t b0 = first / 4, count = first < n ? (n - 1) / 4 + 1 - b0 : 0;
+    if (sc.lane_block.size() < sc.lanes + count + 8) {
+      sc.lane_block.resize(2 * (sc.lanes + count + 8));
+      sc.lane_stream.resize(2 * (sc.lanes + count + 8));
     }
-    if (sc.lane_block.size() >= kShuffleBatchLanes) permute_batch(cfg, shape, sample, src, sc);
+    uint32_t* lane_block = sc.lane_block.data() + sc.lanes;
+    uint32_t* lane_stream = sc.lane_stream.data() + sc.lanes;
+    for (uint32_t c = 0; c < count; c += 8)
+      for (uint32_t q = 0; q < 8; ++q) {
+        lane_block[c + q] = b0 + c + q;
+        lane_stream[c + q] = static_cast<uint32_t>(k);
+      }
+    sc.lanes += count;
+    if (sc.lanes >= kShuffleBatchLanes) permute_batch(cfg, shape, sample, src, sc);
   }
   permute_batch(cfg, shape, sample, src, sc);
 }
