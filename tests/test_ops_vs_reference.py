@@ -64,6 +64,18 @@ def test_local_shuffle(v, p, num_windows):
     assert_same(got, ref.local_shuffle(_np(x), p=p, num_windows=num_windows, seed=ref_seed(seed)), x)
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 4, 6, 130), (2, 1, 3, 5, 64), (2, 1, 3, 5, 65), (1, 2, 3, 2, 129),
+                                   (1, 1, 2, 700), (1, 1, 3, 1300)])
+@pytest.mark.parametrize("num_windows", [1, 40, 300, 3000])
+def test_local_shuffle_long_rows(shape, num_windows):
+    """Rows of more than 64 voxels: the CPU claims windows in a bitmap of 64-bit words per row,
+    where a window's row segment may straddle two words, or span several (W >= 650)."""
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(num_windows))
+    for seed in (0, 5):
+        got = go.local_shuffle(x, p=1.0, num_windows=num_windows, seed=seed)
+        assert_same(got, ref.local_shuffle(_np(x), p=1.0, num_windows=num_windows, seed=ref_seed(seed)), x)
+
+
 value_ranges = st.sampled_from([(0.0, 1.0), (-1.0, 1.0), (-1000.0, 3000.0), (0.25, 0.5)])
 
 

@@ -10,48 +10,90 @@
 #include <limits>
 #include <numeric>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "kernels/launch_bodies.h"
 #include "op_common.h"
 
 namespace genesis {
 namespace {
 
-// Philox blocks of many counters at once, lanes innermost so that the compiler vectorises the
-// rounds (an AVX2 clone is picked at run time where the CPU has it). Same values as
-// philox4x32_10; stream[l] and block[l] vary per lane, sample and purpose are shared.
+// Philox blocks of many counters at once: out[q][l] = word q of philox4x32_10(block[l],
+// stream[l], sample, purpose) with key seed. On x86-64 CPUs with AVX2, 8 lanes per vector.
+// Written with intrinsics because the compiler's own vectorisation of the 32x32->64-bit
+// products reorders halves between vectors with shuffles (half the speed).
 constexpr int kLanes = 256;
 
-__attribute__((target_clones("avx2", "default"))) void philox_lanes(int n, const uint32_t* block,
-                                                                    const uint32_t* stream, uint32_t sample,
-                                                                    uint32_t purpose, uint64_t seed,
-                                                                    uint32_t (*out)[kLanes]) {
-  uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
-  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-  for (int l = 0; l < n; ++l) {
-    c0[l] = block[l];
-    c1[l] = stream[l];
-    c2[l] = sample;
-    c3[l] = purpose;
-  }
-  for (int round = 0; round < 10; ++round) {
-    for (int l = 0; l < n; ++l) {
-      const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0[l];
-      const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2[l];
-      const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[l] ^ k0;
-      const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[l] ^ k1;
-      c1[l] = static_cast<uint32_t>(p1);
-      c3[l] = static_cast<uint32_t>(p0);
-      c0[l] = n0;
-      c2[l] = n2;
+#if defined(__x86_64__)
+// hi and lo halves of the products a[i] * m of 8 32-bit lanes: vpmuludq multiplies the even
+// lanes (64-bit products), so the odd lanes are shifted down first, and blends put each half
+// back into its lane.
+__attribute__((target("avx2"))) inline void mulhilo_avx2(__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
+  const __m256i even = _mm256_mul_epu32(a, m), odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+  hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+  lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+}
+
+__attribute__((target("avx2"))) void philox_lanes_avx2(int n, const uint32_t* block, const uint32_t* stream,
+                                                      uint32_t sample, uint32_t purpose, uint64_t seed,
+                                                      uint32_t (*out)[kLanes]) {
+  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u)), m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
+  constexpr int G = 4;  // independent vectors per iteration, to hide the multiplies' latency
+  for (int l0 = 0; l0 < n; l0 += 8 * G) {
+    // A partial group (the tail) is padded with zero counters, computed but not stored.
+    const bool full = l0 + 8 * G <= n;
+    uint32_t b[8 * G] = {}, s[8 * G] = {}, w[4][8 * G];
+    if (!full) {
+      std::copy(block + l0, block + n, b);
+      std::copy(stream + l0, stream + n, s);
     }
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
+    const uint32_t* bp = full ? block + l0 : b;
+    const uint32_t* sp = full ? stream + l0 : s;
+    __m256i c0[G], c1[G], c2[G], c3[G];
+    for (int g = 0; g < G; ++g) {
+      c0[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + 8 * g));
+      c1[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sp + 8 * g));
+      c2[g] = _mm256_set1_epi32(static_cast<int>(sample));
+      c3[g] = _mm256_set1_epi32(static_cast<int>(purpose));
+    }
+    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+    for (int round = 0; round < 10; ++round) {
+      const __m256i vk0 = _mm256_set1_epi32(static_cast<int>(k0)), vk1 = _mm256_set1_epi32(static_cast<int>(k1));
+      for (int g = 0; g < G; ++g) {
+        __m256i hi0, lo0, hi1, lo1;
+        mulhilo_avx2(c0[g], m0, hi0, lo0);
+        mulhilo_avx2(c2[g], m1, hi1, lo1);
+        c0[g] = _mm256_xor_si256(_mm256_xor_si256(hi1, c1[g]), vk0);
+        c2[g] = _mm256_xor_si256(_mm256_xor_si256(hi0, c3[g]), vk1);
+        c1[g] = lo1;
+        c3[g] = lo0;
+      }
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    for (int g = 0; g < G; ++g) {
+      const __m256i c[4] = {c0[g], c1[g], c2[g], c3[g]};
+      for (int q = 0; q < 4; ++q)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(full ? out[q] + l0 + 8 * g : w[q] + 8 * g), c[q]);
+    }
+    if (!full)
+      for (int q = 0; q < 4; ++q) std::copy(w[q], w[q] + (n - l0), out[q] + l0);
   }
+}
+#endif
+
+void philox_lanes(int n, const uint32_t* block, const uint32_t* stream, uint32_t sample, uint32_t purpose,
+                  uint64_t seed, uint32_t (*out)[kLanes]) {
+#if defined(__x86_64__)
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return philox_lanes_avx2(n, block, stream, sample, purpose, seed, out);
+#endif
+  const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   for (int l = 0; l < n; ++l) {
-    out[0][l] = c0[l];
-    out[1][l] = c1[l];
-    out[2][l] = c2[l];
-    out[3][l] = c3[l];
+    const Words4 w = philox4x32_10(block[l], stream[l], sample, purpose, k0, k1);
+    for (int q = 0; q < 4; ++q) out[q][l] = w.w[q];
   }
 }
 
@@ -134,100 +176,213 @@ void shuffle_windows(const PipelineConfig& cfg, const Shape& shape, uint32_t sam
 }
 
 // Local pixel shuffling on the CPU: src[v] = the voxel (in target coordinates) that voxel v
-// receives. Windows are visited from the last to the first; a voxel belongs to the first
-// visitor (the last window covering it wins). Each window that owns voxels then builds its
-// Fisher-Yates permutation once (O(n)) and resolves them. The GPU evaluates the same
-// permutation entry by entry (fisher_yates_entry); tests check that both agree.
+// receives; the last window covering a voxel owns it. The GPU evaluates one entry of the
+// owner's Fisher-Yates permutation per voxel (fisher_yates_entry); here each window that owns
+// voxels runs its permutation once. Tests check that both agree. Two passes:
+//  1. Claims, from the last window back, in a bitmap (one bit per voxel, rows (z, y) of 64-bit
+//     words): a window's row segment costs a few word operations, with no branch per voxel,
+//     and the bitmap of a 64x64x32 volume (32 KB) stays in L1. They tell, per window, whether
+//     it owns voxels and pmin, its smallest owned local position.
+//  2. Permutations, from the first window on, each writing src for its positions >= pmin:
+//     later windows overwrite earlier ones, so the last write to a voxel is its owner's, and
+//     no write needs a per-voxel ownership test.
+// a[p] is final after step p (later steps only touch positions below p), and only owned
+// positions matter, so a window runs steps n-1 down to max(1, pmin) only and draws Philox
+// blocks only for those. The positions it writes but does not own belong to later windows,
+// which overwrite them.
+// Windows are tiny (sides 1..dim/10) and of random shapes, so every loop whose length depends
+// on the window, and every branch on the data, tends to be mispredicted: the code below keeps
+// to few loops per window and to conditional moves (measured: that, not the arithmetic, was
+// most of the time).
 struct ShuffleScratch {
   std::vector<Box> windows;
-  std::vector<uint32_t> claimed;        // claimed local positions, grouped by window
-  std::vector<uint32_t> claimed_begin, claimed_count;
-  std::vector<uint32_t> lane_block, lane_stream, words;
-  std::vector<int32_t> voxels;
-  std::vector<uint32_t> perm;
-  std::vector<uint8_t> taken;
+  std::vector<uint64_t> taken;  // claim bitmap: bit x % 64 of word x / 64 of row (z, y)
+  std::vector<uint32_t> first;  // per window: max(1, pmin), or 0 if it owns no voxel
+  std::vector<uint32_t> batch;  // windows of the current Philox batch
+  std::vector<uint32_t> lane_block, lane_stream, words;  // Philox lanes of the batch (block, stream)
+  uint32_t lanes = 0;                                    // and how many are used
+  std::vector<int32_t> perm;
+  // Spatial offsets of the voxels of window shapes (sz, sy, sx) from their first voxel, in
+  // row-major order, built when a shape first occurs: offsets[shape_begin[id] + p], -1 if not
+  // built yet.
+  std::vector<int32_t> offsets;
+  std::vector<int32_t> shape_begin;
 };
 
-// Calls fn(spatial index, local index) for the voxels of window w in row-major order. Bounds
-// are copied into locals first: the callbacks store through byte pointers, which would
-// otherwise make the compiler reload them from memory on every voxel.
+// Windows are permuted in batches that need about this many Philox blocks: enough for full
+// vector passes of philox_lanes, few enough that words and permutations stay in L1/L2.
+constexpr uint32_t kShuffleBatchLanes = 1024;
+constexpr uint32_t kNoClaim = ~0u;  // larger than any local position
+
+// Calls fn(r, row) for the rows of window w in row-major order: r = 0, 1, ... and row = z * H
+// + y. One loop, with y wrapping to the next plane by a conditional move: windows are tiny
+// (1..dim/10 per side) and of random shapes, so every loop exit is likely mispredicted, and
+// nested loops over z and y would pay that once per plane.
 template <typename Fn>
-void for_window_voxels(const Shape& shape, const Box& w, Fn&& fn) {
-  const int32_t z0 = w.start[0], z1 = w.start[0] + w.size[0], y0 = w.start[1], y1 = w.start[1] + w.size[1];
-  const int32_t x0 = w.start[2], sx = w.size[2];
+inline void for_window_rows(const Shape& shape, const Box& w, Fn&& fn) {
+  const int32_t H = static_cast<int32_t>(shape.dim[1]), sy = w.size[1], rows = w.size[0] * sy;
+  int32_t row = w.start[0] * H + w.start[1], y = 0;
+  for (int32_t r = 0; r < rows; ++r) {
+    fn(r, row);
+    // With masks, not `wrap ? .. : ..`, which the compiler turns into a branch.
+    const int32_t wrap = -static_cast<int32_t>(++y == sy);  // all ones at the plane's last row
+    y &= ~wrap;
+    row += 1 + (wrap & (H - sy));
+  }
+}
+
+// Offsets of window w's voxels from its first voxel, in row-major order (local position p ->
+// offsets[p]), shared by all windows of its shape: one flat loop over a window's voxels then
+// replaces loops over its rows and columns, whose exits (random per window) mispredict.
+const int32_t* window_offsets(const Shape& shape, const Box& w, ShuffleScratch& sc) {
+  const int64_t max_y = std::max<int64_t>(1, shape.dim[1] / 10), max_x = std::max<int64_t>(1, shape.dim[2] / 10);
+  const int64_t id = ((w.size[0] - 1) * max_y + (w.size[1] - 1)) * max_x + (w.size[2] - 1);
+  int32_t& begin = sc.shape_begin[id];
+  if (begin < 0) {
+    begin = static_cast<int32_t>(sc.offsets.size());
+    sc.offsets.resize(sc.offsets.size() + w.volume());
+    const int32_t H = static_cast<int32_t>(shape.dim[1]), W = static_cast<int32_t>(shape.dim[2]);
+    int32_t* off = sc.offsets.data() + begin;
+    for (int32_t z = 0; z < w.size[0]; ++z)
+      for (int32_t y = 0; y < w.size[1]; ++y)
+        for (int32_t x = 0; x < w.size[2]; ++x) *off++ = (z * H + y) * W + x;
+  }
+  return sc.offsets.data() + begin;
+}
+
+// Bits [lo, hi) of a 64-bit word, 0 <= lo <= hi <= 64.
+inline uint64_t bit_range(int32_t lo, int32_t hi) {
+  const uint64_t below_hi = hi >= 64 ? ~uint64_t{0} : (uint64_t{1} << hi) - 1;
+  return lo >= 64 ? 0 : below_hi & (~uint64_t{0} << lo);
+}
+
+// Claims the voxels of window w that no later window took: sets their bits in `taken` (rows
+// of row_words words). Returns pmin, the smallest local position it claimed, or kNoClaim.
+uint32_t claim_window(const Shape& shape, const Box& w, uint64_t* taken, int32_t row_words) {
+  const int32_t x0 = w.start[2], sx = w.size[2], j0 = x0 / 64, b0 = x0 % 64;
+  uint32_t pmin = kNoClaim;
+  // Row r's smallest fresh position, given its fresh bits from bit 0 = voxel x0.
+  // Branch-free: whether a row has fresh voxels is random, so a branch would often be mispredicted.
+  const auto row_min = [&](int32_t r, uint64_t fresh) {
+    const uint32_t none = -static_cast<uint32_t>(fresh == 0);  // all ones (kNoClaim) if no fresh voxel
+    pmin = std::min(pmin, (static_cast<uint32_t>(r * sx) + static_cast<uint32_t>(__builtin_ctzll(fresh | 1))) | none);
+  };
+  if (b0 + sx <= 64) {  // the row segment lies in one word (always where W <= 64)
+    const uint64_t m = bit_range(b0, b0 + sx);
+    for_window_rows(shape, w, [&](int32_t r, int32_t row) {
+      uint64_t& t = taken[static_cast<int64_t>(row) * row_words + j0];
+      row_min(r, (m & ~t) >> b0);
+      t |= m;
+    });
+  } else if (sx <= 64) {  // in words j0 and j0 + 1
+    const uint64_t m0 = bit_range(b0, 64), m1 = bit_range(0, b0 + sx - 64);
+    for_window_rows(shape, w, [&](int32_t r, int32_t row) {
+      uint64_t* t = taken + static_cast<int64_t>(row) * row_words + j0;
+      row_min(r, (m0 & ~t[0]) >> b0 | (m1 & ~t[1]) << (64 - b0));  // b0 > 0 here
+      t[0] |= m0;
+      t[1] |= m1;
+    });
+  } else {  // wide windows (W >= 650): word by word
+    const int32_t j1 = (x0 + sx - 1) / 64;
+    for_window_rows(shape, w, [&](int32_t r, int32_t row) {
+      uint64_t* t = taken + static_cast<int64_t>(row) * row_words;
+      for (int32_t j = j1; j >= j0; --j) {  // downwards: the last pmin update is the row's smallest
+        const uint64_t m = bit_range(std::max(x0 - 64 * j, 0), std::min(x0 + sx - 64 * j, 64));
+        const uint64_t fresh = m & ~t[j];
+        t[j] |= m;
+        if (fresh != 0) pmin = std::min(pmin, static_cast<uint32_t>(r * sx + 64 * j + __builtin_ctzll(fresh) - x0));
+      }
+    });
+  }
+  return pmin;
+}
+
+// Permutes the windows in sc.batch, in order: Philox words of all their steps (one vectorised
+// pass), then per window steps n-1 .. first on the spatial indices of its voxels (a[p] is a
+// voxel, not a position), each final entry written to src as it is decided.
+void permute_batch(const PipelineConfig& cfg, const Shape& shape, uint32_t sample, int32_t* src, ShuffleScratch& sc) {
+  const uint32_t lanes = sc.lanes;
+  sc.words.resize(4 * static_cast<size_t>(lanes));
+  uint32_t* words = sc.words.data();
+  uint32_t out[4][kLanes];
+  for (uint32_t l0 = 0; l0 < lanes; l0 += kLanes) {
+    const int n = static_cast<int>(std::min<uint32_t>(kLanes, lanes - l0));
+    philox_lanes(n, sc.lane_block.data() + l0, sc.lane_stream.data() + l0, sample, kShufflePerm, cfg.seed, out);
+    for (int l = 0; l < n; ++l)
+      for (int q = 0; q < 4; ++q) words[4 * (l0 + l) + q] = out[q][l];
+  }
+  const uint32_t* wd = words;  // word i of the current window: wd[i - (first & ~3)]
   const int32_t H = static_cast<int32_t>(shape.dim[1]), W = static_cast<int32_t>(shape.dim[2]);
-  uint32_t local = 0;
-  for (int32_t z = z0; z < z1; ++z)
-    for (int32_t y = y0; y < y1; ++y) {
-      const int32_t row = (z * H + y) * W + x0;
-      for (int32_t x = 0; x < sx; ++x, ++local) fn(row + x, local);
+  for (const uint32_t k : sc.batch) {
+    const Box& w = sc.windows[k];
+    const uint32_t n = static_cast<uint32_t>(w.volume()), first = sc.first[k], base = first & ~3u;
+    const int32_t* off = window_offsets(shape, w, sc);
+    const int32_t v0 = (w.start[0] * H + w.start[1]) * W + w.start[2];
+    if (sc.perm.size() < n) sc.perm.resize(n);
+    int32_t* perm = sc.perm.data();
+    for (uint32_t p = 0; p < n; ++p) perm[p] = v0 + off[p];
+    // Step i makes a[i] final (later steps touch positions below i only), so it goes straight
+    // to src and perm[i] is not stored. first >= 1: no wrap-around.
+    for (uint32_t i = n - 1; i >= first; --i) {
+      int32_t& pj = perm[uniform_below(wd[i - base], i + 1u)];
+      src[v0 + off[i]] = pj;
+      pj = perm[i];
     }
+    // a[0] is final after step 1: needed where pmin = 0. Otherwise position 0 is a later
+    // window's, which overwrites it, so it is written without a test.
+    src[v0] = perm[0];
+    if (first < n) wd += 4 * ((n - 1) / 4 + 1 - first / 4);
+  }
+  sc.batch.clear();
+  sc.lanes = 0;
 }
 
 void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b, int32_t* src, ShuffleScratch& sc) {
   const int64_t S = shape.spatial(), K = cfg.num_windows;
   const uint32_t sample = sample_index(cfg, b);
   shuffle_windows(cfg, shape, sample, sc.windows);
+  // Voxels outside every window keep their place.
   for (int64_t v = 0; v < S; ++v) src[v] = static_cast<int32_t>(v);
-  // 1. Claims, from the last window back: a voxel belongs to the first window that reaches it.
-  // Window k's claimed local positions are claimed[claimed_begin[k] .. claimed_begin[k] + count].
-  sc.taken.assign(S, 0);
-  sc.claimed.resize(S + 1);  // each voxel is claimed once; +1: the branch-free store below
-  sc.claimed_begin.assign(K, 0);
-  sc.claimed_count.assign(K, 0);
-  {
-    uint8_t* taken = sc.taken.data();
-    uint32_t* claimed = sc.claimed.data();
-    uint32_t total = 0;
-    for (int64_t k = K - 1; k >= 0; --k) {
-      const uint32_t begin = total;
-      for_window_voxels(shape, sc.windows[k], [&](int32_t v, uint32_t local) {
-        claimed[total] = local;  // branch-free: kept only if v was not taken yet
-        total += taken[v] ^ 1u;
-        taken[v] = 1;
-      });
-      sc.claimed_begin[k] = begin;
-      sc.claimed_count[k] = total - begin;
-    }
+  // 1. Claims, from the last window back.
+  const int32_t row_words = static_cast<int32_t>((shape.dim[2] + 63) / 64);
+  sc.taken.assign(static_cast<size_t>(shape.dim[0] * shape.dim[1] * row_words), 0);
+  sc.first.resize(static_cast<size_t>(K));
+  sc.offsets.clear();
+  sc.shape_begin.assign(static_cast<size_t>(std::max<int64_t>(1, shape.dim[0] / 10) *
+                                            std::max<int64_t>(1, shape.dim[1] / 10) *
+                                            std::max<int64_t>(1, shape.dim[2] / 10)),
+                        -1);
+  for (int64_t k = K - 1; k >= 0; --k) {
+    const uint32_t pmin = claim_window(shape, sc.windows[k], sc.taken.data(), row_words);
+    sc.first[k] = pmin == kNoClaim ? 0u : std::max(1u, pmin);
   }
-  // 2. Fisher-Yates draws of every window that owns voxels: one batch of Philox blocks for all,
-  // computed 256 lanes at a time (vectorised).
-  sc.lane_block.clear();
-  sc.lane_stream.clear();
+  // 2. Permutations of the owning windows, from the first on, in batches.
+  sc.batch.clear();
+  sc.lanes = 0;
   for (int64_t k = 0; k < K; ++k) {
-    if (sc.claimed_count[k] == 0) continue;
-    const uint32_t nblocks = static_cast<uint32_t>((sc.windows[k].volume() + 3) / 4);
-    for (uint32_t blk = 0; blk < nblocks; ++blk) {
-      sc.lane_block.push_back(blk);
-      sc.lane_stream.push_back(static_cast<uint32_t>(k));
+    const uint32_t first = sc.first[k];
+    if (first == 0) continue;
+    sc.batch.push_back(static_cast<uint32_t>(k));
+    // Philox lanes of blocks first/4 .. (n-1)/4 (none where n == 1), written 8 at a time: a
+    // loop of one or a few turns, where one per block mispredicted its exit. Entries past the
+    // last block are overwritten by the next window's or never read.
+    const uint32_t n = static_cast<uint32_t>(sc.windows[k].volume());
+    const uint32_t b0 = first / 4, count = first < n ? (n - 1) / 4 + 1 - b0 : 0;
+    if (sc.lane_block.size() < sc.lanes + count + 8) {
+      sc.lane_block.resize(2 * (sc.lanes + count + 8));
+      sc.lane_stream.resize(2 * (sc.lanes + count + 8));
     }
+    uint32_t* lane_block = sc.lane_block.data() + sc.lanes;
+    uint32_t* lane_stream = sc.lane_stream.data() + sc.lanes;
+    for (uint32_t c = 0; c < count; c += 8)
+      for (uint32_t q = 0; q < 8; ++q) {
+        lane_block[c + q] = b0 + c + q;
+        lane_stream[c + q] = static_cast<uint32_t>(k);
+      }
+    sc.lanes += count;
+    if (sc.lanes >= kShuffleBatchLanes) permute_batch(cfg, shape, sample, src, sc);
   }
-  const int64_t lanes_total = static_cast<int64_t>(sc.lane_block.size());
-  sc.words.resize(4 * lanes_total);
-  uint32_t out[4][kLanes];
-  for (int64_t l0 = 0; l0 < lanes_total; l0 += kLanes) {
-    const int n = static_cast<int>(std::min<int64_t>(kLanes, lanes_total - l0));
-    philox_lanes(n, sc.lane_block.data() + l0, sc.lane_stream.data() + l0, sample, kShufflePerm, cfg.seed, out);
-    for (int l = 0; l < n; ++l)
-      for (int q = 0; q < 4; ++q) sc.words[4 * (l0 + l) + q] = out[q][l];
-  }
-  // 3. Permute and resolve the claimed voxels of each owning window.
-  const uint32_t* words = sc.words.data();
-  for (int64_t k = 0; k < K; ++k) {
-    const int64_t c0 = sc.claimed_begin[k], c1 = c0 + sc.claimed_count[k];
-    if (c0 == c1) continue;
-    const Box& w = sc.windows[k];
-    const uint32_t n = static_cast<uint32_t>(w.volume());
-    sc.voxels.resize(n);
-    int32_t* voxels = sc.voxels.data();
-    for_window_voxels(shape, w, [&](int32_t v, uint32_t local) { voxels[local] = v; });
-    sc.perm.resize(n);
-    uint32_t* perm = sc.perm.data();
-    for (uint32_t i = 0; i < n; ++i) perm[i] = i;
-    for (uint32_t i = n - 1; i >= 1; --i) std::swap(perm[i], perm[uniform_below(words[i], i + 1u)]);
-    for (int64_t c = c0; c < c1; ++c) src[voxels[sc.claimed[c]]] = voxels[perm[sc.claimed[c]]];
-    words += 4 * ((n + 3) / 4);
-  }
+  permute_batch(cfg, shape, sample, src, sc);
 }
 
 // Runs fn(begin, end) over [0, n) in chunks handed out dynamically to torch's threads: the
