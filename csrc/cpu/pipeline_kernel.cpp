@@ -3,8 +3,6 @@
 // ops by construction. Work is parallel over samples (parameters, curve tables, shuffle maps)
 // and over rows of voxels (values), and every voxel is a pure function of its coordinates, so
 // results do not depend on the thread count.
-#include <immintrin.h>
-
 #include <algorithm>
 #include <atomic>
 #include <limits>
@@ -12,6 +10,10 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+// An AVX2 copy of a function, picked at load time where the CPU has AVX2.
+#define GENESIS_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+#else
+#define GENESIS_AVX2_CLONE
 #endif
 
 #include "kernels/launch_bodies.h"
@@ -97,18 +99,10 @@ void philox_lanes(int n, const uint32_t* block, const uint32_t* stream, uint32_t
   }
 }
 
-// Philox blocks block0 .. block0 + 7 of one stream (same values as philox4x32_10), 8 lanes in
-// AVX2 registers: the fill noise of a row needs runs of consecutive blocks, too few for
-// philox_lanes to pay off. out[4 * l + q] = word q of block block0 + l, i.e. the words in the
-// order of the voxels they belong to.
-__attribute__((target("avx2"), always_inline)) inline void mulhilo8(__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
-  // 32x32 -> 64-bit products of 8 lanes: even lanes directly, odd lanes shifted down first.
-  const __m256i even = _mm256_mul_epu32(a, m);
-  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
-  hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
-  lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
-}
-
+// Philox blocks block0 .. block0 + 7 of one stream (same values as philox4x32_10): the fill
+// noise of a row needs runs of consecutive blocks, too few for philox_lanes' groups of 32.
+// out[4 * l + q] = word q of block block0 + l, i.e. the words in the order of their voxels.
+#if defined(__x86_64__)
 __attribute__((target("avx2"))) void philox8_avx2(uint32_t block0, uint32_t stream, uint32_t sample,
                                                   uint32_t purpose, uint64_t seed, uint32_t* out) {
   const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
@@ -120,8 +114,8 @@ __attribute__((target("avx2"))) void philox8_avx2(uint32_t block0, uint32_t stre
   uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   for (int round = 0; round < 10; ++round) {
     __m256i hi0, lo0, hi1, lo1;
-    mulhilo8(c0, m0, hi0, lo0);
-    mulhilo8(c2, m1, hi1, lo1);
+    mulhilo_avx2(c0, m0, hi0, lo0);
+    mulhilo_avx2(c2, m1, hi1, lo1);
     c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(static_cast<int>(k0)));
     c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(static_cast<int>(k1)));
     c1 = lo1;
@@ -140,10 +134,13 @@ __attribute__((target("avx2"))) void philox8_avx2(uint32_t block0, uint32_t stre
   _mm256_storeu_si256(o + 2, _mm256_permute2x128_si256(u0, u1, 0x31));
   _mm256_storeu_si256(o + 3, _mm256_permute2x128_si256(u2, u3, 0x31));
 }
+#endif
 
 void philox8(uint32_t block0, uint32_t stream, uint32_t sample, uint32_t purpose, uint64_t seed, uint32_t* out) {
-  static const bool has_avx2 = __builtin_cpu_supports("avx2");
-  if (has_avx2) return philox8_avx2(block0, stream, sample, purpose, seed, out);
+#if defined(__x86_64__)
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return philox8_avx2(block0, stream, sample, purpose, seed, out);
+#endif
   const Stream s(seed, sample, purpose, stream);
   for (int l = 0; l < 8; ++l) {
     const Words4 w = s.block(block0 + static_cast<uint32_t>(l));
@@ -447,7 +444,7 @@ void curve_fast_tables(const float* xs, const float* ys, const int32_t* grid, Cu
 // The intensity map of n float32 values in place (intensity_map, organised for the CPU): the
 // normalisation and the final scaling run in loops the compiler vectorises; only the table
 // lookup is scalar. Blocks of 64 keep the intermediate arrays on the stack.
-__attribute__((target_clones("avx2", "default"))) void map_values(float* vals, int64_t n, const CurveCell* cells, const CurveSegment* segs, const CurveTableView& curve,
+GENESIS_AVX2_CLONE void map_values(float* vals, int64_t n, const CurveCell* cells, const CurveSegment* segs, const CurveTableView& curve,
                 float lo, float range, float inv_range) {
   constexpr int kBlock = 64;
   const float end = curve.ys[kCurveSegments];
