@@ -171,3 +171,33 @@ def test_bezier_is_what_nonlinear_draws():
 
 def ref_seed(seed):
     return seed  # the reference takes the same unsigned 64-bit seed
+
+
+def test_portable_paths_equal_avx2_paths(tmp_path):
+    """The hand-written AVX2 Philox paths (shuffle permutations, fill noise) have portable
+    fallbacks for CPUs without AVX2; GENESIS_OPS_NO_AVX2=1 selects them, in a fresh process
+    since the choice is made once. Both must give the same bits (and the reference's)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch, genesis_ops as go\n"
+        "x = torch.rand((5, 2, 12, 20, 70), generator=torch.Generator().manual_seed(7))\n"
+        "cfg = go.GenesisConfig(num_windows=400, shuffle_p=0.8, paint_p=1.0, inpaint_rate=0.5)\n"
+        "torch.save(go.models_genesis(x, cfg, seed=11), sys.argv[1])\n"
+    )
+    outs = []
+    for no_avx2 in (False, True):
+        env = {k: v for k, v in os.environ.items() if k != "GENESIS_OPS_NO_AVX2"}
+        if no_avx2:
+            env["GENESIS_OPS_NO_AVX2"] = "1"
+        path = tmp_path / f"out{int(no_avx2)}.pt"
+        subprocess.run([sys.executable, "-c", script, str(path)], env=env, check=True, cwd=tmp_path)
+        outs.append(torch.load(path, weights_only=True))
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+    x = torch.rand((5, 2, 12, 20, 70), generator=torch.Generator().manual_seed(7))
+    cfg = go.GenesisConfig(num_windows=400, shuffle_p=0.8, paint_p=1.0, inpaint_rate=0.5)
+    want = ref.models_genesis(x.numpy(), cfg, seed=11)
+    assert np.array_equal(outs[1][0].numpy(), want[0]) and np.array_equal(outs[1][1].numpy(), want[1])

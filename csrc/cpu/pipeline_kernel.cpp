@@ -8,6 +8,8 @@
 #include <limits>
 #include <numeric>
 
+#include <cstdlib>
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 // An AVX2 copy of a function, picked at load time where the CPU has AVX2.
@@ -21,6 +23,17 @@
 
 namespace genesis {
 namespace {
+
+// Whether the hand-written AVX2 paths run: where the CPU has AVX2, unless the environment
+// variable GENESIS_OPS_NO_AVX2 is set (tests use it to check the portable paths on AVX2 machines).
+bool use_avx2() {
+#if defined(__x86_64__)
+  static const bool avx2 = __builtin_cpu_supports("avx2") && std::getenv("GENESIS_OPS_NO_AVX2") == nullptr;
+  return avx2;
+#else
+  return false;
+#endif
+}
 
 // Philox blocks of many counters at once: out[q][l] = word q of philox4x32_10(block[l],
 // stream[l], sample, purpose) with key seed. On x86-64 CPUs with AVX2, 8 lanes per vector.
@@ -89,8 +102,7 @@ __attribute__((target("avx2"))) void philox_lanes_avx2(int n, const uint32_t* bl
 void philox_lanes(int n, const uint32_t* block, const uint32_t* stream, uint32_t sample, uint32_t purpose,
                   uint64_t seed, uint32_t (*out)[kLanes]) {
 #if defined(__x86_64__)
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) return philox_lanes_avx2(n, block, stream, sample, purpose, seed, out);
+  if (use_avx2()) return philox_lanes_avx2(n, block, stream, sample, purpose, seed, out);
 #endif
   const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   for (int l = 0; l < n; ++l) {
@@ -138,8 +150,7 @@ __attribute__((target("avx2"))) void philox8_avx2(uint32_t block0, uint32_t stre
 
 void philox8(uint32_t block0, uint32_t stream, uint32_t sample, uint32_t purpose, uint64_t seed, uint32_t* out) {
 #if defined(__x86_64__)
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) return philox8_avx2(block0, stream, sample, purpose, seed, out);
+  if (use_avx2()) return philox8_avx2(block0, stream, sample, purpose, seed, out);
 #endif
   const Stream s(seed, sample, purpose, stream);
   for (int l = 0; l < 8; ++l) {
