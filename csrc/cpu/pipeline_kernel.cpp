@@ -59,10 +59,10 @@ __attribute__((target("avx2"))) void philox_lanes_avx2(int n, const uint32_t* bl
   for (int l0 = 0; l0 < n; l0 += 8 * G) {
     // A partial group (the tail) is padded with zero counters, computed but not stored.
     const bool full = l0 + 8 * G <= n;
-    uint32_t b[8 * G] = {}, s[8 * G] = {}, w[4][8 * G];
+    uint32_t b[8 * G], s[8 * G], w[4][8 * G];
     if (!full) {
-      std::copy(block + l0, block + n, b);
-      std::copy(stream + l0, stream + n, s);
+      std::fill(std::copy(block + l0, block + n, b), b + 8 * G, 0u);
+      std::fill(std::copy(stream + l0, stream + n, s), s + 8 * G, 0u);
     }
     const uint32_t* bp = full ? block + l0 : b;
     const uint32_t* sp = full ? stream + l0 : s;
