@@ -1,0 +1,50 @@
+#pragma once
+// The source map of local pixel shuffling on the CPU: src[v] = the voxel (in target
+// coordinates) that voxel v of one sample receives. Torch-free.
+#include <cstdint>
+#include <vector>
+
+#include "kernels/params.h"
+
+namespace genesis {
+namespace cpu {
+
+// Local pixel shuffling on the CPU: src[v] = the voxel (in target coordinates) that voxel v
+// receives; the last window covering a voxel owns it. The GPU evaluates one entry of the
+// owner's Fisher-Yates permutation per voxel (fisher_yates_entry); here each window that owns
+// voxels runs its permutation once. Tests check that both agree. Two passes:
+//  1. Claims, from the last window back, in a bitmap (one bit per voxel, rows (z, y) of 64-bit
+//     words): a window's row segment costs a few word operations, with no branch per voxel,
+//     and the bitmap of a 64x64x32 volume (32 KB) stays in L1. They tell, per window, whether
+//     it owns voxels and pmin, its smallest owned local position.
+//  2. Permutations, from the first window on, each writing src for its positions >= pmin:
+//     later windows overwrite earlier ones, so the last write to a voxel is its owner's, and
+//     no write needs a per-voxel ownership test.
+// a[p] is final after step p (later steps only touch positions below p), and only owned
+// positions matter, so a window runs steps n-1 down to max(1, pmin) only and draws Philox
+// blocks only for those. The positions it writes but does not own belong to later windows,
+// which overwrite them.
+// Windows are tiny (sides 1..dim/10) and of random shapes, so every loop whose length depends
+// on the window, and every branch on the data, tends to be mispredicted: the code below keeps
+// to few loops per window and to conditional moves (measured: that, not the arithmetic, was
+// most of the time).
+struct ShuffleScratch {
+  std::vector<Box> windows;
+  std::vector<uint64_t> taken;  // claim bitmap: bit x % 64 of word x / 64 of row (z, y)
+  std::vector<uint32_t> first;  // per window: max(1, pmin), or 0 if it owns no voxel
+  std::vector<uint32_t> batch;  // windows of the current Philox batch
+  std::vector<uint32_t> lane_block, lane_stream, words;  // Philox lanes of the batch (block, stream)
+  uint32_t lanes = 0;                                    // and how many are used
+  std::vector<int32_t> perm;
+  // Spatial offsets of the voxels of window shapes (sz, sy, sx) from their first voxel, in
+  // row-major order, built when a shape first occurs: offsets[shape_begin[id] + p], -1 if not
+  // built yet.
+  std::vector<int32_t> offsets;
+  std::vector<int32_t> shape_begin;
+};
+
+// src[0 .. spatial) of sample b (b's sample index is sample_index(cfg, b)).
+void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b, int32_t* src, ShuffleScratch& sc);
+
+}  // namespace cpu
+}  // namespace genesis
