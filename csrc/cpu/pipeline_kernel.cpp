@@ -101,19 +101,14 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
   const int64_t B = shape.batch, S = shape.spatial();
   std::vector<float> xs(B * kCurvePoints), ys(B * kCurvePoints);
   std::vector<int32_t> grid(B * kCurveGridPoints);
-  std::vector<CurveCell> cells;
-  std::vector<CurveSegment> segs;
-  bool any_nonlinear = false;
-  for (const auto& p : params) any_nonlinear = any_nonlinear || p.nonlinear;
-  if (any_nonlinear) {
-    cells.resize(B * kCurveCellsPerSample);
-    segs.resize(B * kCurveSegmentsPerSample);
-  }
-  bool any_shuffle = false, any_flip = false;
+  bool any_nonlinear = false, any_shuffle = false, any_flip = false;
   for (const auto& p : params) {
+    any_nonlinear = any_nonlinear || p.nonlinear;
     any_shuffle = any_shuffle || p.shuffle;
     any_flip = any_flip || p.flip_mask;
   }
+  std::vector<CurveCell> cells(any_nonlinear ? B * kCurveCellsPerSample : 0);
+  std::vector<CurveSegment> segs(any_nonlinear ? B * kCurveSegmentsPerSample : 0);
   // Single ops have no target buffer, and only the flip op flips: its result is flip(x).
   const bool flip_only = target == nullptr && any_flip;
   T* flipped = flip_only ? input : target;  // where pass 1 writes flip(x)
