@@ -17,7 +17,7 @@ namespace cpu {
 void curve_grid_merge(const float* xs, int32_t* grid) {
   int i = 0;
   for (int g = 0; g < kCurveGridPoints; ++g) {
-    const float t = static_cast<float>(g) / static_cast<float>(kCurveGrid);
+    const float t = curve_grid_t(g);
     while (i + 1 < kCurveSegments && xs[i + 1] <= t) ++i;
     grid[g] = i;
   }

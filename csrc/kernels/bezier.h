@@ -50,10 +50,12 @@ GENESIS_HD int curve_segment(const float* xs, int lo, int hi, float t) {
   return lo;
 }
 
+// The value t of grid point g: g / kCurveGrid in float32.
+GENESIS_HD float curve_grid_t(int g) { return static_cast<float>(g) / static_cast<float>(kCurveGrid); }
+
 // Grid entry g (needs the complete xs of this sample).
 GENESIS_HD int32_t curve_grid_entry(const float* xs, int g) {
-  const float t = static_cast<float>(g) / static_cast<float>(kCurveGrid);
-  return curve_segment(xs, 0, kCurveSegments - 1, t);
+  return curve_segment(xs, 0, kCurveSegments - 1, curve_grid_t(g));
 }
 
 // Slope of polyline segment i (its width dx > 0). f on segment i is ys[i] + slope * (t - xs[i]):
