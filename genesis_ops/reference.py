@@ -1,6 +1,6 @@
 """NumPy reference implementation of the Models Genesis transforms.
 
-Plain, readable NumPy that follows SPEC.md step by step and draws its random numbers from the
+Plain, readable NumPy that follows docs/SPEC.md step by step and draws its random numbers from the
 same Philox4x32-10 words as the C++/CUDA kernels, so the kernels can be compared with it
 exactly. It is slow (Python loops over windows) and meant for tests, documentation and
 benchmarks, not for training.
@@ -280,7 +280,7 @@ def _box_slices(box):
 
 
 def _apply_sample(xs, seed, sample, probs: _Probabilities, lo, hi):
-    """One sample (C, *spatial): returns (input, target) following SPEC.md step by step."""
+    """One sample (C, *spatial): returns (input, target) following docs/SPEC.md step by step."""
     dims = xs.shape[1:]
     nd = len(dims)
     p = draw_sample_params(seed, sample, dims, probs)

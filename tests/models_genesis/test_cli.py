@@ -87,8 +87,8 @@ def test_bad_files_give_one_line_errors(tmp_path, capsys, demo_file):
 def test_skip_bad_continues_with_a_warning(tmp_path, capsys, demo_file):
     bad = tmp_path / "corrupt.nii.gz"
     bad.write_bytes(b"not gzip")
-    rc = main(["pretrain", "--data", str(bad), demo_file("ct_abdomen.nii.gz"), "--skip-bad", "--out", str(tmp_path / "o"),
-               "--epochs", "1", "--steps-per-epoch", "1", "--val-fraction", "0", "--previews", "0"] + TINY)
+    rc = main(["pretrain", "--data", str(bad), demo_file("ct_abdomen.nii.gz"), "--skip-bad",
+               "--out", str(tmp_path / "o"), "--epochs", "1", "--steps-per-epoch", "1", "--val-fraction", "0", "--previews", "0"] + TINY)
     assert rc == 0
     out = capsys.readouterr().out
     assert "skipping" in out and "corrupt.nii.gz" in out
