@@ -70,12 +70,27 @@ __all__ = [
 
 
 def has_cuda_kernels() -> bool:
-    """True when the CUDA kernels were compiled into this build."""
+    """Whether this build holds the CUDA kernels of torch.ops.genesis.
+
+    Returns:
+        bool: True when the extension was compiled with CUDA (the ops then run on CUDA tensors);
+        it says nothing about whether a GPU is present (see torch.cuda.is_available()).
+    """
     return torch._C._dispatch_has_kernel_for_dispatch_key("genesis::models_genesis", "CUDA")
 
 
 def build_info() -> dict:
-    """How this build was made: torch it was compiled against, CUDA kernels and architectures."""
+    """How this build was made and what it runs on.
+
+    Returns:
+        dict: ``version`` (str, genesis_ops); ``built_with_torch`` (str) and
+        ``built_with_torch_cuda`` (str or None): the torch the extension was compiled against;
+        ``stable_abi_min_torch`` (str): the oldest torch its stable ABI supports;
+        ``runtime_torch`` (str): the torch imported now; ``cuda_kernels`` (bool): CUDA kernels
+        compiled in and registered; ``cuda_archs`` (list[str]): their CUDA architectures;
+        ``nvcc_version`` (str or None); ``cuda_available`` (bool): torch sees a GPU;
+        ``num_threads`` (int): torch's intra-op threads (the CPU kernels' parallelism).
+    """
     from . import _build_info as b
 
     return {
