@@ -29,9 +29,10 @@ def _installed_elsewhere():
 
 
 if importlib.util.find_spec(f"{__name__}._C") is None and (_other := _installed_elsewhere()) is not None:
-    # Hand the import over to the installed package, whole: its Python files were built with
+    # Hand the import over to the installed package, whole: its Python files were installed with
     # its extension, so the two always agree. `import genesis_ops` returns what sys.modules
-    # holds once this module finishes.
+    # holds once this module finishes; the relative imports below resolve through sys.modules
+    # too, so they bind the installed package's (already loaded) submodules.
     _spec = importlib.util.spec_from_file_location(__name__, os.path.join(_other, "__init__.py"),
                                                    submodule_search_locations=[_other])
     _module = importlib.util.module_from_spec(_spec)
@@ -45,6 +46,7 @@ else:
             "genesis_ops: the compiled extension genesis_ops._C was not found. Install the package "
             f"(`pip install .` in the repository, or an editable build: see CONTRIBUTING.md). ({e})"
         ) from e
+
 from . import _meta  # noqa: F401  (fake kernels)
 from . import reference
 from .config import GenesisConfig
