@@ -12,24 +12,30 @@ __all__ = ["models_genesis", "nonlinear", "local_shuffle", "inpaint", "outpaint"
 _ops = torch.ops.genesis
 
 # Arguments every op shares, documented once and filled into each docstring by _documented.
+_RAISES = """Raises:
+        TypeError, ValueError: a bad argument, named in the message (docs/SPEC.md, section 7)."""
 _COMMON_ARGS = {
     "x": """x (Tensor[B, C, H, W] or Tensor[B, C, D, H, W]): the batch; float16, bfloat16, float32
             or float64, on the CPU or a CUDA device, any strides. Not modified.""",
     "value_range": """value_range (tuple[float, float]): (lo, hi), the range the data lives in: the
             curve maps [lo, hi] onto itself and the fill noise is uniform in it. Default (0, 1).""",
-    "seed": """seed (int, optional): the 64-bit seed, in [0, 2**64). None draws one from generator.
-            The result is a pure function of (x, seed, sample_offset, the other arguments).""",
-    "generator": """generator (torch.Generator, optional): where seed=None draws the seed from; None
-            means torch's default CPU generator (so torch.manual_seed makes a script reproducible).""",
-    "sample_offset": """sample_offset (int): the sample index of x[0] in the random streams, so that
+    "seeding": """seed (int, optional): the 64-bit seed, in [0, 2**64). None draws one from generator.
+            The result is a pure function of (x, seed, sample_offset, the other arguments).
+        generator (torch.Generator, optional): where seed=None draws the seed from; None
+            means torch's default CPU generator (so torch.manual_seed makes a script reproducible).
+        sample_offset (int): the sample index of x[0] in the random streams, so that
             op(x[a:b], seed, sample_offset=a) == op(x, seed)[a:b]. Default 0.""",
-    "returns": """Tensor: a new contiguous tensor of x's shape, dtype and device.""",
-    "raises": """TypeError, ValueError: a bad argument, named in the message (docs/SPEC.md, section 7).""",
+    "raises": _RAISES,
+    "one_output": """Returns:
+        Tensor: a new contiguous tensor of x's shape, dtype and device.
+
+    """ + _RAISES,
 }
 
 
 def _documented(fn):
-    fn.__doc__ = fn.__doc__.format(**_COMMON_ARGS)
+    if fn.__doc__:  # None under python -OO
+        fn.__doc__ = fn.__doc__.format(**_COMMON_ARGS)
     return fn
 
 
@@ -47,16 +53,13 @@ def models_genesis(x: torch.Tensor, config: GenesisConfig | None = None, seed: i
         {x}
         config (GenesisConfig, optional): probabilities and sizes; None means the paper's
             defaults, GenesisConfig().
-        {seed}
-        {generator}
-        {sample_offset}
+        {seeding}
 
     Returns:
         tuple[Tensor, Tensor]: (input, target), two new contiguous tensors of x's shape, dtype
         and device: the corrupted input and the (flipped) restoration target.
 
-    Raises:
-        {raises}
+    {raises}
     """
     x = C.check_x(x)
     cfg = config if config is not None else GenesisConfig()
@@ -86,15 +89,9 @@ def nonlinear(x: torch.Tensor, p: float = 0.9, value_range=(0.0, 1.0), seed: int
         {x}
         p (float): probability that a sample is mapped, in [0, 1]. Default 0.9.
         {value_range}
-        {seed}
-        {generator}
-        {sample_offset}
+        {seeding}
 
-    Returns:
-        {returns}
-
-    Raises:
-        {raises}
+    {one_output}
     """
     x = C.check_x(x)
     lo, hi = C.check_value_range(value_range)
@@ -115,15 +112,9 @@ def local_shuffle(x: torch.Tensor, p: float = 0.5, num_windows: int = 10000, see
         {x}
         p (float): probability that a sample is shuffled, in [0, 1]. Default 0.5.
         num_windows (int): windows per sample, in [0, 10**7]. Default 10000.
-        {seed}
-        {generator}
-        {sample_offset}
+        {seeding}
 
-    Returns:
-        {returns}
-
-    Raises:
-        {raises}
+    {one_output}
     """
     x = C.check_x(x)
     return _ops.local_shuffle(x, C.check_probability(p, "p"), C.check_count(num_windows, "num_windows"),
@@ -139,17 +130,11 @@ def inpaint(x: torch.Tensor, p: float = 1.0, value_range=(0.0, 1.0), seed: int |
 
     Args:
         {x}
-        p (float): probability that a sample is painted, in [0, 1]. Default 1.
+        p (float): probability that a sample is in-painted, in [0, 1]. Default 1.
         {value_range}
-        {seed}
-        {generator}
-        {sample_offset}
+        {seeding}
 
-    Returns:
-        {returns}
-
-    Raises:
-        {raises}
+    {one_output}
     """
     x = C.check_x(x)
     lo, hi = C.check_value_range(value_range)
@@ -166,17 +151,11 @@ def outpaint(x: torch.Tensor, p: float = 1.0, value_range=(0.0, 1.0), seed: int 
 
     Args:
         {x}
-        p (float): probability that a sample is painted, in [0, 1]. Default 1.
+        p (float): probability that a sample is out-painted, in [0, 1]. Default 1.
         {value_range}
-        {seed}
-        {generator}
-        {sample_offset}
+        {seeding}
 
-    Returns:
-        {returns}
-
-    Raises:
-        {raises}
+    {one_output}
     """
     x = C.check_x(x)
     lo, hi = C.check_value_range(value_range)
@@ -193,15 +172,9 @@ def flip(x: torch.Tensor, p: float = 0.4, seed: int | None = None, generator: to
     Args:
         {x}
         p (float): continue probability of each flip, in [0, 1]. Default 0.4.
-        {seed}
-        {generator}
-        {sample_offset}
+        {seeding}
 
-    Returns:
-        {returns}
-
-    Raises:
-        {raises}
+    {one_output}
     """
     x = C.check_x(x)
     return _ops.flip(x, C.check_probability(p, "p"), C.resolve_seed(seed, generator),
@@ -224,11 +197,7 @@ def bezier(x: torch.Tensor, control_points, increasing, value_range=(0.0, 1.0)) 
             x's device (converted to bool).
         {value_range}
 
-    Returns:
-        {returns}
-
-    Raises:
-        {raises}
+    {one_output}
     """
     x = C.check_x(x)
     lo, hi = C.check_value_range(value_range)

@@ -375,16 +375,32 @@ def _run(x, seed, probs, value_range=(0.0, 1.0), sample_offset=0):
     return inputs, targets
 
 
+# Arguments the transforms share, documented once and filled into each docstring by _documented.
+_COMMON_ARGS = {
+    "x": """x (np.ndarray[B, C, H, W] or np.ndarray[B, C, D, H, W]): float16, float32 or float64
+            (for bfloat16 pass its float32 values and round the result once). Not modified.""",
+    "seeding": """seed (int): the 64-bit seed, in [0, 2**64). Default 0.
+        sample_offset (int): the sample index of x[0] in the random streams. Default 0.""",
+    "one_output": """Returns:
+        np.ndarray: a new array of x's shape and dtype, equal to the kernels' output.""",
+}
+
+
+def _documented(fn):
+    if fn.__doc__:  # None under python -OO
+        fn.__doc__ = fn.__doc__.format(**_COMMON_ARGS)
+    return fn
+
+
+@_documented
 def models_genesis(x, config: GenesisConfig | None = None, seed: int = 0, sample_offset: int = 0):
     """NumPy version of genesis_ops.models_genesis: target = flip(x),
     input = paint(nonlinear(shuffle(target))), from the same words, so equal to the kernels.
 
     Args:
-        x (np.ndarray[B, C, H, W] or np.ndarray[B, C, D, H, W]): float16, float32 or float64
-            (for bfloat16 pass its float32 values and round the result once). Not modified.
+        {x}
         config (GenesisConfig, optional): probabilities and sizes; None means GenesisConfig().
-        seed (int): the 64-bit seed, in [0, 2**64). Default 0.
-        sample_offset (int): the sample index of x[0] in the random streams. Default 0.
+        {seeding}
 
     Returns:
         tuple[np.ndarray, np.ndarray]: (input, target), new arrays of x's shape and dtype.
@@ -395,101 +411,91 @@ def models_genesis(x, config: GenesisConfig | None = None, seed: int = 0, sample
     return _run(x, seed, probs, c.value_range, sample_offset)
 
 
+@_documented
 def flip(x, p: float = 0.4, seed: int = 0, sample_offset: int = 0):
     """NumPy flip (docs/SPEC.md, section 4.1); same words as genesis_ops.flip.
 
     Args:
-        x (np.ndarray[B, C, H, W] or np.ndarray[B, C, D, H, W]): float16, float32 or float64
-            (for bfloat16 pass its float32 values and round the result once). Not modified.
+        {x}
         p (float): continue probability of each of up to 3 flips. Default 0.4.
-        seed (int): the 64-bit seed, in [0, 2**64). Default 0.
-        sample_offset (int): the sample index of x[0] in the random streams. Default 0.
+        {seeding}
 
-    Returns:
-        np.ndarray: a new array of x's shape and dtype, equal to the kernels' output.
+    {one_output}
     """
     return _run(x, seed, _Probabilities(flip_p=p), sample_offset=sample_offset)[0]
 
 
+@_documented
 def local_shuffle(x, p: float = 0.5, num_windows: int = 10000, seed: int = 0, sample_offset: int = 0):
     """NumPy local pixel shuffling (docs/SPEC.md, section 4.2); same words as
     genesis_ops.local_shuffle.
 
     Args:
-        x (np.ndarray[B, C, H, W] or np.ndarray[B, C, D, H, W]): float16, float32 or float64
-            (for bfloat16 pass its float32 values and round the result once). Not modified.
+        {x}
         p (float): probability that a sample is shuffled. Default 0.5.
         num_windows (int): windows per sample. Default 10000.
-        seed (int): the 64-bit seed, in [0, 2**64). Default 0.
-        sample_offset (int): the sample index of x[0] in the random streams. Default 0.
+        {seeding}
 
-    Returns:
-        np.ndarray: a new array of x's shape and dtype, equal to the kernels' output.
+    {one_output}
     """
     return _run(x, seed, _Probabilities(shuffle_p=p, num_windows=num_windows), sample_offset=sample_offset)[0]
 
 
+@_documented
 def nonlinear(x, p: float = 0.9, value_range=(0.0, 1.0), seed: int = 0, sample_offset: int = 0):
     """NumPy Bezier intensity map (docs/SPEC.md, section 4.3); same words as
     genesis_ops.nonlinear.
 
     Args:
-        x (np.ndarray[B, C, H, W] or np.ndarray[B, C, D, H, W]): float16, float32 or float64
-            (for bfloat16 pass its float32 values and round the result once). Not modified.
+        {x}
         p (float): probability that a sample is mapped. Default 0.9.
         value_range (tuple[float, float]): (lo, hi). Default (0, 1).
-        seed (int): the 64-bit seed, in [0, 2**64). Default 0.
-        sample_offset (int): the sample index of x[0] in the random streams. Default 0.
+        {seeding}
 
-    Returns:
-        np.ndarray: a new array of x's shape and dtype, equal to the kernels' output.
+    {one_output}
     """
     return _run(x, seed, _Probabilities(nonlinear_p=p), value_range, sample_offset)[0]
 
 
+@_documented
 def inpaint(x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_offset: int = 0):
     """NumPy in-painting (docs/SPEC.md, section 4.4); same words as genesis_ops.inpaint.
 
     Args:
-        x (np.ndarray[B, C, H, W] or np.ndarray[B, C, D, H, W]): float16, float32 or float64
-            (for bfloat16 pass its float32 values and round the result once). Not modified.
-        p (float): probability that a sample is painted. Default 1.
+        {x}
+        p (float): probability that a sample is in-painted. Default 1.
         value_range (tuple[float, float]): (lo, hi), the fill noise's range. Default (0, 1).
-        seed (int): the 64-bit seed, in [0, 2**64). Default 0.
-        sample_offset (int): the sample index of x[0] in the random streams. Default 0.
+        {seeding}
 
-    Returns:
-        np.ndarray: a new array of x's shape and dtype, equal to the kernels' output.
+    {one_output}
     """
     probs = _Probabilities(paint_p=1.0, inpaint_rate=1.0, inpaint_p=p)
     return _run(x, seed, probs, value_range, sample_offset)[0]
 
 
+@_documented
 def outpaint(x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_offset: int = 0):
     """NumPy out-painting (docs/SPEC.md, section 4.5); same words as genesis_ops.outpaint.
 
     Args:
-        x (np.ndarray[B, C, H, W] or np.ndarray[B, C, D, H, W]): float16, float32 or float64
-            (for bfloat16 pass its float32 values and round the result once). Not modified.
-        p (float): probability that a sample is painted. Default 1.
+        {x}
+        p (float): probability that a sample is out-painted. Default 1.
         value_range (tuple[float, float]): (lo, hi), the fill noise's range. Default (0, 1).
-        seed (int): the 64-bit seed, in [0, 2**64). Default 0.
-        sample_offset (int): the sample index of x[0] in the random streams. Default 0.
+        {seeding}
 
-    Returns:
-        np.ndarray: a new array of x's shape and dtype, equal to the kernels' output.
+    {one_output}
     """
     probs = _Probabilities(paint_p=1.0, inpaint_rate=0.0, outpaint_p=p)
     return _run(x, seed, probs, value_range, sample_offset)[0]
 
 
+@_documented
 def bezier(x, control_points, increasing, value_range=(0.0, 1.0)):
     """NumPy version of genesis_ops.bezier: sample b is mapped by the curve with
     control_points[b] = (P1x, P1y, P2x, P2y), increasing if increasing[b].
 
     Args:
-        x (np.ndarray[B, C, H, W] or np.ndarray[B, C, D, H, W]): float16, float32 or float64
-            (for bfloat16 pass its float32 values and round the result once). Not modified.
+        {x}
         control_points (array-like[B, 4]): control points per sample, in [0, 1].
         increasing (array-like[B] of bool): direction per sample.
         value_range (tuple[float, float]): (lo, hi). Default (0, 1).
