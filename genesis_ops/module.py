@@ -8,10 +8,16 @@ from .functional import models_genesis
 
 
 class ModelsGenesis(torch.nn.Module):
-    """module(x) -> (input, target): one Models Genesis training pair per sample.
+    """nn.Module form of models_genesis: module(x) -> (input, target), one training pair per
+    sample, on x's device. Has no parameters or buffers.
 
-    Seeds come from `generator` (or torch's default generator), so torch.manual_seed makes a
-    run reproducible; pass seed= to forward for an explicit seed."""
+    Each call draws a new seed from generator (or torch's default CPU generator), so
+    torch.manual_seed makes a run reproducible; pass seed= to forward for an explicit seed.
+
+    Args:
+        config (GenesisConfig, optional): probabilities and sizes; None means GenesisConfig().
+        generator (torch.Generator, optional): where the seeds are drawn from.
+    """
 
     def __init__(self, config: GenesisConfig | None = None, generator: torch.Generator | None = None):
         super().__init__()
@@ -19,6 +25,17 @@ class ModelsGenesis(torch.nn.Module):
         self.generator = generator
 
     def forward(self, x: torch.Tensor, seed: int | None = None):
+        """One (input, target) pair per sample of x.
+
+        Args:
+            x (Tensor[B, C, H, W] or Tensor[B, C, D, H, W]): float16, bfloat16, float32 or
+                float64, on the CPU or a CUDA device; not modified.
+            seed (int, optional): an explicit seed in [0, 2**64); None draws one from the
+                module's generator.
+
+        Returns:
+            tuple[Tensor, Tensor]: (input, target), new tensors of x's shape, dtype and device.
+        """
         return models_genesis(x, self.config, seed=seed, generator=self.generator)
 
     def extra_repr(self) -> str:

@@ -1,6 +1,6 @@
 """NumPy reference implementation of the Models Genesis transforms.
 
-Plain, readable NumPy that follows SPEC.md step by step and draws its random numbers from the
+Plain, readable NumPy that follows docs/SPEC.md step by step and draws its random numbers from the
 same Philox4x32-10 words as the C++/CUDA kernels, so the kernels can be compared with it
 exactly. It is slow (Python loops over windows) and meant for tests, documentation and
 benchmarks, not for training.
@@ -53,7 +53,15 @@ _M32 = np.uint64(0xFFFFFFFF)
 # Philox4x32-10
 # ---------------------------------------------------------------------------------------------
 def philox4x32_10(c0, c1, c2, c3, k0, k1):
-    """Philox4x32-10 on arrays (broadcast); returns four uint32 arrays."""
+    """Philox4x32-10, elementwise over broadcast arrays.
+
+    Args:
+        c0, c1, c2, c3 (int or array of int): the counter words (taken modulo 2**32).
+        k0, k1 (int): the key words (taken modulo 2**32).
+
+    Returns:
+        list[np.ndarray]: the four output words, uint32 arrays of the broadcast shape.
+    """
     c = [np.asarray(v, dtype=np.uint64) & _M32 for v in (c0, c1, c2, c3)]
     k0 = np.uint64(int(k0) & 0xFFFFFFFF)
     k1 = np.uint64(int(k1) & 0xFFFFFFFF)
@@ -71,7 +79,15 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
 
 
 def words(seed: int, sample: int, purpose: int, stream, index):
-    """Random words `index` of stream (seed, sample, purpose, stream); arrays broadcast."""
+    """Random words of the contract (docs/SPEC.md, section 3.1), elementwise.
+
+    Args:
+        seed (int): the 64-bit seed. sample (int): sample index (batch index + sample_offset).
+        purpose (int): one of FLIP .. NOISE. stream, index (int or array of int): broadcast.
+
+    Returns:
+        np.ndarray: uint32 words of the broadcast shape of stream and index.
+    """
     index = np.asarray(index, dtype=np.uint64)
     seed = int(seed) & 0xFFFFFFFFFFFFFFFF
     out = philox4x32_10(index >> np.uint64(2), stream, sample, purpose, seed & 0xFFFFFFFF, seed >> 32)
@@ -80,22 +96,27 @@ def words(seed: int, sample: int, purpose: int, stream, index):
 
 
 def word(seed, sample, purpose, stream, index) -> int:
+    """One random word (see words), as a Python int."""
     return int(words(seed, sample, purpose, stream, index))
 
 
 def uniform01(w) -> float:
+    """w / 2**32: a float in [0, 1) (exact in double)."""
     return float(w) / 4294967296.0
 
 
 def uniform01f(w):
+    """(w >> 8) / 2**24 for uint32 word(s) w: float32 in [0, 1), exact."""
     return (np.asarray(w, dtype=np.uint32) >> np.uint32(8)).astype(np.float32) * np.float32(1.0 / 16777216.0)
 
 
 def uniform_below(w, n):
+    """(w * n) >> 32: integer(s) in {0 .. n-1} (uint64 arrays), for 1 <= n <= 2**32."""
     return (np.asarray(w, dtype=np.uint64) * np.uint64(n)) >> np.uint64(32)
 
 
 def uniform_between(w, lo: int, hi: int) -> int:
+    """lo + uniform_below(w, hi - lo + 1): an int in {lo .. hi}."""
     return lo + int(uniform_below(w, hi - lo + 1))
 
 
@@ -143,7 +164,19 @@ def _paint_box(seed, sample, purpose, base, dims, outpaint: bool):
 
 
 def draw_sample_params(seed: int, sample: int, dims, probs: _Probabilities) -> SampleParams:
-    """All per-sample random choices, in the word layout shared with the kernels."""
+    """All random choices of one sample, in the word layout shared with the kernels
+    (docs/SPEC.md, section 3.3).
+
+    Args:
+        seed (int): the 64-bit seed.
+        sample (int): the sample's index in the streams (batch index + sample_offset).
+        dims (tuple[int, ...]): the 2 or 3 spatial sizes.
+        probs (_Probabilities): the stage probabilities (a single op sets only its own).
+
+    Returns:
+        SampleParams: flip axes, shuffle and curve gates, control points and direction, paint
+        mode and boxes (the shuffle windows are drawn separately, by shuffle_windows).
+    """
     nd = len(dims)
     p = SampleParams()
     # Flip: up to 3 times, continue with flip_p, then flip a uniformly chosen spatial axis.
@@ -217,8 +250,17 @@ def _bezier_coord(s, c1, c2):
 
 
 def curve_table(ctrl, increasing: bool):
-    """(xs, ys, grid): the polyline of the Bezier curve sampled uniformly in s (float32), and
-    grid[g] = largest i < CURVE_SEGMENTS with xs[i] <= g / CURVE_GRID."""
+    """The per-sample table of the intensity curve (docs/SPEC.md, section 4.3).
+
+    Args:
+        ctrl (sequence of 4 floats): P1x, P1y, P2x, P2y, in [0, 1].
+        increasing (bool): f(Bx(s)) = By(s) if True, else By(1 - s).
+
+    Returns:
+        tuple[np.ndarray, np.ndarray, np.ndarray]: xs and ys, float32 arrays of shape
+        (CURVE_SEGMENTS + 1,), the polyline sampled uniformly in s; grid, an int array of shape
+        (CURVE_GRID + 1,), grid[g] = largest i < CURVE_SEGMENTS with xs[i] <= g / CURVE_GRID.
+    """
     i = np.arange(CURVE_SEGMENTS + 1, dtype=np.float64)
     s = i / CURVE_SEGMENTS
     sy = s if increasing else (CURVE_SEGMENTS - i) / CURVE_SEGMENTS
@@ -263,7 +305,8 @@ def _as_float32(v):
 
 
 def _noise(seed, sample, shape_cs, lo, hi):
-    """Fill noise for every (channel, voxel) of a sample: uniform in [lo, hi)."""
+    """Fill noise for every (channel, voxel) of a sample: lo + (hi - lo) * uniform01f(w) in float32
+    (nominally [lo, hi); the rounded sum can equal hi)."""
     C = shape_cs[0]
     S = int(np.prod(shape_cs[1:]))
     lo32, hi32 = np.float32(lo), np.float32(hi)
@@ -280,7 +323,7 @@ def _box_slices(box):
 
 
 def _apply_sample(xs, seed, sample, probs: _Probabilities, lo, hi):
-    """One sample (C, *spatial): returns (input, target) following SPEC.md step by step."""
+    """One sample (C, *spatial): returns (input, target) following docs/SPEC.md step by step."""
     dims = xs.shape[1:]
     nd = len(dims)
     p = draw_sample_params(seed, sample, dims, probs)
@@ -332,39 +375,134 @@ def _run(x, seed, probs, value_range=(0.0, 1.0), sample_offset=0):
     return inputs, targets
 
 
+# Arguments the transforms share, documented once and filled into each docstring by _documented.
+_COMMON_ARGS = {
+    "x": """x (np.ndarray[B, C, H, W] or np.ndarray[B, C, D, H, W]): float16, float32 or float64
+            (for bfloat16 pass its float32 values and round the result once). Not modified.""",
+    "seeding": """seed (int): the 64-bit seed, in [0, 2**64). Default 0.
+        sample_offset (int): the sample index of x[0] in the random streams. Default 0.""",
+    "one_output": """Returns:
+        np.ndarray: a new array of x's shape and dtype, equal to the kernels' output.""",
+}
+
+
+def _documented(fn):
+    if fn.__doc__:  # None under python -OO
+        fn.__doc__ = fn.__doc__.format(**_COMMON_ARGS)
+    return fn
+
+
+@_documented
 def models_genesis(x, config: GenesisConfig | None = None, seed: int = 0, sample_offset: int = 0):
-    """(input, target) of the full pipeline: target = flip(x), input = paint(nonlinear(shuffle(target)))."""
+    """NumPy version of genesis_ops.models_genesis: target = flip(x),
+    input = paint(nonlinear(shuffle(target))), from the same words, so equal to the kernels.
+
+    Args:
+        {x}
+        config (GenesisConfig, optional): probabilities and sizes; None means GenesisConfig().
+        {seeding}
+
+    Returns:
+        tuple[np.ndarray, np.ndarray]: (input, target), new arrays of x's shape and dtype.
+    """
     c = config or GenesisConfig()
     probs = _Probabilities(flip_p=c.flip_p, shuffle_p=c.shuffle_p, num_windows=c.num_windows,
                            nonlinear_p=c.nonlinear_p, paint_p=c.paint_p, inpaint_rate=c.inpaint_rate)
     return _run(x, seed, probs, c.value_range, sample_offset)
 
 
+@_documented
 def flip(x, p: float = 0.4, seed: int = 0, sample_offset: int = 0):
+    """NumPy flip (docs/SPEC.md, section 4.1); same words as genesis_ops.flip.
+
+    Args:
+        {x}
+        p (float): continue probability of each of up to 3 flips. Default 0.4.
+        {seeding}
+
+    {one_output}
+    """
     return _run(x, seed, _Probabilities(flip_p=p), sample_offset=sample_offset)[0]
 
 
+@_documented
 def local_shuffle(x, p: float = 0.5, num_windows: int = 10000, seed: int = 0, sample_offset: int = 0):
+    """NumPy local pixel shuffling (docs/SPEC.md, section 4.2); same words as
+    genesis_ops.local_shuffle.
+
+    Args:
+        {x}
+        p (float): probability that a sample is shuffled. Default 0.5.
+        num_windows (int): windows per sample. Default 10000.
+        {seeding}
+
+    {one_output}
+    """
     return _run(x, seed, _Probabilities(shuffle_p=p, num_windows=num_windows), sample_offset=sample_offset)[0]
 
 
+@_documented
 def nonlinear(x, p: float = 0.9, value_range=(0.0, 1.0), seed: int = 0, sample_offset: int = 0):
+    """NumPy Bezier intensity map (docs/SPEC.md, section 4.3); same words as
+    genesis_ops.nonlinear.
+
+    Args:
+        {x}
+        p (float): probability that a sample is mapped. Default 0.9.
+        value_range (tuple[float, float]): (lo, hi). Default (0, 1).
+        {seeding}
+
+    {one_output}
+    """
     return _run(x, seed, _Probabilities(nonlinear_p=p), value_range, sample_offset)[0]
 
 
+@_documented
 def inpaint(x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_offset: int = 0):
+    """NumPy in-painting (docs/SPEC.md, section 4.4); same words as genesis_ops.inpaint.
+
+    Args:
+        {x}
+        p (float): probability that a sample is in-painted. Default 1.
+        value_range (tuple[float, float]): (lo, hi), the fill noise's range. Default (0, 1).
+        {seeding}
+
+    {one_output}
+    """
     probs = _Probabilities(paint_p=1.0, inpaint_rate=1.0, inpaint_p=p)
     return _run(x, seed, probs, value_range, sample_offset)[0]
 
 
+@_documented
 def outpaint(x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_offset: int = 0):
+    """NumPy out-painting (docs/SPEC.md, section 4.5); same words as genesis_ops.outpaint.
+
+    Args:
+        {x}
+        p (float): probability that a sample is out-painted. Default 1.
+        value_range (tuple[float, float]): (lo, hi), the fill noise's range. Default (0, 1).
+        {seeding}
+
+    {one_output}
+    """
     probs = _Probabilities(paint_p=1.0, inpaint_rate=0.0, outpaint_p=p)
     return _run(x, seed, probs, value_range, sample_offset)[0]
 
 
+@_documented
 def bezier(x, control_points, increasing, value_range=(0.0, 1.0)):
-    """The explicit intensity map: sample b uses control_points[b] = (P1x, P1y, P2x, P2y) and
-    direction increasing[b]."""
+    """NumPy version of genesis_ops.bezier: sample b is mapped by the curve with
+    control_points[b] = (P1x, P1y, P2x, P2y), increasing if increasing[b].
+
+    Args:
+        {x}
+        control_points (array-like[B, 4]): control points per sample, in [0, 1].
+        increasing (array-like[B] of bool): direction per sample.
+        value_range (tuple[float, float]): (lo, hi). Default (0, 1).
+
+    Returns:
+        np.ndarray: a new array of x's shape and dtype.
+    """
     x = _check(x)
     cp = np.asarray(control_points, dtype=np.float64).reshape(x.shape[0], 4)
     inc = np.asarray(increasing, dtype=bool).reshape(x.shape[0])

@@ -1,5 +1,5 @@
-"""Every bad argument in SPEC.md's list gives a Python exception naming it (or a correct
-result), never a crash or a hang; also through the raw torch.ops with their own C++ checks."""
+"""Every bad argument in docs/SPEC.md's list (section 7) gives a Python exception naming it (or a
+correct result), never a crash or a hang; also through the raw torch.ops with their own C++ checks."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""The statistics SPEC.md quotes, within sampling error, and the shape of the curve."""
+"""The statistics docs/SPEC.md quotes, within sampling error, and the shape of the curve."""
 import math
 
 import numpy as np

@@ -62,3 +62,48 @@ def test_module_in_compiled_training_step():
     loss = torch.compile(step, fullgraph=True)(x, 3)
     loss.backward()
     assert conv.weight.grad is not None and torch.isfinite(loss)
+
+
+def _bad_tensor_cases():
+    """(op name, args builder on a device, message) for tensors every fake kernel must refuse."""
+    good = torch.rand(2, 1, 8, 8, 8)
+    cp, inc = torch.full((2, 4), 0.5, dtype=torch.float64), torch.ones(2, dtype=torch.bool)
+    cases = [(name, (lambda x, name=name: OPS[name](x)), bad, "x must have shape")
+             for name in OPS for bad in (torch.rand(2, 8, 8), torch.rand(1, 2, 3, 4, 5, 6))]
+    cases += [(name, (lambda x, name=name: OPS[name](x)), good.to(dt), "x must be float16")
+              for name in ("models_genesis", "nonlinear") for dt in (torch.int32, torch.bool, torch.complex64)]
+    bez = [((cp[:1], inc), "control_points must have shape"), ((cp[:, :3], inc), "control_points must have shape"),
+           ((cp.float(), inc), "control_points must be float64"), ((cp, inc[:1]), "increasing must have shape"),
+           ((cp, inc.to(torch.uint8)), "increasing must be a bool")]
+    for name in ("bezier", "_emulated_cuda_bezier"):
+        cases += [(name, (lambda x, a=a: (x,) + a + (0.0, 1.0)), good, msg) for a, msg in bez]
+    return cases
+
+
+@pytest.mark.parametrize("name,build,x,match", _bad_tensor_cases())
+@pytest.mark.parametrize("mode", ["meta", "fake"])
+def test_fake_kernels_refuse_bad_tensors(name, build, x, match, mode):
+    """The fake kernels check ranks, dtypes and the Bezier tensors' shapes and dtypes, with the
+    C++ kernels' messages, so a bad graph fails when traced (meta tensors, FakeTensorMode)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    op = getattr(torch.ops.genesis, name)
+    if mode == "meta":
+        args = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in build(x))
+        with pytest.raises(RuntimeError, match=match):
+            op(*args)
+    else:
+        with FakeTensorMode() as fm:
+            args = tuple(fm.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in build(x))
+            with pytest.raises(RuntimeError, match=match):
+                op(*args)
+    # the real kernels refuse the same tensors with the same message
+    with pytest.raises(RuntimeError, match=match):
+        op(*build(x))
+
+
+def test_fake_kernel_refuses_bezier_tensors_on_another_device():
+    x = torch.empty(2, 1, 8, 8, 8, device="meta")
+    cp = torch.full((2, 4), 0.5, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="on x's device"):
+        torch.ops.genesis.bezier(x, cp.to("meta"), torch.ones(2, dtype=torch.bool), 0.0, 1.0)

@@ -1,7 +1,7 @@
 #pragma once
 // Per-sample random parameters of every transform, drawn from Philox words exactly as
 // genesis_ops/reference.py draws them. One SampleParams per sample; the voxel bodies only
-// read it. See SPEC.md ("Randomness") and the reference for the word layout.
+// read it. See docs/SPEC.md (section 3) and the reference for the word layout.
 #include "kernels/geometry.h"
 #include "kernels/philox.h"
 

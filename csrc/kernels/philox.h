@@ -38,7 +38,7 @@ GENESIS_HD Words4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t 
 }
 
 // What each group of random words is for (the last counter word). Changing these values
-// changes every result: they are part of the reproducibility contract (see SPEC.md).
+// changes every result: they are part of the reproducibility contract (docs/SPEC.md, section 3.3).
 enum Purpose : uint32_t {
   kFlip = 1,           // stream 0: flip continue/axis draws
   kShuffleGate = 2,    // stream 0: word 0 = gate

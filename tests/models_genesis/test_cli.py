@@ -60,7 +60,7 @@ def test_bad_flags_give_one_line_errors(argv, needle, capsys):
     assert len(err.splitlines()) == 1 and needle in err and "error" in err
 
 
-def test_bad_files_give_one_line_errors(tmp_path, capsys, shared):
+def test_bad_files_give_one_line_errors(tmp_path, capsys, demo_file):
     missing = str(tmp_path / "missing.nii.gz")
     assert main(["pretrain", "--data", missing, "--out", str(tmp_path / "o")] + TINY) == 1
     err = capsys.readouterr().err.strip()
@@ -72,7 +72,7 @@ def test_bad_files_give_one_line_errors(tmp_path, capsys, shared):
     assert len(err.splitlines()) == 1 and str(bad) in err
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"nope")
-    assert main(["predict", "--weights", str(junk), "--input", shared("ct_abdomen.nii.gz"),
+    assert main(["predict", "--weights", str(junk), "--input", demo_file("ct_abdomen.nii.gz"),
                  "--output", str(tmp_path / "p.nii.gz")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(junk) in err
@@ -84,30 +84,30 @@ def test_bad_files_give_one_line_errors(tmp_path, capsys, shared):
     assert "--images" in capsys.readouterr().err
 
 
-def test_skip_bad_continues_with_a_warning(tmp_path, capsys, shared):
+def test_skip_bad_continues_with_a_warning(tmp_path, capsys, demo_file):
     bad = tmp_path / "corrupt.nii.gz"
     bad.write_bytes(b"not gzip")
-    rc = main(["pretrain", "--data", str(bad), shared("ct_abdomen.nii.gz"), "--skip-bad", "--out", str(tmp_path / "o"),
-               "--epochs", "1", "--steps-per-epoch", "1", "--val-fraction", "0", "--previews", "0"] + TINY)
+    rc = main(["pretrain", "--data", str(bad), demo_file("ct_abdomen.nii.gz"), "--skip-bad",
+               "--out", str(tmp_path / "o"), "--epochs", "1", "--steps-per-epoch", "1", "--val-fraction", "0", "--previews", "0"] + TINY)
     assert rc == 0
     out = capsys.readouterr().out
     assert "skipping" in out and "corrupt.nii.gz" in out
     assert read_checkpoint(str(tmp_path / "o" / "last.pt"))["epoch"] == 1
 
 
-def test_info_and_preview(tmp_path, capsys, shared):
+def test_info_and_preview(tmp_path, capsys, demo_file):
     assert main(["info", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["torch"] == torch.__version__ and "build_info" in d and d["demo_data"] is True
     assert main(["info"]) == 0
     assert "genesis_ops" in capsys.readouterr().out
     png = tmp_path / "prev.png"
-    assert main(["preview", "--input", shared("ct_abdomen.nii.gz"), "--output", str(png), "--device", "cpu"]) == 0
+    assert main(["preview", "--input", demo_file("ct_abdomen.nii.gz"), "--output", str(png), "--device", "cpu"]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
-    assert main(["preview", "--input", shared("ct_abdomen.nii.gz"), "--output", str(png), "--slice", "500"]) == 2
+    assert main(["preview", "--input", demo_file("ct_abdomen.nii.gz"), "--output", str(png), "--slice", "500"]) == 2
 
 
-def test_pretrain_finetune_demo_and_predict_through_the_cli(tmp_path, capsys, shared):
+def test_pretrain_finetune_demo_and_predict_through_the_cli(tmp_path, capsys, demo_file):
     pre = tmp_path / "pre"
     # no --data: the bundled demo CT
     assert main(["pretrain", "--out", str(pre), "--epochs", "1", "--steps-per-epoch", "2", "--val-batches", "1",
@@ -127,7 +127,7 @@ def test_pretrain_finetune_demo_and_predict_through_the_cli(tmp_path, capsys, sh
     assert (ft / "pretrained" / "best.pt").exists() and (ft / "scratch" / "best.pt").exists()
     assert read_checkpoint(str(ft / "scratch" / "best.pt"))["model_config"]["width"] == 4
     # predict with a fine-tuned checkpoint and with a pretraining checkpoint (restoration)
-    ct = shared("ct_abdomen.nii.gz")
+    ct = demo_file("ct_abdomen.nii.gz")
     assert main(["predict", "--weights", str(ft / "pretrained" / "best.pt"), "--input", ct, "--output",
                  str(tmp_path / "mask.nii.gz"), "--device", "cpu"]) == 0
     m = nib.load(str(tmp_path / "mask.nii.gz"))

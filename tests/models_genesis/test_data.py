@@ -9,12 +9,6 @@ import torch
 from models_genesis import data as D
 
 
-
-@pytest.fixture
-def ct_path(shared):
-    return shared("ct_abdomen.nii.gz")
-
-
 def test_ct_window_and_canonical_volume(ct_path):
     raw = np.asarray(nib.load(ct_path).dataobj, dtype=np.float32)  # already RAS
     v = D.load_volume(ct_path)
@@ -49,21 +43,30 @@ def test_reoriented_file_loads_to_the_same_canonical_array(tmp_path, ct_path):
     assert np.array_equal(back, ((np.clip(flipped, -1000, 1000) + 1000) / 2000).astype(np.float32))
 
 
-def test_resampling_to_a_spacing(ct_path, shared):
+def test_resampling_to_a_spacing(ct_path, demo_file):
     v = D.load_volume(ct_path, D.Preprocessing(spacing=(6.0, 6.0, 4.0)))
     assert v.data.shape == (61, round(101 * 3 / 6), 84)
     assert np.allclose(np.abs(np.diag(v.affine)[:3]), [6, 6, 4], rtol=0.02)  # field of view kept exactly
     assert 0 <= v.data.min() and v.data.max() <= 1
-    lab = D.load_volume(shared("ct_abdomen_vertebrae.nii.gz"), D.Preprocessing(spacing=(6.0, 6.0, 4.0)), label=True)
+    lab = D.load_volume(demo_file("ct_abdomen_vertebrae.nii.gz"), D.Preprocessing(spacing=(6.0, 6.0, 4.0)), label=True)
     assert lab.data.shape == v.data.shape
     assert set(np.unique(lab.data)) <= {0, 26, 27, 28, 29, 30, 31, 32, 33}  # nearest neighbour: no new labels
 
 
-def test_lung_volume_and_mri_normalisation(shared):
-    p = shared("ct_lung1.nii.gz")
+def test_lung_volume_labels_and_mri_normalisation(lung_ct):
+    p, lab_path, shape, (lx, ly, lz) = lung_ct.image, lung_ct.labels, lung_ct.shape, lung_ct.lesion_centre
     v = D.load_volume(p)
-    assert v.data.shape == (512, 512, 48)
+    assert v.data.shape == shape  # LPS -> RAS flips two axes, keeps the shape
     assert 0 <= v.data.min() and v.data.max() <= 1
+    assert nib.aff2axcodes(v.affine) == ("R", "A", "S")
+    # the lesion label stays on the image's voxels after reorientation: inside it, soft tissue
+    # (~60 HU -> ~0.53); around it in the same slices, lung (~-850 HU -> ~0.075)
+    lab = D.load_volume(lab_path, label=True)
+    inside = lab.data == 1
+    assert inside.sum() == np.asarray(nib.load(lab_path).dataobj).sum() > 0
+    assert abs(float(v.data[inside].mean()) - 0.53) < 0.02
+    x, y, z = shape[0] - 1 - lx, shape[1] - 1 - ly, lz  # the lesion centre in RAS order
+    assert inside[x, y, z] and not inside[x + 5, y, z] and v.data[x + 5, y, z] < 0.15
     m = D.load_volume(p, D.Preprocessing(modality="mri", mri_norm="minmax"))
     assert m.data.min() == 0.0 and m.data.max() == 1.0
     q = D.load_volume(p, D.Preprocessing(modality="mri", mri_norm="percentile"))

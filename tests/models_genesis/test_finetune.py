@@ -44,10 +44,10 @@ def _fake_published(path, width=4):
     return src
 
 
-def test_segmentation_from_published_weights_with_frozen_encoder(tmp_path, shared):
+def test_segmentation_from_published_weights_with_frozen_encoder(tmp_path, demo_file):
     src = _fake_published(tmp_path / "pub.pt")
-    res = finetune(FinetuneConfig(task="segmentation", images=[shared("ct_abdomen.nii.gz")],
-                                  labels=[shared("ct_abdomen_vertebrae.nii.gz")], weights=str(tmp_path / "pub.pt"),
+    res = finetune(FinetuneConfig(task="segmentation", images=[demo_file("ct_abdomen.nii.gz")],
+                                  labels=[demo_file("ct_abdomen_vertebrae.nii.gz")], weights=str(tmp_path / "pub.pt"),
                                   out=str(tmp_path / "ft"), epochs=2, steps_per_epoch=2, freeze_encoder_epochs=2,
                                   **TINY))
     assert 0.0 <= res["dice"] <= 1.0 and 0.0 <= res["iou"] <= res["dice"] + 1e-9
@@ -61,12 +61,12 @@ def test_segmentation_from_published_weights_with_frozen_encoder(tmp_path, share
     assert [h["encoder_frozen"] for h in res["history"]] == [True, True]
 
 
-def _mask_like(shared):
-    return nib.load(shared("ct_abdomen_vertebrae.nii.gz"))
+def _mask_like(demo_file):
+    return nib.load(demo_file("ct_abdomen_vertebrae.nii.gz"))
 
 
-def test_segmentation_then_predict_end_to_end(tmp_path, shared):
-    ct, lab = shared("ct_abdomen.nii.gz"), shared("ct_abdomen_vertebrae.nii.gz")
+def test_segmentation_then_predict_end_to_end(tmp_path, demo_file):
+    ct, lab = demo_file("ct_abdomen.nii.gz"), demo_file("ct_abdomen_vertebrae.nii.gz")
     res = finetune(FinetuneConfig(task="segmentation", images=[ct], labels=[lab], width=4, out=str(tmp_path / "ft"),
                                   epochs=2, steps_per_epoch=8, lr=3e-3, fg_fraction=1.0, seed=1,
                                   **{**TINY, "batch_size": 4}))
@@ -97,15 +97,15 @@ def test_segmentation_then_predict_end_to_end(tmp_path, shared):
     assert np.array_equal(prob >= 0.5, arr.astype(bool))
 
 
-def test_label_shape_mismatch_and_missing_labels(tmp_path, shared):
+def test_label_shape_mismatch_and_missing_labels(tmp_path, demo_file):
     from models_genesis.data import VolumeError
 
     nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), np.eye(4)), tmp_path / "small.nii.gz")
     with pytest.raises(VolumeError, match="small.nii.gz: label shape"):
-        finetune(FinetuneConfig(images=[shared("ct_abdomen.nii.gz")], labels=[str(tmp_path / "small.nii.gz")],
+        finetune(FinetuneConfig(images=[demo_file("ct_abdomen.nii.gz")], labels=[str(tmp_path / "small.nii.gz")],
                                 width=4, out=str(tmp_path / "o"), epochs=1, steps_per_epoch=1, **TINY))
     with pytest.raises(UsageError, match="--labels"):
-        finetune(FinetuneConfig(images=[shared("ct_abdomen.nii.gz")], width=4, out=str(tmp_path / "o"), **TINY))
+        finetune(FinetuneConfig(images=[demo_file("ct_abdomen.nii.gz")], width=4, out=str(tmp_path / "o"), **TINY))
 
 
 def test_classification_learns_a_separable_task(tmp_path):

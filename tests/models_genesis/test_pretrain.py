@@ -23,7 +23,7 @@ def _lines(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def test_pretraining_lowers_the_validation_loss_and_writes_outputs(tmp_path, shared, capsys):
+def test_pretraining_lowers_the_validation_loss_and_writes_outputs(tmp_path, demo_file, capsys):
     calls = []
     real = go.models_genesis
 
@@ -33,7 +33,7 @@ def test_pretraining_lowers_the_validation_loss_and_writes_outputs(tmp_path, sha
 
     go.models_genesis = spy
     try:
-        res = pretrain(PretrainConfig(data=[shared("ct_abdomen.nii.gz")], out=str(tmp_path), epochs=4,
+        res = pretrain(PretrainConfig(data=[demo_file("ct_abdomen.nii.gz")], out=str(tmp_path), epochs=4,
                                       steps_per_epoch=10, seed=0, **{**TINY, "quiet": False}))
     finally:
         go.models_genesis = real
@@ -55,8 +55,8 @@ def test_pretraining_lowers_the_validation_loss_and_writes_outputs(tmp_path, sha
     assert isinstance(m, UNet3D) and m.width == 4
 
 
-def test_resume_continues_exactly(tmp_path, shared):
-    data = [shared("ct_abdomen.nii.gz")]
+def test_resume_continues_exactly(tmp_path, demo_file):
+    data = [demo_file("ct_abdomen.nii.gz")]
     common = dict(data=data, steps_per_epoch=3, seed=5, **TINY)
     pretrain(PretrainConfig(out=str(tmp_path / "straight"), epochs=3, **common))
     pretrain(PretrainConfig(out=str(tmp_path / "split"), epochs=2, **common))
@@ -77,8 +77,8 @@ def test_resume_continues_exactly(tmp_path, shared):
         pretrain(PretrainConfig(out=str(tmp_path / "none"), epochs=1, resume=True, **common))
 
 
-def test_paper_sgd_schedule_halves_the_learning_rate(tmp_path, shared):
-    res = pretrain(PretrainConfig(data=[shared("ct_abdomen.nii.gz")], out=str(tmp_path), epochs=3,
+def test_paper_sgd_schedule_halves_the_learning_rate(tmp_path, demo_file):
+    res = pretrain(PretrainConfig(data=[demo_file("ct_abdomen.nii.gz")], out=str(tmp_path), epochs=3,
                                   steps_per_epoch=2, optimizer="sgd", lr_step_epochs=1, **TINY))
     lrs = [h["lr"] for h in res["history"][1:]]
     assert lrs == [1.0, 0.5, 0.25]
@@ -86,9 +86,9 @@ def test_paper_sgd_schedule_halves_the_learning_rate(tmp_path, shared):
     assert ck["optimizer"]["param_groups"][0]["momentum"] == 0.9
 
 
-def test_early_stopping(tmp_path, shared):
+def test_early_stopping(tmp_path, demo_file):
     # a learning rate far below float32 resolution: the weights cannot change, validation cannot improve
-    res = pretrain(PretrainConfig(data=[shared("ct_abdomen.nii.gz")], out=str(tmp_path), epochs=10,
+    res = pretrain(PretrainConfig(data=[demo_file("ct_abdomen.nii.gz")], out=str(tmp_path), epochs=10,
                                   steps_per_epoch=1, optimizer="sgd", lr=1e-30, momentum=0.0, patience=2, **TINY))
     assert res["stopped_early"] and res["epochs_done"] == 3
 
@@ -104,9 +104,9 @@ def _wait_for(cond, timeout, proc):
     return False
 
 
-def test_killed_run_leaves_a_loadable_checkpoint(tmp_path, shared, subprocess_env):
+def test_killed_run_leaves_a_loadable_checkpoint(tmp_path, demo_file, subprocess_env):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "models_genesis", "pretrain", "--data", shared("ct_abdomen.nii.gz"),
+    cmd = [sys.executable, "-m", "models_genesis", "pretrain", "--data", demo_file("ct_abdomen.nii.gz"),
            "--out", str(out), "--epochs", "1000", "--steps-per-epoch", "2", "--batch-size", "2",
            "--cube", "16", "16", "16", "--width", "4", "--device", "cpu", "--val-batches", "1", "--previews", "0"]
     proc = subprocess.Popen(cmd, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
@@ -130,7 +130,7 @@ def test_killed_run_leaves_a_loadable_checkpoint(tmp_path, shared, subprocess_en
     assert not [p for p in os.listdir(out) if p.startswith(".last.pt.tmp")] or True  # stale temp files are harmless
     # and the run resumes from it
     e = ck["epoch"]
-    res = pretrain(PretrainConfig(data=[shared("ct_abdomen.nii.gz")], out=str(out), epochs=e + 1, steps_per_epoch=2,
+    res = pretrain(PretrainConfig(data=[demo_file("ct_abdomen.nii.gz")], out=str(out), epochs=e + 1, steps_per_epoch=2,
                                   resume=True, val_batches=1, **{**TINY, "batch_size": 2, "previews": 0}))
     assert res["epochs_done"] == e + 1
     assert read_checkpoint(str(out / "last.pt"))["epoch"] == e + 1
@@ -142,11 +142,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_ddp_two_gloo_processes(tmp_path, shared, subprocess_env):
+def test_ddp_two_gloo_processes(tmp_path, demo_file, subprocess_env):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), "-m", "models_genesis", "pretrain",
-           "--data", shared("ct_abdomen.nii.gz"), "--out", str(out), "--epochs", "2", "--steps-per-epoch", "3",
+           "--data", demo_file("ct_abdomen.nii.gz"), "--out", str(out), "--epochs", "2", "--steps-per-epoch", "3",
            "--batch-size", "2", "--cube", "16", "16", "16", "--width", "4", "--device", "cpu", "--val-batches", "1",
            "--previews", "1", "--log-every", "1"]
     p = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
