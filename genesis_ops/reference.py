@@ -362,11 +362,16 @@ def outpaint(x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_of
     return _run(x, seed, probs, value_range, sample_offset)[0]
 
 
+def clamp_control_points(cp):
+    """Explicit control points are clamped to [0, 1]; NaN counts as 0 (+-inf go to the ends)."""
+    return np.where(cp >= 0, np.minimum(cp, 1.0), 0.0)
+
+
 def bezier(x, control_points, increasing, value_range=(0.0, 1.0)):
-    """The explicit intensity map: sample b uses control_points[b] = (P1x, P1y, P2x, P2y) and
-    direction increasing[b]."""
+    """The explicit intensity map: sample b uses control_points[b] = (P1x, P1y, P2x, P2y),
+    clamped to [0, 1], and direction increasing[b]."""
     x = _check(x)
-    cp = np.asarray(control_points, dtype=np.float64).reshape(x.shape[0], 4)
+    cp = clamp_control_points(np.asarray(control_points, dtype=np.float64).reshape(x.shape[0], 4))
     inc = np.asarray(increasing, dtype=bool).reshape(x.shape[0])
     out = np.empty_like(x)
     for b in range(x.shape[0]):
