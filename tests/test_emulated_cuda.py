@@ -56,12 +56,12 @@ def test_launch_plan_within_cuda_limits_at_extreme_sizes(sizes, num_windows):
     assert p["window_items"] == sizes[0] * num_windows  # 64-bit item count, no wrap
     assert p["owner_x"] >= 1 and p["window_x"] >= 1 and p["curve_x"] >= 1
     assert p["window_threads"] == 32
-    assert p["window_shared_bytes"] <= 48 * 1024
+    assert p["window_shared_bytes"] <= 47 * 1024  # + WindowState (static) within 48 KB
     assert p["window_bytes"] <= 256 * 2**20
 
 
 def test_launch_plan_window_memory_choice():
-    """Windows up to 6144 voxels keep perm and draws in shared memory; larger ones use one global
+    """Windows up to 6016 voxels keep perm and draws in shared memory; larger ones use one global
     slice per block (linear work either way)."""
     p = plan((4, 1, 160, 160, 160), shuffle_p=1.0, num_windows=10000)
     assert p["window_capacity"] == 16**3 and p["window_in_shared"] == 1
@@ -106,7 +106,7 @@ def _emulated_shuffle(x, num_windows, seed):
 
 @pytest.mark.parametrize("shape,num_windows", [((2, 1, 800, 800), 40), ((1, 1, 20, 560, 560), 30)])
 def test_emulated_window_kernel_global_fallback_matches_reference(shape, num_windows):
-    """Windows too large for shared memory (up to 80 x 80 and 2 x 56 x 56 > 6144 voxels) go through
+    """Windows too large for shared memory (up to 80 x 80 and 2 x 56 x 56 > 6016 voxels) go through
     the window kernel's global scratch; the result is still the reference's, bit for bit."""
     p = plan(shape, shuffle_p=1.0, num_windows=num_windows)
     assert p["window_in_shared"] == 0

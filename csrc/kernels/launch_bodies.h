@@ -97,6 +97,8 @@ struct WindowState {
   Box w;
   uint32_t lane_min[kWarpSize];
 };
+static_assert(sizeof(WindowState) + kWindowSharedBytes <= 48 * 1024,
+              "the window kernel's static and dynamic shared memory must fit the default 48 KB");
 
 // Spatial index of local (row-major) position p of window w: 32-bit local arithmetic.
 GENESIS_HD int64_t window_voxel(const Shape& shape, const Box& w, uint32_t p) {

@@ -22,11 +22,12 @@ constexpr int64_t kMaxGridX = 2147483647;    // CUDA limits
 constexpr int64_t kMaxGridY = 65535;
 constexpr int64_t kGridStrideBlocks = 65536; // enough blocks to fill any current GPU many times
 constexpr int64_t kVoxelsPerThread = 4;      // one Philox block = the fill noise of 4 voxels
-// A window's permutation and draws (2 x 4 bytes per position) go to shared memory up to the
-// default dynamic limit (no opt-in attribute needed): windows up to 6144 voxels, i.e. volumes up
-// to about 180^3. Larger windows use global scratch, one slice per block of the window kernel,
-// whose grid is then capped so that the slices total at most kWindowGlobalBytes.
-constexpr int64_t kWindowSharedBytes = 48 * 1024;
+// A window's permutation and draws (2 x 4 bytes per position) go to dynamic shared memory while
+// it and the kernel's static state (WindowState, under 1 KB) stay within the 48 KB a block gets
+// without an opt-in attribute: windows up to 6016 voxels, i.e. volumes up to about 180^3. Larger
+// windows use global scratch, one slice per block of the window kernel, whose grid is then capped
+// so that the slices total at most kWindowGlobalBytes.
+constexpr int64_t kWindowSharedBytes = 47 * 1024;
 constexpr int64_t kWindowGlobalBytes = int64_t{256} << 20;
 
 struct Grid {
