@@ -65,7 +65,7 @@ std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const Pi
     for (int64_t blk = 0; blk < plan.window.x; ++blk) {
       uint32_t* perm = window_slice(plan.window_in_shared, cap, shared.data(), s.window, blk);
       uint32_t* draws = perm + cap;
-      WindowState st;
+      WindowState st{};  // __shared__ on the GPU: one per block
       for (int64_t item = blk; item < plan.window_items; item += plan.window.x) {
         window_begin(cfg, shape, s.params, item, st);
         for (uint32_t lane = 0; lane < lanes; ++lane) window_claims(shape, s.owner, st, lane);

@@ -199,7 +199,7 @@ GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input,
   bool any_noise = false;
   int64_t z, y, xx;
   unravel(shape, v0, z, y, xx);
-#pragma unroll
+GENESIS_UNROLL
   for (int q = 0; q < kVoxelsPerThread; ++q) {
     if (q < count) {
       const int64_t v = v0 + q;
@@ -229,7 +229,7 @@ GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input,
     const int64_t plane = (b * shape.channels + c) * S;
     Words4 nw{{0u, 0u, 0u, 0u}};
     if (any_noise) nw = Stream(cfg.seed, sample, kNoise, static_cast<uint32_t>(c)).block(static_cast<uint32_t>(g));
-#pragma unroll
+GENESIS_UNROLL
     for (int q = 0; q < kVoxelsPerThread; ++q) {
       if (q < count) {
         const int64_t v = v0 + q;

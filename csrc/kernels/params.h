@@ -103,12 +103,12 @@ GENESIS_HD Box draw_paint_box(const Stream& s, uint32_t base, const Shape& shape
 template <int ND>
 GENESIS_HD Box window_from_words_nd(const uint32_t* w, const Shape& shape) {
   Box box;
-#pragma unroll
+GENESIS_UNROLL
   for (int a = 0; a < 3; ++a) {
     box.start[a] = 0;
     box.size[a] = 1;
   }
-#pragma unroll
+GENESIS_UNROLL
   for (int k_axis = 0; k_axis < ND; ++k_axis) {
     const int a = 3 - ND + k_axis;
     const int64_t dim = shape.dim[a];
