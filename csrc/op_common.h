@@ -24,6 +24,21 @@ using torch::stable::Tensor;
 constexpr int64_t kMaxWindows = 10000000;
 constexpr int64_t kMaxSpatial = (int64_t{1} << 31) - 1;  // int32 voxel indices and maps
 
+// Shape of sizes (B, C, H, W) or (B, C, D, H, W) (dims = 4 or 5).
+template <typename Sizes>
+Shape shape_of(const Sizes& sizes, int64_t dims, const char* op) {
+  Shape s;
+  s.batch = sizes[0];
+  s.channels = sizes[1];
+  s.nd = static_cast<int>(dims) - 2;
+  s.dim[0] = s.nd == 3 ? sizes[2] : 1;
+  s.dim[1] = sizes[dims - 2];
+  s.dim[2] = sizes[dims - 1];
+  STD_TORCH_CHECK(s.spatial() <= kMaxSpatial, op, ": x has ", s.spatial(),
+                  " voxels per channel; at most 2^31 - 1 are supported");
+  return s;
+}
+
 inline Shape check_input(const Tensor& x, const char* op) {
   STD_TORCH_CHECK(x.dim() == 4 || x.dim() == 5, op, ": x must have shape (B, C, H, W) or (B, C, D, H, W), got ",
                   x.dim(), " dims");
@@ -31,17 +46,7 @@ inline Shape check_input(const Tensor& x, const char* op) {
   STD_TORCH_CHECK(st == ScalarType::Float || st == ScalarType::Double || st == ScalarType::Half ||
                       st == ScalarType::BFloat16,
                   op, ": x must be float16, bfloat16, float32 or float64");
-  Shape s;
-  const auto sizes = x.sizes();
-  s.batch = sizes[0];
-  s.channels = sizes[1];
-  s.nd = static_cast<int>(x.dim()) - 2;
-  s.dim[0] = s.nd == 3 ? sizes[2] : 1;
-  s.dim[1] = sizes[x.dim() - 2];
-  s.dim[2] = sizes[x.dim() - 1];
-  STD_TORCH_CHECK(s.spatial() <= kMaxSpatial, op, ": x has ", s.spatial(),
-                  " voxels per channel; at most 2^31 - 1 are supported");
-  return s;
+  return shape_of(x.sizes(), x.dim(), op);
 }
 
 inline void check_probability(double p, const char* op, const char* name) {

@@ -190,9 +190,11 @@ def bezier(x: torch.Tensor, control_points, increasing, value_range=(0.0, 1.0)) 
 
     Args:
         {x}
-        control_points (Tensor[B, 4] or nested sequence): P1x, P1y, P2x, P2y per sample, each in
-            [0, 1] (so that the curve is a monotone function). A tensor must be on x's device
-            (any float dtype; converted to float64); a sequence is placed there.
+        control_points (Tensor[B, 4] or nested sequence): P1x, P1y, P2x, P2y per sample. The
+            kernels clamp them to [0, 1] (NaN counts as 0) on every device, so the curve is a
+            monotone function and no device needs a host synchronisation to check them. A
+            tensor must be on x's device (any float dtype; converted to float64); a sequence is
+            placed there.
         increasing (Tensor[B] or sequence of bool): direction per sample; a tensor must be on
             x's device (converted to bool).
         {value_range}
@@ -218,7 +220,4 @@ def bezier(x: torch.Tensor, control_points, increasing, value_range=(0.0, 1.0)) 
         raise ValueError(f"control_points must have shape (B, 4) = ({B}, 4), got {tuple(cp.shape)}")
     if inc.shape != (B,):
         raise ValueError(f"increasing must have shape (B,) = ({B},), got {tuple(inc.shape)}")
-    if (not torch.compiler.is_compiling() and cp.device.type == "cpu" and B > 0
-            and not bool(((cp >= 0) & (cp <= 1)).all())):
-        raise ValueError("control_points must lie in [0, 1] (so that the curve is a monotone function)")
     return _ops.bezier(x, cp, inc, lo, hi)

@@ -489,14 +489,20 @@ def outpaint(x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_of
     return _run(x, seed, probs, value_range, sample_offset)[0]
 
 
+def clamp_control_points(cp):
+    """Explicit control points are clamped to [0, 1]; NaN counts as 0 (+-inf go to the ends)."""
+    return np.where(cp >= 0, np.minimum(cp, 1.0), 0.0)
+
+
 @_documented
 def bezier(x, control_points, increasing, value_range=(0.0, 1.0)):
     """NumPy version of genesis_ops.bezier: sample b is mapped by the curve with
-    control_points[b] = (P1x, P1y, P2x, P2y), increasing if increasing[b].
+    control_points[b] = (P1x, P1y, P2x, P2y), clamped to [0, 1] (NaN counts as 0), increasing if
+    increasing[b].
 
     Args:
         {x}
-        control_points (array-like[B, 4]): control points per sample, in [0, 1].
+        control_points (array-like[B, 4]): control points per sample (clamped as above).
         increasing (array-like[B] of bool): direction per sample.
         value_range (tuple[float, float]): (lo, hi). Default (0, 1).
 
@@ -504,7 +510,7 @@ def bezier(x, control_points, increasing, value_range=(0.0, 1.0)):
         np.ndarray: a new array of x's shape and dtype.
     """
     x = _check(x)
-    cp = np.asarray(control_points, dtype=np.float64).reshape(x.shape[0], 4)
+    cp = clamp_control_points(np.asarray(control_points, dtype=np.float64).reshape(x.shape[0], 4))
     inc = np.asarray(increasing, dtype=bool).reshape(x.shape[0])
     out = np.empty_like(x)
     for b in range(x.shape[0]):

@@ -121,8 +121,9 @@ def _emulated(x, cfg, seed, offset=0):
 
 @given(volumes(max_side=20), configs, st.integers(0, 1000))
 def test_emulated_cuda_launch_matches_reference(v, cfg, offset):
-    """The CUDA kernels' bodies (per-window owner stamping with atomic max, per-voxel
-    Fisher-Yates entry evaluation, per-block curve tables) equal the sequential reference."""
+    """The CUDA kernels' bodies over their grids (per-window owner stamping with atomic max, one
+    warp per window building its Fisher-Yates permutation, 4-voxel groups sharing a noise block,
+    per-block curve tables) equal the sequential reference."""
     x, seed = v
     inp, target = _emulated(x, cfg, seed, offset)
     rin, rtarget = ref.models_genesis(_np(x), cfg, seed=seed, sample_offset=offset)

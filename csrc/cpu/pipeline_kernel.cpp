@@ -42,7 +42,7 @@ struct RowScratch {
   std::vector<uint32_t> words;   // Philox words of the row's fill noise, in voxel order
 };
 
-// Input row (z, y) of sample b, all channels. Same values as pipeline_voxel (the GPU body),
+// Input row (z, y) of sample b, all channels. Same values as voxel_group_body (the GPU body),
 // organised for the CPU: targets are already written, so the shuffle reads the flipped volume
 // directly; painting is decided per row from the boxes; one Philox block serves 4 noise voxels.
 template <typename T>
@@ -80,7 +80,7 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
       for (int64_t xx = 0; xx < W; ++xx) out[xx] = base[map ? map[row + xx] : row + xx];
     }
     if (replaced == 0) continue;
-    // Fill noise: word v of stream c (noise_value). The row's Philox blocks are computed 8 at
+    // Fill noise: word v of stream c (noise_from_word). The row's Philox blocks are computed 8 at
     // a time (vectorised), in voxel order, then converted and blended in branch-free loops.
     const int64_t first_block = row >> 2, last_block = (row + W - 1) >> 2;
     uint32_t* words = scratch.words.data();
@@ -143,10 +143,7 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
   };
   // Pass 2, one row: inputs.
   const auto value_row = [&](int64_t b, int64_t z, int64_t y, const int32_t* src_b, RowScratch& scratch) {
-    SampleView sv;
-    sv.params = params[b];
-    sv.sample = sample_index(cfg, b);
-    sv.curve = curve_view(xs.data(), ys.data(), grid.data(), b);
+    const SampleView sv{params[b], curve_view(xs.data(), ys.data(), grid.data(), b), sample_index(cfg, b)};
     const bool nl = params[b].nonlinear;
     input_row(x, input, target, shape, cfg, sv, nl ? cells.data() + b * kCurveCellsPerSample : nullptr,
               nl ? segs.data() + b * kCurveSegmentsPerSample : nullptr, params[b].shuffle ? src_b : nullptr, b, z, y,

@@ -27,7 +27,7 @@ void shuffle_windows(const PipelineConfig& cfg, const Shape& shape, uint32_t sam
       }
     philox_lanes(n * blocks, block, stream, sample, kShuffleWindow, cfg.seed, out);
     for (int i = 0; i < n; ++i) {
-      uint32_t w[8];
+      uint32_t w[8] = {};  // 2D windows use w[0..3] only
       for (int q = 0; q < blocks; ++q)
         for (int j = 0; j < 4; ++j) w[4 * q + j] = out[j][i * blocks + q];
       windows[k0 + i] = window_from_words(w, shape);

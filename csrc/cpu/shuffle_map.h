@@ -10,9 +10,9 @@ namespace genesis {
 namespace cpu {
 
 // Local pixel shuffling on the CPU: src[v] = the voxel (in target coordinates) that voxel v
-// receives; the last window covering a voxel owns it. The GPU evaluates one entry of the
-// owner's Fisher-Yates permutation per voxel (fisher_yates_entry); here each window that owns
-// voxels runs its permutation once. Tests check that both agree. Two passes:
+// receives; the last window covering a voxel owns it. Each window that owns voxels runs its
+// permutation once (the GPU too, one warp per window: launch_bodies.h). Tests check that both
+// agree with the reference. Two passes:
 //  1. Claims, from the last window back, in a bitmap (one bit per voxel, rows (z, y) of 64-bit
 //     words): a window's row segment costs a few word operations, with no branch per voxel,
 //     and the bitmap of a 64x64x32 volume (32 KB) stays in L1. They tell, per window, whether

@@ -43,37 +43,23 @@ std::tuple<Tensor, Tensor> pipeline_cuda(const Tensor& x, const Shape& shape, co
   TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(x.get_device_index(), &stream_ptr));
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
 
-  const int64_t B = shape.batch;
-  const bool shuffle = cfg.shuffle_p > 0.0 && cfg.num_windows > 0;
-  const int64_t params_bytes = B * static_cast<int64_t>(sizeof(SampleParams));
-  const int64_t curve_bytes = B * (2 * kCurvePoints * 4 + kCurveGridPoints * 4);
-  const int64_t owner_bytes = shuffle ? B * shape.spatial() * 4 : 0;
-  // One allocation, carved into 256-byte aligned pieces.
-  const auto align = [](int64_t n) { return (n + 255) / 256 * 256; };
-  Tensor scratch = scratch_bytes(xc, align(params_bytes) + align(curve_bytes) + owner_bytes);
-  char* base = static_cast<char*>(scratch.mutable_data_ptr());
-  cuda::Scratch s;
-  s.params = reinterpret_cast<SampleParams*>(base);
-  char* curve = base + align(params_bytes);
-  s.xs = reinterpret_cast<float*>(curve);
-  s.ys = s.xs + B * kCurvePoints;
-  s.grid = reinterpret_cast<int32_t*>(s.ys + B * kCurvePoints);
-  s.owner = shuffle ? reinterpret_cast<int32_t*>(curve + align(curve_bytes)) : nullptr;
+  // Scratch for only what this op runs (launch_plan): curve tables only where curves are built,
+  // the shuffle's owner map only where windows shuffle. One allocation, carved as planned.
+  const LaunchPlan plan = launch_plan(shape, cfg, ctrl != nullptr);
+  Tensor scratch = scratch_bytes(xc, plan.scratch_bytes);
+  const Scratch s = carve_scratch(plan, shape.batch, scratch.mutable_data_ptr());
 
-  bool params_ready = false;
   Tensor cp_keep = xc, inc_keep = xc;
   if (ctrl != nullptr) {
     cp_keep = torch::stable::contiguous(*ctrl);
     inc_keep = torch::stable::contiguous(*increasing);
     check_cuda(cuda::launch_explicit_params(static_cast<const double*>(cp_keep.const_data_ptr()),
-                                            static_cast<const uint8_t*>(inc_keep.const_data_ptr()), s.params, B,
-                                            stream),
+                                            static_cast<const uint8_t*>(inc_keep.const_data_ptr()), s.params, shape,
+                                            plan, stream),
                op);
-    params_ready = true;
   }
   check_cuda(cuda::launch_pipeline(storage_of(xc.scalar_type()), xc.const_data_ptr(), input.mutable_data_ptr(),
-                                   want_target ? target.mutable_data_ptr() : nullptr, shape, cfg, s, params_ready,
-                                   stream),
+                                   want_target ? target.mutable_data_ptr() : nullptr, shape, cfg, plan, s, stream),
              op);
   return {input, target};
 }

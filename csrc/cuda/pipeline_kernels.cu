@@ -1,92 +1,132 @@
-// CUDA kernels: thin __global__ wrappers that map the grid onto the shared bodies in
-// kernels/launch_bodies.h (which the CPU emulation in csrc/emulate runs too). No torch headers.
+// CUDA kernels: thin __global__ wrappers that map the grids of kernels/launch_plan.h onto the
+// shared bodies in kernels/launch_bodies.h (which the CPU emulation in csrc/emulate runs too).
+// No torch headers.
 #include "cuda/pipeline_launch.h"
 #include "kernels/launch_bodies.h"
 
 namespace genesis::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
-unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
-
 struct DeviceAtomicMax {
   __device__ void operator()(int32_t* address, int32_t value) const { atomicMax(address, value); }
 };
 
+__device__ int64_t global_thread() { return blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; }
+__device__ int64_t grid_threads() { return gridDim.x * static_cast<int64_t>(blockDim.x); }
+
 __global__ void params_kernel(PipelineConfig cfg, Shape shape, SampleParams* params) {
-  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (b < shape.batch) params_body(cfg, shape, params, b);
+  for (int64_t b = global_thread(); b < shape.batch; b += grid_threads()) params_body(cfg, shape, params, b);
 }
 
 __global__ void explicit_params_kernel(const double* ctrl, const uint8_t* increasing, SampleParams* params,
                                        int64_t batch) {
-  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (b < batch) explicit_params_body(ctrl, increasing, params, b);
+  for (int64_t b = global_thread(); b < batch; b += grid_threads()) explicit_params_body(ctrl, increasing, params, b);
 }
 
-// One block per sample: all polyline points, then (after the barrier) the index grid.
-__global__ void curve_kernel(const SampleParams* params, float* xs, float* ys, int32_t* grid) {
-  const int64_t b = blockIdx.x;
-  if (!params[b].nonlinear) return;  // uniform per block, so no thread skips the barrier alone
-  for (int i = threadIdx.x; i < kCurvePoints; i += blockDim.x) curve_point_body(params, xs, ys, b, i);
-  __syncthreads();
-  for (int g = threadIdx.x; g < kCurveGridPoints; g += blockDim.x) curve_grid_body(params, xs, grid, b, g);
+// One block per sample (grid-stride): all polyline points, then (after the barrier) the index grid.
+__global__ void curve_kernel(const SampleParams* params, int64_t batch, float* xs, float* ys, int32_t* grid) {
+  for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
+    if (!params[b].nonlinear) continue;  // uniform per block, so no thread skips a barrier alone
+    for (int i = threadIdx.x; i < kCurvePoints; i += blockDim.x) curve_point_body(params, xs, ys, b, i);
+    __syncthreads();
+    for (int g = threadIdx.x; g < kCurveGridPoints; g += blockDim.x) curve_grid_body(params, xs, grid, b, g);
+  }
 }
 
 __global__ void owner_kernel(PipelineConfig cfg, Shape shape, const SampleParams* params, int32_t* owner) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= shape.batch * cfg.num_windows) return;
-  owner_body(cfg, shape, params, owner, i / cfg.num_windows, i % cfg.num_windows, DeviceAtomicMax{});
+  const int64_t items = shape.batch * cfg.num_windows;
+  for (int64_t i = global_thread(); i < items; i += grid_threads())
+    owner_body(cfg, shape, params, owner, i / cfg.num_windows, i % cfg.num_windows, DeviceAtomicMax{});
 }
 
-template <typename T>
-__global__ void voxel_kernel(const T* x, T* input, T* target, Shape shape, PipelineConfig cfg,
-                             const SampleParams* params, float* xs, float* ys, int32_t* grid, const int32_t* owner) {
-  const int64_t S = shape.spatial();
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= shape.batch * S) return;
-  voxel_body(x, input, target, shape, cfg, params, xs, ys, grid, owner, i / S, i % S);
+// One warp per block, one (sample, window) per iteration; phases as in launch_bodies.h.
+__global__ void window_kernel(PipelineConfig cfg, Shape shape, const SampleParams* params, int32_t* owner,
+                              bool in_shared, int64_t capacity, uint32_t* global) {
+  __shared__ WindowState st;
+  extern __shared__ uint32_t shared[];
+  uint32_t* perm = window_slice(in_shared, capacity, shared, global, blockIdx.x);
+  uint32_t* draws = perm + capacity;
+  const uint32_t lane = threadIdx.x;
+  const int64_t items = shape.batch * cfg.num_windows;
+  for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+    if (lane == 0) window_begin(cfg, shape, params, item, st);
+    __syncthreads();
+    window_claims(shape, owner, st, lane);
+    __syncthreads();
+    if (lane == 0) window_first(st);
+    __syncthreads();
+    window_draws(cfg, st, perm, draws, lane);
+    __syncthreads();
+    if (lane == 0) window_swaps(st, perm, draws);
+    __syncthreads();
+    window_writes(shape, owner, st, draws, lane);
+    __syncthreads();  // st, perm and draws are reused by the next item
+  }
 }
+
+// x: voxel groups of one sample; y: samples (grid-stride past 65535). At least 3 blocks of 256
+// per SM: ptxas then fits the 4 voxels' state in 72 registers without spilling (unbounded: 88).
+template <typename T>
+__global__ void __launch_bounds__(kLaunchThreads, 3) voxel_kernel(const T* x, T* input, T* target, Shape shape, PipelineConfig cfg,
+                             const SampleParams* params, const float* xs, const float* ys, const int32_t* grid,
+                             const int32_t* owner, int64_t groups) {
+  const int64_t g = global_thread();
+  if (g >= groups) return;
+  for (int64_t b = blockIdx.y; b < shape.batch; b += gridDim.y)
+    voxel_group_body(x, input, target, shape, cfg, params, xs, ys, grid, owner, b, g);
+}
+
+dim3 grid_of(const Grid& g) { return dim3(static_cast<unsigned>(g.x), static_cast<unsigned>(g.y)); }
 
 template <typename T>
 cudaError_t launch_typed(const void* x, void* input, void* target, const Shape& shape, const PipelineConfig& cfg,
-                         const Scratch& s, bool params_ready, cudaStream_t stream) {
-  const int64_t B = shape.batch, S = shape.spatial();
-  if (!params_ready) params_kernel<<<blocks_for(B), kThreads, 0, stream>>>(cfg, shape, s.params);
-  if (params_ready || cfg.nonlinear_p > 0.0) curve_kernel<<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
-      s.params, s.xs, s.ys, s.grid);
-  const bool shuffle = cfg.shuffle_p > 0.0 && cfg.num_windows > 0;
-  if (shuffle) {
-    cudaError_t err = cudaMemsetAsync(s.owner, 0xff, sizeof(int32_t) * B * S, stream);  // all -1
-    if (err != cudaSuccess) return err;
-    owner_kernel<<<blocks_for(B * cfg.num_windows), kThreads, 0, stream>>>(cfg, shape, s.params, s.owner);
+                         const LaunchPlan& p, const Scratch& s, cudaStream_t stream) {
+  // Each launch's error is returned at once, so that it is reported by this op and not by a
+  // later, unrelated check.
+  if (p.draw_params) {
+    params_kernel<<<grid_of(p.params), p.params.threads, 0, stream>>>(cfg, shape, s.params);
+    if (const cudaError_t err = cudaGetLastError()) return err;
   }
-  voxel_kernel<T><<<blocks_for(B * S), kThreads, 0, stream>>>(
+  if (p.curves) {
+    curve_kernel<<<grid_of(p.curve), p.curve.threads, 0, stream>>>(s.params, shape.batch, s.xs, s.ys, s.grid);
+    if (const cudaError_t err = cudaGetLastError()) return err;
+  }
+  if (p.shuffle) {
+    if (const cudaError_t err = cudaMemsetAsync(s.owner, 0xff, p.owner_bytes, stream)) return err;  // all -1
+    owner_kernel<<<grid_of(p.owner), p.owner.threads, 0, stream>>>(cfg, shape, s.params, s.owner);
+    if (const cudaError_t err = cudaGetLastError()) return err;
+    window_kernel<<<grid_of(p.window), p.window.threads, p.window.shared_bytes, stream>>>(
+        cfg, shape, s.params, s.owner, p.window_in_shared, p.window_capacity, s.window);
+    if (const cudaError_t err = cudaGetLastError()) return err;
+  }
+  voxel_kernel<T><<<grid_of(p.voxel), p.voxel.threads, 0, stream>>>(
       static_cast<const T*>(x), static_cast<T*>(input), static_cast<T*>(target), shape, cfg, s.params, s.xs, s.ys,
-      s.grid, s.owner);
+      s.grid, s.owner, p.voxel_groups);
   return cudaGetLastError();
 }
 
 }  // namespace
 
 cudaError_t launch_explicit_params(const double* ctrl, const uint8_t* increasing, SampleParams* params,
-                                   int64_t batch, cudaStream_t stream) {
-  if (batch == 0) return cudaSuccess;
-  explicit_params_kernel<<<blocks_for(batch), kThreads, 0, stream>>>(ctrl, increasing, params, batch);
+                                   const Shape& shape, const LaunchPlan& plan, cudaStream_t stream) {
+  if (shape.batch == 0) return cudaSuccess;
+  // A launch error left pending by earlier, unrelated work would otherwise be reported as ours.
+  (void)cudaGetLastError();
+  explicit_params_kernel<<<grid_of(plan.params), plan.params.threads, 0, stream>>>(ctrl, increasing, params,
+                                                                                 shape.batch);
   return cudaGetLastError();
 }
 
 cudaError_t launch_pipeline(Storage storage, const void* x, void* input, void* target, const Shape& shape,
-                            const PipelineConfig& cfg, const Scratch& scratch, bool params_ready,
+                            const PipelineConfig& cfg, const LaunchPlan& plan, const Scratch& scratch,
                             cudaStream_t stream) {
   if (shape.batch * shape.channels * shape.spatial() == 0) return cudaSuccess;
+  (void)cudaGetLastError();  // as in launch_explicit_params
   switch (storage) {
-    case Storage::kFloat: return launch_typed<float>(x, input, target, shape, cfg, scratch, params_ready, stream);
-    case Storage::kDouble: return launch_typed<double>(x, input, target, shape, cfg, scratch, params_ready, stream);
-    case Storage::kHalf: return launch_typed<Half16>(x, input, target, shape, cfg, scratch, params_ready, stream);
-    case Storage::kBFloat16:
-      return launch_typed<BFloat16>(x, input, target, shape, cfg, scratch, params_ready, stream);
+    case Storage::kFloat: return launch_typed<float>(x, input, target, shape, cfg, plan, scratch, stream);
+    case Storage::kDouble: return launch_typed<double>(x, input, target, shape, cfg, plan, scratch, stream);
+    case Storage::kHalf: return launch_typed<Half16>(x, input, target, shape, cfg, plan, scratch, stream);
+    case Storage::kBFloat16: return launch_typed<BFloat16>(x, input, target, shape, cfg, plan, scratch, stream);
   }
   return cudaErrorInvalidValue;
 }

@@ -14,34 +14,79 @@ struct SequentialAtomicMax {
   void operator()(int32_t* address, int32_t value) const { *address = std::max(*address, value); }
 };
 
+// Runs body(block, thread) for every thread of every block of grid g (x fastest, as blocks are numbered).
+template <typename Body>
+void for_grid(const Grid& g, Body&& body) {
+  for (int64_t by = 0; by < g.y; ++by)
+    for (int64_t bx = 0; bx < g.x; ++bx)
+      for (int64_t t = 0; t < g.threads; ++t) body(bx, by, t);
+}
+
+// The launch sequence of csrc/cuda/pipeline_kernels.cu over the grids of launch_plan, each kernel's
+// loops written as there. Kernels without barriers run thread by thread; the curve and window
+// kernels run phase by phase (every thread of a block finishes a phase before the next starts).
 template <typename ParamsFn>
-std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const PipelineConfig& cfg,
-                                   ParamsFn&& params_kernel) {
+std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, bool params_given,
+                                   ParamsFn&& params_body_at) {
   const Tensor xc = torch::stable::contiguous(x);
   Tensor input = torch::stable::empty_like(xc);
   Tensor target = torch::stable::empty_like(xc);
   if (xc.numel() == 0) return {input, target};
-  const int64_t B = shape.batch, S = shape.spatial();
-  std::vector<SampleParams> params(B);
-  std::vector<float> xs(B * kCurvePoints), ys(B * kCurvePoints);
-  std::vector<int32_t> grid(B * kCurveGridPoints);
-  std::vector<int32_t> owner(B * S, -1);  // cudaMemsetAsync(0xff)
-  for (int64_t b = 0; b < B; ++b) params_kernel(params.data(), b);
-  for (int64_t b = 0; b < B; ++b)
-    for (int i = 0; i < kCurvePoints; ++i) curve_point_body(params.data(), xs.data(), ys.data(), b, i);
-  for (int64_t b = 0; b < B; ++b)
-    for (int g = 0; g < kCurveGridPoints; ++g) curve_grid_body(params.data(), xs.data(), grid.data(), b, g);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t k = 0; k < cfg.num_windows; ++k)
-      owner_body(cfg, shape, params.data(), owner.data(), b, k, SequentialAtomicMax{});
+  const int64_t B = shape.batch;
+  const LaunchPlan plan = launch_plan(shape, cfg, params_given);
+  std::vector<uint64_t> scratch_words(static_cast<size_t>(plan.scratch_bytes / 8 + 1));
+  const Scratch s = carve_scratch(plan, B, scratch_words.data());
+  const int64_t param_threads = plan.params.x * plan.params.threads;
+  for_grid(plan.params, [&](int64_t bx, int64_t, int64_t t) {
+    for (int64_t b = bx * plan.params.threads + t; b < B; b += param_threads) params_body_at(s.params, b);
+  });
+  if (plan.curves) {
+    const int64_t T = plan.curve.threads;
+    for (int64_t blk = 0; blk < plan.curve.x; ++blk)
+      for (int64_t b = blk; b < B; b += plan.curve.x) {
+        if (!s.params[b].nonlinear) continue;
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t i = t; i < kCurvePoints; i += T) curve_point_body(s.params, s.xs, s.ys, b, static_cast<int>(i));
+        for (int64_t t = 0; t < T; ++t)  // after __syncthreads
+          for (int64_t g = t; g < kCurveGridPoints; g += T) curve_grid_body(s.params, s.xs, s.grid, b, static_cast<int>(g));
+      }
+  }
+  if (plan.shuffle) {
+    std::fill(s.owner, s.owner + plan.owner_bytes / 4, -1);  // cudaMemsetAsync(0xff)
+    const int64_t K = cfg.num_windows, owner_threads = plan.owner.x * plan.owner.threads;
+    for_grid(plan.owner, [&](int64_t bx, int64_t, int64_t t) {
+      for (int64_t i = bx * plan.owner.threads + t; i < plan.window_items; i += owner_threads)
+        owner_body(cfg, shape, s.params, s.owner, i / K, i % K, SequentialAtomicMax{});
+    });
+    // Shared memory of one block (blocks run one after another here, each with its own view).
+    std::vector<uint32_t> shared(plan.window_in_shared ? static_cast<size_t>(2 * plan.window_capacity) : 0);
+    const int64_t cap = plan.window_capacity;
+    const uint32_t lanes = static_cast<uint32_t>(plan.window.threads);
+    for (int64_t blk = 0; blk < plan.window.x; ++blk) {
+      uint32_t* perm = window_slice(plan.window_in_shared, cap, shared.data(), s.window, blk);
+      uint32_t* draws = perm + cap;
+      WindowState st{};  // __shared__ on the GPU: one per block
+      for (int64_t item = blk; item < plan.window_items; item += plan.window.x) {
+        window_begin(cfg, shape, s.params, item, st);
+        for (uint32_t lane = 0; lane < lanes; ++lane) window_claims(shape, s.owner, st, lane);
+        window_first(st);
+        for (uint32_t lane = 0; lane < lanes; ++lane) window_draws(cfg, st, perm, draws, lane);
+        window_swaps(st, perm, draws);
+        for (uint32_t lane = 0; lane < lanes; ++lane) window_writes(shape, s.owner, st, draws, lane);
+      }
+    }
+  }
   dispatch_storage(xc.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = static_cast<const T*>(xc.const_data_ptr());
     T* ip = static_cast<T*>(input.mutable_data_ptr());
     T* tp = static_cast<T*>(target.mutable_data_ptr());
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t v = 0; v < S; ++v)
-        voxel_body(xp, ip, tp, shape, cfg, params.data(), xs.data(), ys.data(), grid.data(), owner.data(), b, v);
+    for_grid(plan.voxel, [&](int64_t bx, int64_t by, int64_t t) {
+      const int64_t g = bx * plan.voxel.threads + t;
+      if (g >= plan.voxel_groups) return;
+      for (int64_t b = by; b < B; b += plan.voxel.y)
+        voxel_group_body(xp, ip, tp, shape, cfg, s.params, s.xs, s.ys, s.grid, s.owner, b, g);
+    });
   });
   return {input, target};
 }
@@ -53,7 +98,7 @@ std::tuple<Tensor, Tensor> emulated_models_genesis(Tensor x, double flip_p, doub
   const Shape s = check_input(x, op);
   const PipelineConfig cfg = pipeline_config(s, flip_p, shuffle_p, num_windows, nonlinear_p, paint_p,
                                              inpaint_rate, lo, hi, seed, sample_offset, op);
-  return emulate(x, s, cfg, [&](SampleParams* params, int64_t b) { params_body(cfg, s, params, b); });
+  return emulate(x, s, cfg, false, [&](SampleParams* params, int64_t b) { params_body(cfg, s, params, b); });
 }
 
 Tensor emulated_bezier(Tensor x, Tensor control_points, Tensor increasing, double lo, double hi) {
@@ -66,7 +111,28 @@ Tensor emulated_bezier(Tensor x, Tensor control_points, Tensor increasing, doubl
   const double* ctrl = static_cast<const double*>(cp.const_data_ptr());
   const uint8_t* up = static_cast<const uint8_t*>(inc.const_data_ptr());
   return std::get<0>(
-      emulate(x, s, cfg, [&](SampleParams* params, int64_t b) { explicit_params_body(ctrl, up, params, b); }));
+      emulate(x, s, cfg, true, [&](SampleParams* params, int64_t b) { explicit_params_body(ctrl, up, params, b); }));
+}
+
+// Test hook: the launch plan of the CUDA pipeline for x of shape `sizes` (no tensor needed, so
+// extreme batch x window counts are cheap to check). Returns, in this order:
+//   params.x, curve.x, owner.x, window.x, window.threads, window.shared_bytes, voxel.x, voxel.y,
+//   voxel.threads, voxel_groups, window_items, window_capacity, window_in_shared,
+//   params_bytes, curve_bytes, owner_bytes, window_bytes, scratch_bytes
+// (tests/test_launch_plan.py names them in the same order).
+std::vector<int64_t> launch_plan_hook(std::vector<int64_t> sizes, double shuffle_p, int64_t num_windows,
+                                      double nonlinear_p, bool params_given) {
+  const char* op = "genesis::_launch_plan";
+  const int64_t dims = static_cast<int64_t>(sizes.size());
+  STD_TORCH_CHECK(dims == 4 || dims == 5, op, ": sizes must be (B, C, H, W) or (B, C, D, H, W)");
+  for (const int64_t n : sizes) STD_TORCH_CHECK(n >= 0, op, ": sizes must be >= 0");
+  const Shape s = shape_of(sizes, dims, op);
+  const PipelineConfig cfg = pipeline_config(s, 0, shuffle_p, num_windows, nonlinear_p, 0, 0, 0, 1, 0, 0, op);
+  const LaunchPlan p = launch_plan(s, cfg, params_given);
+  return {p.params.x,  p.curve.x,       p.owner.x,         p.window.x,          p.window.threads,
+          p.window.shared_bytes, p.voxel.x, p.voxel.y,     p.voxel.threads,     p.voxel_groups,
+          p.window_items, p.window_capacity, p.window_in_shared ? 1 : 0, p.params_bytes, p.curve_bytes,
+          p.owner_bytes, p.window_bytes, p.scratch_bytes};
 }
 
 }  // namespace
@@ -75,4 +141,9 @@ Tensor emulated_bezier(Tensor x, Tensor control_points, Tensor increasing, doubl
 STABLE_TORCH_LIBRARY_IMPL(genesis, CPU, m) {
   m.impl("_emulated_cuda_models_genesis", TORCH_BOX(&genesis::emulated_models_genesis));
   m.impl("_emulated_cuda_bezier", TORCH_BOX(&genesis::emulated_bezier));
+}
+
+// No tensor argument: registered for every backend at once.
+STABLE_TORCH_LIBRARY_IMPL(genesis, CompositeExplicitAutograd, m) {
+  m.impl("_launch_plan", TORCH_BOX(&genesis::launch_plan_hook));
 }

@@ -8,3 +8,11 @@
 #else
 #define GENESIS_HD inline
 #endif
+
+// Unrolled on the GPU, where it turns run-time array indices into constants (registers, not
+// stack); the host compilers unroll on their own.
+#if defined(__CUDACC__)
+#define GENESIS_UNROLL _Pragma("unroll")
+#else
+#define GENESIS_UNROLL
+#endif

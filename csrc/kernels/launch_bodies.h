@@ -1,14 +1,19 @@
 #pragma once
-// The bodies of the CUDA kernels, one call per grid point. csrc/cuda/pipeline_kernels.cu wraps
-// each in a thin __global__ function; csrc/emulate/emulate_cuda.cpp runs the same bodies over
-// the whole grid on the CPU so that tests exercise what the GPU runs on machines without one.
+// The bodies of the CUDA kernels, one call per grid point (or per thread and phase).
+// csrc/cuda/pipeline_kernels.cu wraps each in a thin __global__ function; csrc/emulate/
+// emulate_cuda.cpp runs the same bodies over the same grids (kernels/launch_plan.h) on the CPU,
+// phase by phase where the GPU separates phases by barriers, so that tests exercise what the
+// GPU runs on machines without one.
 //
-// Launch sequence (one launch per stage):
-//   1. params_body       grid (B)                  per-sample random parameters
-//   2. curve_point_body  grid (B, kCurvePoints)    polyline of the intensity curve
-//      curve_grid_body   grid (B, kCurveGridPoints) index grid (needs all points of its sample)
-//   3. owner_body        grid (B, num_windows)     owner[b, v] = max k of windows covering v
-//   4. voxel_body        grid (B, spatial)         input and target of one voxel, all channels
+// Launch sequence (one launch per stage, grids from launch_plan):
+//   1. params_body        per sample                      per-sample random parameters
+//   2. curve_point_body   per (sample, point)             polyline of the intensity curve
+//      curve_grid_body    per (sample, grid point)        index grid (needs all points; barrier)
+//   3. owner_body         per (sample, window)            owner[b, v] = max k of windows covering v
+//   4. window_*           one warp per (sample, window)   the owner's permutation, built once:
+//                                                         owner[b, v] = encoded source voxel
+//   5. voxel_group_body   per 4 voxels of a sample        input and target, all channels
+#include "kernels/launch_plan.h"
 #include "kernels/pipeline.h"
 
 namespace genesis {
@@ -16,6 +21,11 @@ namespace genesis {
 GENESIS_HD void params_body(const PipelineConfig& cfg, const Shape& shape, SampleParams* params, int64_t b) {
   params[b] = draw_sample_params(cfg, shape, b);
 }
+
+// Explicit Bezier control points are clamped to [0, 1], NaN to 0 (README, "bezier"): inside the
+// unit square the curve is a monotone function, and the rule needs no check on the host, so
+// every device maps the same way without a synchronisation.
+GENESIS_HD double clamp_control_point(double c) { return c >= 0.0 ? (c <= 1.0 ? c : 1.0) : 0.0; }
 
 // Parameters given explicitly (the bezier op): control points (B, 4) and directions (B).
 GENESIS_HD void explicit_params_body(const double* ctrl, const uint8_t* increasing, SampleParams* params,
@@ -25,7 +35,7 @@ GENESIS_HD void explicit_params_body(const double* ctrl, const uint8_t* increasi
   p.shuffle = 0;
   p.nonlinear = 1;
   p.increasing = increasing[b] != 0;
-  for (int i = 0; i < 4; ++i) p.ctrl[i] = ctrl[4 * b + i];
+  for (int i = 0; i < 4; ++i) p.ctrl[i] = clamp_control_point(ctrl[4 * b + i]);
   p.paint = kPaintNone;
   p.num_boxes = 0;
   params[b] = p;
@@ -59,22 +69,185 @@ GENESIS_HD void owner_body(const PipelineConfig& cfg, const Shape& shape, const 
         atomic_max(own + (z * shape.dim[1] + y) * shape.dim[2] + x, static_cast<int32_t>(k));
 }
 
-template <typename T>
-GENESIS_HD void voxel_body(const T* x, T* input, T* target, const Shape& shape, const PipelineConfig& cfg,
-                           const SampleParams* params, float* xs, float* ys, int32_t* grid, const int32_t* owner,
-                           int64_t b, int64_t v) {
-  SampleView sv;
-  sv.params = params[b];
-  sv.sample = sample_index(cfg, b);
-  sv.curve = curve_view(xs, ys, grid, b);
-  int64_t z, y, xx;
-  unravel(shape, v, z, y, xx);
-  int64_t shuffled = v;
-  if (sv.params.shuffle) {
-    const int32_t k = owner[b * shape.spatial() + v];
-    if (k >= 0) shuffled = shuffle_source(cfg, shape, sv.sample, static_cast<uint32_t>(k), z, y, xx);
+// ---- the window kernel: one warp per (sample, window) -----------------------------------------
+// Window k builds its Fisher-Yates permutation once (as the CPU does, cpu/shuffle_map.h) and
+// replaces owner[v] = k of each voxel v it owns by encode_source(the voxel v reads). Phases, each
+// ended by a barrier (the GPU kernel) or run for all lanes before the next (the emulation):
+//   begin   lane 0: sample, window, volume n
+//   claims  all lanes: smallest owned local position of their strided positions
+//   first   lane 0: pmin (smallest owned position), first = max(1, pmin); no owned voxel: skip
+//   draws   all lanes: perm[p] = p, and the draws j_i for i in [first, n) (one Philox block per
+//           lane and 4 draws: no block is computed twice)
+//   swaps   lane 0: steps i = n-1 .. first; a[i] is final after step i (later steps touch only
+//           positions below i), so it is stored in draws[i]; a[0] (final after step 1) in draws[0]
+//   writes  all lanes: owned positions p >= pmin get encode_source(voxel of a[p])
+// Work per window is O(n): linear in the voxels the windows cover. perm and draws (capacity
+// positions each) are in shared memory, or in a global slice per block for large windows
+// (launch_plan). Ownership tests stay valid while other windows write: a voxel's entry changes
+// from k to an encoded source only by its owner k, and encoded sources are negative.
+constexpr uint32_t kNoPosition = ~0u;
+
+// owner-map encoding of "reads voxel src": -2 - src (-1 = no window covers the voxel).
+GENESIS_HD int32_t encode_source(int64_t src) { return static_cast<int32_t>(-2 - src); }
+
+struct WindowState {
+  int64_t b;
+  uint32_t sample, k, n, pmin, first;
+  int32_t active;
+  Box w;
+  uint32_t lane_min[kWarpSize];
+};
+static_assert(sizeof(WindowState) + kWindowSharedBytes <= 48 * 1024,
+              "the window kernel's static and dynamic shared memory must fit the default 48 KB");
+
+// Spatial index of local (row-major) position p of window w: 32-bit local arithmetic.
+GENESIS_HD int64_t window_voxel(const Shape& shape, const Box& w, uint32_t p) {
+  const uint32_t sx = static_cast<uint32_t>(w.size[2]), sy = static_cast<uint32_t>(w.size[1]);
+  const uint32_t lx = p % sx, lzy = p / sx, ly = lzy % sy, lz = lzy / sy;
+  return ((w.start[0] + static_cast<int64_t>(lz)) * shape.dim[1] + (w.start[1] + ly)) * shape.dim[2] +
+         (w.start[2] + lx);
+}
+
+GENESIS_HD void window_begin(const PipelineConfig& cfg, const Shape& shape, const SampleParams* params, int64_t item,
+                             WindowState& st) {
+  st.b = item / cfg.num_windows;
+  st.k = static_cast<uint32_t>(item % cfg.num_windows);
+  st.sample = sample_index(cfg, st.b);
+  st.active = params[st.b].shuffle;
+  if (!st.active) return;
+  st.w = shuffle_window(cfg.seed, st.sample, st.k, shape);
+  st.n = static_cast<uint32_t>(st.w.volume());
+}
+
+GENESIS_HD void window_claims(const Shape& shape, const int32_t* owner, WindowState& st, uint32_t lane) {
+  if (!st.active) return;
+  const int32_t* own = owner + st.b * shape.spatial();
+  uint32_t m = kNoPosition;
+  for (uint32_t p = lane; p < st.n; p += kWarpSize) {
+    if (own[window_voxel(shape, st.w, p)] == static_cast<int32_t>(st.k)) {
+      m = p;  // a lane's positions increase: its first owned one is its smallest
+      break;
+    }
   }
-  pipeline_voxel(x, input, target, shape, cfg, sv, b, z, y, xx, shuffled);
+  st.lane_min[lane] = m;
+}
+
+GENESIS_HD void window_first(WindowState& st) {
+  if (!st.active) return;
+  uint32_t m = kNoPosition;
+  for (int l = 0; l < kWarpSize; ++l) m = st.lane_min[l] < m ? st.lane_min[l] : m;
+  st.pmin = m;
+  st.active = m != kNoPosition;
+  st.first = m > 1u ? m : 1u;
+}
+
+GENESIS_HD void window_draws(const PipelineConfig& cfg, WindowState& st, uint32_t* perm, uint32_t* draws,
+                             uint32_t lane) {
+  if (!st.active) return;
+  const uint32_t n = st.n, first = st.first;
+  for (uint32_t p = lane; p < n; p += kWarpSize) perm[p] = p;
+  const Stream s(cfg.seed, st.sample, kShufflePerm, st.k);
+  for (uint32_t q = first / 4 + lane; 4 * q < n; q += kWarpSize) {
+    const Words4 w = s.block(q);
+    for (uint32_t r = 0; r < 4; ++r) {
+      const uint32_t i = 4 * q + r;
+      if (i >= first && i < n) draws[i] = uniform_below(w.w[r], i + 1u);
+    }
+  }
+}
+
+GENESIS_HD void window_swaps(const WindowState& st, uint32_t* perm, uint32_t* draws) {
+  if (!st.active) return;
+  for (uint32_t i = st.n - 1; i >= st.first; --i) {
+    const uint32_t j = draws[i];
+    draws[i] = perm[j];
+    perm[j] = perm[i];
+  }
+  draws[0] = perm[0];
+}
+
+GENESIS_HD void window_writes(const Shape& shape, int32_t* owner, const WindowState& st, const uint32_t* draws,
+                              uint32_t lane) {
+  if (!st.active) return;
+  int32_t* own = owner + st.b * shape.spatial();
+  for (uint32_t p = st.pmin + lane; p < st.n; p += kWarpSize) {
+    int32_t& o = own[window_voxel(shape, st.w, p)];
+    if (o == static_cast<int32_t>(st.k)) o = encode_source(window_voxel(shape, st.w, draws[p]));
+  }
+}
+
+// perm and draws of a block of the window kernel: shared memory, or its global slice.
+GENESIS_HD uint32_t* window_slice(bool in_shared, int64_t capacity, uint32_t* shared, uint32_t* global,
+                                  int64_t block) {
+  return in_shared ? shared : global + block * 2 * capacity;
+}
+
+// ---- the voxel kernel: kVoxelsPerThread consecutive voxels of one sample per thread --------------
+// Input (and target, if not null) of voxels 4g .. 4g+3 of sample b, all channels. The fill
+// noise of voxel v is word v of stream c, so one Philox block serves the group.
+template <typename T>
+GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input, T* __restrict__ target,
+                                 const Shape& shape, const PipelineConfig& cfg, const SampleParams* params,
+                                 const float* xs, const float* ys, const int32_t* grid, const int32_t* owner,
+                                 int64_t b, int64_t g) {
+  const SampleParams& p = params[b];  // a reference: a copy would put 176 bytes on every thread's stack
+  const int64_t S = shape.spatial(), v0 = g * kVoxelsPerThread;
+  const int count = static_cast<int>(min64(kVoxelsPerThread, S - v0));
+  const uint32_t sample = sample_index(cfg, b);
+  int64_t tgt_src[kVoxelsPerThread], in_src[kVoxelsPerThread];
+  bool noise[kVoxelsPerThread];
+  bool any_noise = false;
+  int64_t z, y, xx;
+  unravel(shape, v0, z, y, xx);
+GENESIS_UNROLL
+  for (int q = 0; q < kVoxelsPerThread; ++q) {
+    if (q < count) {
+      const int64_t v = v0 + q;
+      tgt_src[q] = flip_source(shape, p.flip_mask, z, y, xx);
+      in_src[q] = tgt_src[q];
+      if (p.shuffle) {
+        const int32_t o = owner[b * S + v];
+        if (o < -1) {  // encode_source: the window kernel's result
+          int64_t sz, sy, sx;
+          unravel(shape, -2 - static_cast<int64_t>(o), sz, sy, sx);
+          in_src[q] = flip_source(shape, p.flip_mask, sz, sy, sx);
+        }
+      }
+      noise[q] = paint_replaces(p, z, y, xx);
+      any_noise = any_noise || noise[q];
+      if (++xx == shape.dim[2]) {  // next voxel in row-major order
+        xx = 0;
+        if (++y == shape.dim[1]) {
+          y = 0;
+          ++z;
+        }
+      }
+    }
+  }
+  const float range = cfg.hi - cfg.lo;
+  for (int64_t c = 0; c < shape.channels; ++c) {
+    const int64_t plane = (b * shape.channels + c) * S;
+    Words4 nw{{0u, 0u, 0u, 0u}};
+    if (any_noise) nw = Stream(cfg.seed, sample, kNoise, static_cast<uint32_t>(c)).block(static_cast<uint32_t>(g));
+GENESIS_UNROLL
+    for (int q = 0; q < kVoxelsPerThread; ++q) {
+      if (q < count) {
+        const int64_t v = v0 + q;
+        if (target != nullptr) target[plane + v] = x[plane + tgt_src[q]];
+        T out;
+        if (noise[q]) {
+          out = FromFloat<T>::apply(noise_from_word(nw.w[q], cfg.lo, range));
+        } else if (p.nonlinear) {
+          out = FromFloat<T>::apply(intensity_map(xs + b * kCurvePoints, ys + b * kCurvePoints,
+                                                  grid + b * kCurveGridPoints, to_float(x[plane + in_src[q]]),
+                                                  cfg.lo, range, 1.0f / range));
+        } else {
+          out = x[plane + in_src[q]];
+        }
+        input[plane + v] = out;
+      }
+    }
+  }
 }
 
 }  // namespace genesis

@@ -97,23 +97,30 @@ GENESIS_HD Box draw_paint_box(const Stream& s, uint32_t base, const Shape& shape
 }
 
 // Shuffle window from its 2 nd words: side uniform in {1 .. max(1, dim/10)} (words 0..nd-1),
-// position uniform so that it fits (words nd..2nd-1).
-GENESIS_HD Box window_from_words(const uint32_t* w, const Shape& shape) {
+// position uniform so that it fits (words nd..2nd-1). ND is a template parameter so that every
+// array index is a constant after unrolling: the GPU keeps w and the box in registers (a
+// run-time index puts them on the thread's stack).
+template <int ND>
+GENESIS_HD Box window_from_words_nd(const uint32_t* w, const Shape& shape) {
   Box box;
+GENESIS_UNROLL
   for (int a = 0; a < 3; ++a) {
     box.start[a] = 0;
     box.size[a] = 1;
   }
-  const int first = shape.first_axis();
-  for (int a = first; a < 3; ++a) {
-    const int k_axis = a - first;
+GENESIS_UNROLL
+  for (int k_axis = 0; k_axis < ND; ++k_axis) {
+    const int a = 3 - ND + k_axis;
     const int64_t dim = shape.dim[a];
     const int64_t size = 1 + uniform_below(w[k_axis], static_cast<uint64_t>(max64(1, dim / 10)));
     box.size[a] = static_cast<int32_t>(size);
-    box.start[a] =
-        static_cast<int32_t>(uniform_below(w[shape.nd + k_axis], static_cast<uint64_t>(dim - size + 1)));
+    box.start[a] = static_cast<int32_t>(uniform_below(w[ND + k_axis], static_cast<uint64_t>(dim - size + 1)));
   }
   return box;
+}
+
+GENESIS_HD Box window_from_words(const uint32_t* w, const Shape& shape) {
+  return shape.nd == 3 ? window_from_words_nd<3>(w, shape) : window_from_words_nd<2>(w, shape);
 }
 
 // Shuffle window k of a sample (stream k of kShuffleWindow).
