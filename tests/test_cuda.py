@@ -20,7 +20,11 @@ SMALL_SHAPES = [(3, 2, 17, 9, 23), (2, 3, 24, 20), (2, 1, 1, 5, 3)]  # the NumPy
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 DEVICES = ["cuda:0", pytest.param("cuda:1", marks=pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs a second GPU"))]
-CFG = go.GenesisConfig(shuffle_p=0.7)
+
+
+def _id(v):
+    """Test ids without spaces: (3, 2, 17) -> 3x2x17, torch.float32 -> float32."""
+    return "x".join(map(str, v)) if isinstance(v, tuple) else str(v).replace("torch.", "")
 
 
 def _ops(windows=10000):
@@ -77,8 +81,8 @@ def test_cuda_kernels_were_built():
     assert go.has_cuda_kernels(), "torch sees a GPU but genesis_ops was built without CUDA kernels"
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
 @pytest.mark.parametrize("seed", [0, 2**64 - 1])
 def test_cuda_equals_cpu(shape, dtype, seed):
     """Every op at the paper's 10,000 windows, the fused pipeline and the single ops."""
@@ -89,8 +93,8 @@ def test_cuda_equals_cpu(shape, dtype, seed):
     assert torch.equal(xc.cpu(), x), "the input was written"
 
 
-@pytest.mark.parametrize("shape", SMALL_SHAPES, ids=str)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SMALL_SHAPES, ids=_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
 @pytest.mark.parametrize("name", list(SMALL_OPS))
 def test_cuda_equals_reference(shape, dtype, name):
     seed, offset = 2**63 + 12345, 7
@@ -105,7 +109,7 @@ def _only(**stages):
     return go.GenesisConfig(**off)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
 def test_single_op_is_its_pipeline_stage(dtype):
     """Single ops pass no target to the kernels (the target == nullptr branch, run only on a
     GPU); each must equal the fused pipeline with only its own stage on, which writes both."""
@@ -132,8 +136,8 @@ def _bezier_args(batch, device, seed=0):
     return cp.to(device), inc.to(device)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
-@pytest.mark.parametrize("value_range", [(0.0, 1.0), (-0.25, 2.0)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=_id)
+@pytest.mark.parametrize("value_range", [(0.0, 1.0), (-0.25, 2.0)], ids=_id)
 def test_bezier_equals_cpu_and_reference(dtype, value_range):
     x = _x((4, 2, 19, 11, 7), dtype, seed=8)
     cp, inc = _bezier_args(4, "cpu", seed=1)
@@ -162,7 +166,7 @@ def _layouts(x):
     return out
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=_id)
 def test_any_layout(dtype):
     x = _x((3, 2, 16, 12, 10), dtype, seed=9)  # C=2: channels_last_3d is then not contiguous
     want = {name: fn(go, x, 21) for name, fn in SMALL_OPS.items()}
