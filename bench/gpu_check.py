@@ -226,7 +226,7 @@ def step_build(c: Check) -> Dict:
     cmd = [c.python, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index", "--no-cache-dir",
            "--target", c.site, f"-Cbuild-dir={os.path.join(c.work, 'build')}", ROOT]
     r = c.run("build", cmd, c.time_for(300, reserve=150), env=env)
-    res = status_of(r, "built")
+    res = status_of(r, "pip install")
     res.update(command=r["command"], log=r["log"], cuda_archs=env.get("CUDAARCHS"))
     if res["status"] != "ok":
         return res

@@ -175,7 +175,10 @@ def test_any_layout(dtype):
         for name, fn in SMALL_OPS.items():
             assert_all_equal(fn(go, xv, 21), want[name], f"{name}, {layout}")
         cp, inc = _bezier_args(3, xv.device)
-        assert_bits_equal(go.bezier(xv, cp, inc), go.bezier(x, cp.cpu(), inc.cpu()), f"bezier, {layout}")
+        # the curve's parameters as strided views too
+        cp_view, inc_view = cp.t().contiguous().t(), torch.stack([inc, ~inc], dim=1)[:, 0]
+        assert not cp_view.is_contiguous() and not inc_view.is_contiguous()
+        assert_bits_equal(go.bezier(xv, cp_view, inc_view), go.bezier(x, cp.cpu(), inc.cpu()), f"bezier, {layout}")
         assert torch.equal(xv, before), f"{layout}: the input was written"
 
 
