@@ -28,6 +28,7 @@ Run as a script with the installed genesis_ops (and ``python/`` on PYTHONPATH fo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import os
@@ -186,6 +187,8 @@ def main(argv=None) -> int:
     ap.add_argument("--modes", default="model_only,device,workers_reference,workers_monai",
                     help="part-2 modes: model_only,device,workers_reference,workers_monai,workers_genesis_ops")
     ap.add_argument("--lr", type=float, default=1.0, help="SGD learning rate (paper: 1.0)")
+    ap.add_argument("--amp", choices=["none", "bf16"], default="none",
+                    help="mixed precision of the model step: bf16 autocast of forward and loss (default none)")
     ap.add_argument("--allow-fallback-model", action="store_true",
                     help="development only: a minimal conv net when models_genesis is missing")
     ap.add_argument("--seed", type=int, default=2024)
@@ -229,7 +232,7 @@ def main(argv=None) -> int:
     meta.update({"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "threads": threads,
                  "device": device, "model": model_desc, "width": width, "parameters": n_params,
                  "batch": B, "shape": "x".join(map(str, dims)), "optimizer": f"SGD lr={args.lr} momentum=0.9",
-                 "loss": "MSE(model(input), target)", "workers": workers,
+                 "loss": "MSE(model(input), target)", "workers": workers, "amp": args.amp,
                  "genesis_ops_file": getattr(go, "__file__", None)})
     try:
         meta["genesis_ops_build_info"] = go.build_info()
@@ -242,9 +245,14 @@ def main(argv=None) -> int:
 
     pool = torch.rand((max(32, B),) + dims, generator=torch.Generator().manual_seed(args.seed))
 
+    # bf16 autocast needs no gradient scaling (bf16 has float32's exponent range)
+    autocast = (lambda: torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)) \
+        if args.amp == "bf16" else contextlib.nullcontext
+
     def model_step(inp, tgt):
         opt.zero_grad(set_to_none=True)
-        loss = F.mse_loss(model(inp), tgt)
+        with autocast():
+            loss = F.mse_loss(model(inp), tgt)
         loss.backward()
         opt.step()
         return loss
@@ -262,7 +270,7 @@ def main(argv=None) -> int:
         return model_step(i, t)
     t_step = time_calls(full_step, device, warmup=1, min_reps=steps, max_reps=steps, budget_s=0.0)
     tr, mo, st = statistics.median(t_tr), statistics.median(t_model), statistics.median(t_step)
-    split = {"part": "step", "device": device, "width": width, "batch": B, "shape": meta["shape"],
+    split = {"part": "step", "device": device, "width": width, "batch": B, "shape": meta["shape"], "amp": args.amp,
              "threads": threads, "transform_ms": tr, "model_ms": mo, "step_ms": st,
              "transform_fraction": tr / (tr + mo), "transform_reps": len(t_tr), "model_reps": len(t_model),
              "step_reps": len(t_step), "transform_ms_per_sample": tr / B}
@@ -352,7 +360,8 @@ def main(argv=None) -> int:
             summary.append(f"{name} in {workers} workers reaches {100 * v:.1f}% of the model-only rate")
     summary.extend(notes)
     summary.append(f"transforms are {100 * split['transform_fraction']:.3f}% of a step's transform+model time"
-                   + (" (GPU target: < 5%)" if on_gpu else " (CPU, narrow width: not the GPU target)"))
+                   + (" (GPU target: < 2% of a paper U-Net step with AMP bf16)" if on_gpu
+                      else " (CPU, narrow width: not the GPU target)"))
     print("\n## summary")
     for s in summary:
         print("  " + s)
@@ -381,7 +390,8 @@ def markdown(doc) -> str:
            + (f"; GPU {m['cuda_device']}" if m.get("cuda_device") else "")
            + f"; load average start {m['load_average_start']}, end {m.get('load_average_end')}",
            f"- torch {m['torch']}, threads **{m['threads']}**, device **{m['device']}**",
-           f"- model: {m['model']} ({m['parameters']:,} parameters); {m['optimizer']}; {m['loss']}",
+           f"- model: {m['model']} ({m['parameters']:,} parameters); {m['optimizer']}; {m['loss']}; "
+           f"mixed precision: {m.get('amp', 'none')}",
            f"- batch {m['batch']} of {m['shape']}; DataLoader workers for the usual setup: {m['workers']}",
            f"- command: `{m['command']}`", "",
            "## One step (median)", "",
