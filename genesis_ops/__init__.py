@@ -42,21 +42,27 @@ __all__ = [
 
 
 def has_cuda_kernels() -> bool:
-    """True when the CUDA kernels were compiled into this build."""
-    return torch._C._dispatch_has_kernel_for_dispatch_key("genesis::models_genesis", "CUDA")
+    """True when the CUDA kernels were compiled into this build (a build without them registers
+    CUDA kernels too, which only raise an error saying how to get the real ones)."""
+    from . import _build_info
+
+    return bool(_build_info.WITH_CUDA)
 
 
 def build_info() -> dict:
-    """How this build was made: torch it was compiled against, CUDA kernels and architectures."""
+    """How this build was made (CUDA kernels and architectures, torch it was compiled against)
+    and the runtime it is loaded in."""
     from . import _build_info as b
 
     return {
         "version": __version__,
         "built_with_torch": b.TORCH_VERSION,
-        "built_with_torch_cuda": b.TORCH_CUDA_VERSION or None,
         "stable_abi_min_torch": b.STABLE_ABI_TARGET,
         "runtime_torch": torch.__version__,
-        "cuda_kernels": bool(b.WITH_CUDA) and has_cuda_kernels(),
+        "runtime_torch_cuda": torch.version.cuda,
+        "cuda_kernels": has_cuda_kernels(),
+        # sm_XY: machine code for compute capability X.Y (and X.y, y > Y); compute_XY: PTX, compiled
+        # by the driver for any GPU of capability >= X.Y.
         "cuda_archs": b.CUDA_ARCHS.split(";") if b.CUDA_ARCHS else [],
         "nvcc_version": b.CUDA_COMPILER_VERSION or None,
         "cuda_available": torch.cuda.is_available(),
