@@ -74,34 +74,42 @@ __all__ = [
 def has_cuda_kernels() -> bool:
     """Whether this build holds the CUDA kernels of torch.ops.genesis.
 
+    A build without them registers CUDA kernels too, which only raise an error saying how to get
+    the real ones, so this reads the build facts rather than the dispatcher.
+
     Returns:
         bool: True when the extension was compiled with CUDA (the ops then run on CUDA tensors);
         it says nothing about whether a GPU is present (see torch.cuda.is_available()).
     """
-    return torch._C._dispatch_has_kernel_for_dispatch_key("genesis::models_genesis", "CUDA")
+    from . import _build_info
+
+    return bool(_build_info.WITH_CUDA)
 
 
 def build_info() -> dict:
     """How this build was made and what it runs on.
 
     Returns:
-        dict: ``version`` (str, genesis_ops); ``built_with_torch`` (str) and
-        ``built_with_torch_cuda`` (str or None): the torch the extension was compiled against;
-        ``stable_abi_min_torch`` (str): the oldest torch its stable ABI supports;
-        ``runtime_torch`` (str): the torch imported now; ``cuda_kernels`` (bool): CUDA kernels
-        compiled in and registered; ``cuda_archs`` (list[str]): their CUDA architectures;
-        ``nvcc_version`` (str or None); ``cuda_available`` (bool): torch sees a GPU;
-        ``num_threads`` (int): torch's intra-op threads (the CPU kernels' parallelism).
+        dict: ``version`` (str, genesis_ops); ``built_with_torch`` (str): the torch whose
+        stable-ABI headers the extension was compiled against; ``stable_abi_min_torch`` (str):
+        the oldest torch it supports; ``runtime_torch`` (str) and ``runtime_torch_cuda`` (str or
+        None): the torch imported now; ``cuda_kernels`` (bool): CUDA kernels compiled in;
+        ``cuda_archs`` (list[str]): their targets, ``sm_XY`` (machine code for compute capability
+        X.Y and X.y, y > Y) or ``compute_XY`` (PTX, compiled by the driver for any GPU of
+        capability >= X.Y); ``nvcc_version`` (str or None); ``cuda_available`` (bool): torch sees
+        a GPU; ``num_threads`` (int): torch's intra-op threads (the CPU kernels' parallelism).
     """
     from . import _build_info as b
 
     return {
         "version": __version__,
         "built_with_torch": b.TORCH_VERSION,
-        "built_with_torch_cuda": b.TORCH_CUDA_VERSION or None,
         "stable_abi_min_torch": b.STABLE_ABI_TARGET,
         "runtime_torch": torch.__version__,
-        "cuda_kernels": bool(b.WITH_CUDA) and has_cuda_kernels(),
+        "runtime_torch_cuda": torch.version.cuda,
+        "cuda_kernels": has_cuda_kernels(),
+        # sm_XY: machine code for compute capability X.Y (and X.y, y > Y); compute_XY: PTX, compiled
+        # by the driver for any GPU of capability >= X.Y.
         "cuda_archs": b.CUDA_ARCHS.split(";") if b.CUDA_ARCHS else [],
         "nvcc_version": b.CUDA_COMPILER_VERSION or None,
         "cuda_available": torch.cuda.is_available(),
