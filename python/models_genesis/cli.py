@@ -11,13 +11,18 @@ import typing
 from dataclasses import MISSING, fields
 from typing import Any, Dict, List, Mapping, Optional
 
-from .config import (CPU_AUTO, DEFAULT_PRETRAIN_OUT, FINETUNE_DEMO_CPU, FINETUNE_DEMO_GPU, FINETUNE_FULL,
-                     GPU_AUTO, PRETRAIN_DEMO_CPU, PRETRAIN_DEMO_GPU, PRETRAIN_FULL, FinetuneConfig, PretrainConfig)
-from .data import Preprocessing
+# The settings modules (config, data) are imported inside the functions: config takes the
+# transform defaults from genesis_ops, whose compiled extension may be missing, and main() turns
+# that into a one-line error instead of a traceback at import time.
+IMPORT_HINT = "is genesis_ops installed? `pip install .` at the repository root"
 
-CUBE_HELP = ("cube size in voxels along the three array axes of the canonical (RAS) volume, i.e. "
-             "rows cols depth (slices); each a multiple of 8. Paper: 64 64 32. Default: "
-             f"{' '.join(map(str, CPU_AUTO['cube']))} on CPU, {' '.join(map(str, GPU_AUTO['cube']))} on CUDA")
+
+def _cube_help() -> str:
+    from .config import CPU_AUTO, GPU_AUTO
+
+    return ("cube size in voxels along the three array axes of the canonical (RAS) volume, i.e. "
+            "rows cols depth (slices); each a multiple of 8. Paper: 64 64 32. Default: "
+            f"{' '.join(map(str, CPU_AUTO['cube']))} on CPU, {' '.join(map(str, GPU_AUTO['cube']))} on CUDA")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -124,6 +129,8 @@ def _add_common(flag: _Flags) -> None:
 
 
 def _add_data(flag: _Flags) -> None:
+    from .data import Preprocessing
+
     flag.group("data preprocessing")
     flag("modality", choices=["ct", "mri"],
          help="ct: clip to --hu-window and scale to [0, 1]; mri: per-volume normalisation (--mri-norm)")
@@ -138,6 +145,9 @@ def _add_data(flag: _Flags) -> None:
 
 def _add_sizes(flag: _Flags, task: str) -> None:
     """--epochs, --steps-per-epoch, --batch-size, --cube (help built from the schedules)."""
+    from .config import (CPU_AUTO, FINETUNE_DEMO_CPU, FINETUNE_DEMO_GPU, FINETUNE_FULL, GPU_AUTO, PRETRAIN_DEMO_CPU,
+                         PRETRAIN_DEMO_GPU, PRETRAIN_FULL)
+
     sched = ((PRETRAIN_DEMO_CPU, PRETRAIN_DEMO_GPU, PRETRAIN_FULL) if task == "pretrain"
              else (FINETUNE_DEMO_CPU, FINETUNE_DEMO_GPU, FINETUNE_FULL))
     flag("epochs", type=_positive_int, metavar="N", help=_schedule_help("epochs", *sched, "epochs"))
@@ -147,10 +157,12 @@ def _add_sizes(flag: _Flags, task: str) -> None:
     flag("batch_size", type=_positive_int, metavar="N",
          help=("cubes per step per process" if task == "pretrain" else "cubes per step")
          + f" (default: {CPU_AUTO['batch_size']} on CPU, {GPU_AUTO['batch_size']} on CUDA)")
-    flag("cube", nargs=3, type=_cube_side, metavar=("X", "Y", "Z"), help=CUBE_HELP)
+    flag("cube", nargs=3, type=_cube_side, metavar=("X", "Y", "Z"), help=_cube_help())
 
 
 def _add_pretrain(sub) -> None:
+    from .config import CPU_AUTO, GPU_AUTO, PretrainConfig
+
     p = sub.add_parser("pretrain", help="self-supervised pretraining (no --data: short demo on the bundled CT)",
                        description="Pretrain the 3D U-Net to restore Models-Genesis-corrupted cubes (MSE). "
                                    "Without --data, runs a short demo on the bundled abdominal CT. Writes "
@@ -202,6 +214,8 @@ def _add_pretrain(sub) -> None:
 
 
 def _add_finetune(sub) -> None:
+    from .config import CPU_AUTO, DEFAULT_PRETRAIN_OUT, GPU_AUTO, FinetuneConfig
+
     f = sub.add_parser("finetune", help="fine-tune for segmentation or classification (--demo: bundled vertebrae)",
                        description="Fine-tune from pretrained weights (ours or the published format) or from scratch. "
                                    "Segmentation trains the full U-Net with Dice + BCE and reports Dice/IoU; "
@@ -263,6 +277,8 @@ def _add_predict(sub) -> None:
 
 
 def _add_preview(sub) -> None:
+    from .data import Preprocessing
+
     v = sub.add_parser("preview", help="PNG of one slice through the original and each transform",
                        description="Apply each Models Genesis transform (flip, local shuffle, non-linear, in-painting, "
                                    "out-painting, and the full pipeline) to a volume and save one axial slice of each.")
@@ -317,6 +333,7 @@ def config_from_args(cls, a: argparse.Namespace, **override: Any):
 
 
 def _cmd_pretrain(a) -> int:
+    from .config import PretrainConfig
     from .pretrain import pretrain
 
     cfg = config_from_args(PretrainConfig, a)
@@ -329,6 +346,7 @@ def _cmd_pretrain(a) -> int:
 
 
 def _cmd_finetune(a) -> int:
+    from .config import DEFAULT_PRETRAIN_OUT, FinetuneConfig
     from .finetune import finetune, finetune_demo
 
     weights = a.weights
@@ -463,7 +481,11 @@ COMMANDS = {"pretrain": _cmd_pretrain, "finetune": _cmd_finetune, "predict": _cm
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``genesis-ops``; returns the exit status (0 ok, 1 failure, 2 usage error)."""
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ImportError as e:
+        print(f"genesis-ops: error: {e} ({IMPORT_HINT})", file=sys.stderr)
+        return 1
     try:
         a = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
@@ -486,8 +508,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     except ImportError as e:
-        print(f"{prog}: error: {e} (is genesis_ops installed? `pip install .` at the repository root)",
-              file=sys.stderr)
+        print(f"{prog}: error: {e} ({IMPORT_HINT})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted (the last checkpoint written stays loadable)", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Run settings: the configs of pretraining and fine-tuning, their defaults and schedules.
 
-Every default lives here (or, for preprocessing, on :class:`data.Preprocessing`); the command line
+Every default lives here, or where it belongs to a lower layer: the transforms' on
+``genesis_ops.GenesisConfig``, the preprocessing's on :class:`data.Preprocessing`. The command line
 builds its flags and their defaults from these dataclasses' fields.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from genesis_ops import GenesisConfig
 
 from .data import Preprocessing
 from .utils import UsageError
@@ -126,13 +128,13 @@ class PretrainConfig(RunConfig):
     val_batches: int = 4
     patience: int = 20                        # early stopping; 0 disables
     compile: bool = False
-    # transforms (paper defaults)
-    flip_p: float = 0.4
-    shuffle_p: float = 0.5
-    num_windows: int = 10000
-    nonlinear_p: float = 0.9
-    paint_p: float = 0.9
-    inpaint_rate: float = 0.2
+    # transforms (the paper's settings, as genesis_ops.GenesisConfig's defaults)
+    flip_p: float = GenesisConfig.flip_p
+    shuffle_p: float = GenesisConfig.shuffle_p
+    num_windows: int = GenesisConfig.num_windows
+    nonlinear_p: float = GenesisConfig.nonlinear_p
+    paint_p: float = GenesisConfig.paint_p
+    inpaint_rate: float = GenesisConfig.inpaint_rate
     # cube sampling
     min_foreground: float = 0.5
     air_value: float = 0.05
