@@ -32,15 +32,28 @@ CHECKPOINT_VERSION = 1
 
 
 def amp_dtype(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
-    """The autocast dtype training uses on ``device``: bfloat16 on CUDA where supported, else float16
-    (which then needs loss scaling); None (float32) on the CPU or when ``enabled`` is False."""
+    """The autocast dtype training uses on ``device``.
+
+    Args:
+        device: the training device.
+        enabled: mixed precision wanted (``--no-amp`` turns it off).
+
+    Returns:
+        bfloat16 on CUDA where supported, else float16 (which then needs loss scaling); None
+        (float32) on the CPU or when ``enabled`` is False.
+    """
     if device.type == "cuda" and enabled:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return None
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    """An autocast context for ``device`` in ``dtype``; a disabled one when ``dtype`` is None."""
+    """An autocast context for ``device`` in ``dtype``; a disabled one when ``dtype`` is None.
+
+    Args:
+        device: where the forward pass runs.
+        dtype: from :func:`amp_dtype` (or explicit, e.g. float16 on the CPU in tests).
+    """
     if dtype is None:
         return torch.autocast(device_type=device.type, enabled=False)
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -72,11 +85,17 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def prepare_model(model: nn.Module, device: torch.device, distributed: bool = False,
                   compile: bool = False) -> nn.Module:
-    """The module the training step calls: ``model`` wrapped in DDP (when ``distributed``; the
-    process group must be initialised) and then ``torch.compile`` (when ``compile``).
+    """The module the training step calls.
 
-    Checkpoints are always written from ``model`` itself (see :func:`unwrap`), so their keys carry
-    neither ``module.`` nor ``_orig_mod.`` prefixes.
+    Args:
+        model: the model, already on ``device``.
+        device: the training device (DDP pins CUDA models to ``device.index``).
+        distributed: wrap in ``DistributedDataParallel`` (the process group must be initialised).
+        compile: then wrap in ``torch.compile``.
+
+    Returns:
+        ``model`` itself when neither applies. Checkpoints are always written from the plain model
+        (see :func:`unwrap`), so their keys carry neither ``module.`` nor ``_orig_mod.`` prefixes.
     """
     out = model
     if distributed:
@@ -281,7 +300,16 @@ class Task(Protocol):
 
 def run_epoch(step: TrainStep, next_batch: Callable[[], Batch], n_steps: int, progress: Progress,
               epoch: int, world_size: int = 1) -> float:
-    """``n_steps`` training steps on batches from ``next_batch()``; returns the mean loss.
+    """``n_steps`` training steps on batches from ``next_batch()``.
+
+    Args:
+        step: the training step.
+        next_batch: returns ``(inputs (B, C, X, Y, Z), targets)``.
+        n_steps: steps to run; progress: the epoch's progress line; epoch: for messages.
+        world_size: processes (progress counts samples over all of them).
+
+    Returns:
+        The mean loss over the steps.
 
     Raises:
         FloatingPointError: when the loss becomes NaN or infinite (names the epoch, step and lr).
