@@ -4,7 +4,9 @@
 Part 1 (step split): one pretraining step of the paper's 3D U-Net at the paper's settings
 (batch 6 of 1x64x64x32, SGD lr 1.0 momentum 0.9, MSE against the target) is timed as
   * transform time: ``genesis_ops.models_genesis`` on the batch, on the training device;
-  * model time: forward + MSE + backward + optimizer step.
+  * model time: forward + MSE + backward + optimizer step, through the training engine's
+    ``models_genesis.engine.TrainStep`` (the step pretraining runs: on CUDA under autocast,
+    bfloat16 where supported; float32 on the CPU). The precision is printed and recorded.
 On a GPU the paper's width (32, 19.1M parameters) is used; on a CPU a narrow width (default 8)
 so that a step takes seconds rather than minutes; the width is printed and recorded.
 
