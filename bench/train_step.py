@@ -4,7 +4,9 @@
 Part 1 (step split): one pretraining step of the paper's 3D U-Net at the paper's settings
 (batch 6 of 1x64x64x32, SGD lr 1.0 momentum 0.9, MSE against the target) is timed as
   * transform time: ``genesis_ops.models_genesis`` on the batch, on the training device;
-  * model time: forward + MSE + backward + optimizer step.
+  * model time: forward + MSE + backward + optimizer step, through the training engine's
+    ``models_genesis.engine.TrainStep`` (the step pretraining runs: on CUDA under autocast,
+    bfloat16 where supported; float32 on the CPU). The precision is printed and recorded.
 On a GPU the paper's width (32, 19.1M parameters) is used; on a CPU a narrow width (default 8)
 so that a step takes seconds rather than minutes; the width is printed and recorded.
 
@@ -56,23 +58,50 @@ except ImportError as exc:  # pragma: no cover
     sys.exit(f"bench/train_step.py needs the installed genesis_ops package: {exc}")
 
 
-def load_unet(width: int, allow_fallback: bool):
-    """The models_genesis UNet3D; python/ is tried when it is not importable already."""
+def _import_models_genesis():
+    """models_genesis (UNet3D and the training engine); python/ is tried when it is not importable
+    already. Raises ImportError when it is missing."""
     try:
-        from models_genesis.model import UNet3D
+        import models_genesis  # noqa: F401
     except ImportError:
         if os.path.isdir(_PY) and _PY not in sys.path:
             sys.path.append(_PY)
-        try:
-            from models_genesis.model import UNet3D
-        except ImportError as exc:
-            if not allow_fallback:
-                sys.exit(f"models_genesis.model.UNet3D not importable ({exc}); "
-                         "set PYTHONPATH=python or pass --allow-fallback-model")
-            print(f"# WARNING: models_genesis not importable ({exc}); using the FALLBACK minimal "
-                  "conv net: the model times are NOT those of the paper's U-Net")
-            return _FallbackNet(width), "FALLBACK minimal conv net (not the paper's U-Net)"
-    return UNet3D(in_channels=1, n_classes=1, width=width), f"models_genesis.model.UNet3D(width={width})"
+    from models_genesis.engine import TrainStep
+    from models_genesis.model import UNet3D
+
+    return UNet3D, TrainStep
+
+
+def load_unet(width: int, allow_fallback: bool):
+    """``(model, description, TrainStep class)``: the models_genesis UNet3D trained by the engine's
+    TrainStep (the step pretraining runs: mixed precision on CUDA), or with ``allow_fallback`` a
+    minimal conv net and a plain float32 step when models_genesis is not importable."""
+    try:
+        UNet3D, TrainStep = _import_models_genesis()
+    except ImportError as exc:
+        if not allow_fallback:
+            sys.exit(f"models_genesis not importable ({exc}); "
+                     "set PYTHONPATH=python or pass --allow-fallback-model")
+        print(f"# WARNING: models_genesis not importable ({exc}); using the FALLBACK minimal "
+              "conv net: the model times are NOT those of the paper's U-Net")
+        return _FallbackNet(width), "FALLBACK minimal conv net (not the paper's U-Net)", _FallbackStep
+    return UNet3D(in_channels=1, n_classes=1, width=width), f"models_genesis.model.UNet3D(width={width})", TrainStep
+
+
+class _FallbackStep:
+    """Development stand-in for models_genesis.engine.TrainStep (float32, no scaler)."""
+
+    dtype = None
+
+    def __init__(self, model, optimizer, device, loss_fn, **_):
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+
+    def __call__(self, inp, tgt):
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(inp), tgt)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
 
 
 class _FallbackNet(nn.Module):
@@ -172,7 +201,10 @@ def parse_shape(s):
     return dims
 
 
-def main(argv=None) -> int:
+MODES = ("device", "workers_reference", "workers_monai", "workers_genesis_ops", "model_only")
+
+
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="few steps, narrow width (about a minute on CPU)")
     ap.add_argument("--device", default=None, help="cuda when present, else cpu")
@@ -187,161 +219,166 @@ def main(argv=None) -> int:
     ap.add_argument("--modes", default="model_only,device,workers_reference,workers_monai",
                     help="part-2 modes: model_only,device,workers_reference,workers_monai,workers_genesis_ops")
     ap.add_argument("--lr", type=float, default=1.0, help="SGD learning rate (paper: 1.0)")
-    ap.add_argument("--amp", choices=["none", "bf16"], default="none",
-                    help="mixed precision of the model step: bf16 autocast of forward and loss (default none)")
+    ap.add_argument("--amp", choices=["auto", "none", "bf16"], default="auto",
+                    help="mixed precision of the model step: auto (the engine's choice, as pretraining: "
+                         "bf16 autocast on CUDA where supported, float32 on the CPU), none (float32) or bf16")
     ap.add_argument("--allow-fallback-model", action="store_true",
                     help="development only: a minimal conv net when models_genesis is missing")
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        print("# CUDA requested but not available: nothing to do (GPU numbers pending)")
-        return 0
-    threads = set_threads(args.threads)
-    on_gpu = device.startswith("cuda")
-    width = args.width or (32 if on_gpu else (4 if args.quick else 8))
-    steps = args.steps or (3 if args.quick else (20 if on_gpu else 5))
-    loop_steps = args.loop_steps or (3 if args.quick else (50 if on_gpu else 6))
-    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
-    modes = [m for m in args.modes.split(",") if m]
-    for m in modes:
-        if m not in ("device", "workers_reference", "workers_monai", "workers_genesis_ops", "model_only"):
+    args.modes = [m for m in args.modes.split(",") if m]
+    for m in args.modes:
+        if m not in MODES:
             ap.error(f"--modes: unknown mode {m!r}")
-    notes: List[str] = []
-    if "workers_monai" in modes:
-        from transforms import import_monai
+    return args
 
-        if import_monai()[0] is None:
-            modes.remove("workers_monai")
-            notes.append("workers_monai skipped: MONAI not importable")
-            print("# note: MONAI not importable: workers_monai skipped")
-    B, dims = args.batch, args.shape
-    torch.manual_seed(args.seed)
-    torch.set_flush_denormal(True)
 
-    model, model_desc = load_unet(width, args.allow_fallback_model)
-    model = model.to(device)
-    n_params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=0.0)
-    cfg = go.GenesisConfig()
+class Bench:
+    """One benchmark run: the settings resolved from the arguments, the model and its training
+    step, and the pool of raw cubes every part draws from."""
 
-    meta = machine_info()
-    meta.update({"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "threads": threads,
-                 "device": device, "model": model_desc, "width": width, "parameters": n_params,
-                 "batch": B, "shape": "x".join(map(str, dims)), "optimizer": f"SGD lr={args.lr} momentum=0.9",
-                 "loss": "MSE(model(input), target)", "workers": workers, "amp": args.amp,
-                 "genesis_ops_file": getattr(go, "__file__", None)})
-    try:
-        meta["genesis_ops_build_info"] = go.build_info()
-    except Exception as exc:  # pragma: no cover
-        meta["genesis_ops_build_info"] = f"unavailable: {exc}"
-    print(f"# train-step benchmark ({meta['time_utc']}): {model_desc}, {n_params:,} parameters, device {device}"
-          + (f" ({meta.get('cuda_device')})" if on_gpu else ""))
-    print(f"# cpu: {meta['cpu_model']} x{meta['logical_cpus']}  torch {meta['torch']}  threads={threads}  "
-          f"load avg={meta['load_average_start']}  batch {B} of {meta['shape']}")
+    def __init__(self, args):
+        self.args = args
+        self.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.on_gpu = self.device.startswith("cuda")
+        self.threads = set_threads(args.threads)
+        self.width = args.width or (32 if self.on_gpu else (4 if args.quick else 8))
+        self.steps = args.steps or (3 if args.quick else (20 if self.on_gpu else 5))
+        self.loop_steps = args.loop_steps or (3 if args.quick else (50 if self.on_gpu else 6))
+        self.workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+        self.modes = list(args.modes)
+        self.notes: List[str] = []
+        self.B, self.dims = args.batch, args.shape
+        self.cfg = go.GenesisConfig()
 
-    pool = torch.rand((max(32, B),) + dims, generator=torch.Generator().manual_seed(args.seed))
+    def drop_missing_monai(self) -> None:
+        if "workers_monai" in self.modes:
+            from transforms import import_monai
 
-    # bf16 autocast needs no gradient scaling (bf16 has float32's exponent range)
-    autocast = (lambda: torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)) \
-        if args.amp == "bf16" else contextlib.nullcontext
+            if import_monai()[0] is None:
+                self.modes.remove("workers_monai")
+                self.notes.append("workers_monai skipped: MONAI not importable")
+                print("# note: MONAI not importable: workers_monai skipped")
 
-    def model_step(inp, tgt):
-        opt.zero_grad(set_to_none=True)
-        with autocast():
-            loss = F.mse_loss(model(inp), tgt)
-        loss.backward()
-        opt.step()
-        return loss
+    def build(self) -> None:
+        """Model, optimiser (the paper's SGD) and the training step; the pool of raw cubes."""
+        args = self.args
+        torch.manual_seed(args.seed)
+        torch.set_flush_denormal(True)
+        model, self.model_desc, step_cls = load_unet(self.width, args.allow_fallback_model)
+        self.model = model.to(self.device)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        opt = torch.optim.SGD(self.model.parameters(), lr=args.lr, momentum=0.9, weight_decay=0.0)
+        # --amp auto: the engine's choice (bf16 autocast on CUDA where supported, else fp16 with a
+        # GradScaler; float32 on the CPU), the step pretraining runs
+        self.train_step = step_cls(self.model, opt, torch.device(self.device),
+                                   lambda pred, tgt: F.mse_loss(pred.float(), tgt.float()),
+                                   amp=args.amp != "none",
+                                   dtype=torch.bfloat16 if args.amp == "bf16" else None)
+        self.amp = str(self.train_step.dtype).replace("torch.", "") if self.train_step.dtype else "float32"
+        self.pool = torch.rand((max(32, self.B),) + self.dims, generator=torch.Generator().manual_seed(args.seed))
 
-    # ---------------- part 1: one step, split -------------------------------------------------
-    x = pool[:B].to(device)
-    inp, tgt = go.models_genesis(x, config=cfg, seed=args.seed)
-    t_tr = time_calls(lambda r: go.models_genesis(x, config=cfg, seed=args.seed + 1000 + r), device,
-                      warmup=2, min_reps=max(steps, 5), max_reps=max(steps, 50), budget_s=1.0)
-    t_model = time_calls(lambda r: model_step(inp, tgt), device, warmup=2, min_reps=steps, max_reps=steps,
-                         budget_s=0.0)
+    def describe(self) -> Dict:
+        meta = machine_info()
+        meta.update({"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "threads": self.threads,
+                     "device": self.device, "model": self.model_desc, "width": self.width,
+                     "parameters": self.n_params, "batch": self.B, "shape": "x".join(map(str, self.dims)),
+                     "optimizer": f"SGD lr={self.args.lr} momentum=0.9", "precision": self.amp,
+                     "loss": "MSE(model(input), target)", "workers": self.workers,
+                     "genesis_ops_file": getattr(go, "__file__", None)})
+        try:
+            meta["genesis_ops_build_info"] = go.build_info()
+        except Exception as exc:  # pragma: no cover
+            meta["genesis_ops_build_info"] = f"unavailable: {exc}"
+        print(f"# train-step benchmark ({meta['time_utc']}): {self.model_desc}, {self.n_params:,} parameters, "
+              f"device {self.device}" + (f" ({meta.get('cuda_device')})" if self.on_gpu else "")
+              + f", precision {self.amp}")
+        print(f"# cpu: {meta['cpu_model']} x{meta['logical_cpus']}  torch {meta['torch']}  threads={self.threads}  "
+              f"load avg={meta['load_average_start']}  batch {self.B} of {meta['shape']}")
+        self.meta = meta
+        return meta
 
-    def full_step(r):
-        i, t = go.models_genesis(x, config=cfg, seed=args.seed + 5000 + r)
-        return model_step(i, t)
-    t_step = time_calls(full_step, device, warmup=1, min_reps=steps, max_reps=steps, budget_s=0.0)
-    tr, mo, st = statistics.median(t_tr), statistics.median(t_model), statistics.median(t_step)
-    split = {"part": "step", "device": device, "width": width, "batch": B, "shape": meta["shape"], "amp": args.amp,
-             "threads": threads, "transform_ms": tr, "model_ms": mo, "step_ms": st,
-             "transform_fraction": tr / (tr + mo), "transform_reps": len(t_tr), "model_reps": len(t_model),
-             "step_reps": len(t_step), "transform_ms_per_sample": tr / B}
-    print(f"\n## one pretraining step (median): transforms {tr:.3f} ms | model fwd+bwd+step {mo:.1f} ms | "
-          f"whole step {st:.1f} ms | transforms = {100 * split['transform_fraction']:.3f}% of transform+model")
+    # ---------------- part 1: one step, split ---------------------------------------------------
+    def step_split(self) -> Dict:
+        """Median transform time, model time (forward + MSE + backward + step) and whole step."""
+        args, cfg, device, B = self.args, self.cfg, self.device, self.B
+        x = self.pool[:B].to(device)
+        inp, tgt = go.models_genesis(x, config=cfg, seed=args.seed)
+        t_tr = time_calls(lambda r: go.models_genesis(x, config=cfg, seed=args.seed + 1000 + r), device,
+                          warmup=2, min_reps=max(self.steps, 5), max_reps=max(self.steps, 50), budget_s=1.0)
+        t_model = time_calls(lambda r: self.train_step(inp, tgt), device, warmup=2, min_reps=self.steps,
+                             max_reps=self.steps, budget_s=0.0)
 
-    # ---------------- part 2: whole loop -------------------------------------------------------
-    loops: List[Dict] = []
-    n_total = (loop_steps + 2) * B
+        def full_step(r):
+            i, t = go.models_genesis(x, config=cfg, seed=args.seed + 5000 + r)
+            return self.train_step(i, t)
+        t_step = time_calls(full_step, device, warmup=1, min_reps=self.steps, max_reps=self.steps, budget_s=0.0)
+        tr, mo, st = statistics.median(t_tr), statistics.median(t_model), statistics.median(t_step)
+        split = {"part": "step", "device": device, "width": self.width, "batch": B, "shape": self.meta["shape"],
+                 "amp": self.amp,
+                 "threads": self.threads, "transform_ms": tr, "model_ms": mo, "step_ms": st,
+                 "transform_fraction": tr / (tr + mo), "transform_reps": len(t_tr), "model_reps": len(t_model),
+                 "step_reps": len(t_step), "transform_ms_per_sample": tr / B}
+        print(f"\n## one pretraining step (median): transforms {tr:.3f} ms | model fwd+bwd+step {mo:.1f} ms | "
+              f"whole step {st:.1f} ms | transforms = {100 * split['transform_fraction']:.3f}% of transform+model")
+        return split
 
-    def run_loop(mode: str) -> Dict:
-        warm = 2
+    # ---------------- part 2: whole loop --------------------------------------------------------
+    def batches(self, mode: str, warm: int):
+        """``(iterator of (input, target) on the device, DataLoader workers)`` for a loop mode."""
+        args, cfg, pool, B, device = self.args, self.cfg, self.pool, self.B, self.device
+        n_total = (self.loop_steps + 2) * B
         if mode == "model_only":
             pairs = [go.models_genesis(pool[:B], config=cfg, seed=args.seed + k) for k in range(2)]
             pairs = [(a.to(device), b.to(device)) for a, b in pairs]
-
-            def batches():
-                for k in range(loop_steps + warm):
-                    yield pairs[k % 2]
-            it, nw = batches(), 0
-        elif mode == "device":
+            return (pairs[k % 2] for k in range(self.loop_steps + warm)), 0
+        if mode == "device":
             dl = torch.utils.data.DataLoader(RawCubes(pool, n_total), batch_size=B, shuffle=True, num_workers=0,
-                                             pin_memory=on_gpu, drop_last=True,
+                                             pin_memory=self.on_gpu, drop_last=True,
                                              generator=torch.Generator().manual_seed(args.seed))
-
-            def batches():
-                for k, xb in enumerate(dl):
-                    xb = xb.to(device, non_blocking=True)
-                    yield go.models_genesis(xb, config=cfg, seed=args.seed + 10_000 + k)
-            it, nw = batches(), 0
+            return (go.models_genesis(xb.to(device, non_blocking=True), config=cfg, seed=args.seed + 10_000 + k)
+                    for k, xb in enumerate(dl)), 0
+        if mode == "workers_monai":
+            ds = WorkerMonai(pool, n_total, cfg, args.seed + 30_000)
         else:
-            if mode == "workers_monai":
-                ds = WorkerMonai(pool, n_total, cfg, args.seed + 30_000)
-            else:
-                impl = "reference" if mode == "workers_reference" else "genesis_ops"
-                ds = WorkerTransformed(pool, n_total, cfg, args.seed + 20_000, impl)
-            dl = torch.utils.data.DataLoader(ds, batch_size=B, shuffle=True, num_workers=workers,
-                                             pin_memory=on_gpu, drop_last=True, worker_init_fn=_worker_init,
-                                             prefetch_factor=2 if workers > 0 else None,
-                                             persistent_workers=False,
-                                             generator=torch.Generator().manual_seed(args.seed))
+            impl = "reference" if mode == "workers_reference" else "genesis_ops"
+            ds = WorkerTransformed(pool, n_total, cfg, args.seed + 20_000, impl)
+        w = self.workers
+        dl = torch.utils.data.DataLoader(ds, batch_size=B, shuffle=True, num_workers=w,
+                                         pin_memory=self.on_gpu, drop_last=True, worker_init_fn=_worker_init,
+                                         prefetch_factor=2 if w > 0 else None, persistent_workers=False,
+                                         generator=torch.Generator().manual_seed(args.seed))
+        return ((a.to(device, non_blocking=True), b.to(device, non_blocking=True)) for a, b in dl), w
 
-            def batches():
-                for a, b in dl:
-                    yield a.to(device, non_blocking=True), b.to(device, non_blocking=True)
-            it, nw = batches(), workers
+    def run_loop(self, mode: str) -> Dict:
+        """``loop_steps`` timed training steps (after 2 warm-up steps) on the batches of ``mode``."""
+        warm, device = 2, self.device
+        it, nw = self.batches(mode, warm)
         t0 = None
         done = 0
         for k, (a, b) in enumerate(it):
             if k == warm:
                 sync(device)
                 t0 = time.perf_counter()
-            model_step(a, b)
+            self.train_step(a, b)
             if k >= warm:
                 done += 1
-            if done >= loop_steps:
+            if done >= self.loop_steps:
                 break
         sync(device)
         dt = time.perf_counter() - t0
-        rec = {"part": "loop", "mode": mode, "device": device, "width": width, "batch": B,
-               "shape": meta["shape"], "threads": threads, "workers": nw, "steps": done,
-               "seconds": dt, "samples_per_s": done * B / dt, "ms_per_step": 1e3 * dt / done}
+        rec = {"part": "loop", "mode": mode, "device": device, "width": self.width, "batch": self.B,
+               "shape": self.meta["shape"], "threads": self.threads, "workers": nw, "steps": done,
+               "seconds": dt, "samples_per_s": done * self.B / dt, "ms_per_step": 1e3 * dt / done}
         print(f"  loop {mode:<20} workers={nw:<3} {done} steps in {dt:7.2f} s: {rec['samples_per_s']:9.2f} samples/s"
               f"  ({rec['ms_per_step']:.1f} ms/step)", flush=True)
         return rec
 
-    print(f"\n## whole loop, {loop_steps} timed steps after 2 warm-up steps (batch {B})")
-    for mode in modes:
-        loops.append(run_loop(mode))
 
-    meta["load_average_end"] = load_average()
+def summarise(split: Dict, loops: List[Dict], workers: int, notes: List[str], on_gpu: bool) -> List[str]:
+    """The summary lines: ratios between the loop modes and the transforms' share of a step."""
     by = {r["mode"]: r for r in loops}
     summary = []
     if "device" in by and "workers_reference" in by:
@@ -360,25 +397,45 @@ def main(argv=None) -> int:
             summary.append(f"{name} in {workers} workers reaches {100 * v:.1f}% of the model-only rate")
     summary.extend(notes)
     summary.append(f"transforms are {100 * split['transform_fraction']:.3f}% of a step's transform+model time"
-                   + (" (GPU target: < 2% of a paper U-Net step with AMP bf16)" if on_gpu
-                      else " (CPU, narrow width: not the GPU target)"))
-    print("\n## summary")
-    for s in summary:
-        print("  " + s)
-    print(f"# load avg at end {meta['load_average_end']}")
+                   + (" (GPU target: < 2% of a paper U-Net step with AMP bf16)" if on_gpu else " (CPU, narrow width: not the GPU target)"))
+    return summary
 
-    os.makedirs(args.out, exist_ok=True)
-    tag = "gpu" if on_gpu else "cpu"
-    doc = {"meta": meta, "records": [split] + loops, "summary": summary}
-    for path in {os.path.join(args.out, f"train_step_{tag}.json"), args.json} - {None}:
+
+def write_outputs(doc: Dict, out: str, json_path, tag: str) -> None:
+    """``train_step_{tag}.json`` and ``.md`` in ``out`` (and ``json_path`` when given)."""
+    os.makedirs(out, exist_ok=True)
+    for path in {os.path.join(out, f"train_step_{tag}.json"), json_path} - {None}:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:
             json.dump(doc, f, indent=1)
         print(f"# wrote {path}")
-    md = os.path.join(args.out, f"train_step_{tag}.md")
+    md = os.path.join(out, f"train_step_{tag}.md")
     with open(md, "w") as f:
         f.write(markdown(doc))
     print(f"# wrote {md}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print("# CUDA requested but not available: nothing to do (GPU numbers pending)")
+        return 0
+    bench = Bench(args)
+    bench.drop_missing_monai()
+    bench.build()
+    meta = bench.describe()
+    split = bench.step_split()
+    print(f"\n## whole loop, {bench.loop_steps} timed steps after 2 warm-up steps (batch {bench.B})")
+    loops = [bench.run_loop(mode) for mode in bench.modes]
+    meta["load_average_end"] = load_average()
+    summary = summarise(split, loops, bench.workers, bench.notes, bench.on_gpu)
+    print("\n## summary")
+    for s in summary:
+        print("  " + s)
+    print(f"# load avg at end {meta['load_average_end']}")
+    write_outputs({"meta": meta, "records": [split] + loops, "summary": summary}, args.out, args.json,
+                  "gpu" if bench.on_gpu else "cpu")
     return 0
 
 
@@ -391,7 +448,7 @@ def markdown(doc) -> str:
            + f"; load average start {m['load_average_start']}, end {m.get('load_average_end')}",
            f"- torch {m['torch']}, threads **{m['threads']}**, device **{m['device']}**",
            f"- model: {m['model']} ({m['parameters']:,} parameters); {m['optimizer']}; {m['loss']}; "
-           f"mixed precision: {m.get('amp', 'none')}",
+           f"precision {m.get('precision', 'float32')}",
            f"- batch {m['batch']} of {m['shape']}; DataLoader workers for the usual setup: {m['workers']}",
            f"- command: `{m['command']}`", "",
            "## One step (median)", "",

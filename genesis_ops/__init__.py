@@ -53,7 +53,12 @@ from .config import GenesisConfig
 from .functional import bezier, flip, inpaint, local_shuffle, models_genesis, nonlinear, outpaint
 from .module import ModelsGenesis
 
-__version__ = "0.1.0"
+try:  # the version lives in pyproject.toml only; the installed distribution carries it
+    from importlib.metadata import PackageNotFoundError, version as _dist_version
+
+    __version__ = _dist_version("genesis-ops")
+except PackageNotFoundError:  # pragma: no cover - a build used without installing it
+    __version__ = "0+unknown"
 
 __all__ = [
     "GenesisConfig",

@@ -3,7 +3,17 @@ command line (``genesis-ops``), built on the ``genesis_ops`` transforms."""
 from .model import (BatchStatsNorm3d, CheckpointError, GenesisClassifier, UNet3D, build_model,
                     count_parameters, load_model, load_pretrained)
 
-__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # one version for the whole distribution, read once (by genesis_ops, from the installed
+    # metadata); imported lazily so that importing models_genesis does not load the extension
+    if name == "__version__":
+        from genesis_ops import __version__
+
+        return __version__
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["UNet3D", "GenesisClassifier", "BatchStatsNorm3d", "CheckpointError", "build_model",
            "count_parameters", "load_model", "load_pretrained", "__version__"]

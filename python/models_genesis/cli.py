@@ -2,17 +2,27 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
 import sys
-from typing import List, Optional
+import typing
+from dataclasses import MISSING, fields
+from typing import Any, Dict, List, Mapping, Optional
 
-CUBE_HELP = ("cube size in voxels along the three array axes of the canonical (RAS) volume, i.e. "
-             "rows cols depth (slices); each a multiple of 8. Paper: 64 64 32. Default: 32 32 16 on CPU, "
-             "64 64 32 on CUDA")
-DEFAULT_PRETRAIN_OUT = os.path.join("runs", "pretrain")
-DEFAULT_FINETUNE_OUT = os.path.join("runs", "finetune")
+# The settings modules (config, data) are imported inside the functions: config takes the
+# transform defaults from genesis_ops, whose compiled extension may be missing, and main() turns
+# that into a one-line error instead of a traceback at import time.
+IMPORT_HINT = "is genesis_ops installed? `pip install .` at the repository root"
+
+
+def _cube_help() -> str:
+    from .config import CPU_AUTO, GPU_AUTO
+
+    return ("cube size in voxels along the three array axes of the canonical (RAS) volume, i.e. "
+            "rows cols depth (slices); each a multiple of 8. Paper: 64 64 32. Default: "
+            f"{' '.join(map(str, CPU_AUTO['cube']))} on CPU, {' '.join(map(str, GPU_AUTO['cube']))} on CUDA")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,157 +79,229 @@ def _cube_side(s: str) -> int:
     return v
 
 
-def _add_common(p, device_default="auto"):
-    p.add_argument("--device", default=device_default, choices=["auto", "cpu", "cuda"],
-                   help="training device: auto (CUDA when available), cpu or cuda (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; a run is reproducible from it (default: 0)")
-    p.add_argument("--no-amp", dest="amp", action="store_false",
-                   help="disable mixed precision on CUDA (bfloat16, or float16 with loss scaling); CPU runs in float32")
-    p.add_argument("--log-every", type=_positive_int, default=None, metavar="N",
-                   help="print a progress line every N steps when not on a terminal (default: 5 lines per epoch)")
-    p.add_argument("--quiet", action="store_true", help="print only errors and the final summary")
+def field_defaults(cls) -> Dict[str, Any]:
+    """``{field name: default}`` of a config dataclass (the single source of the flags' defaults)."""
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
 
-def _add_data(p):
-    g = p.add_argument_group("data preprocessing")
-    g.add_argument("--modality", choices=["ct", "mri"], default="ct",
-                   help="ct: clip to --hu-window and scale to [0, 1]; mri: per-volume normalisation (--mri-norm)")
-    g.add_argument("--hu-window", nargs=2, type=float, default=[-1000.0, 1000.0], metavar=("LO", "HI"),
-                   help="CT window in HU mapped to [0, 1] (default: -1000 1000, as the paper)")
-    g.add_argument("--mri-norm", choices=["percentile", "minmax"], default="percentile",
-                   help="MRI: clip to the 0.5/99.5 percentiles of non-zero voxels then scale, or per-volume min-max")
-    g.add_argument("--spacing", nargs=3, type=_positive_float, default=None, metavar=("SX", "SY", "SZ"),
-                   help="resample to this voxel spacing in mm before cutting cubes (default: keep the native grid)")
+def signature_defaults(fn) -> Dict[str, Any]:
+    """``{parameter: default}`` of a function (the flags of commands that call it directly)."""
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="genesis-ops",
-                 description="Models Genesis: self-supervised pretraining of a 3D U-Net on CT/MRI volumes "
-                             "(NIfTI), fine-tuning and inference. Transforms run on the training device "
-                             "through the genesis_ops kernels.")
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+class _Flags:
+    """Adds ``--field-name`` flags whose destination is the field and whose default is the field's.
 
-    # pretrain -------------------------------------------------------------------------------
+    Args:
+        parser: the (sub)parser; defaults: ``{name: default}`` (:func:`field_defaults`).
+    """
+
+    def __init__(self, parser: argparse.ArgumentParser, defaults: Mapping[str, Any]):
+        self.parser, self.defaults, self.group_ = parser, defaults, None
+
+    def group(self, title: str) -> "_Flags":
+        """Flags added next go to a new argument group ``title``."""
+        self.group_ = self.parser.add_argument_group(title)
+        return self
+
+    def __call__(self, name: str, flag: Optional[str] = None, **kw: Any) -> None:
+        if "default" not in kw and not kw.get("required"):
+            kw["default"] = self.defaults[name]
+        (self.group_ or self.parser).add_argument(flag or "--" + name.replace("_", "-"), dest=name, **kw)
+
+
+def _schedule_help(what: str, demo_cpu, demo_gpu, full, key: str) -> str:
+    return (f"{what} (default: demo {demo_cpu[key]} on CPU / {demo_gpu[key]} on CUDA; "
+            f"else {full[key]})")
+
+
+def _add_common(flag: _Flags) -> None:
+    flag.group_ = None
+    flag("device", choices=["auto", "cpu", "cuda"],
+         help="training device: auto (CUDA when available), cpu or cuda (default: %(default)s)")
+    flag("seed", type=int, help="random seed; a run is reproducible from it (default: %(default)s)")
+    flag("amp", "--no-amp", action="store_false",
+         help="disable mixed precision on CUDA (bfloat16, or float16 with loss scaling); CPU runs in float32")
+    flag("log_every", type=_positive_int, metavar="N",
+         help="print a progress line every N steps when not on a terminal (default: 5 lines per epoch)")
+    flag("quiet", action="store_true", help="print only errors and the final summary")
+
+
+def _add_data(flag: _Flags) -> None:
+    from .data import Preprocessing
+
+    flag.group("data preprocessing")
+    flag("modality", choices=["ct", "mri"],
+         help="ct: clip to --hu-window and scale to [0, 1]; mri: per-volume normalisation (--mri-norm)")
+    flag("hu_window", nargs=2, type=float, metavar=("LO", "HI"),
+         help="CT window in HU mapped to [0, 1] (default: {} {}, as the paper)".format(
+             *(f"{v:g}" for v in Preprocessing.hu_window)))
+    flag("mri_norm", choices=["percentile", "minmax"],
+         help="MRI: clip to the 0.5/99.5 percentiles of non-zero voxels then scale, or per-volume min-max")
+    flag("spacing", nargs=3, type=_positive_float, metavar=("SX", "SY", "SZ"),
+         help="resample to this voxel spacing in mm before cutting cubes (default: keep the native grid)")
+
+
+def _add_sizes(flag: _Flags, task: str) -> None:
+    """--epochs, --steps-per-epoch, --batch-size, --cube (help built from the schedules)."""
+    from .config import (CPU_AUTO, FINETUNE_DEMO_CPU, FINETUNE_DEMO_GPU, FINETUNE_FULL, GPU_AUTO, PRETRAIN_DEMO_CPU,
+                         PRETRAIN_DEMO_GPU, PRETRAIN_FULL)
+
+    sched = ((PRETRAIN_DEMO_CPU, PRETRAIN_DEMO_GPU, PRETRAIN_FULL) if task == "pretrain"
+             else (FINETUNE_DEMO_CPU, FINETUNE_DEMO_GPU, FINETUNE_FULL))
+    flag("epochs", type=_positive_int, metavar="N", help=_schedule_help("epochs", *sched, "epochs"))
+    flag("steps_per_epoch", type=_positive_int, metavar="N",
+         help=_schedule_help("optimiser steps per epoch" if task == "pretrain" else "steps per epoch", *sched,
+                             "steps_per_epoch"))
+    flag("batch_size", type=_positive_int, metavar="N",
+         help=("cubes per step per process" if task == "pretrain" else "cubes per step")
+         + f" (default: {CPU_AUTO['batch_size']} on CPU, {GPU_AUTO['batch_size']} on CUDA)")
+    flag("cube", nargs=3, type=_cube_side, metavar=("X", "Y", "Z"), help=_cube_help())
+
+
+def _add_pretrain(sub) -> None:
+    from .config import CPU_AUTO, GPU_AUTO, PretrainConfig
+
     p = sub.add_parser("pretrain", help="self-supervised pretraining (no --data: short demo on the bundled CT)",
                        description="Pretrain the 3D U-Net to restore Models-Genesis-corrupted cubes (MSE). "
                                    "Without --data, runs a short demo on the bundled abdominal CT. Writes "
                                    "last.pt, best.pt, metrics.jsonl, loss_curve.png and restorations.png to --out. "
                                    "For several GPUs/nodes launch with torchrun (DDP).")
-    p.add_argument("--data", nargs="+", action="extend", metavar="PATH", default=None,
-                   help="NIfTI files, folders (searched recursively) or glob patterns; repeatable")
-    p.add_argument("--out", default=DEFAULT_PRETRAIN_OUT, metavar="DIR", help="run folder (default: %(default)s)")
-    p.add_argument("--epochs", type=_positive_int, metavar="N", help="epochs (default: demo 8 on CPU / 20 on CUDA; else 100)")
-    p.add_argument("--steps-per-epoch", type=_positive_int, metavar="N",
-                   help="optimiser steps per epoch (default: demo 20 on CPU / 50 on CUDA; else 100)")
-    p.add_argument("--batch-size", type=_positive_int, metavar="N", help="cubes per step per process (default: 8 on CPU, 16 on CUDA)")
-    p.add_argument("--cube", nargs=3, type=_cube_side, metavar=("X", "Y", "Z"), help=CUBE_HELP)
-    p.add_argument("--width", type=_positive_int, metavar="N",
-                   help="channels of the first convolution: 32 is the paper's 19.07M-parameter model (default: 8 on CPU, 32 on CUDA)")
-    p.add_argument("--norm", choices=["batch", "batch_stats"], default="batch",
-                   help="batch: standard BatchNorm; batch_stats: always batch statistics, as the published model")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt (model, optimiser, scheduler, epoch, RNG)")
-    p.add_argument("--init-weights", metavar="CKPT", help="start from these weights (ours or the published Genesis_Chest_CT.pt format)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
-                   help="adam (default, lr 1e-3) or sgd (the paper's: lr 1.0, momentum 0.9)")
-    g.add_argument("--lr", type=_positive_float, help="learning rate (default: 1e-3 for adam, 1.0 for sgd)")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
-    g.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default: 0)")
-    g.add_argument("--lr-step-epochs", type=_positive_int, default=40, metavar="N",
-                   help="multiply the learning rate by --lr-gamma every N epochs (default: 40, as the paper)")
-    g.add_argument("--lr-gamma", type=_positive_float, default=0.5, help="learning-rate decay factor (default: 0.5)")
-    g.add_argument("--val-fraction", type=float, default=0.2,
-                   help="validation share: whole volumes when there are several, else the last slices (default: 0.2; 0 = none)")
-    g.add_argument("--val-batches", type=_positive_int, default=4, metavar="N",
-                   help="fixed validation batches, evaluated with batch statistics after every epoch (default: 4)")
-    g.add_argument("--patience", type=_nonneg_int, default=20, metavar="N",
-                   help="early stopping after N epochs without improvement (default: 20; 0 = off)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g = p.add_argument_group("transforms (paper defaults)")
-    g.add_argument("--flip-p", type=_fraction, default=0.4, help="flip loop probability (default: 0.4)")
-    g.add_argument("--shuffle-p", type=_fraction, default=0.5, help="local pixel shuffling probability (default: 0.5)")
-    g.add_argument("--num-windows", type=_positive_int, default=10000, help="shuffling windows per cube (default: 10000)")
-    g.add_argument("--nonlinear-p", type=_fraction, default=0.9, help="non-linear intensity probability (default: 0.9)")
-    g.add_argument("--paint-p", type=_fraction, default=0.9, help="in/out-painting probability (default: 0.9)")
-    g.add_argument("--inpaint-rate", type=_fraction, default=0.2, help="share of painting that is in-painting (default: 0.2)")
-    _add_data(p)
-    g = p.add_argument_group("cube sampling")
-    g.add_argument("--min-foreground", type=_fraction, default=0.5,
-                   help="reject cubes with less than this share of non-air voxels (default: 0.5)")
-    g.add_argument("--air-value", type=float, default=0.05,
-                   help="normalised value below which a voxel counts as air (default: 0.05, about -900 HU)")
-    g.add_argument("--skip-bad", action="store_true", help="skip unreadable volumes with a warning instead of stopping")
-    g.add_argument("--previews", type=_nonneg_int, default=4, metavar="N", help="cubes shown in restorations.png (default: 4)")
-    _add_common(p)
+    flag = _Flags(p, field_defaults(PretrainConfig))
+    flag("data", nargs="+", action="extend", metavar="PATH",
+         help="NIfTI files, folders (searched recursively) or glob patterns; repeatable")
+    flag("out", metavar="DIR", help="run folder (default: %(default)s)")
+    _add_sizes(flag, "pretrain")
+    flag("width", type=_positive_int, metavar="N",
+         help="channels of the first convolution: 32 is the paper's 19.07M-parameter model "
+              f"(default: {CPU_AUTO['width']} on CPU, {GPU_AUTO['width']} on CUDA)")
+    flag("norm", choices=["batch", "batch_stats"],
+         help="batch: standard BatchNorm; batch_stats: always batch statistics, as the published model")
+    flag("resume", action="store_true", help="continue from DIR/last.pt (model, optimiser, scheduler, epoch, RNG)")
+    flag("init_weights", metavar="CKPT", help="start from these weights (ours or the published Genesis_Chest_CT.pt format)")
+    flag.group("optimisation")
+    flag("optimizer", choices=["adam", "sgd"], help="adam (default, lr 1e-3) or sgd (the paper's: lr 1.0, momentum 0.9)")
+    flag("lr", type=_positive_float, help="learning rate (default: 1e-3 for adam, 1.0 for sgd)")
+    flag("momentum", type=float, help="SGD momentum (default: %(default)s)")
+    flag("weight_decay", type=float, help="weight decay (default: 0)")
+    flag("lr_step_epochs", type=_positive_int, metavar="N",
+         help="multiply the learning rate by --lr-gamma every N epochs (default: %(default)s, as the paper)")
+    flag("lr_gamma", type=_positive_float, help="learning-rate decay factor (default: %(default)s)")
+    flag("val_fraction", type=float,
+         help="validation share: whole volumes when there are several, else the last slices (default: %(default)s; 0 = none)")
+    flag("val_batches", type=_positive_int, metavar="N",
+         help="fixed validation batches, evaluated with batch statistics after every epoch (default: %(default)s)")
+    flag("patience", type=_nonneg_int, metavar="N",
+         help="early stopping after N epochs without improvement (default: %(default)s; 0 = off)")
+    flag("compile", action="store_true", help="torch.compile the model")
+    flag.group("transforms (paper defaults)")
+    flag("flip_p", type=_fraction, help="flip loop probability (default: %(default)s)")
+    flag("shuffle_p", type=_fraction, help="local pixel shuffling probability (default: %(default)s)")
+    flag("num_windows", type=_positive_int, help="shuffling windows per cube (default: %(default)s)")
+    flag("nonlinear_p", type=_fraction, help="non-linear intensity probability (default: %(default)s)")
+    flag("paint_p", type=_fraction, help="in/out-painting probability (default: %(default)s)")
+    flag("inpaint_rate", type=_fraction, help="share of painting that is in-painting (default: %(default)s)")
+    _add_data(flag)
+    flag.group("cube sampling")
+    flag("min_foreground", type=_fraction,
+         help="reject cubes with less than this share of non-air voxels (default: %(default)s)")
+    flag("air_value", type=float,
+         help="normalised value below which a voxel counts as air (default: %(default)s, about -900 HU)")
+    flag("skip_bad", action="store_true", help="skip unreadable volumes with a warning instead of stopping")
+    flag("previews", type=_nonneg_int, metavar="N", help="cubes shown in restorations.png (default: %(default)s)")
+    _add_common(flag)
 
-    # finetune -------------------------------------------------------------------------------
+
+def _add_finetune(sub) -> None:
+    from .config import CPU_AUTO, DEFAULT_PRETRAIN_OUT, GPU_AUTO, FinetuneConfig
+
     f = sub.add_parser("finetune", help="fine-tune for segmentation or classification (--demo: bundled vertebrae)",
                        description="Fine-tune from pretrained weights (ours or the published format) or from scratch. "
                                    "Segmentation trains the full U-Net with Dice + BCE and reports Dice/IoU; "
                                    "classification trains the encoder + an MLP head with BCE/CE and reports AUC/accuracy. "
                                    "--demo segments the vertebrae of the bundled CT twice, from --weights "
                                    f"(default {DEFAULT_PRETRAIN_OUT}/best.pt) and from scratch, and prints both Dice scores.")
-    f.add_argument("--task", choices=["segmentation", "classification"], default="segmentation",
-                   help="segmentation (default) or classification")
-    f.add_argument("--images", nargs="+", action="extend", metavar="PATH", help="image volumes (files, folders, globs)")
-    f.add_argument("--labels", nargs="+", action="extend", metavar="L",
-                   help="segmentation: label volumes in the same order as --images; classification: one integer class per image")
-    f.add_argument("--csv", metavar="FILE", help="classification: CSV rows 'path,label' (instead of --images/--labels)")
-    f.add_argument("--label-values", nargs="+", type=int, metavar="V",
-                   help="segmentation: label values that count as foreground (default: every value > 0)")
-    f.add_argument("--weights", metavar="CKPT",
-                   help="initial weights: our checkpoint or the published Genesis_Chest_CT.pt format (default: scratch; "
-                        f"with --demo: {DEFAULT_PRETRAIN_OUT}/best.pt)")
-    f.add_argument("--demo", action="store_true", help="vertebra segmentation on the bundled CT, pretrained vs scratch")
-    f.add_argument("--out", default=DEFAULT_FINETUNE_OUT, metavar="DIR", help="run folder (default: %(default)s)")
-    f.add_argument("--epochs", type=_positive_int, metavar="N", help="epochs (default: demo 6 on CPU / 20 on CUDA; else 50)")
-    f.add_argument("--steps-per-epoch", type=_positive_int, metavar="N", help="steps per epoch (default: demo 15 on CPU / 50 on CUDA; else 50)")
-    f.add_argument("--batch-size", type=_positive_int, metavar="N", help="cubes per step (default: 8 on CPU, 16 on CUDA)")
-    f.add_argument("--cube", nargs=3, type=_cube_side, metavar=("X", "Y", "Z"), help=CUBE_HELP)
-    f.add_argument("--width", type=_positive_int, metavar="N", help="model width when training from scratch (default: as the weights; 8 on CPU, 32 on CUDA)")
-    f.add_argument("--norm", choices=["batch", "batch_stats"], default="batch", help="normalisation (see pretrain --help)")
-    f.add_argument("--n-classes", type=_positive_int, metavar="N", help="classification: classes (default: from the labels; 2 classes use one sigmoid output)")
-    f.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    f.add_argument("--freeze-encoder-epochs", type=_nonneg_int, default=0, metavar="N",
-                   help="keep the encoder frozen for the first N epochs (default: 0)")
-    f.add_argument("--val-fraction", type=float, default=0.2,
-                   help="validation share: whole volumes when there are several, else the last slices (default: 0.2)")
-    f.add_argument("--fg-fraction", type=_fraction, default=0.5, help="segmentation: share of cubes centred on foreground (default: 0.5)")
-    f.add_argument("--threshold", type=_fraction, default=0.5, help="probability threshold for masks/classes (default: 0.5)")
-    f.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap for validation (default: 0.5)")
-    f.add_argument("--patience", type=_nonneg_int, default=0, metavar="N", help="early stopping patience in epochs (default: 0 = off)")
-    _add_data(f)
-    _add_common(f)
+    flag = _Flags(f, field_defaults(FinetuneConfig))
+    flag("task", choices=["segmentation", "classification"], help="segmentation (default) or classification")
+    flag("images", nargs="+", action="extend", metavar="PATH", help="image volumes (files, folders, globs)")
+    flag("labels", nargs="+", action="extend", metavar="L",
+         help="segmentation: label volumes in the same order as --images; classification: one integer class per image")
+    flag("csv", metavar="FILE", help="classification: CSV rows 'path,label' (instead of --images/--labels)")
+    flag("label_values", nargs="+", type=int, metavar="V",
+         help="segmentation: label values that count as foreground (default: every value > 0)")
+    flag("weights", metavar="CKPT",
+         help="initial weights: our checkpoint or the published Genesis_Chest_CT.pt format (default: scratch; "
+              f"with --demo: {DEFAULT_PRETRAIN_OUT}/best.pt)")
+    flag("demo", action="store_true", help="vertebra segmentation on the bundled CT, pretrained vs scratch")
+    flag("out", metavar="DIR", help="run folder (default: %(default)s)")
+    _add_sizes(flag, "finetune")
+    flag("width", type=_positive_int, metavar="N",
+         help="model width when training from scratch (default: as the weights; "
+              f"{CPU_AUTO['width']} on CPU, {GPU_AUTO['width']} on CUDA)")
+    flag("norm", choices=["batch", "batch_stats"], help="normalisation (see pretrain --help)")
+    flag("n_classes", type=_positive_int, metavar="N",
+         help="classification: classes (default: from the labels; 2 classes use one sigmoid output)")
+    flag("lr", type=_positive_float, help="Adam learning rate (default: 1e-3)")
+    flag("freeze_encoder_epochs", type=_nonneg_int, metavar="N",
+         help="keep the encoder frozen for the first N epochs (default: %(default)s)")
+    flag("val_fraction", type=float,
+         help="validation share: whole volumes when there are several, else the last slices (default: %(default)s)")
+    flag("fg_fraction", type=_fraction, help="segmentation: share of cubes centred on foreground (default: %(default)s)")
+    flag("threshold", type=_fraction, help="probability threshold for masks/classes (default: %(default)s)")
+    flag("overlap", type=float, help="sliding-window overlap for validation (default: %(default)s)")
+    flag("patience", type=_nonneg_int, metavar="N", help="early stopping patience in epochs (default: %(default)s = off)")
+    _add_data(flag)
+    _add_common(flag)
 
-    # predict --------------------------------------------------------------------------------
+
+def _add_predict(sub) -> None:
+    from .inferers import predict_volume
+
     r = sub.add_parser("predict", help="sliding-window inference on a whole volume, written as NIfTI",
                        description="Run a checkpoint over a whole NIfTI volume in overlapping cubes and write the result "
                                    "with the input's affine: a uint8 mask for segmentation checkpoints (probabilities with "
                                    "--probabilities), the restored [0, 1] volume for pretraining or published weights.")
-    r.add_argument("--weights", required=True, metavar="CKPT", help="checkpoint (ours or the published format)")
-    r.add_argument("--input", required=True, metavar="NII", help="input NIfTI volume")
-    r.add_argument("--output", required=True, metavar="NII", help="output NIfTI path (.nii or .nii.gz)")
-    r.add_argument("--threshold", type=_fraction, default=0.5, help="mask threshold (default: 0.5)")
-    r.add_argument("--probabilities", action="store_true", help="write float probabilities instead of a mask")
-    r.add_argument("--overlap", type=float, default=0.5, help="window overlap fraction in [0, 1) (default: 0.5)")
-    r.add_argument("--batch-size", type=_positive_int, default=4, metavar="N", help="windows per forward pass (default: 4)")
-    r.add_argument("--cube", nargs=3, type=_cube_side, metavar=("X", "Y", "Z"),
-                   help="window size (default: the training cube stored in the checkpoint; 64 64 32 for published weights)")
-    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default: auto)")
-    r.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
+    flag = _Flags(r, signature_defaults(predict_volume))
+    flag("weights", required=True, metavar="CKPT", help="checkpoint (ours or the published format)")
+    flag("input_path", "--input", required=True, metavar="NII", help="input NIfTI volume")
+    flag("output_path", "--output", required=True, metavar="NII", help="output NIfTI path (.nii or .nii.gz)")
+    flag("threshold", type=_fraction, help="mask threshold (default: %(default)s)")
+    flag("probabilities", action="store_true", default=False, help="write float probabilities instead of a mask")
+    flag("overlap", type=float, help="window overlap fraction in [0, 1) (default: %(default)s)")
+    flag("batch_size", type=_positive_int, metavar="N", help="windows per forward pass (default: %(default)s)")
+    flag("cube", nargs=3, type=_cube_side, metavar=("X", "Y", "Z"),
+         help="window size (default: the training cube stored in the checkpoint; 64 64 32 for published weights)")
+    flag("device", choices=["auto", "cpu", "cuda"], help="device (default: %(default)s)")
+    flag("amp", "--no-amp", action="store_false", help="disable mixed precision on CUDA")
 
-    # preview --------------------------------------------------------------------------------
+
+def _add_preview(sub) -> None:
+    from .data import Preprocessing
+
     v = sub.add_parser("preview", help="PNG of one slice through the original and each transform",
                        description="Apply each Models Genesis transform (flip, local shuffle, non-linear, in-painting, "
                                    "out-painting, and the full pipeline) to a volume and save one axial slice of each.")
-    v.add_argument("--input", required=True, metavar="NII", help="input NIfTI volume")
-    v.add_argument("--output", required=True, metavar="PNG", help="output PNG path")
-    v.add_argument("--slice", type=int, default=None, metavar="K", help="axial slice index (default: middle)")
-    v.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    v.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default: auto)")
-    _add_data(v)
+    flag = _Flags(v, {**field_defaults(Preprocessing), "seed": 0, "device": "auto", "slice": None})
+    flag("input", required=True, metavar="NII", help="input NIfTI volume")
+    flag("output", required=True, metavar="PNG", help="output PNG path")
+    flag("slice", type=int, metavar="K", help="axial slice index (default: middle)")
+    flag("seed", type=int, help="random seed (default: %(default)s)")
+    flag("device", choices=["auto", "cpu", "cuda"], help="device (default: %(default)s)")
+    _add_data(flag)
 
-    # info -----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``genesis-ops`` parser: one subcommand per command, flags named after config fields."""
+    ap = _Parser(prog="genesis-ops",
+                 description="Models Genesis: self-supervised pretraining of a 3D U-Net on CT/MRI volumes "
+                             "(NIfTI), fine-tuning and inference. Transforms run on the training device "
+                             "through the genesis_ops kernels.")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_pretrain(sub)
+    _add_finetune(sub)
+    _add_predict(sub)
+    _add_preview(sub)
     i = sub.add_parser("info", help="versions, build information and devices",
                        description="Print versions (models_genesis, genesis_ops, torch, numpy, nibabel), the genesis_ops "
                                    "build information and the available devices.")
@@ -227,23 +309,34 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def config_from_args(cls, a: argparse.Namespace, **override: Any):
+    """A config dataclass from parsed arguments: one field per flag of the same name; lists given
+    for tuple fields (``--cube``, ``--hu-window``, ``--spacing``) become tuples.
+
+    Args:
+        cls: :class:`PretrainConfig` or :class:`FinetuneConfig`.
+        a: ``build_parser().parse_args(...)`` of the matching subcommand.
+        **override: fields to set instead of the parsed values.
+    """
+    hints = typing.get_type_hints(cls)
+    kw = {}
+    for f in fields(cls):
+        v = getattr(a, f.name)
+        if isinstance(v, list) and "Tuple" in str(hints[f.name]):
+            v = tuple(v)
+        kw[f.name] = v
+    kw.update(override)
+    return cls(**kw)
+
+
 # ------------------------------------------------------------------------------------------------
 
 
 def _cmd_pretrain(a) -> int:
-    from .pretrain import PretrainConfig, pretrain
+    from .config import PretrainConfig
+    from .pretrain import pretrain
 
-    cfg = PretrainConfig(
-        data=a.data, out=a.out, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size,
-        cube=tuple(a.cube) if a.cube else None, width=a.width, norm=a.norm, device=a.device, seed=a.seed,
-        resume=a.resume, optimizer=a.optimizer, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
-        lr_step_epochs=a.lr_step_epochs, lr_gamma=a.lr_gamma, val_fraction=a.val_fraction,
-        val_batches=a.val_batches, patience=a.patience, amp=a.amp, compile=a.compile, flip_p=a.flip_p,
-        shuffle_p=a.shuffle_p, num_windows=a.num_windows, nonlinear_p=a.nonlinear_p, paint_p=a.paint_p,
-        inpaint_rate=a.inpaint_rate, modality=a.modality, hu_window=tuple(a.hu_window), mri_norm=a.mri_norm,
-        spacing=tuple(a.spacing) if a.spacing else None, min_foreground=a.min_foreground, air_value=a.air_value,
-        skip_bad=a.skip_bad, init_weights=a.init_weights, previews=a.previews, log_every=a.log_every,
-        quiet=a.quiet)
+    cfg = config_from_args(PretrainConfig, a)
     res = pretrain(cfg)
     h = [r for r in res["history"] if r.get("val_loss") is not None]
     if h and int(os.environ.get("RANK", "0")) == 0:
@@ -253,20 +346,14 @@ def _cmd_pretrain(a) -> int:
 
 
 def _cmd_finetune(a) -> int:
-    from .finetune import FinetuneConfig, finetune, finetune_demo
+    from .config import DEFAULT_PRETRAIN_OUT, FinetuneConfig
+    from .finetune import finetune, finetune_demo
 
     weights = a.weights
     if a.demo and not weights:
         cand = os.path.join(DEFAULT_PRETRAIN_OUT, "best.pt")
         weights = cand if os.path.exists(cand) else None
-    cfg = FinetuneConfig(
-        task=a.task, images=a.images, labels=a.labels, csv=a.csv, label_values=a.label_values, weights=weights,
-        out=a.out, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size,
-        cube=tuple(a.cube) if a.cube else None, width=a.width, norm=a.norm, n_classes=a.n_classes, lr=a.lr,
-        freeze_encoder_epochs=a.freeze_encoder_epochs, val_fraction=a.val_fraction, fg_fraction=a.fg_fraction,
-        threshold=a.threshold, overlap=a.overlap, patience=a.patience, device=a.device, seed=a.seed, amp=a.amp,
-        modality=a.modality, hu_window=tuple(a.hu_window), mri_norm=a.mri_norm,
-        spacing=tuple(a.spacing) if a.spacing else None, demo=a.demo, log_every=a.log_every, quiet=a.quiet)
+    cfg = config_from_args(FinetuneConfig, a, weights=weights)
     if a.demo:
         if a.task != "segmentation":
             from .utils import UsageError
@@ -287,9 +374,9 @@ def _cmd_finetune(a) -> int:
 
 
 def _cmd_predict(a) -> int:
-    from .finetune import predict_volume
+    from .inferers import predict_volume
 
-    res = predict_volume(a.weights, a.input, a.output, device=a.device,
+    res = predict_volume(a.weights, a.input_path, a.output_path, device=a.device,
                          threshold=None if a.probabilities else a.threshold, overlap=a.overlap,
                          batch_size=a.batch_size, cube=tuple(a.cube) if a.cube else None, amp=a.amp)
     what = "mask" if res["mask"] else "float volume"
@@ -309,9 +396,7 @@ def _cmd_preview(a) -> int:
     from .utils import UsageError, resolve_device
 
     dev = resolve_device(a.device)
-    pre = D.Preprocessing(modality=a.modality, hu_window=tuple(a.hu_window), mri_norm=a.mri_norm,
-                          spacing=tuple(a.spacing) if a.spacing else None)
-    vol = D.load_volume(a.input, pre)
+    vol = D.load_volume(a.input, D.Preprocessing.from_config(a))
     x = torch.from_numpy(vol.data.astype(np.float32))[None, None].to(dev)
     k = vol.data.shape[2] // 2 if a.slice is None else a.slice
     if not 0 <= k < vol.data.shape[2]:
@@ -396,7 +481,11 @@ COMMANDS = {"pretrain": _cmd_pretrain, "finetune": _cmd_finetune, "predict": _cm
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``genesis-ops``; returns the exit status (0 ok, 1 failure, 2 usage error)."""
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ImportError as e:
+        print(f"genesis-ops: error: {e} ({IMPORT_HINT})", file=sys.stderr)
+        return 1
     try:
         a = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
@@ -419,8 +508,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     except ImportError as e:
-        print(f"{prog}: error: {e} (is genesis_ops installed? `pip install .` at the repository root)",
-              file=sys.stderr)
+        print(f"{prog}: error: {e} ({IMPORT_HINT})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted (the last checkpoint written stays loadable)", file=sys.stderr)

@@ -113,6 +113,21 @@ class Preprocessing:
                 "spacing": list(self.spacing) if self.spacing is not None else None}
 
     @classmethod
+    def from_config(cls, cfg) -> "Preprocessing":
+        """The preprocessing a run config asks for.
+
+        Args:
+            cfg: anything with ``modality``, ``hu_window``, ``mri_norm`` and ``spacing`` attributes
+                (a :class:`config.RunConfig`, or the command line's parsed arguments); sequences may
+                be lists.
+
+        Returns:
+            A validated :class:`Preprocessing` (default percentiles).
+        """
+        return cls(modality=cfg.modality, hu_window=tuple(cfg.hu_window), mri_norm=cfg.mri_norm,
+                   spacing=tuple(cfg.spacing) if cfg.spacing else None)
+
+    @classmethod
     def from_dict(cls, d: Optional[Dict]) -> "Preprocessing":
         if not d:
             return cls()
@@ -374,6 +389,50 @@ class CubeSampler:
 
     def load_state_dict(self, state: Dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+class PairSampler:
+    """Random (image, label) cubes for segmentation; a share of them centred on foreground voxels.
+
+    Args:
+        images: ``(X, Y, Z)`` arrays (padded with 0 to at least ``cube``).
+        labels: foreground masks of the same shapes (0/1).
+        cube: cube size ``(x, y, z)``.
+        generator: CPU ``torch.Generator``, the only source of randomness.
+        fg_fraction: probability that a cube is centred on a random foreground voxel (when the
+            volume has any); otherwise its position is uniform.
+    """
+
+    def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cube, generator,
+                 fg_fraction: float = 0.5):
+        self.cube = tuple(cube)
+        self.images = [pad_to(a, self.cube, 0.0)[0] for a in images]
+        self.labels = [pad_to(a, self.cube, 0.0)[0] for a in labels]
+        self.fg = [np.argwhere(lab > 0) for lab in self.labels]
+        self.gen = generator
+        self.fg_fraction = fg_fraction
+        sizes = np.array([a.size for a in self.images], dtype=np.float64)
+        self.weights = torch.from_numpy(sizes / sizes.sum())
+
+    def _rand(self, hi: int) -> int:
+        return int(torch.randint(0, hi, (1,), generator=self.gen).item()) if hi > 1 else 0
+
+    def sample(self, batch_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``(images, labels)``, two float32 ``(B, 1, *cube)`` CPU tensors."""
+        xs, ys = [], []
+        for _ in range(batch_size):
+            i = int(torch.multinomial(self.weights, 1, generator=self.gen).item()) if len(self.images) > 1 else 0
+            img, lab, fg = self.images[i], self.labels[i], self.fg[i]
+            use_fg = len(fg) > 0 and float(torch.rand((), generator=self.gen)) < self.fg_fraction
+            if use_fg:
+                centre = fg[self._rand(len(fg))]
+                o = [int(min(max(0, c - s // 2), n - s)) for c, s, n in zip(centre, self.cube, img.shape)]
+            else:
+                o = [self._rand(n - s + 1) for n, s in zip(img.shape, self.cube)]
+            sl = tuple(slice(a, a + s) for a, s in zip(o, self.cube))
+            xs.append(np.asarray(img[sl], dtype=np.float32))
+            ys.append(np.asarray(lab[sl], dtype=np.float32))
+        return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None])
 
 
 def split_regions(shape: Sequence[int], val_fraction: float, cube: Sequence[int], axis: int = 2):

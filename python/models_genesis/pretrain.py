@@ -2,107 +2,33 @@
 
 Cubes are cut on the CPU from cached volumes (cheap slicing), moved to the training device, and
 corrupted there by ``genesis_ops.models_genesis`` (never in DataLoader workers); the U-Net learns
-to restore them under an MSE loss. Single process, or DDP under ``torchrun``.
+to restore them under an MSE loss. Single process, or DDP under ``torchrun``. The loop, step,
+checkpoints and early stopping are the shared engine's (:mod:`models_genesis.engine`).
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import asdict
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from . import data as D
+from .config import PretrainConfig
+from .engine import (CheckpointWriter, Monitor, TrainStep, amp_dtype, autocast, checkpoint_payload, fit,
+                     prepare_model)
 from .model import UNet3D, load_pretrained, read_checkpoint
-from .utils import (DistInfo, Progress, UsageError, append_jsonl, atomic_save, derive_seed, log,
-                    resolve_device, rng_state, set_rng_state)
+from .utils import DistInfo, Progress, UsageError, append_jsonl, derive_seed, log, resolve_device, set_rng_state
 
-# settings chosen automatically when left as None
-CPU_AUTO = {"width": 8, "cube": (32, 32, 16), "batch_size": 8}
-GPU_AUTO = {"width": 32, "cube": (64, 64, 32), "batch_size": 16}
-DEMO_CPU = {"epochs": 8, "steps_per_epoch": 20}
-DEMO_GPU = {"epochs": 20, "steps_per_epoch": 50}
-DEFAULTS = {"epochs": 100, "steps_per_epoch": 100}
-
-
-@dataclass
-class PretrainConfig:
-    data: Optional[List[str]] = None          # None: the bundled demo CT
-    out: str = "runs/pretrain"
-    epochs: Optional[int] = None
-    steps_per_epoch: Optional[int] = None
-    batch_size: Optional[int] = None          # per process
-    cube: Optional[Tuple[int, int, int]] = None
-    width: Optional[int] = None
-    norm: str = "batch"
-    device: str = "auto"
-    seed: int = 0
-    resume: bool = False
-    optimizer: str = "adam"                   # "adam" (default) or "sgd" (the paper's)
-    lr: Optional[float] = None                # adam 1e-3, sgd 1.0
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_step_epochs: int = 40                  # StepLR: multiply by lr_gamma every N epochs
-    lr_gamma: float = 0.5
-    val_fraction: float = 0.2
-    val_batches: int = 4
-    patience: int = 20                        # early stopping; 0 disables
-    amp: bool = True                          # CUDA only
-    compile: bool = False
-    # transforms (paper defaults)
-    flip_p: float = 0.4
-    shuffle_p: float = 0.5
-    num_windows: int = 10000
-    nonlinear_p: float = 0.9
-    paint_p: float = 0.9
-    inpaint_rate: float = 0.2
-    # data
-    modality: str = "ct"
-    hu_window: Tuple[float, float] = (-1000.0, 1000.0)
-    mri_norm: str = "percentile"
-    spacing: Optional[Tuple[float, float, float]] = None
-    min_foreground: float = 0.5
-    air_value: float = 0.05
-    skip_bad: bool = False
-    init_weights: Optional[str] = None       # start from these weights (ours or published)
-    previews: int = 4
-    log_every: Optional[int] = None
-    quiet: bool = False
-
-    def validate(self) -> None:
-        def pos(name, v):
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise UsageError(f"--{name.replace('_', '-')}: expected a positive integer, got {v!r}")
-        for n in ("epochs", "steps_per_epoch", "batch_size", "width", "val_batches", "num_windows", "previews"):
-            if n == "previews" and self.previews == 0:
-                continue
-            pos(n, getattr(self, n))
-        if self.cube is not None:
-            c = tuple(self.cube)
-            if len(c) != 3 or any((not isinstance(s, int)) or s < 8 or s % 8 for s in c):
-                raise UsageError(f"--cube: expected three positive multiples of 8, got {' '.join(map(str, c))}")
-        for n in ("flip_p", "shuffle_p", "nonlinear_p", "paint_p", "inpaint_rate", "min_foreground"):
-            v = getattr(self, n)
-            if not 0.0 <= v <= 1.0:
-                raise UsageError(f"--{n.replace('_', '-')}: expected a probability in [0, 1], got {v}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise UsageError(f"--val-fraction: expected a fraction in [0, 1), got {self.val_fraction}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise UsageError(f"--optimizer: expected adam or sgd, got {self.optimizer!r}")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UsageError(f"--lr: expected a positive number, got {self.lr}")
-        if self.patience < 0:
-            raise UsageError(f"--patience: expected >= 0, got {self.patience}")
-        if self.lr_step_epochs < 1:
-            raise UsageError(f"--lr-step-epochs: expected a positive integer, got {self.lr_step_epochs}")
+__all__ = ["PretrainConfig", "pretrain", "genesis_config", "make_optimizer", "batch_stats_eval"]
 
 
 def genesis_config(cfg: PretrainConfig):
+    """The ``genesis_ops.GenesisConfig`` of the run's transform settings (values in [0, 1])."""
     import genesis_ops as go
 
     return go.GenesisConfig(flip_p=cfg.flip_p, shuffle_p=cfg.shuffle_p, num_windows=cfg.num_windows,
@@ -110,26 +36,12 @@ def genesis_config(cfg: PretrainConfig):
                             inpaint_rate=cfg.inpaint_rate, value_range=(0.0, 1.0))
 
 
-def resolve_auto(cfg: PretrainConfig, device: torch.device) -> PretrainConfig:
-    """Fill the settings left as None: narrow width and small cubes on CPU, the paper's on CUDA;
-    a short schedule for the demo."""
-    auto = CPU_AUTO if device.type == "cpu" else GPU_AUTO
-    demo = cfg.data is None
-    sched = (DEMO_CPU if device.type == "cpu" else DEMO_GPU) if demo else DEFAULTS
-    c = PretrainConfig(**asdict(cfg))
-    for k in ("width", "cube", "batch_size"):
-        if getattr(c, k) is None:
-            setattr(c, k, auto[k])
-    for k in ("epochs", "steps_per_epoch"):
-        if getattr(c, k) is None:
-            setattr(c, k, sched[k])
-    if c.lr is None:
-        c.lr = 1e-3 if c.optimizer == "adam" else 1.0
-    c.cube = tuple(int(s) for s in c.cube)
-    return c
-
-
 def make_optimizer(cfg: PretrainConfig, params):
+    """Adam or the paper's SGD over ``params``, with a StepLR schedule.
+
+    Returns:
+        ``(optimizer, scheduler)``.
+    """
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
@@ -138,8 +50,8 @@ def make_optimizer(cfg: PretrainConfig, params):
     return opt, sched
 
 
-def _samplers(cfg: PretrainConfig, volumes: Sequence[D.Volume]):
-    """Training and validation cube samplers: hold out whole volumes when there are several,
+def _split(cfg: PretrainConfig, volumes: Sequence[D.Volume]):
+    """Training and validation volumes and regions: hold out whole volumes when there are several,
     else the last ``val_fraction`` of the slices of the single volume."""
     if cfg.val_fraction <= 0:
         return volumes, None, None, None
@@ -151,13 +63,6 @@ def _samplers(cfg: PretrainConfig, volumes: Sequence[D.Volume]):
     if va is None:
         return volumes, None, None, None
     return volumes, [tr], volumes, [va]
-
-
-def _amp_context(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast(device_type="cuda", dtype=dtype), dtype
-    return torch.autocast(device_type=device.type, enabled=False), None
 
 
 class batch_stats_eval:
@@ -191,30 +96,17 @@ class batch_stats_eval:
         return False
 
 
-def checkpoint_payload(cfg, model, opt, sched, epoch, step, best_val, bad_epochs, history, pre):
-    m = getattr(model, "module", model)
-    m = getattr(m, "_orig_mod", m)
-    return {
-        "format": "models_genesis", "kind": "pretrain", "version": 1,
-        "model": m.state_dict(), "model_config": m.config(),
-        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-        "epoch": int(epoch), "step": int(step), "best_val": float(best_val), "bad_epochs": int(bad_epochs),
-        "rng": rng_state(), "config": _plain(asdict(cfg)), "preprocessing": pre.to_dict(),
-        "history": history,
-    }
-
-
-def _plain(d):
-    """Checkpoint-safe (weights_only) copy of a config dict: tuples become lists."""
-    if isinstance(d, dict):
-        return {k: _plain(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [_plain(v) for v in d]
-    return d
-
-
 def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
-    """Run (or resume) pretraining. Returns a summary dict (paths, losses, timings)."""
+    """Run (or resume) pretraining.
+
+    Args:
+        cfg: the run's settings; None sizes and schedule are filled per device
+            (:meth:`PretrainConfig.resolved`).
+
+    Returns:
+        ``{"out", "last", "best", "metrics" (paths), "stopped_early", "epochs_done", "step",
+        "best_val", "history" (the metrics records), "time_s", "config" (resolved, as a dict)}``.
+    """
     cfg.validate()
     dist_info = DistInfo()
     device = resolve_device(cfg.device)
@@ -225,199 +117,200 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
     main = dist_info.is_main
     say = (lambda m: log(m, main and not cfg.quiet))
     try:
-        return _pretrain(cfg, device, dist_info, main, say)
+        return _pretrain(cfg.resolved(device), device, dist_info, say)
     finally:
         dist_info.close()
 
 
-def _pretrain(cfg, device, dist_info, main, say):
+def _read_resume(cfg: PretrainConfig, last_path: str) -> Optional[Dict[str, Any]]:
+    """The checkpoint to resume from (None without --resume); its width, norm and cube must match."""
+    if not cfg.resume:
+        return None
+    if not os.path.exists(last_path):
+        raise UsageError(f"--resume: no checkpoint to resume at {last_path}")
+    ckpt = read_checkpoint(last_path)
+    saved = ckpt.get("config", {})
+    for k in ("width", "norm", "cube"):
+        sv = saved.get(k)
+        if k == "cube" and sv is not None:
+            sv = tuple(sv)
+        if sv is not None and sv != getattr(cfg, k):
+            raise UsageError(f"--resume: {k} {getattr(cfg, k)} differs from the checkpoint's {sv}")
+    return ckpt
+
+
+def _restore(ckpt, model, opt, sched, source: str, metrics_path: str, main: bool):
+    """Load a resumed run's model, optimiser, scheduler and RNG; rewrite metrics.jsonl from the
+    checkpoint's history. Returns ``(start_epoch, step, best_val, bad_epochs, history)``."""
+    load_pretrained(model, ckpt, strict=True, source=source)
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    history = list(ckpt.get("history", []))
+    if "rng" in ckpt:
+        set_rng_state(ckpt["rng"])
+    if main:  # the checkpoint's history is authoritative (a kill may fall between the two writes)
+        tmp = metrics_path + ".tmp"
+        with open(tmp, "w") as f:
+            for rec in history:
+                f.write(json.dumps(rec) + "\n")
+        os.replace(tmp, metrics_path)
+    return (int(ckpt["epoch"]) + 1, int(ckpt["step"]), float(ckpt.get("best_val", float("inf"))),
+            int(ckpt.get("bad_epochs", 0)), history)
+
+
+class _PretrainTask:
+    """The pretraining side of :func:`engine.fit`: corrupted cubes in, MSE validation, pictures."""
+
+    def __init__(self, cfg, model, opt, sched, pre, device, dist_info, tr_vols, tr_regions, val_set,
+                 monitor, history, out, say):
+        import genesis_ops as go
+
+        self.go, self.gcfg = go, genesis_config(cfg)
+        self.cfg, self.model, self.opt, self.sched, self.pre = cfg, model, opt, sched, pre
+        self.device, self.rank = device, dist_info.rank
+        self.tr_vols, self.tr_regions = tr_vols, tr_regions
+        self.val_inp, self.val_tgt = val_set
+        self.dtype = amp_dtype(device, cfg.amp)
+        self.monitor, self.history, self.out, self.say = monitor, history, out, say
+        self.lr_now = cfg.lr
+
+    def begin_epoch(self, epoch: int) -> Tuple[Callable, str]:
+        # per-(seed, rank, epoch) streams: a resumed run draws exactly the cubes it would have drawn
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, epoch, 2))
+        sampler = D.CubeSampler(self.tr_vols, cfg.cube, gen, air_value=cfg.air_value,
+                                min_foreground=cfg.min_foreground, regions=self.tr_regions)
+        seed_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, epoch, 3))
+
+        def next_batch():
+            cubes = sampler.sample(cfg.batch_size).to(self.device, non_blocking=True)
+            seed = int(torch.randint(0, 2 ** 62, (1,), generator=seed_gen).item())
+            return self.go.models_genesis(cubes, config=self.gcfg, seed=seed)  # on the training device
+        return next_batch, ""
+
+    def evaluate(self) -> Optional[float]:
+        """Validation MSE over the fixed corrupted cubes (batch statistics), or None without any."""
+        if self.val_inp is None:
+            return None
+        tot, bs = 0.0, self.cfg.batch_size
+        with torch.no_grad(), batch_stats_eval(self.model):
+            for i in range(0, len(self.val_inp), bs):
+                with autocast(self.device, self.dtype):
+                    pred = self.model(self.val_inp[i:i + bs])
+                tot += F.mse_loss(pred.float(), self.val_tgt[i:i + bs].float(), reduction="sum").item()
+        return tot / self.val_tgt.numel()
+
+    def end_epoch(self, epoch: int, step: int, train_loss: float, prog: Progress, epoch_time: float):
+        self.lr_now = self.opt.param_groups[0]["lr"]
+        self.sched.step()
+        val_loss = self.evaluate()
+        rec = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_loss": val_loss, "lr": self.lr_now,
+               "samples_per_s": prog.rate(), "epoch_time_s": round(epoch_time, 3)}
+        self.rate, self.epoch_time = prog.rate(), epoch_time
+        return rec, (val_loss if val_loss is not None else train_loss)
+
+    def payload(self, epoch: int, step: int) -> Dict[str, Any]:
+        best = self.monitor.best if self.monitor.best is not None else float("inf")
+        return checkpoint_payload("pretrain", self.model, self.opt, self.cfg, epoch, step,
+                                  scheduler=self.sched.state_dict(), best_val=float(best),
+                                  bad_epochs=int(self.monitor.bad_epochs), preprocessing=self.pre.to_dict(),
+                                  history=self.history)
+
+    def after_save(self, rec: Dict[str, Any]) -> None:
+        cfg = self.cfg
+        self.write_pngs()
+        self.say(f"epoch {rec['epoch']}/{cfg.epochs}: train MSE {rec['train_loss']:.5f}"
+                 + (f", validation MSE {rec['val_loss']:.5f}" if rec["val_loss"] is not None else "")
+                 + f", {self.rate:.1f} samples/s, {self.epoch_time:.1f}s" + (" (best)" if rec["best"] else ""))
+
+    def write_pngs(self) -> None:
+        """loss_curve.png, and restorations.png of the first ``previews`` validation cubes."""
+        from . import plots
+
+        cfg, out = self.cfg, self.out
+        plots.loss_curve(self.history, os.path.join(out, "loss_curve.png"))
+        if cfg.previews and self.val_inp is not None:
+            n = min(cfg.previews, len(self.val_inp))
+            with torch.no_grad(), batch_stats_eval(self.model):
+                pred = self.model(self.val_inp[:cfg.batch_size].float())[:n]
+            plots.restoration_grid(self.val_inp[:n, 0].float().cpu().numpy(), pred[:, 0].float().cpu().numpy(),
+                                   self.val_tgt[:n, 0].float().cpu().numpy(), os.path.join(out, "restorations.png"),
+                                   title="validation cubes: corrupted input / restoration / target (middle slice)")
+
+
+def _validation_set(cfg: PretrainConfig, va_vols, va_regions, device, gcfg):
+    """Fixed validation pairs: the same cubes and the same corruption every epoch (None, None
+    without validation volumes)."""
     import genesis_ops as go
 
+    if va_vols is None:
+        return None, None
+    vs = D.CubeSampler(va_vols, cfg.cube, torch.Generator().manual_seed(derive_seed(cfg.seed, 7)),
+                       air_value=cfg.air_value, min_foreground=cfg.min_foreground, regions=va_regions)
+    v = vs.sample(cfg.val_batches * cfg.batch_size).to(device)
+    return go.models_genesis(v, config=gcfg, seed=derive_seed(cfg.seed, 8))
+
+
+def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, say) -> Dict[str, Any]:
     t_start = time.perf_counter()
-    cfg = resolve_auto(cfg, device)
+    main = dist_info.is_main
     out = os.path.abspath(cfg.out)
-    last_path, best_path = os.path.join(out, "last.pt"), os.path.join(out, "best.pt")
+    writer = CheckpointWriter(out)
     metrics_path = os.path.join(out, "metrics.jsonl")
-    ckpt = None
-    if cfg.resume:
-        if not os.path.exists(last_path):
-            raise UsageError(f"--resume: no checkpoint to resume at {last_path}")
-        ckpt = read_checkpoint(last_path)
-        saved = ckpt.get("config", {})
-        for k in ("width", "norm", "cube"):
-            sv = saved.get(k)
-            if k == "cube" and sv is not None:
-                sv = tuple(sv)
-            if sv is not None and sv != getattr(cfg, k):
-                raise UsageError(f"--resume: {k} {getattr(cfg, k)} differs from the checkpoint's {sv}")
+    ckpt = _read_resume(cfg, writer.last)
     if main:
         os.makedirs(out, exist_ok=True)
-    pre = D.Preprocessing(modality=cfg.modality, hu_window=tuple(cfg.hu_window), mri_norm=cfg.mri_norm,
-                          spacing=tuple(cfg.spacing) if cfg.spacing else None)
+    pre = D.Preprocessing.from_config(cfg)
     demo = cfg.data is None
-    paths = [D.DEMO_CT] if demo else list(cfg.data)
-    cache = D.VolumeCache()
-    volumes = D.load_volumes(paths, pre, skip_bad=cfg.skip_bad, cache=cache,
-                             log=(print if main else None))
+    volumes = D.load_volumes([D.DEMO_CT] if demo else list(cfg.data), pre, skip_bad=cfg.skip_bad,
+                             cache=D.VolumeCache(), log=(print if main else None))
     say(f"genesis-ops pretrain: {'demo CT (bundled)' if demo else f'{len(volumes)} volume(s)'}, "
         f"device {device}, world size {dist_info.world_size}, width {cfg.width}, cube {'x'.join(map(str, cfg.cube))}, "
         f"batch {cfg.batch_size}/process, {cfg.epochs} epochs x {cfg.steps_per_epoch} steps, "
         f"{cfg.optimizer} lr {cfg.lr:g}, out {out}")
 
-    tr_vols, tr_regions, va_vols, va_regions = _samplers(cfg, volumes)
+    tr_vols, tr_regions, va_vols, va_regions = _split(cfg, volumes)
     torch.manual_seed(derive_seed(cfg.seed, dist_info.rank, 1))
     model = UNet3D(in_channels=1, n_classes=1, width=cfg.width, norm=cfg.norm).to(device)
     if cfg.init_weights and ckpt is None:
         load_pretrained(model, cfg.init_weights, strict=True)
         say(f"initialised from {cfg.init_weights}")
     opt, sched = make_optimizer(cfg, model.parameters())
-    start_epoch, step, best_val, bad_epochs, history = 1, 0, float("inf"), 0, []
+    start_epoch, step_count, best_val, bad_epochs, history = 1, 0, float("inf"), 0, []
     if ckpt is not None:
-        load_pretrained(model, ckpt, strict=True, source=last_path)
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        start_epoch = int(ckpt["epoch"]) + 1
-        step = int(ckpt["step"])
-        best_val = float(ckpt.get("best_val", float("inf")))
-        bad_epochs = int(ckpt.get("bad_epochs", 0))
-        history = list(ckpt.get("history", []))
-        if "rng" in ckpt:
-            set_rng_state(ckpt["rng"])
-        if main:  # the checkpoint's history is authoritative (a kill may fall between the two writes)
-            tmp = metrics_path + ".tmp"
-            with open(tmp, "w") as f:
-                for rec in history:
-                    f.write(json.dumps(rec) + "\n")
-            os.replace(tmp, metrics_path)
-        say(f"resumed from {last_path} at epoch {start_epoch - 1} (step {step})")
+        start_epoch, step_count, best_val, bad_epochs, history = _restore(
+            ckpt, model, opt, sched, writer.last, metrics_path, main)
+        say(f"resumed from {writer.last} at epoch {start_epoch - 1} (step {step_count})")
 
-    train_model: nn.Module = model
-    if dist_info.enabled:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        train_model = torch.compile(train_model)
-    gcfg = genesis_config(cfg)
-    amp_ctx_dtype = _amp_context(device, cfg.amp)[1]
-    scaler = torch.amp.GradScaler("cuda") if amp_ctx_dtype == torch.float16 else None
-
-    # fixed validation set: same cubes and same corruption every epoch
-    val_inp = val_tgt = None
-    if va_vols is not None:
-        vs = D.CubeSampler(va_vols, cfg.cube, torch.Generator().manual_seed(derive_seed(cfg.seed, 7)),
-                           air_value=cfg.air_value, min_foreground=cfg.min_foreground, regions=va_regions)
-        v = vs.sample(cfg.val_batches * cfg.batch_size).to(device)
-        val_inp, val_tgt = go.models_genesis(v, config=gcfg, seed=derive_seed(cfg.seed, 8))
-
-    def evaluate() -> Optional[float]:
-        if val_inp is None:
-            return None
-        tot = 0.0
-        with torch.no_grad(), batch_stats_eval(model):
-            for i in range(0, len(val_inp), cfg.batch_size):
-                ctx, _ = _amp_context(device, cfg.amp)
-                with ctx:
-                    pred = model(val_inp[i:i + cfg.batch_size])
-                tot += F.mse_loss(pred.float(), val_tgt[i:i + cfg.batch_size].float(), reduction="sum").item()
-        return tot / val_tgt.numel()
+    step = TrainStep(prepare_model(model, device, dist_info.enabled, cfg.compile), opt, device,
+                     loss_fn=lambda pred, target: F.mse_loss(pred.float(), target.float()), amp=cfg.amp)
+    step.steps = step_count
+    monitor = Monitor("min", cfg.patience, best=best_val, bad_epochs=bad_epochs)
+    val_set = _validation_set(cfg, va_vols, va_regions, device, genesis_config(cfg))
+    task = _PretrainTask(cfg, model, opt, sched, pre, device, dist_info, tr_vols, tr_regions, val_set,
+                         monitor, history, out, say)
 
     if ckpt is None and main:
         if os.path.exists(metrics_path):
             os.remove(metrics_path)
-        v0 = evaluate()
+        v0 = task.evaluate()
         rec = {"epoch": 0, "step": 0, "train_loss": None, "val_loss": v0, "lr": cfg.lr}
         history.append(rec)
         append_jsonl(metrics_path, rec)
         if v0 is not None:
             say(f"epoch 0: validation MSE before training {v0:.5f}")
 
-    result: Dict[str, Any] = {"out": out, "last": last_path, "best": best_path, "metrics": metrics_path,
-                              "stopped_early": False}
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        # per-(seed, rank, epoch) streams: a resumed run draws exactly the cubes it would have drawn
-        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, dist_info.rank, epoch, 2))
-        sampler = D.CubeSampler(tr_vols, cfg.cube, gen, air_value=cfg.air_value,
-                                min_foreground=cfg.min_foreground, regions=tr_regions)
-        seed_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, dist_info.rank, epoch, 3))
-        model.train()
-        prog = Progress(cfg.steps_per_epoch, f"epoch {epoch}/{cfg.epochs}", enabled=main and not cfg.quiet,
-                        every=cfg.log_every)
-        t0 = time.perf_counter()
-        loss_sum = 0.0
-        for i in range(1, cfg.steps_per_epoch + 1):
-            cubes = sampler.sample(cfg.batch_size).to(device, non_blocking=True)
-            seed = int(torch.randint(0, 2 ** 62, (1,), generator=seed_gen).item())
-            inp, target = go.models_genesis(cubes, config=gcfg, seed=seed)  # on the training device
-            ctx, _ = _amp_context(device, cfg.amp)
-            with ctx:
-                pred = train_model(inp)
-            loss = F.mse_loss(pred.float(), target.float())
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            step += 1
-            lv = float(loss.item())
-            if not math.isfinite(lv):
-                raise FloatingPointError(f"loss became {lv} at epoch {epoch} step {i}; "
-                                         f"try a lower --lr (now {opt.param_groups[0]['lr']:g})")
-            loss_sum += lv
-            prog.update(i, lv, cfg.batch_size * dist_info.world_size)
-        epoch_time = time.perf_counter() - t0
-        lr_now = opt.param_groups[0]["lr"]
-        sched.step()
-        train_loss = dist_info.mean(loss_sum / cfg.steps_per_epoch, device)
-        val_loss = evaluate()
-        monitored = val_loss if val_loss is not None else train_loss
-        improved = monitored < best_val
-        if improved:
-            best_val, bad_epochs = monitored, 0
-        else:
-            bad_epochs += 1
-        rec = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_loss": val_loss, "lr": lr_now,
-               "samples_per_s": prog.rate(), "epoch_time_s": round(epoch_time, 3), "best": improved}
-        history.append(rec)
-        if main:
-            payload = checkpoint_payload(cfg, model, opt, sched, epoch, step, best_val, bad_epochs, history, pre)
-            if improved:
-                atomic_save(payload, best_path)
-            atomic_save(payload, last_path)
-            append_jsonl(metrics_path, rec)
-            _write_pngs(cfg, model, history, val_inp, val_tgt, out, device)
-            say(f"epoch {epoch}/{cfg.epochs}: train MSE {train_loss:.5f}"
-                + (f", validation MSE {val_loss:.5f}" if val_loss is not None else "")
-                + f", {prog.rate():.1f} samples/s, {epoch_time:.1f}s" + (" (best)" if improved else ""))
-        dist_info.barrier()
-        stop = cfg.patience > 0 and bad_epochs >= cfg.patience
-        stop = dist_info.broadcast_flag(stop, device)
-        if stop:
-            say(f"early stopping: no improvement for {cfg.patience} epoch(s)")
-            result["stopped_early"] = True
-            break
-    if main and not os.path.exists(best_path) and os.path.exists(last_path):
-        import shutil
-        shutil.copyfile(last_path, best_path)
-    result.update({"epochs_done": epoch, "step": step, "best_val": best_val, "history": history,
-                   "time_s": time.perf_counter() - t_start, "config": asdict(cfg)})
+    epoch, stopped = fit(step, task, model=model, epochs=cfg.epochs,
+                         steps_per_epoch=cfg.steps_per_epoch, monitor=monitor, writer=writer, history=history,
+                         metrics_path=metrics_path, start_epoch=start_epoch, dist=dist_info,
+                         show_progress=not cfg.quiet, log_every=cfg.log_every, say=say)
     if main:
-        say(f"done in {result['time_s']:.1f}s: checkpoints {last_path}, {best_path}; metrics {metrics_path}; "
+        writer.finish(had_best=monitor.best is not None)
+    best = monitor.best if monitor.best is not None else float("inf")
+    result: Dict[str, Any] = {"out": out, "last": writer.last, "best": writer.best, "metrics": metrics_path,
+                              "stopped_early": stopped, "epochs_done": epoch, "step": step.steps, "best_val": best,
+                              "history": history, "time_s": time.perf_counter() - t_start, "config": asdict(cfg)}
+    if main:
+        say(f"done in {result['time_s']:.1f}s: checkpoints {writer.last}, {writer.best}; metrics {metrics_path}; "
             f"pictures {os.path.join(out, 'loss_curve.png')}, {os.path.join(out, 'restorations.png')}")
     return result
-
-
-def _write_pngs(cfg, model, history, val_inp, val_tgt, out, device):
-    from . import plots
-
-    plots.loss_curve(history, os.path.join(out, "loss_curve.png"))
-    if cfg.previews and val_inp is not None:
-        n = min(cfg.previews, len(val_inp))
-        with torch.no_grad(), batch_stats_eval(model):
-            pred = model(val_inp[:cfg.batch_size].float())[:n]
-        plots.restoration_grid(val_inp[:n, 0].float().cpu().numpy(), pred[:, 0].float().cpu().numpy(),
-                               val_tgt[:n, 0].float().cpu().numpy(), os.path.join(out, "restorations.png"),
-                               title="validation cubes: corrupted input / restoration / target (middle slice)")

@@ -116,6 +116,13 @@ class DistInfo:
         self.enabled = self.world_size > 1
         self.initialised_here = False
 
+    @classmethod
+    def single(cls) -> "DistInfo":
+        """A single process, whatever the environment says (for tasks that do not run under DDP)."""
+        d = cls.__new__(cls)
+        d.world_size, d.rank, d.local_rank, d.enabled, d.initialised_here = 1, 0, 0, False, False
+        return d
+
     @property
     def is_main(self) -> bool:
         return self.rank == 0

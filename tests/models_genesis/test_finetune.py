@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from models_genesis import UNet3D
-from models_genesis.finetune import (FinetuneConfig, dice_bce_loss, dice_iou, finetune, predict_volume, roc_auc,
-                                     sliding_window)
+from models_genesis.finetune import FinetuneConfig, finetune
+from models_genesis.inferers import predict_volume, sliding_window
+from models_genesis.losses import dice_bce_loss
+from models_genesis.metrics import dice_iou, roc_auc
 from models_genesis.model import read_checkpoint
 from models_genesis.utils import UsageError
 

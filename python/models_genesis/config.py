@@ -1,0 +1,220 @@
+"""Run settings: the configs of pretraining and fine-tuning, their defaults and schedules.
+
+Every default lives here, or where it belongs to a lower layer: the transforms' on
+``genesis_ops.GenesisConfig``, the preprocessing's on :class:`data.Preprocessing`. The command line
+builds its flags and their defaults from these dataclasses' fields.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from genesis_ops import GenesisConfig
+
+from .data import Preprocessing
+from .utils import UsageError
+
+DEFAULT_PRETRAIN_OUT = os.path.join("runs", "pretrain")
+DEFAULT_FINETUNE_OUT = os.path.join("runs", "finetune")
+
+# Sizes chosen when left as None: a narrow net and small cubes on the CPU, the paper's on CUDA.
+CPU_AUTO: Dict[str, Any] = {"width": 8, "cube": (32, 32, 16), "batch_size": 8}
+GPU_AUTO: Dict[str, Any] = {"width": 32, "cube": (64, 64, 32), "batch_size": 16}
+
+# Schedules chosen when --epochs / --steps-per-epoch are left as None: a short demo on the bundled
+# data (shorter on the CPU), a full run on the user's own data.
+PRETRAIN_DEMO_CPU = {"epochs": 8, "steps_per_epoch": 20}
+PRETRAIN_DEMO_GPU = {"epochs": 20, "steps_per_epoch": 50}
+PRETRAIN_FULL = {"epochs": 100, "steps_per_epoch": 100}
+FINETUNE_DEMO_CPU = {"epochs": 6, "steps_per_epoch": 15}
+FINETUNE_DEMO_GPU = {"epochs": 20, "steps_per_epoch": 50}
+FINETUNE_FULL = {"epochs": 50, "steps_per_epoch": 50}
+
+SCHEDULES = {
+    ("pretrain", True, "cpu"): PRETRAIN_DEMO_CPU, ("pretrain", True, "cuda"): PRETRAIN_DEMO_GPU,
+    ("pretrain", False, "cpu"): PRETRAIN_FULL, ("pretrain", False, "cuda"): PRETRAIN_FULL,
+    ("finetune", True, "cpu"): FINETUNE_DEMO_CPU, ("finetune", True, "cuda"): FINETUNE_DEMO_GPU,
+    ("finetune", False, "cpu"): FINETUNE_FULL, ("finetune", False, "cuda"): FINETUNE_FULL,
+}
+
+
+def auto_sizes(device: torch.device) -> Dict[str, Any]:
+    """Width, cube and batch size used when left unset (:data:`CPU_AUTO` or :data:`GPU_AUTO`)."""
+    return CPU_AUTO if device.type == "cpu" else GPU_AUTO
+
+
+def schedule(task: str, demo: bool, device: torch.device) -> Dict[str, int]:
+    """Default ``epochs`` and ``steps_per_epoch`` of ``task`` ("pretrain" or "finetune")."""
+    return SCHEDULES[(task, bool(demo), "cpu" if device.type == "cpu" else "cuda")]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_positive_ints(cfg: Any, names) -> None:
+    """UsageError naming the flag when one of ``names`` is set but not a positive integer."""
+    for n in names:
+        v = getattr(cfg, n)
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise UsageError(f"{_flag(n)}: expected a positive integer, got {v!r}")
+
+
+def check_cube(cube) -> None:
+    """UsageError unless ``cube`` is None or three positive multiples of 8."""
+    if cube is not None:
+        c = tuple(cube)
+        if len(c) != 3 or any((not isinstance(s, int)) or s < 8 or s % 8 for s in c):
+            raise UsageError(f"--cube: expected three positive multiples of 8, got {' '.join(map(str, c))}")
+
+
+@dataclass
+class RunConfig:
+    """Settings shared by pretraining and fine-tuning (sizes, device, precision, preprocessing, logging).
+
+    ``None`` sizes and schedules are filled per device (:func:`auto_sizes`, :func:`schedule`).
+    The preprocessing fields (``modality``, ``hu_window``, ``mri_norm``, ``spacing``) take their
+    defaults from :class:`data.Preprocessing`; :meth:`data.Preprocessing.from_config` reads them.
+    """
+
+    epochs: Optional[int] = None
+    steps_per_epoch: Optional[int] = None
+    batch_size: Optional[int] = None          # per process
+    cube: Optional[Tuple[int, int, int]] = None
+    width: Optional[int] = None
+    norm: str = "batch"
+    device: str = "auto"
+    seed: int = 0
+    amp: bool = True                          # CUDA only: bfloat16, or float16 with loss scaling
+    val_fraction: float = 0.2
+    # preprocessing
+    modality: str = Preprocessing.modality
+    hu_window: Tuple[float, float] = Preprocessing.hu_window
+    mri_norm: str = Preprocessing.mri_norm
+    spacing: Optional[Tuple[float, float, float]] = Preprocessing.spacing
+    log_every: Optional[int] = None
+    quiet: bool = False
+
+    def _fill(self, device: torch.device, task: str, demo: bool, sizes=("cube", "batch_size")) -> "RunConfig":
+        """A copy with the None sizes and schedule filled for ``device``."""
+        auto, sched = auto_sizes(device), schedule(task, demo, device)
+        c = replace(self)
+        for k in sizes:
+            if getattr(c, k) is None:
+                setattr(c, k, auto[k])
+        for k in ("epochs", "steps_per_epoch"):
+            if getattr(c, k) is None:
+                setattr(c, k, sched[k])
+        c.cube = tuple(int(s) for s in c.cube)
+        return c
+
+
+@dataclass
+class PretrainConfig(RunConfig):
+    """Settings of :func:`pretrain.pretrain` (one field per ``genesis-ops pretrain`` flag)."""
+
+    data: Optional[List[str]] = None          # None: the bundled demo CT
+    out: str = DEFAULT_PRETRAIN_OUT
+    resume: bool = False
+    optimizer: str = "adam"                   # "adam" (default) or "sgd" (the paper's)
+    lr: Optional[float] = None                # adam 1e-3, sgd 1.0
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_step_epochs: int = 40                  # StepLR: multiply by lr_gamma every N epochs
+    lr_gamma: float = 0.5
+    val_batches: int = 4
+    patience: int = 20                        # early stopping; 0 disables
+    compile: bool = False
+    # transforms (the paper's settings, as genesis_ops.GenesisConfig's defaults)
+    flip_p: float = GenesisConfig.flip_p
+    shuffle_p: float = GenesisConfig.shuffle_p
+    num_windows: int = GenesisConfig.num_windows
+    nonlinear_p: float = GenesisConfig.nonlinear_p
+    paint_p: float = GenesisConfig.paint_p
+    inpaint_rate: float = GenesisConfig.inpaint_rate
+    # cube sampling
+    min_foreground: float = 0.5
+    air_value: float = 0.05
+    skip_bad: bool = False
+    init_weights: Optional[str] = None       # start from these weights (ours or published)
+    previews: int = 4
+
+    def validate(self) -> None:
+        """Raise :class:`UsageError` (naming the flag) on a bad value."""
+        check_positive_ints(self, ("epochs", "steps_per_epoch", "batch_size", "width", "val_batches",
+                                   "num_windows"))
+        if self.previews != 0:
+            check_positive_ints(self, ("previews",))
+        check_cube(self.cube)
+        for n in ("flip_p", "shuffle_p", "nonlinear_p", "paint_p", "inpaint_rate", "min_foreground"):
+            v = getattr(self, n)
+            if not 0.0 <= v <= 1.0:
+                raise UsageError(f"{_flag(n)}: expected a probability in [0, 1], got {v}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise UsageError(f"--val-fraction: expected a fraction in [0, 1), got {self.val_fraction}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise UsageError(f"--optimizer: expected adam or sgd, got {self.optimizer!r}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UsageError(f"--lr: expected a positive number, got {self.lr}")
+        if self.patience < 0:
+            raise UsageError(f"--patience: expected >= 0, got {self.patience}")
+        if self.lr_step_epochs < 1:
+            raise UsageError(f"--lr-step-epochs: expected a positive integer, got {self.lr_step_epochs}")
+
+    def resolved(self, device: torch.device) -> "PretrainConfig":
+        """A copy with the settings left as None filled: width, cube and batch for ``device``, the
+        demo schedule without ``data`` (else the full one), the optimiser's default lr."""
+        c = self._fill(device, "pretrain", self.data is None, sizes=("width", "cube", "batch_size"))
+        if c.lr is None:
+            c.lr = 1e-3 if c.optimizer == "adam" else 1.0
+        return c
+
+
+@dataclass
+class FinetuneConfig(RunConfig):
+    """Settings of :func:`finetune.finetune` (one field per ``genesis-ops finetune`` flag)."""
+
+    task: str = "segmentation"                # or "classification"
+    images: Optional[List[str]] = None
+    labels: Optional[List[str]] = None        # segmentation: label volumes; classification: class ids
+    csv: Optional[str] = None                 # classification: rows "path,label"
+    label_values: Optional[List[int]] = None  # segmentation foreground values (default: any > 0)
+    weights: Optional[str] = None             # ours or published; None = from scratch
+    out: str = DEFAULT_FINETUNE_OUT
+    n_classes: Optional[int] = None           # classification (default: from the labels)
+    lr: float = 1e-3
+    freeze_encoder_epochs: int = 0
+    fg_fraction: float = 0.5
+    threshold: float = 0.5
+    overlap: float = 0.5
+    patience: int = 0
+    demo: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`UsageError` (naming the flag) on a bad value."""
+        if self.task not in ("segmentation", "classification"):
+            raise UsageError(f"--task: expected segmentation or classification, got {self.task!r}")
+        check_positive_ints(self, ("epochs", "steps_per_epoch", "batch_size", "width", "n_classes"))
+        check_cube(self.cube)
+        for n in ("val_fraction", "fg_fraction", "threshold"):
+            v = getattr(self, n)
+            if not 0.0 <= v <= 1.0 or (n == "val_fraction" and v >= 1.0):
+                raise UsageError(f"{_flag(n)}: expected a value in [0, 1), got {v}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise UsageError(f"--overlap: expected a fraction in [0, 1), got {self.overlap}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UsageError(f"--lr: expected a positive number, got {self.lr}")
+        if self.freeze_encoder_epochs < 0 or self.patience < 0:
+            raise UsageError("--freeze-encoder-epochs/--patience: expected >= 0")
+        if not self.demo:
+            if not self.images and not self.csv:
+                raise UsageError("finetune: give --images (and --labels) or --csv, or use --demo")
+
+    def resolved(self, device: torch.device) -> "FinetuneConfig":
+        """A copy with cube, batch size and schedule filled for ``device`` (the width stays None
+        here: it comes from the weights, see :func:`finetune.finetune`)."""
+        return self._fill(device, "finetune", self.demo)
+

@@ -1,0 +1,123 @@
+"""Whole-volume inference: overlapping windows (:func:`sliding_window`) and the ``predict`` command's
+:func:`predict_volume` (checkpoint in, NIfTI out)."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import data as D
+from .engine import amp_dtype, autocast
+from .model import GenesisClassifier, load_model, read_checkpoint
+from .utils import UsageError, resolve_device
+
+# window size for weights that do not record their training cube (the published ones: the paper's)
+PUBLISHED_CUBE = (64, 64, 32)
+
+
+def window_starts(n: int, c: int, stride: int) -> List[int]:
+    """Start offsets of windows of size ``c`` with ``stride`` along an axis of length ``n``; the last
+    window ends at ``n`` exactly (so every voxel is covered). ``[0]`` when ``n <= c``."""
+    if n <= c:
+        return [0]
+    s = list(range(0, n - c + 1, stride))
+    if s[-1] != n - c:
+        s.append(n - c)
+    return s
+
+
+@torch.no_grad()
+def sliding_window(model: nn.Module, volume: np.ndarray, cube: Sequence[int], overlap: float = 0.5,
+                   batch_size: int = 4, device: Any = "cpu", amp: bool = True,
+                   fn: Optional[Callable[[nn.Module, torch.Tensor], torch.Tensor]] = None) -> np.ndarray:
+    """Apply ``model`` to a whole volume in overlapping cubes and average the overlaps.
+
+    Args:
+        model: maps ``(B, 1, *cube)`` to ``(B, C, *cube)``; run in eval mode (its mode is restored).
+        volume: ``(X, Y, Z)`` array. Volumes smaller than ``cube`` are padded with 0 and cropped back.
+        cube: window size ``(x, y, z)``.
+        overlap: fraction in [0, 1) by which neighbouring windows overlap.
+        batch_size: windows per forward pass.
+        device: where the model runs; amp: mixed precision there (CUDA only).
+        fn: ``fn(model, batch)`` giving per-voxel outputs (default ``model(batch)``).
+
+    Returns:
+        ``(X, Y, Z)`` float32 array: channel 0 of the output, averaged over the windows covering
+        each voxel.
+    """
+    device = torch.device(device)
+    dtype = amp_dtype(device, amp)
+    cube = tuple(int(c) for c in cube)
+    vol, pads = D.pad_to(np.asarray(volume, dtype=np.float32), cube, 0.0)
+    stride = [max(1, int(round(c * (1 - overlap)))) for c in cube]
+    starts = [window_starts(n, c, s) for n, c, s in zip(vol.shape, cube, stride)]
+    acc = np.zeros(vol.shape, dtype=np.float32)
+    cnt = np.zeros(vol.shape, dtype=np.float32)
+    coords = [(a, b, c) for a in starts[0] for b in starts[1] for c in starts[2]]
+    was_training = model.training
+    model.eval()
+    fn = fn or (lambda m, x: m(x))
+    t = torch.from_numpy(vol)
+    for i in range(0, len(coords), batch_size):
+        chunk = coords[i:i + batch_size]
+        batch = torch.stack([t[a:a + cube[0], b:b + cube[1], c:c + cube[2]] for a, b, c in chunk])[:, None]
+        with autocast(device, dtype):
+            out = fn(model, batch.to(device))
+        out = out[:, 0].float().cpu().numpy()
+        for (a, b, c), o in zip(chunk, out):
+            acc[a:a + cube[0], b:b + cube[1], c:c + cube[2]] += o
+            cnt[a:a + cube[0], b:b + cube[1], c:c + cube[2]] += 1
+    model.train(was_training)
+    res = acc / np.maximum(cnt, 1)
+    sl = tuple(slice(p0, n - p1) for (p0, p1), n in zip(pads, res.shape))
+    return res[sl]
+
+
+def predict_volume(weights: str, input_path: str, output_path: str, device: str = "auto",
+                   threshold: Optional[float] = 0.5, overlap: float = 0.5, batch_size: int = 4,
+                   cube: Optional[Sequence[int]] = None, amp: bool = True) -> Dict[str, Any]:
+    """Whole-volume sliding-window inference; writes a NIfTI on the input's grid and affine.
+
+    Args:
+        weights: a checkpoint: ours (segmentation or pretraining) or the published format.
+        input_path: NIfTI volume; the checkpoint's preprocessing is applied to it.
+        output_path: ``.nii`` or ``.nii.gz`` to write.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        threshold: segmentation checkpoints give a uint8 mask ``prob >= threshold``; None writes
+            float probabilities. Pretraining and published weights give the restored [0, 1] volume.
+        overlap, batch_size: see :func:`sliding_window`.
+        cube: window size (default: the training cube stored in the checkpoint, else
+            :data:`PUBLISHED_CUBE`).
+        amp: mixed precision on CUDA.
+
+    Returns:
+        ``{"output", "kind", "shape" (of the input file), "time_s", "mask" (bool)}``.
+    """
+    dev = resolve_device(device)
+    obj = read_checkpoint(weights)
+    model = load_model(obj, map_location="cpu", source=weights)
+    if isinstance(model, GenesisClassifier):
+        raise UsageError(f"{weights}: a classification checkpoint; predict needs a U-Net (segmentation or pretraining)")
+    kind = obj.get("kind", "published")
+    pre = D.Preprocessing.from_dict(obj.get("preprocessing"))
+    if cube is None:
+        c = (obj.get("config") or {}).get("cube")
+        cube = tuple(c) if c else PUBLISHED_CUBE
+    if not 0 <= overlap < 1:
+        raise UsageError(f"--overlap: expected a fraction in [0, 1), got {overlap}")
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise UsageError(f"--threshold: expected a value in [0, 1], got {threshold}")
+    vol = D.load_volume(input_path, pre)
+    model.to(dev)
+    t0 = time.perf_counter()
+    prob = sliding_window(model, vol.data, cube, overlap, batch_size, dev, amp)
+    seg = kind.startswith("finetune-segmentation")
+    if seg and threshold is not None:
+        D.save_like((prob >= threshold).astype(np.uint8), vol, output_path, label=True)
+    else:
+        D.save_like(prob.astype(np.float32), vol, output_path, label=False)
+    return {"output": output_path, "kind": kind, "shape": vol.original_shape, "time_s": time.perf_counter() - t0,
+            "mask": bool(seg and threshold is not None)}
