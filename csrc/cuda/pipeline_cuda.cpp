@@ -14,8 +14,7 @@
 #include <unordered_map>
 
 #include "cuda/pipeline_launch.h"
-#include "kernels/bezier.h"
-#include "op_common.h"
+#include "op_entries.h"
 
 namespace genesis {
 namespace {
@@ -117,97 +116,31 @@ void check_device(int device, const char* op) {
   STD_TORCH_CHECK(problem.empty(), op, ": ", problem);
 }
 
-// explicit_params: optional (control_points, increasing) for the bezier op.
-std::tuple<Tensor, Tensor> pipeline_cuda(const Tensor& x, const Shape& shape, const PipelineConfig& cfg,
-                                         bool want_target, const char* op, const Tensor* ctrl = nullptr,
-                                         const Tensor* increasing = nullptr) {
-  STD_TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor");
-  const torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
-  const Tensor xc = torch::stable::contiguous(x);
-  Tensor input = torch::stable::empty_like(xc);
-  Tensor target = want_target ? torch::stable::empty_like(xc) : input;
-  if (xc.numel() == 0) return {input, target};
-  check_device(x.get_device_index(), op);
-  const cudaStream_t stream = current_stream(x.get_device_index(), op);
+// The CUDA engine of every op (op_entries.h).
+struct CudaEngine {
+  static constexpr const char* kSchemaPrefix = "";
 
-  // Scratch for only what this op runs (launch_plan): curve tables only where curves are built,
-  // the shuffle's owner map only where windows shuffle. One allocation, carved as planned.
-  const LaunchPlan plan = launch_plan(shape, cfg, ctrl != nullptr);
-  Tensor scratch = scratch_bytes(xc, plan.scratch_bytes);
-  const Scratch s = carve_scratch(plan, shape.batch, scratch.mutable_data_ptr());
-
-  Tensor cp_keep = xc, inc_keep = xc;
-  if (ctrl != nullptr) {
-    cp_keep = torch::stable::contiguous(*ctrl);
-    inc_keep = torch::stable::contiguous(*increasing);
-    check_cuda(cuda::launch_explicit_params(static_cast<const double*>(cp_keep.const_data_ptr()),
-                                            static_cast<const uint8_t*>(inc_keep.const_data_ptr()), s.params, shape,
-                                            plan, stream),
+  static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg,
+                                        const char* op) {
+    STD_TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor");
+    const torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
+    EngineIO io(x, cfg.op);
+    if (io.empty()) return io.result();
+    check_device(x.get_device_index(), op);
+    const cudaStream_t stream = current_stream(x.get_device_index(), op);
+    // Scratch for only what this op runs (launch_plan): curve tables only where curves are built,
+    // the shuffle's owner map only where windows shuffle. One allocation, carved as planned.
+    const LaunchPlan plan = launch_plan(shape, cfg);
+    Tensor scratch = scratch_bytes(io.x, plan.scratch_bytes);
+    const Scratch s = carve_scratch(plan, shape.batch, scratch.mutable_data_ptr());
+    check_cuda(cuda::launch_pipeline(storage_of(io.x.scalar_type()), io.x.const_data_ptr(),
+                                     io.input.mutable_data_ptr(), io.target_ptr(), shape, cfg, plan, s, stream),
                op);
+    return io.result();
   }
-  check_cuda(cuda::launch_pipeline(storage_of(xc.scalar_type()), xc.const_data_ptr(), input.mutable_data_ptr(),
-                                   want_target ? target.mutable_data_ptr() : nullptr, shape, cfg, plan, s, stream),
-             op);
-  return {input, target};
-}
-
-std::tuple<Tensor, Tensor> models_genesis_cuda(Tensor x, double flip_p, double shuffle_p, int64_t num_windows,
-                                               double nonlinear_p, double paint_p, double inpaint_rate, double lo,
-                                               double hi, int64_t seed, int64_t sample_offset) {
-  const char* op = "genesis::models_genesis";
-  const Shape s = check_input(x, op);
-  const PipelineConfig cfg = pipeline_config(s, flip_p, shuffle_p, num_windows, nonlinear_p, paint_p,
-                                             inpaint_rate, lo, hi, seed, sample_offset, op);
-  return pipeline_cuda(x, s, cfg, true, op);
-}
-
-Tensor flip_cuda(Tensor x, double p, int64_t seed, int64_t off) {
-  const char* op = "genesis::flip";
-  const Shape s = check_input(x, op);
-  return std::get<0>(pipeline_cuda(x, s, flip_config(s, p, seed, off, op), false, op));
-}
-
-Tensor local_shuffle_cuda(Tensor x, double p, int64_t num_windows, int64_t seed, int64_t off) {
-  const char* op = "genesis::local_shuffle";
-  const Shape s = check_input(x, op);
-  return std::get<0>(pipeline_cuda(x, s, shuffle_config(s, p, num_windows, seed, off, op), false, op));
-}
-
-Tensor nonlinear_cuda(Tensor x, double p, double lo, double hi, int64_t seed, int64_t off) {
-  const char* op = "genesis::nonlinear";
-  const Shape s = check_input(x, op);
-  return std::get<0>(pipeline_cuda(x, s, nonlinear_config(s, p, lo, hi, seed, off, op), false, op));
-}
-
-Tensor inpaint_cuda(Tensor x, double p, double lo, double hi, int64_t seed, int64_t off) {
-  const char* op = "genesis::inpaint";
-  const Shape s = check_input(x, op);
-  return std::get<0>(pipeline_cuda(x, s, paint_config(s, true, p, lo, hi, seed, off, op), false, op));
-}
-
-Tensor outpaint_cuda(Tensor x, double p, double lo, double hi, int64_t seed, int64_t off) {
-  const char* op = "genesis::outpaint";
-  const Shape s = check_input(x, op);
-  return std::get<0>(pipeline_cuda(x, s, paint_config(s, false, p, lo, hi, seed, off, op), false, op));
-}
-
-Tensor bezier_cuda(Tensor x, Tensor control_points, Tensor increasing, double lo, double hi) {
-  const char* op = "genesis::bezier";
-  const Shape s = check_input(x, op);
-  check_bezier_args(x, control_points, increasing, s, op);
-  const PipelineConfig cfg = nonlinear_config(s, 1.0, lo, hi, 0, 0, op);
-  return std::get<0>(pipeline_cuda(x, s, cfg, false, op, &control_points, &increasing));
-}
+};
 
 }  // namespace
 }  // namespace genesis
 
-STABLE_TORCH_LIBRARY_IMPL(genesis, CUDA, m) {
-  m.impl("models_genesis", TORCH_BOX(&genesis::models_genesis_cuda));
-  m.impl("flip", TORCH_BOX(&genesis::flip_cuda));
-  m.impl("local_shuffle", TORCH_BOX(&genesis::local_shuffle_cuda));
-  m.impl("nonlinear", TORCH_BOX(&genesis::nonlinear_cuda));
-  m.impl("inpaint", TORCH_BOX(&genesis::inpaint_cuda));
-  m.impl("outpaint", TORCH_BOX(&genesis::outpaint_cuda));
-  m.impl("bezier", TORCH_BOX(&genesis::bezier_cuda));
-}
+STABLE_TORCH_LIBRARY_IMPL(genesis, CUDA, m) { genesis::register_ops<genesis::CudaEngine>(m); }

@@ -10,12 +10,8 @@ namespace genesis::cuda {
 
 enum class Storage { kFloat, kDouble, kHalf, kBFloat16 };
 
-// Fills scratch.params from explicit Bezier parameters instead of drawing them.
-cudaError_t launch_explicit_params(const double* ctrl, const uint8_t* increasing, SampleParams* params,
-                                   const Shape& shape, const LaunchPlan& plan, cudaStream_t stream);
-
-// The whole pipeline as planned: params (if plan.draw_params), curve tables, shuffle owners and
-// windows, voxels. target may be null (single ops). Returns the first launch error, at once.
+// The whole pipeline as planned: params (drawn, or given: cfg.given), curve tables, shuffle owners
+// and windows, voxels. target may be null (single ops). Returns the first launch error, at once.
 cudaError_t launch_pipeline(Storage storage, const void* x, void* input, void* target, const Shape& shape,
                             const PipelineConfig& cfg, const LaunchPlan& plan, const Scratch& scratch,
                             cudaStream_t stream);

@@ -37,7 +37,6 @@ struct Grid {
 };
 
 struct LaunchPlan {
-  bool draw_params = false;  // params kernel (else explicit_params kernel: the bezier op)
   bool curves = false;       // curve tables (nonlinear, bezier, fused with nonlinear_p > 0)
   bool shuffle = false;      // owner and window kernels
   Grid params, curve, owner, window, voxel;
@@ -63,11 +62,10 @@ inline int64_t max_window_volume(const Shape& shape) {
   return n;
 }
 
-inline LaunchPlan launch_plan(const Shape& shape, const PipelineConfig& cfg, bool params_given) {
+inline LaunchPlan launch_plan(const Shape& shape, const PipelineConfig& cfg) {
   LaunchPlan p;
   const int64_t B = shape.batch, S = shape.spatial();
-  p.draw_params = !params_given;
-  p.curves = params_given || cfg.nonlinear_p > 0.0;
+  p.curves = cfg.nonlinear_p > 0.0;  // the bezier op's config has nonlinear_p = 1
   p.shuffle = cfg.shuffle_p > 0.0 && cfg.num_windows > 0;
   p.params.x = min_i64(ceil_div(B, kLaunchThreads), kGridStrideBlocks);  // drawn or given (bezier)
   if (p.curves) p.curve.x = min_i64(B, kGridStrideBlocks);  // one block per sample, grid-stride
