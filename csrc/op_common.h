@@ -13,8 +13,8 @@
 #include <tuple>
 #include <vector>
 
-#include "kernels/half.h"
-#include "kernels/params.h"
+#include "bodies/half.h"
+#include "bodies/params.h"
 
 namespace genesis {
 

@@ -1,4 +1,4 @@
-// Built instead of pipeline_cuda.cpp when no CUDA compiler was found: every op's CUDA kernel
+// Built instead of cuda_engine.cpp when no CUDA compiler was found: every op's CUDA kernel
 // raises an error that says why and how to get the kernels, instead of the dispatcher's generic
 // "could not run ... with arguments from the 'CUDA' backend". It raises before any argument check.
 #include <stdexcept>

@@ -1,10 +1,10 @@
-// An emulated CUDA launch: runs the CUDA kernels' bodies (kernels/launch_bodies.h) over their
+// An emulated CUDA launch: runs the CUDA kernels' bodies (bodies/launch_bodies.h) over their
 // whole grids on the CPU, sequentially, in the same launch order, with the same buffers. Tests
 // compare it with the NumPy reference so the code the GPU runs is checked on every machine,
-// including CI without a GPU. Registered for CPU tensors as genesis::_emulated_cuda_*.
+// including CI without a GPU. Registered for CPU tensors as genesis::_emulated_cuda_* (EmulatedEngine, op_entries.h).
 #include <algorithm>
 
-#include "kernels/launch_bodies.h"
+#include "bodies/launch_bodies.h"
 #include "op_entries.h"
 
 namespace genesis {
@@ -22,7 +22,7 @@ void for_grid(const Grid& g, Body&& body) {
       for (int64_t t = 0; t < g.threads; ++t) body(bx, by, t);
 }
 
-// The launch sequence of csrc/cuda/pipeline_kernels.cu over the grids of launch_plan, each kernel's
+// The launch sequence of csrc/cuda/cuda_kernels.cu over the grids of launch_plan, each kernel's
 // loops written as there. Kernels without barriers run thread by thread; the curve and window
 // kernels run phase by phase (every thread of a block finishes a phase before the next starts).
 std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const PipelineConfig& cfg) {

@@ -1,7 +1,7 @@
 #pragma once
 // The bodies of the CUDA kernels, one call per grid point (or per thread and phase).
-// csrc/cuda/pipeline_kernels.cu wraps each in a thin __global__ function; csrc/emulate/
-// emulate_cuda.cpp runs the same bodies over the same grids (kernels/launch_plan.h) on the CPU,
+// csrc/cuda/cuda_kernels.cu wraps each in a thin __global__ function; csrc/emulate/
+// emulate_cuda.cpp runs the same bodies over the same grids (bodies/launch_plan.h) on the CPU,
 // phase by phase where the GPU separates phases by barriers, so that tests exercise what the
 // GPU runs on machines without one.
 //
@@ -13,8 +13,8 @@
 //   4. window_*           one warp per (sample, window)   the owner's permutation, built once:
 //                                                         owner[b, v] = encoded source voxel
 //   5. voxel_group_body   per 4 voxels of a sample        input and target, all channels
-#include "kernels/launch_plan.h"
-#include "kernels/pipeline.h"
+#include "bodies/launch_plan.h"
+#include "bodies/pipeline.h"
 
 namespace genesis {
 

@@ -2,8 +2,8 @@
 // Per-sample random parameters of every transform, drawn from Philox words exactly as
 // genesis_ops/reference.py draws them. One SampleParams per sample; the voxel bodies only
 // read it. See docs/SPEC.md (section 3) and the reference for the word layout.
-#include "kernels/geometry.h"
-#include "kernels/philox.h"
+#include "bodies/geometry.h"
+#include "bodies/philox.h"
 
 namespace genesis {
 

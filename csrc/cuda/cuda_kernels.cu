@@ -1,8 +1,8 @@
-// CUDA kernels: thin __global__ wrappers that map the grids of kernels/launch_plan.h onto the
-// shared bodies in kernels/launch_bodies.h (which the CPU emulation in csrc/emulate runs too).
+// CUDA kernels: thin __global__ wrappers that map the grids of bodies/launch_plan.h onto the
+// shared bodies in bodies/launch_bodies.h (which the CPU emulation in csrc/emulate runs too).
 // No torch headers.
-#include "cuda/pipeline_launch.h"
-#include "kernels/launch_bodies.h"
+#include "cuda/cuda_launch.h"
+#include "bodies/launch_bodies.h"
 
 namespace genesis::cuda {
 namespace {

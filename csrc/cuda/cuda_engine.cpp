@@ -1,8 +1,9 @@
-// Torch-side glue of the CUDA kernels (compiled by the host compiler, stable ABI): checks,
-// device guard, current stream, scratch from torch's caching allocator, then one call into the
-// torch-free launchers. No host synchronisation. Nothing CUDA-specific comes from torch at build
-// time: the current stream is looked up in the loaded torch (see current_stream), and cudart is
-// linked statically, so this module also loads in a CPU-only torch.
+// The CUDA engine of every genesis op and their CUDA registrations: the torch-side glue of the
+// CUDA kernels (host compiler, stable ABI). Device check, device guard, current stream, scratch
+// from torch's caching allocator, then one call into the torch-free launchers (cuda_kernels.cu).
+// No host synchronisation. Nothing CUDA-specific comes from torch at build time: the current
+// stream is looked up in the loaded torch (see current_stream), and cudart is linked statically,
+// so this module also loads in a CPU-only torch.
 #include <dlfcn.h>
 #include <torch/csrc/inductor/aoti_torch/c/shim.h>
 #include <torch/csrc/stable/accelerator.h>
@@ -13,7 +14,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "cuda/pipeline_launch.h"
+#include "cuda/cuda_launch.h"
 #include "op_entries.h"
 
 namespace genesis {

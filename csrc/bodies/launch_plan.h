@@ -1,7 +1,7 @@
 #pragma once
 // Every launch configuration of the CUDA pipeline and the layout of its device scratch, in one
-// torch-free function (launch_plan). The CUDA launcher (csrc/cuda/pipeline_kernels.cu), the
-// torch-side allocation (csrc/cuda/pipeline_cuda.cpp) and the CPU emulation of the launch
+// torch-free function (launch_plan). The CUDA launcher (csrc/cuda/cuda_kernels.cu), the
+// torch-side allocation (csrc/cuda/cuda_engine.cpp) and the CPU emulation of the launch
 // (csrc/emulate/emulate_cuda.cpp) all use it, so the emulation runs the grids the GPU runs, and
 // tests check the limits at extreme sizes through genesis::_launch_plan without a GPU.
 //
@@ -11,8 +11,8 @@
 // y: samples, grid-stride), so no 64-bit division by the sample size happens per voxel.
 #include <cstdint>
 
-#include "kernels/bezier.h"
-#include "kernels/params.h"
+#include "bodies/bezier.h"
+#include "bodies/params.h"
 
 namespace genesis {
 

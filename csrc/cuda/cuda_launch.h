@@ -1,10 +1,10 @@
 #pragma once
 // Launchers of the CUDA kernels: raw pointers and a stream, no torch types, so that the .cu
-// file compiles in about a second. Called from pipeline_cuda.cpp (the torch-side glue), which
-// allocates plan.scratch_bytes and carves it with carve_scratch (kernels/launch_plan.h).
+// file compiles in about a second. Called from cuda_engine.cpp (the torch-side glue), which
+// allocates plan.scratch_bytes and carves it with carve_scratch (bodies/launch_plan.h).
 #include <cuda_runtime_api.h>
 
-#include "kernels/launch_plan.h"
+#include "bodies/launch_plan.h"
 
 namespace genesis::cuda {
 

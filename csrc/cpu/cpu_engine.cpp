@@ -1,16 +1,17 @@
-// CPU kernels of every genesis op. All ops run the one pipeline engine with their own stage
-// probabilities (see op_common.h), so the fused pipeline equals the composition of the single
-// ops by construction. Per sample: parameters, curve tables (curve_map.h) and the shuffle's
-// source map (shuffle_map.h); then rows of voxels: targets (flip), then inputs (shuffle gather,
-// intensity map, painting). Every voxel is a pure function of its coordinates, so results do
-// not depend on the thread count or on the schedule (whole samples or rows per task).
+// The CPU engine of every genesis op (CpuEngine; the entry points are op_entries.h's) and the
+// CPU registrations. All ops run the one pipeline with their own stage probabilities, so the
+// fused pipeline equals the composition of the single ops by construction. Per sample:
+// parameters, curve tables (curve_map.h) and the shuffle's source map (shuffle_map.h); then rows
+// of voxels: targets (flip), then inputs (shuffle gather, intensity map, painting). Every voxel
+// is a pure function of its coordinates, so results do not depend on the thread count or on the
+// schedule (whole samples or rows per task).
 #include <algorithm>
 #include <atomic>
 
 #include "cpu/curve_map.h"
 #include "cpu/philox_simd.h"
 #include "cpu/shuffle_map.h"
-#include "kernels/launch_bodies.h"
+#include "bodies/launch_bodies.h"
 #include "op_entries.h"
 
 namespace genesis {
