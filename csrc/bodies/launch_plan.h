@@ -18,8 +18,7 @@ namespace genesis {
 
 constexpr int64_t kLaunchThreads = 256;      // threads per block (all kernels but the window kernel)
 constexpr int64_t kWarpSize = 32;            // the window kernel: one warp per block
-constexpr int64_t kMaxGridX = 2147483647;    // CUDA limits
-constexpr int64_t kMaxGridY = 65535;
+constexpr int64_t kMaxGridY = 65535;         // CUDA's limit (gridDim.x: 2^31 - 1, never reached)
 constexpr int64_t kGridStrideBlocks = 65536; // enough blocks to fill any current GPU many times
 constexpr int64_t kVoxelsPerThread = 4;      // one Philox block = the fill noise of 4 voxels
 // A window's permutation and draws (2 x 4 bytes per position) go to dynamic shared memory while
