@@ -87,8 +87,9 @@ std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const Pi
   return io.result();
 }
 
-// The emulated launch as an engine (op_entries.h), registered for two ops: the fused pipeline and
-// bezier (given parameters) cover every path of the CUDA kernels.
+// The emulated launch as an engine (op_entries.h), registered for two ops: the fused pipeline
+// (drawn parameters, with a target) and bezier (given parameters, no target) take every path
+// of the CUDA kernels.
 struct EmulatedEngine {
   static constexpr const char* kSchemaPrefix = "_emulated_cuda_";
   static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char*) {
@@ -101,7 +102,7 @@ struct EmulatedEngine {
 //   params.x, curve.x, owner.x, window.x, window.threads, window.shared_bytes, voxel.x, voxel.y,
 //   voxel.threads, voxel_groups, window_items, window_capacity, window_in_shared,
 //   params_bytes, curve_bytes, owner_bytes, window_bytes, scratch_bytes
-// (tests/test_launch_plan.py names them in the same order).
+// (tests/test_emulated_cuda.py, PLAN_FIELDS, names them in the same order).
 std::vector<int64_t> launch_plan_hook(std::vector<int64_t> sizes, double shuffle_p, int64_t num_windows,
                                       double nonlinear_p, bool params_given) {
   const char* op = "genesis::_launch_plan";
