@@ -304,14 +304,14 @@ def _cmd_preview(a) -> int:
 
     import genesis_ops as go
 
-    from . import data
+    from . import data as D
     from . import plots
     from .utils import UsageError, resolve_device
 
     dev = resolve_device(a.device)
-    pre = data.Preprocessing(modality=a.modality, hu_window=tuple(a.hu_window), mri_norm=a.mri_norm,
-                             spacing=tuple(a.spacing) if a.spacing else None)
-    vol = data.load_volume(a.input, pre)
+    pre = D.Preprocessing(modality=a.modality, hu_window=tuple(a.hu_window), mri_norm=a.mri_norm,
+                          spacing=tuple(a.spacing) if a.spacing else None)
+    vol = D.load_volume(a.input, pre)
     x = torch.from_numpy(vol.data.astype(np.float32))[None, None].to(dev)
     k = vol.data.shape[2] // 2 if a.slice is None else a.slice
     if not 0 <= k < vol.data.shape[2]:

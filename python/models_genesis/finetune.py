@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import data
+from . import data as D
 from .model import (CheckpointError, GenesisClassifier, UNet3D, encoder_modules, extract_state_dict,
                     load_model, load_pretrained, read_checkpoint)
 from .pretrain import CPU_AUTO, GPU_AUTO, _amp_context, _plain
@@ -153,7 +153,7 @@ def sliding_window(model: nn.Module, volume: np.ndarray, cube: Sequence[int], ov
     the output is returned). Small volumes are padded (with 0) and cropped back."""
     device = torch.device(device)
     cube = tuple(int(c) for c in cube)
-    vol, pads = data.pad_to(np.asarray(volume, dtype=np.float32), cube, 0.0)
+    vol, pads = D.pad_to(np.asarray(volume, dtype=np.float32), cube, 0.0)
     stride = [max(1, int(round(c * (1 - overlap)))) for c in cube]
     starts = [_starts(n, c, s) for n, c, s in zip(vol.shape, cube, stride)]
     acc = np.zeros(vol.shape, dtype=np.float32)
@@ -189,8 +189,8 @@ class PairSampler:
     def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cube, generator,
                  fg_fraction: float = 0.5):
         self.cube = tuple(cube)
-        self.images = [data.pad_to(a, self.cube, 0.0)[0] for a in images]
-        self.labels = [data.pad_to(a, self.cube, 0.0)[0] for a in labels]
+        self.images = [D.pad_to(a, self.cube, 0.0)[0] for a in images]
+        self.labels = [D.pad_to(a, self.cube, 0.0)[0] for a in labels]
         self.fg = [np.argwhere(lab > 0) for lab in self.labels]
         self.gen = generator
         self.fg_fraction = fg_fraction
@@ -398,23 +398,23 @@ def _train_loop(cfg, model, device, say, sample_fn, loss_fn, eval_fn, higher_bet
 def _finetune_seg(cfg, device, say):
     import genesis_ops as go
 
-    pre = data.Preprocessing(modality=cfg.modality, hu_window=tuple(cfg.hu_window), mri_norm=cfg.mri_norm,
-                             spacing=tuple(cfg.spacing) if cfg.spacing else None)
+    pre = D.Preprocessing(modality=cfg.modality, hu_window=tuple(cfg.hu_window), mri_norm=cfg.mri_norm,
+                          spacing=tuple(cfg.spacing) if cfg.spacing else None)
     if cfg.demo:
-        img_paths, lab_paths = [data.DEMO_CT], [data.DEMO_LABELS]
+        img_paths, lab_paths = [D.DEMO_CT], [D.DEMO_LABELS]
     else:
-        img_paths = data.find_volumes(cfg.images)
+        img_paths = D.find_volumes(cfg.images)
         if not cfg.labels:
             raise UsageError("--labels: segmentation needs one label volume per image")
-        lab_paths = data.find_volumes(cfg.labels)
+        lab_paths = D.find_volumes(cfg.labels)
         if len(img_paths) != len(lab_paths):
             raise UsageError(f"--labels: got {len(lab_paths)} label volume(s) for {len(img_paths)} image(s)")
     imgs, labs, vols = [], [], []
     for ip, lp in zip(img_paths, lab_paths):
-        v = data.load_volume(ip, pre)
-        lv = data.load_volume(lp, pre, label=True)
+        v = D.load_volume(ip, pre)
+        lv = D.load_volume(lp, pre, label=True)
         if v.data.shape != lv.data.shape:
-            raise data.VolumeError(f"{lp}: label shape {lv.data.shape} differs from image {ip} shape {v.data.shape}")
+            raise D.VolumeError(f"{lp}: label shape {lv.data.shape} differs from image {ip} shape {v.data.shape}")
         vols.append(v)
         imgs.append(v.data)
         labs.append(_foreground(lv.data, cfg.label_values))
@@ -424,7 +424,7 @@ def _finetune_seg(cfg, device, say):
         tr = [(a, b) for a, b in zip(imgs[:-nv], labs[:-nv])]
         va = [(a, b) for a, b in zip(imgs[-nv:], labs[-nv:])]
     elif cfg.val_fraction > 0:
-        trs, vas = data.split_regions(imgs[0].shape, cfg.val_fraction, cfg.cube, axis=2)
+        trs, vas = D.split_regions(imgs[0].shape, cfg.val_fraction, cfg.cube, axis=2)
         tr = [(imgs[0][trs], labs[0][trs])]
         va = [(imgs[0][vas], labs[0][vas])] if vas is not None else []
     else:
@@ -468,14 +468,14 @@ def _finetune_seg(cfg, device, say):
 
 
 def _finetune_cls(cfg, device, say):
-    pre = data.Preprocessing(modality=cfg.modality, hu_window=tuple(cfg.hu_window), mri_norm=cfg.mri_norm,
-                             spacing=tuple(cfg.spacing) if cfg.spacing else None)
+    pre = D.Preprocessing(modality=cfg.modality, hu_window=tuple(cfg.hu_window), mri_norm=cfg.mri_norm,
+                          spacing=tuple(cfg.spacing) if cfg.spacing else None)
     if cfg.demo:
         raise UsageError("--demo: the bundled demo is a segmentation task (use --task segmentation)")
     if cfg.csv:
         paths, ys = _read_csv(cfg.csv)
     else:
-        paths = data.find_volumes(cfg.images)
+        paths = D.find_volumes(cfg.images)
         try:
             ys = [int(v) for v in (cfg.labels or [])]
         except ValueError:
@@ -487,7 +487,7 @@ def _finetune_cls(cfg, device, say):
     n_classes = cfg.n_classes or (1 if max(ys) <= 1 else max(ys) + 1)
     if n_classes > 1 and max(ys) >= n_classes:
         raise UsageError(f"--n-classes {n_classes}: label {max(ys)} out of range")
-    vols = [data.pad_to(data.load_volume(p, pre).data, cfg.cube, 0.0)[0] for p in paths]
+    vols = [D.pad_to(D.load_volume(p, pre).data, cfg.cube, 0.0)[0] for p in paths]
     idx = list(range(len(vols)))
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 14))
     perm = torch.randperm(len(idx), generator=gen).tolist()
@@ -589,7 +589,7 @@ def predict_volume(weights: str, input_path: str, output_path: str, device: str 
     if isinstance(model, GenesisClassifier):
         raise UsageError(f"{weights}: a classification checkpoint; predict needs a U-Net (segmentation or pretraining)")
     kind = obj.get("kind", "published")
-    pre = data.Preprocessing.from_dict(obj.get("preprocessing"))
+    pre = D.Preprocessing.from_dict(obj.get("preprocessing"))
     if cube is None:
         c = (obj.get("config") or {}).get("cube")
         cube = tuple(c) if c else (64, 64, 32)
@@ -597,14 +597,14 @@ def predict_volume(weights: str, input_path: str, output_path: str, device: str 
         raise UsageError(f"--overlap: expected a fraction in [0, 1), got {overlap}")
     if threshold is not None and not 0 <= threshold <= 1:
         raise UsageError(f"--threshold: expected a value in [0, 1], got {threshold}")
-    vol = data.load_volume(input_path, pre)
+    vol = D.load_volume(input_path, pre)
     model.to(dev)
     t0 = time.perf_counter()
     prob = sliding_window(model, vol.data, cube, overlap, batch_size, dev, amp)
     seg = kind.startswith("finetune-segmentation")
     if seg and threshold is not None:
-        data.save_like((prob >= threshold).astype(np.uint8), vol, output_path, label=True)
+        D.save_like((prob >= threshold).astype(np.uint8), vol, output_path, label=True)
     else:
-        data.save_like(prob.astype(np.float32), vol, output_path, label=False)
+        D.save_like(prob.astype(np.float32), vol, output_path, label=False)
     return {"output": output_path, "kind": kind, "shape": vol.original_shape, "time_s": time.perf_counter() - t0,
             "mask": bool(seg and threshold is not None)}

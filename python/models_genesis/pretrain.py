@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import data
+from . import data as D
 from .model import UNet3D, load_pretrained, read_checkpoint
 from .utils import (DistInfo, Progress, UsageError, append_jsonl, atomic_save, derive_seed, log,
                     resolve_device, rng_state, set_rng_state)
@@ -138,7 +138,7 @@ def make_optimizer(cfg: PretrainConfig, params):
     return opt, sched
 
 
-def _samplers(cfg: PretrainConfig, volumes: Sequence[data.Volume]):
+def _samplers(cfg: PretrainConfig, volumes: Sequence[D.Volume]):
     """Training and validation cube samplers: hold out whole volumes when there are several,
     else the last ``val_fraction`` of the slices of the single volume."""
     if cfg.val_fraction <= 0:
@@ -147,7 +147,7 @@ def _samplers(cfg: PretrainConfig, volumes: Sequence[data.Volume]):
         nv = max(1, int(round(len(volumes) * cfg.val_fraction)))
         nv = min(nv, len(volumes) - 1)
         return volumes[:-nv], None, volumes[-nv:], None
-    tr, va = data.split_regions(volumes[0].data.shape, cfg.val_fraction, cfg.cube, axis=2)
+    tr, va = D.split_regions(volumes[0].data.shape, cfg.val_fraction, cfg.cube, axis=2)
     if va is None:
         return volumes, None, None, None
     return volumes, [tr], volumes, [va]
@@ -252,13 +252,13 @@ def _pretrain(cfg, device, dist_info, main, say):
                 raise UsageError(f"--resume: {k} {getattr(cfg, k)} differs from the checkpoint's {sv}")
     if main:
         os.makedirs(out, exist_ok=True)
-    pre = data.Preprocessing(modality=cfg.modality, hu_window=tuple(cfg.hu_window), mri_norm=cfg.mri_norm,
-                             spacing=tuple(cfg.spacing) if cfg.spacing else None)
+    pre = D.Preprocessing(modality=cfg.modality, hu_window=tuple(cfg.hu_window), mri_norm=cfg.mri_norm,
+                          spacing=tuple(cfg.spacing) if cfg.spacing else None)
     demo = cfg.data is None
-    paths = [data.DEMO_CT] if demo else list(cfg.data)
-    cache = data.VolumeCache()
-    volumes = data.load_volumes(paths, pre, skip_bad=cfg.skip_bad, cache=cache,
-                                log=(print if main else None))
+    paths = [D.DEMO_CT] if demo else list(cfg.data)
+    cache = D.VolumeCache()
+    volumes = D.load_volumes(paths, pre, skip_bad=cfg.skip_bad, cache=cache,
+                             log=(print if main else None))
     say(f"genesis-ops pretrain: {'demo CT (bundled)' if demo else f'{len(volumes)} volume(s)'}, "
         f"device {device}, world size {dist_info.world_size}, width {cfg.width}, cube {'x'.join(map(str, cfg.cube))}, "
         f"batch {cfg.batch_size}/process, {cfg.epochs} epochs x {cfg.steps_per_epoch} steps, "
@@ -304,8 +304,8 @@ def _pretrain(cfg, device, dist_info, main, say):
     # fixed validation set: same cubes and same corruption every epoch
     val_inp = val_tgt = None
     if va_vols is not None:
-        vs = data.CubeSampler(va_vols, cfg.cube, torch.Generator().manual_seed(derive_seed(cfg.seed, 7)),
-                              air_value=cfg.air_value, min_foreground=cfg.min_foreground, regions=va_regions)
+        vs = D.CubeSampler(va_vols, cfg.cube, torch.Generator().manual_seed(derive_seed(cfg.seed, 7)),
+                           air_value=cfg.air_value, min_foreground=cfg.min_foreground, regions=va_regions)
         v = vs.sample(cfg.val_batches * cfg.batch_size).to(device)
         val_inp, val_tgt = go.models_genesis(v, config=gcfg, seed=derive_seed(cfg.seed, 8))
 
@@ -337,8 +337,8 @@ def _pretrain(cfg, device, dist_info, main, say):
     for epoch in range(start_epoch, cfg.epochs + 1):
         # per-(seed, rank, epoch) streams: a resumed run draws exactly the cubes it would have drawn
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, dist_info.rank, epoch, 2))
-        sampler = data.CubeSampler(tr_vols, cfg.cube, gen, air_value=cfg.air_value,
-                                   min_foreground=cfg.min_foreground, regions=tr_regions)
+        sampler = D.CubeSampler(tr_vols, cfg.cube, gen, air_value=cfg.air_value,
+                                min_foreground=cfg.min_foreground, regions=tr_regions)
         seed_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, dist_info.rank, epoch, 3))
         model.train()
         prog = Progress(cfg.steps_per_epoch, f"epoch {epoch}/{cfg.epochs}", enabled=main and not cfg.quiet,
