@@ -9,7 +9,6 @@
 // which returns (input, target), target being input unless cfg.op is models_genesis.
 #include <array>
 #include <string>
-#include <utility>
 
 #include "op_common.h"
 
