@@ -1,7 +1,7 @@
 #pragma once
-// Torch-side helpers shared by the CPU, CUDA and emulated kernels: argument checks (every
-// bad argument becomes a RuntimeError naming it, never a crash), the mapping of each op onto
-// the pipeline's stage probabilities, and dtype dispatch. Uses only the LibTorch stable ABI.
+// Torch-side helpers shared by the CPU, CUDA and emulated engines: argument checks (every bad
+// argument becomes a RuntimeError naming it, never a crash), the engines' config built from named
+// arguments, and dtype dispatch. Uses only the LibTorch stable ABI.
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -13,8 +13,8 @@
 #include <tuple>
 #include <vector>
 
-#include "kernels/half.h"
-#include "kernels/params.h"
+#include "bodies/half.h"
+#include "bodies/params.h"
 
 namespace genesis {
 
@@ -66,60 +66,44 @@ inline void check_offset(int64_t sample_offset, const Shape& s, const char* op) 
                   ": sample_offset must be >= 0 and sample_offset + batch <= 2^32, got ", sample_offset);
 }
 
-inline PipelineConfig base_config(int64_t seed, int64_t sample_offset) {
+// The numeric arguments of an op, by name. An op sets its own (see op_entries.h); every stage it
+// does not set stays off. make_config checks them and builds the engines' config.
+struct OpArgs {
+  double flip_p = 0.0, shuffle_p = 0.0, nonlinear_p = 0.0, paint_p = 0.0, inpaint_rate = 0.0;
+  double inpaint_p = 1.0, outpaint_p = 1.0;  // the inpaint and outpaint ops' argument p
+  int64_t num_windows = 0;
+  double lo = 0.0, hi = 1.0;
+  int64_t seed = 0;
+  int64_t sample_offset = 0;
+};
+
+inline PipelineConfig make_config(OpKind kind, const OpArgs& a, const Shape& s, const char* op) {
+  check_probability(a.flip_p, op, "flip_p");
+  check_probability(a.shuffle_p, op, "shuffle_p");
+  check_probability(a.nonlinear_p, op, "nonlinear_p");
+  check_probability(a.paint_p, op, "paint_p");
+  check_probability(a.inpaint_rate, op, "inpaint_rate");
+  check_probability(a.inpaint_p, op, "p");
+  check_probability(a.outpaint_p, op, "p");
+  STD_TORCH_CHECK(a.num_windows >= 0 && a.num_windows <= kMaxWindows, op, ": num_windows must be in [0, ",
+                  kMaxWindows, "], got ", a.num_windows);
+  check_range(a.lo, a.hi, op);
+  check_offset(a.sample_offset, s, op);
   PipelineConfig c{};
-  c.flip_p = c.shuffle_p = c.nonlinear_p = c.paint_p = c.inpaint_rate = 0.0;
-  c.inpaint_p = c.outpaint_p = 1.0;
-  c.num_windows = 0;
-  c.lo = 0.0f;
-  c.hi = 1.0f;
-  c.seed = static_cast<uint64_t>(seed);  // the Python layer maps [0, 2^64) onto int64
-  c.sample_offset = sample_offset;
-  return c;
-}
-
-inline PipelineConfig pipeline_config(const Shape& s, double flip_p, double shuffle_p, int64_t num_windows,
-                                      double nonlinear_p, double paint_p, double inpaint_rate, double lo,
-                                      double hi, int64_t seed, int64_t sample_offset, const char* op) {
-  check_probability(flip_p, op, "flip_p");
-  check_probability(shuffle_p, op, "shuffle_p");
-  check_probability(nonlinear_p, op, "nonlinear_p");
-  check_probability(paint_p, op, "paint_p");
-  check_probability(inpaint_rate, op, "inpaint_rate");
-  STD_TORCH_CHECK(num_windows >= 0 && num_windows <= kMaxWindows, op, ": num_windows must be in [0, ",
-                  kMaxWindows, "], got ", num_windows);
-  check_range(lo, hi, op);
-  check_offset(sample_offset, s, op);
-  PipelineConfig c = base_config(seed, sample_offset);
-  c.flip_p = flip_p;
-  c.shuffle_p = shuffle_p;
-  c.num_windows = num_windows;
-  c.nonlinear_p = nonlinear_p;
-  c.paint_p = paint_p;
-  c.inpaint_rate = inpaint_rate;
-  c.lo = static_cast<float>(lo);
-  c.hi = static_cast<float>(hi);
-  return c;
-}
-
-// Each single op is the pipeline with only its own stage switched on.
-inline PipelineConfig flip_config(const Shape& s, double p, int64_t seed, int64_t off, const char* op) {
-  return pipeline_config(s, p, 0, 0, 0, 0, 0, 0, 1, seed, off, op);
-}
-inline PipelineConfig shuffle_config(const Shape& s, double p, int64_t nw, int64_t seed, int64_t off,
-                                     const char* op) {
-  return pipeline_config(s, 0, p, nw, 0, 0, 0, 0, 1, seed, off, op);
-}
-inline PipelineConfig nonlinear_config(const Shape& s, double p, double lo, double hi, int64_t seed,
-                                       int64_t off, const char* op) {
-  return pipeline_config(s, 0, 0, 0, p, 0, 0, lo, hi, seed, off, op);
-}
-inline PipelineConfig paint_config(const Shape& s, bool in, double p, double lo, double hi, int64_t seed,
-                                   int64_t off, const char* op) {
-  check_probability(p, op, "p");
-  PipelineConfig c = pipeline_config(s, 0, 0, 0, 0, 1.0, in ? 1.0 : 0.0, lo, hi, seed, off, op);
-  c.inpaint_p = in ? p : 1.0;
-  c.outpaint_p = in ? 1.0 : p;
+  c.op = kind;
+  c.flip_p = a.flip_p;
+  c.shuffle_p = a.shuffle_p;
+  c.num_windows = a.num_windows;
+  c.nonlinear_p = a.nonlinear_p;
+  c.paint_p = a.paint_p;
+  c.inpaint_rate = a.inpaint_rate;
+  c.inpaint_p = a.inpaint_p;
+  c.outpaint_p = a.outpaint_p;
+  c.lo = static_cast<float>(a.lo);
+  c.hi = static_cast<float>(a.hi);
+  c.seed = static_cast<uint64_t>(a.seed);  // the Python layer maps [0, 2^64) onto int64
+  c.sample_offset = a.sample_offset;
+  c.given = GivenCurves{nullptr, nullptr};
   return c;
 }
 

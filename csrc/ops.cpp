@@ -21,7 +21,7 @@ STABLE_TORCH_LIBRARY(genesis, m) {
       "int sample_offset) -> (Tensor, Tensor)");
   m.def(
       "_emulated_cuda_bezier(Tensor x, Tensor control_points, Tensor increasing, float lo, float hi) -> Tensor");
-  // Test hook: the CUDA launch plan (kernels/launch_plan.h) for a shape, without a tensor or a GPU.
+  // Test hook: the CUDA launch plan (bodies/launch_plan.h) for a shape, without a tensor or a GPU.
   m.def(
       "_launch_plan(int[] sizes, float shuffle_p, int num_windows, float nonlinear_p, bool params_given) -> int[]");
 }

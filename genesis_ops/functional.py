@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _checks as C
+from ._checks import check_count, check_probability, check_sample_offset, check_value_range, check_x, resolve_seed
 from .config import GenesisConfig
 
 __all__ = ["models_genesis", "nonlinear", "local_shuffle", "inpaint", "outpaint", "flip", "bezier"]
@@ -61,18 +61,18 @@ def models_genesis(x: torch.Tensor, config: GenesisConfig | None = None, seed: i
 
     {raises}
     """
-    x = C.check_x(x)
+    x = check_x(x)
     cfg = config if config is not None else GenesisConfig()
     if not isinstance(cfg, GenesisConfig):
         raise TypeError(f"config must be a GenesisConfig, got {type(cfg).__name__}")
-    lo, hi = C.check_value_range(cfg.value_range, "config.value_range")
+    lo, hi = check_value_range(cfg.value_range, "config.value_range")
     return _ops.models_genesis(
-        x, C.check_probability(cfg.flip_p, "config.flip_p"), C.check_probability(cfg.shuffle_p, "config.shuffle_p"),
-        C.check_count(cfg.num_windows, "config.num_windows"),
-        C.check_probability(cfg.nonlinear_p, "config.nonlinear_p"),
-        C.check_probability(cfg.paint_p, "config.paint_p"),
-        C.check_probability(cfg.inpaint_rate, "config.inpaint_rate"), lo, hi,
-        C.resolve_seed(seed, generator), C.check_sample_offset(sample_offset, x.shape[0]))
+        x, check_probability(cfg.flip_p, "config.flip_p"), check_probability(cfg.shuffle_p, "config.shuffle_p"),
+        check_count(cfg.num_windows, "config.num_windows"),
+        check_probability(cfg.nonlinear_p, "config.nonlinear_p"),
+        check_probability(cfg.paint_p, "config.paint_p"),
+        check_probability(cfg.inpaint_rate, "config.inpaint_rate"), lo, hi,
+        resolve_seed(seed, generator), check_sample_offset(sample_offset, x.shape[0]))
 
 
 @_documented
@@ -93,10 +93,10 @@ def nonlinear(x: torch.Tensor, p: float = 0.9, value_range=(0.0, 1.0), seed: int
 
     {one_output}
     """
-    x = C.check_x(x)
-    lo, hi = C.check_value_range(value_range)
-    return _ops.nonlinear(x, C.check_probability(p, "p"), lo, hi, C.resolve_seed(seed, generator),
-                          C.check_sample_offset(sample_offset, x.shape[0]))
+    x = check_x(x)
+    lo, hi = check_value_range(value_range)
+    return _ops.nonlinear(x, check_probability(p, "p"), lo, hi, resolve_seed(seed, generator),
+                          check_sample_offset(sample_offset, x.shape[0]))
 
 
 @_documented
@@ -116,9 +116,9 @@ def local_shuffle(x: torch.Tensor, p: float = 0.5, num_windows: int = 10000, see
 
     {one_output}
     """
-    x = C.check_x(x)
-    return _ops.local_shuffle(x, C.check_probability(p, "p"), C.check_count(num_windows, "num_windows"),
-                              C.resolve_seed(seed, generator), C.check_sample_offset(sample_offset, x.shape[0]))
+    x = check_x(x)
+    return _ops.local_shuffle(x, check_probability(p, "p"), check_count(num_windows, "num_windows"),
+                              resolve_seed(seed, generator), check_sample_offset(sample_offset, x.shape[0]))
 
 
 @_documented
@@ -136,10 +136,10 @@ def inpaint(x: torch.Tensor, p: float = 1.0, value_range=(0.0, 1.0), seed: int |
 
     {one_output}
     """
-    x = C.check_x(x)
-    lo, hi = C.check_value_range(value_range)
-    return _ops.inpaint(x, C.check_probability(p, "p"), lo, hi, C.resolve_seed(seed, generator),
-                        C.check_sample_offset(sample_offset, x.shape[0]))
+    x = check_x(x)
+    lo, hi = check_value_range(value_range)
+    return _ops.inpaint(x, check_probability(p, "p"), lo, hi, resolve_seed(seed, generator),
+                        check_sample_offset(sample_offset, x.shape[0]))
 
 
 @_documented
@@ -157,10 +157,10 @@ def outpaint(x: torch.Tensor, p: float = 1.0, value_range=(0.0, 1.0), seed: int 
 
     {one_output}
     """
-    x = C.check_x(x)
-    lo, hi = C.check_value_range(value_range)
-    return _ops.outpaint(x, C.check_probability(p, "p"), lo, hi, C.resolve_seed(seed, generator),
-                         C.check_sample_offset(sample_offset, x.shape[0]))
+    x = check_x(x)
+    lo, hi = check_value_range(value_range)
+    return _ops.outpaint(x, check_probability(p, "p"), lo, hi, resolve_seed(seed, generator),
+                         check_sample_offset(sample_offset, x.shape[0]))
 
 
 @_documented
@@ -176,9 +176,9 @@ def flip(x: torch.Tensor, p: float = 0.4, seed: int | None = None, generator: to
 
     {one_output}
     """
-    x = C.check_x(x)
-    return _ops.flip(x, C.check_probability(p, "p"), C.resolve_seed(seed, generator),
-                     C.check_sample_offset(sample_offset, x.shape[0]))
+    x = check_x(x)
+    return _ops.flip(x, check_probability(p, "p"), resolve_seed(seed, generator),
+                     check_sample_offset(sample_offset, x.shape[0]))
 
 
 @_documented
@@ -201,8 +201,8 @@ def bezier(x: torch.Tensor, control_points, increasing, value_range=(0.0, 1.0)) 
 
     {one_output}
     """
-    x = C.check_x(x)
-    lo, hi = C.check_value_range(value_range)
+    x = check_x(x)
+    lo, hi = check_value_range(value_range)
     B = x.shape[0]
     if isinstance(control_points, torch.Tensor):
         if control_points.device != x.device:

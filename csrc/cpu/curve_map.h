@@ -1,10 +1,10 @@
 #pragma once
 // The intensity map on the CPU: lookup tables built from a sample's curve polyline
-// (kernels/bezier.h) and a map over float32 values with the same results as intensity_map.
+// (bodies/bezier.h) and a map over float32 values with the same results as intensity_map.
 // Torch-free.
 #include <cstdint>
 
-#include "kernels/bezier.h"
+#include "bodies/bezier.h"
 
 namespace genesis {
 namespace cpu {

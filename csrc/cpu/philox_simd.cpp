@@ -8,7 +8,7 @@
 #include <immintrin.h>
 #endif
 
-#include "kernels/philox.h"
+#include "bodies/philox.h"
 
 namespace genesis {
 namespace cpu {

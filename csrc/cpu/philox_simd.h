@@ -1,6 +1,6 @@
 #pragma once
 // Philox4x32-10 blocks many at a time on the CPU: the same words as philox4x32_10
-// (kernels/philox.h), with AVX2 where the CPU has it and portable code otherwise. Torch-free.
+// (bodies/philox.h), with AVX2 where the CPU has it and portable code otherwise. Torch-free.
 #include <cstdint>
 
 namespace genesis {

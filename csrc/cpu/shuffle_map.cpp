@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "cpu/philox_simd.h"
-#include "kernels/params.h"
+#include "bodies/params.h"
 
 namespace genesis {
 namespace cpu {

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/params.h"
+#include "bodies/params.h"
 
 namespace genesis {
 namespace cpu {

@@ -1,11 +1,11 @@
-// An emulated CUDA launch: runs the CUDA kernels' bodies (kernels/launch_bodies.h) over their
+// An emulated CUDA launch: runs the CUDA kernels' bodies (bodies/launch_bodies.h) over their
 // whole grids on the CPU, sequentially, in the same launch order, with the same buffers. Tests
 // compare it with the NumPy reference so the code the GPU runs is checked on every machine,
-// including CI without a GPU. Registered for CPU tensors as genesis::_emulated_cuda_*.
+// including CI without a GPU. Registered for CPU tensors as genesis::_emulated_cuda_* (EmulatedEngine, op_entries.h).
 #include <algorithm>
 
-#include "kernels/launch_bodies.h"
-#include "op_common.h"
+#include "bodies/launch_bodies.h"
+#include "op_entries.h"
 
 namespace genesis {
 namespace {
@@ -22,23 +22,19 @@ void for_grid(const Grid& g, Body&& body) {
       for (int64_t t = 0; t < g.threads; ++t) body(bx, by, t);
 }
 
-// The launch sequence of csrc/cuda/pipeline_kernels.cu over the grids of launch_plan, each kernel's
+// The launch sequence of csrc/cuda/cuda_kernels.cu over the grids of launch_plan, each kernel's
 // loops written as there. Kernels without barriers run thread by thread; the curve and window
 // kernels run phase by phase (every thread of a block finishes a phase before the next starts).
-template <typename ParamsFn>
-std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, bool params_given,
-                                   ParamsFn&& params_body_at) {
-  const Tensor xc = torch::stable::contiguous(x);
-  Tensor input = torch::stable::empty_like(xc);
-  Tensor target = torch::stable::empty_like(xc);
-  if (xc.numel() == 0) return {input, target};
+std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const PipelineConfig& cfg) {
+  EngineIO io(x, cfg.op);
+  if (io.empty()) return io.result();
   const int64_t B = shape.batch;
-  const LaunchPlan plan = launch_plan(shape, cfg, params_given);
+  const LaunchPlan plan = launch_plan(shape, cfg);
   std::vector<uint64_t> scratch_words(static_cast<size_t>(plan.scratch_bytes / 8 + 1));
   const Scratch s = carve_scratch(plan, B, scratch_words.data());
   const int64_t param_threads = plan.params.x * plan.params.threads;
   for_grid(plan.params, [&](int64_t bx, int64_t, int64_t t) {
-    for (int64_t b = bx * plan.params.threads + t; b < B; b += param_threads) params_body_at(s.params, b);
+    for (int64_t b = bx * plan.params.threads + t; b < B; b += param_threads) params_body(cfg, shape, s.params, b);
   });
   if (plan.curves) {
     const int64_t T = plan.curve.threads;
@@ -76,11 +72,11 @@ std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const Pi
       }
     }
   }
-  dispatch_storage(xc.scalar_type(), [&](auto tag) {
+  dispatch_storage(io.x.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    const T* xp = static_cast<const T*>(xc.const_data_ptr());
-    T* ip = static_cast<T*>(input.mutable_data_ptr());
-    T* tp = static_cast<T*>(target.mutable_data_ptr());
+    const T* xp = static_cast<const T*>(io.x.const_data_ptr());
+    T* ip = static_cast<T*>(io.input.mutable_data_ptr());
+    T* tp = static_cast<T*>(io.target_ptr());
     for_grid(plan.voxel, [&](int64_t bx, int64_t by, int64_t t) {
       const int64_t g = bx * plan.voxel.threads + t;
       if (g >= plan.voxel_groups) return;
@@ -88,38 +84,25 @@ std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const Pi
         voxel_group_body(xp, ip, tp, shape, cfg, s.params, s.xs, s.ys, s.grid, s.owner, b, g);
     });
   });
-  return {input, target};
+  return io.result();
 }
 
-std::tuple<Tensor, Tensor> emulated_models_genesis(Tensor x, double flip_p, double shuffle_p, int64_t num_windows,
-                                                   double nonlinear_p, double paint_p, double inpaint_rate,
-                                                   double lo, double hi, int64_t seed, int64_t sample_offset) {
-  const char* op = "genesis::_emulated_cuda_models_genesis";
-  const Shape s = check_input(x, op);
-  const PipelineConfig cfg = pipeline_config(s, flip_p, shuffle_p, num_windows, nonlinear_p, paint_p,
-                                             inpaint_rate, lo, hi, seed, sample_offset, op);
-  return emulate(x, s, cfg, false, [&](SampleParams* params, int64_t b) { params_body(cfg, s, params, b); });
-}
-
-Tensor emulated_bezier(Tensor x, Tensor control_points, Tensor increasing, double lo, double hi) {
-  const char* op = "genesis::_emulated_cuda_bezier";
-  const Shape s = check_input(x, op);
-  check_bezier_args(x, control_points, increasing, s, op);
-  const PipelineConfig cfg = nonlinear_config(s, 1.0, lo, hi, 0, 0, op);
-  const Tensor cp = torch::stable::contiguous(control_points);
-  const Tensor inc = torch::stable::contiguous(increasing);
-  const double* ctrl = static_cast<const double*>(cp.const_data_ptr());
-  const uint8_t* up = static_cast<const uint8_t*>(inc.const_data_ptr());
-  return std::get<0>(
-      emulate(x, s, cfg, true, [&](SampleParams* params, int64_t b) { explicit_params_body(ctrl, up, params, b); }));
-}
+// The emulated launch as an engine (op_entries.h), registered for two ops: the fused pipeline
+// (drawn parameters, with a target) and bezier (given parameters, no target) take every path
+// of the CUDA kernels.
+struct EmulatedEngine {
+  static constexpr const char* kSchemaPrefix = "_emulated_cuda_";
+  static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char*) {
+    return emulate(x, shape, cfg);
+  }
+};
 
 // Test hook: the launch plan of the CUDA pipeline for x of shape `sizes` (no tensor needed, so
 // extreme batch x window counts are cheap to check). Returns, in this order:
 //   params.x, curve.x, owner.x, window.x, window.threads, window.shared_bytes, voxel.x, voxel.y,
 //   voxel.threads, voxel_groups, window_items, window_capacity, window_in_shared,
 //   params_bytes, curve_bytes, owner_bytes, window_bytes, scratch_bytes
-// (tests/test_launch_plan.py names them in the same order).
+// (tests/test_emulated_cuda.py, PLAN_FIELDS, names them in the same order).
 std::vector<int64_t> launch_plan_hook(std::vector<int64_t> sizes, double shuffle_p, int64_t num_windows,
                                       double nonlinear_p, bool params_given) {
   const char* op = "genesis::_launch_plan";
@@ -127,8 +110,16 @@ std::vector<int64_t> launch_plan_hook(std::vector<int64_t> sizes, double shuffle
   STD_TORCH_CHECK(dims == 4 || dims == 5, op, ": sizes must be (B, C, H, W) or (B, C, D, H, W)");
   for (const int64_t n : sizes) STD_TORCH_CHECK(n >= 0, op, ": sizes must be >= 0");
   const Shape s = shape_of(sizes, dims, op);
-  const PipelineConfig cfg = pipeline_config(s, 0, shuffle_p, num_windows, nonlinear_p, 0, 0, 0, 1, 0, 0, op);
-  const LaunchPlan p = launch_plan(s, cfg, params_given);
+  OpArgs a;
+  a.shuffle_p = shuffle_p;
+  a.num_windows = num_windows;
+  a.nonlinear_p = nonlinear_p;
+  PipelineConfig cfg = make_config(OpKind::kModelsGenesis, a, s, op);
+  if (params_given) {  // the bezier op's plan: curves given for every sample
+    cfg.op = OpKind::kBezier;
+    cfg.nonlinear_p = 1.0;
+  }
+  const LaunchPlan p = launch_plan(s, cfg);
   return {p.params.x,  p.curve.x,       p.owner.x,         p.window.x,          p.window.threads,
           p.window.shared_bytes, p.voxel.x, p.voxel.y,     p.voxel.threads,     p.voxel_groups,
           p.window_items, p.window_capacity, p.window_in_shared ? 1 : 0, p.params_bytes, p.curve_bytes,
@@ -139,8 +130,8 @@ std::vector<int64_t> launch_plan_hook(std::vector<int64_t> sizes, double shuffle
 }  // namespace genesis
 
 STABLE_TORCH_LIBRARY_IMPL(genesis, CPU, m) {
-  m.impl("_emulated_cuda_models_genesis", TORCH_BOX(&genesis::emulated_models_genesis));
-  m.impl("_emulated_cuda_bezier", TORCH_BOX(&genesis::emulated_bezier));
+  genesis::register_op<genesis::EmulatedEngine>(m, genesis::OpKind::kModelsGenesis);
+  genesis::register_op<genesis::EmulatedEngine>(m, genesis::OpKind::kBezier);
 }
 
 // No tensor argument: registered for every backend at once.

@@ -63,10 +63,6 @@ def test_segmentation_from_published_weights_with_frozen_encoder(tmp_path, demo_
     assert [h["encoder_frozen"] for h in res["history"]] == [True, True]
 
 
-def _mask_like(demo_file):
-    return nib.load(demo_file("ct_abdomen_vertebrae.nii.gz"))
-
-
 def test_segmentation_then_predict_end_to_end(tmp_path, demo_file):
     ct, lab = demo_file("ct_abdomen.nii.gz"), demo_file("ct_abdomen_vertebrae.nii.gz")
     res = finetune(FinetuneConfig(task="segmentation", images=[ct], labels=[lab], width=4, out=str(tmp_path / "ft"),

@@ -1,6 +1,6 @@
 #pragma once
 // GENESIS_HD marks functions compiled for both host (g++) and device (nvcc). The same bodies
-// run in the CPU kernels, in the CUDA kernels and in the CPU "emulated launch" used by tests.
+// run in the CPU engine, in the CUDA kernels and in the CPU "emulated launch" used by tests.
 #include <cstdint>
 
 #if defined(__CUDACC__)

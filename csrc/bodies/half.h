@@ -1,7 +1,7 @@
 #pragma once
 // float <-> float16 / bfloat16 conversions on raw 16-bit patterns, round-to-nearest-even,
 // identical on host and device (the .cu files include no torch or cuda_fp16 types).
-#include "kernels/hd.h"
+#include "bodies/host_device.h"
 
 namespace genesis {
 

@@ -1,12 +1,12 @@
 #pragma once
-// Per-voxel bodies of the Models Genesis pipeline, shared by the CPU kernels, the CUDA kernels
+// Per-voxel bodies of the Models Genesis pipeline, shared by the CPU engine, the CUDA kernels
 // and the CPU emulation of the CUDA launch. Pipeline (docs/SPEC.md, section 2):
 //   target = flip(x);  input = paint(nonlinear(shuffle(target)))
 // Every output voxel is a pure function of (x, seed, sample index, parameters), which is what
 // makes results independent of threads, launch order, batch split and device.
-#include "kernels/bezier.h"
-#include "kernels/half.h"
-#include "kernels/params.h"
+#include "bodies/bezier.h"
+#include "bodies/half.h"
+#include "bodies/params.h"
 
 namespace genesis {
 

@@ -1,7 +1,7 @@
 #pragma once
 // Every launch configuration of the CUDA pipeline and the layout of its device scratch, in one
-// torch-free function (launch_plan). The CUDA launcher (csrc/cuda/pipeline_kernels.cu), the
-// torch-side allocation (csrc/cuda/pipeline_cuda.cpp) and the CPU emulation of the launch
+// torch-free function (launch_plan). The CUDA launcher (csrc/cuda/cuda_kernels.cu), the
+// torch-side allocation (csrc/cuda/cuda_engine.cpp) and the CPU emulation of the launch
 // (csrc/emulate/emulate_cuda.cpp) all use it, so the emulation runs the grids the GPU runs, and
 // tests check the limits at extreme sizes through genesis::_launch_plan without a GPU.
 //
@@ -11,15 +11,14 @@
 // y: samples, grid-stride), so no 64-bit division by the sample size happens per voxel.
 #include <cstdint>
 
-#include "kernels/bezier.h"
-#include "kernels/params.h"
+#include "bodies/bezier.h"
+#include "bodies/params.h"
 
 namespace genesis {
 
 constexpr int64_t kLaunchThreads = 256;      // threads per block (all kernels but the window kernel)
 constexpr int64_t kWarpSize = 32;            // the window kernel: one warp per block
-constexpr int64_t kMaxGridX = 2147483647;    // CUDA limits
-constexpr int64_t kMaxGridY = 65535;
+constexpr int64_t kMaxGridY = 65535;         // CUDA's limit (gridDim.x: 2^31 - 1, never reached)
 constexpr int64_t kGridStrideBlocks = 65536; // enough blocks to fill any current GPU many times
 constexpr int64_t kVoxelsPerThread = 4;      // one Philox block = the fill noise of 4 voxels
 // A window's permutation and draws (2 x 4 bytes per position) go to dynamic shared memory while
@@ -37,7 +36,6 @@ struct Grid {
 };
 
 struct LaunchPlan {
-  bool draw_params = false;  // params kernel (else explicit_params kernel: the bezier op)
   bool curves = false;       // curve tables (nonlinear, bezier, fused with nonlinear_p > 0)
   bool shuffle = false;      // owner and window kernels
   Grid params, curve, owner, window, voxel;
@@ -63,11 +61,10 @@ inline int64_t max_window_volume(const Shape& shape) {
   return n;
 }
 
-inline LaunchPlan launch_plan(const Shape& shape, const PipelineConfig& cfg, bool params_given) {
+inline LaunchPlan launch_plan(const Shape& shape, const PipelineConfig& cfg) {
   LaunchPlan p;
   const int64_t B = shape.batch, S = shape.spatial();
-  p.draw_params = !params_given;
-  p.curves = params_given || cfg.nonlinear_p > 0.0;
+  p.curves = cfg.nonlinear_p > 0.0;  // the bezier op's config has nonlinear_p = 1
   p.shuffle = cfg.shuffle_p > 0.0 && cfg.num_windows > 0;
   p.params.x = min_i64(ceil_div(B, kLaunchThreads), kGridStrideBlocks);  // drawn or given (bezier)
   if (p.curves) p.curve.x = min_i64(B, kGridStrideBlocks);  // one block per sample, grid-stride

@@ -1,44 +1,44 @@
 #pragma once
 // The bodies of the CUDA kernels, one call per grid point (or per thread and phase).
-// csrc/cuda/pipeline_kernels.cu wraps each in a thin __global__ function; csrc/emulate/
-// emulate_cuda.cpp runs the same bodies over the same grids (kernels/launch_plan.h) on the CPU,
+// csrc/cuda/cuda_kernels.cu wraps each in a thin __global__ function; csrc/emulate/
+// emulate_cuda.cpp runs the same bodies over the same grids (bodies/launch_plan.h) on the CPU,
 // phase by phase where the GPU separates phases by barriers, so that tests exercise what the
 // GPU runs on machines without one.
 //
 // Launch sequence (one launch per stage, grids from launch_plan):
-//   1. params_body        per sample                      per-sample random parameters
+//   1. params_body        per sample                      per-sample parameters (drawn or given)
 //   2. curve_point_body   per (sample, point)             polyline of the intensity curve
 //      curve_grid_body    per (sample, grid point)        index grid (needs all points; barrier)
 //   3. owner_body         per (sample, window)            owner[b, v] = max k of windows covering v
 //   4. window_*           one warp per (sample, window)   the owner's permutation, built once:
 //                                                         owner[b, v] = encoded source voxel
 //   5. voxel_group_body   per 4 voxels of a sample        input and target, all channels
-#include "kernels/launch_plan.h"
-#include "kernels/pipeline.h"
+#include "bodies/launch_plan.h"
+#include "bodies/pipeline.h"
 
 namespace genesis {
-
-GENESIS_HD void params_body(const PipelineConfig& cfg, const Shape& shape, SampleParams* params, int64_t b) {
-  params[b] = draw_sample_params(cfg, shape, b);
-}
 
 // Explicit Bezier control points are clamped to [0, 1], NaN to 0 (README, "bezier"): inside the
 // unit square the curve is a monotone function, and the rule needs no check on the host, so
 // every device maps the same way without a synchronisation.
 GENESIS_HD double clamp_control_point(double c) { return c >= 0.0 ? (c <= 1.0 ? c : 1.0) : 0.0; }
 
-// Parameters given explicitly (the bezier op): control points (B, 4) and directions (B).
-GENESIS_HD void explicit_params_body(const double* ctrl, const uint8_t* increasing, SampleParams* params,
-                                     int64_t b) {
+// The bezier op's parameters of sample b: its given curve, no other stage.
+GENESIS_HD SampleParams given_sample_params(const GivenCurves& given, int64_t b) {
   SampleParams p;
   p.flip_mask = 0;
   p.shuffle = 0;
   p.nonlinear = 1;
-  p.increasing = increasing[b] != 0;
-  for (int i = 0; i < 4; ++i) p.ctrl[i] = clamp_control_point(ctrl[4 * b + i]);
+  p.increasing = given.increasing[b] != 0;
+  for (int i = 0; i < 4; ++i) p.ctrl[i] = clamp_control_point(given.ctrl[4 * b + i]);
   p.paint = kPaintNone;
   p.num_boxes = 0;
-  params[b] = p;
+  return p;
+}
+
+// Parameters of sample b, the one path on every engine: given (the bezier op) or drawn.
+GENESIS_HD void params_body(const PipelineConfig& cfg, const Shape& shape, SampleParams* params, int64_t b) {
+  params[b] = cfg.op == OpKind::kBezier ? given_sample_params(cfg.given, b) : draw_sample_params(cfg, shape, b);
 }
 
 GENESIS_HD CurveTableView curve_view(float* xs, float* ys, int32_t* grid, int64_t b) {

@@ -1,7 +1,7 @@
 #pragma once
 // Shapes and boxes. Spatial dims are always held as 3 (D, H, W); a 2D input has D = 1 and
 // nd = 2, and random draws are made only for the nd real axes (axis index a - (3 - nd)).
-#include "kernels/hd.h"
+#include "bodies/host_device.h"
 
 namespace genesis {
 

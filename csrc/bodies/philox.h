@@ -3,7 +3,7 @@
 // torch's CUDA generator. Every random number of genesis-ops is one 32-bit word of
 //   philox(counter = (index / 4, stream, sample, purpose), key = (seed_lo, seed_hi))[index % 4]
 // so any word can be computed independently on any device, in any order.
-#include "kernels/hd.h"
+#include "bodies/host_device.h"
 
 namespace genesis {
 

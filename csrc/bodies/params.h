@@ -2,8 +2,8 @@
 // Per-sample random parameters of every transform, drawn from Philox words exactly as
 // genesis_ops/reference.py draws them. One SampleParams per sample; the voxel bodies only
 // read it. See docs/SPEC.md (section 3) and the reference for the word layout.
-#include "kernels/geometry.h"
-#include "kernels/philox.h"
+#include "bodies/geometry.h"
+#include "bodies/philox.h"
 
 namespace genesis {
 
@@ -12,9 +12,26 @@ constexpr double kPaintContinue = 0.95;
 constexpr int kPaintMargin = 3;
 constexpr int kMaxFlips = 3;
 
-// Probabilities and sizes of the whole pipeline. A single op is the pipeline with the other
-// stages' probabilities set to 0 (a stage with probability 0 draws nothing that matters).
+// The op a call runs (the schemas in csrc/ops.cpp, in this order). Besides the stage
+// probabilities below, it decides what only the op knows: models_genesis alone returns a target
+// too, the bezier op's per-sample parameters are given instead of drawn, and the flip op's result
+// is flip(x) (the CPU engine then runs only its flip pass).
+enum class OpKind : int32_t { kModelsGenesis, kFlip, kLocalShuffle, kNonlinear, kInpaint, kOutpaint, kBezier };
+constexpr int kNumOps = 7;
+
+// The bezier op's per-sample parameters: control points (B, 4) float64 (P1x, P1y, P2x, P2y) and
+// directions (B,) bool, contiguous, on the engine's device (null for every other op).
+struct GivenCurves {
+  const double* ctrl;
+  const uint8_t* increasing;
+};
+
+// Everything an engine needs to know about a call besides x: the op, its stage probabilities and
+// sizes, and the random stream. A single op is the pipeline with the other stages' probabilities
+// set to 0 (a stage with probability 0 draws nothing that matters). Built, with every field
+// checked, by make_config (csrc/op_common.h).
 struct PipelineConfig {
+  OpKind op;
   double flip_p;        // continue probability of each of up to 3 flips
   double shuffle_p;     // local pixel shuffling gate
   int64_t num_windows;  // shuffle windows per sample
@@ -26,6 +43,7 @@ struct PipelineConfig {
   float lo, hi;         // value range
   uint64_t seed;
   int64_t sample_offset;  // sample index of x[0] in the random streams
+  GivenCurves given;      // the bezier op
 };
 
 enum PaintMode : int32_t { kPaintNone = 0, kPaintIn = 1, kPaintOut = 2 };

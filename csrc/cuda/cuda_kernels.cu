@@ -1,8 +1,8 @@
-// CUDA kernels: thin __global__ wrappers that map the grids of kernels/launch_plan.h onto the
-// shared bodies in kernels/launch_bodies.h (which the CPU emulation in csrc/emulate runs too).
+// CUDA kernels: thin __global__ wrappers that map the grids of bodies/launch_plan.h onto the
+// shared bodies in bodies/launch_bodies.h (which the CPU emulation in csrc/emulate runs too).
 // No torch headers.
-#include "cuda/pipeline_launch.h"
-#include "kernels/launch_bodies.h"
+#include "cuda/cuda_launch.h"
+#include "bodies/launch_bodies.h"
 
 namespace genesis::cuda {
 namespace {
@@ -16,11 +16,6 @@ __device__ int64_t grid_threads() { return gridDim.x * static_cast<int64_t>(bloc
 
 __global__ void params_kernel(PipelineConfig cfg, Shape shape, SampleParams* params) {
   for (int64_t b = global_thread(); b < shape.batch; b += grid_threads()) params_body(cfg, shape, params, b);
-}
-
-__global__ void explicit_params_kernel(const double* ctrl, const uint8_t* increasing, SampleParams* params,
-                                       int64_t batch) {
-  for (int64_t b = global_thread(); b < batch; b += grid_threads()) explicit_params_body(ctrl, increasing, params, b);
 }
 
 // One block per sample (grid-stride): all polyline points, then (after the barrier) the index grid.
@@ -83,10 +78,8 @@ cudaError_t launch_typed(const void* x, void* input, void* target, const Shape& 
                          const LaunchPlan& p, const Scratch& s, cudaStream_t stream) {
   // Each launch's error is returned at once, so that it is reported by this op and not by a
   // later, unrelated check.
-  if (p.draw_params) {
-    params_kernel<<<grid_of(p.params), p.params.threads, 0, stream>>>(cfg, shape, s.params);
-    if (const cudaError_t err = cudaGetLastError()) return err;
-  }
+  params_kernel<<<grid_of(p.params), p.params.threads, 0, stream>>>(cfg, shape, s.params);
+  if (const cudaError_t err = cudaGetLastError()) return err;
   if (p.curves) {
     curve_kernel<<<grid_of(p.curve), p.curve.threads, 0, stream>>>(s.params, shape.batch, s.xs, s.ys, s.grid);
     if (const cudaError_t err = cudaGetLastError()) return err;
@@ -107,21 +100,12 @@ cudaError_t launch_typed(const void* x, void* input, void* target, const Shape& 
 
 }  // namespace
 
-cudaError_t launch_explicit_params(const double* ctrl, const uint8_t* increasing, SampleParams* params,
-                                   const Shape& shape, const LaunchPlan& plan, cudaStream_t stream) {
-  if (shape.batch == 0) return cudaSuccess;
-  // A launch error left pending by earlier, unrelated work would otherwise be reported as ours.
-  (void)cudaGetLastError();
-  explicit_params_kernel<<<grid_of(plan.params), plan.params.threads, 0, stream>>>(ctrl, increasing, params,
-                                                                                 shape.batch);
-  return cudaGetLastError();
-}
-
 cudaError_t launch_pipeline(Storage storage, const void* x, void* input, void* target, const Shape& shape,
                             const PipelineConfig& cfg, const LaunchPlan& plan, const Scratch& scratch,
                             cudaStream_t stream) {
   if (shape.batch * shape.channels * shape.spatial() == 0) return cudaSuccess;
-  (void)cudaGetLastError();  // as in launch_explicit_params
+  // A launch error left pending by earlier, unrelated work would otherwise be reported as ours.
+  (void)cudaGetLastError();
   switch (storage) {
     case Storage::kFloat: return launch_typed<float>(x, input, target, shape, cfg, plan, scratch, stream);
     case Storage::kDouble: return launch_typed<double>(x, input, target, shape, cfg, plan, scratch, stream);

@@ -1,17 +1,18 @@
-// CPU kernels of every genesis op. All ops run the one pipeline engine with their own stage
-// probabilities (see op_common.h), so the fused pipeline equals the composition of the single
-// ops by construction. Per sample: parameters, curve tables (curve_map.h) and the shuffle's
-// source map (shuffle_map.h); then rows of voxels: targets (flip), then inputs (shuffle gather,
-// intensity map, painting). Every voxel is a pure function of its coordinates, so results do
-// not depend on the thread count or on the schedule (whole samples or rows per task).
+// The CPU engine of every genesis op (CpuEngine; the entry points are op_entries.h's) and the
+// CPU registrations. All ops run the one pipeline with their own stage probabilities, so the
+// fused pipeline equals the composition of the single ops by construction. Per sample:
+// parameters, curve tables (curve_map.h) and the shuffle's source map (shuffle_map.h); then rows
+// of voxels: targets (flip), then inputs (shuffle gather, intensity map, painting). Every voxel
+// is a pure function of its coordinates, so results do not depend on the thread count or on the
+// schedule (whole samples or rows per task).
 #include <algorithm>
 #include <atomic>
 
 #include "cpu/curve_map.h"
 #include "cpu/philox_simd.h"
 #include "cpu/shuffle_map.h"
-#include "kernels/launch_bodies.h"
-#include "op_common.h"
+#include "bodies/launch_bodies.h"
+#include "op_entries.h"
 
 namespace genesis {
 namespace {
@@ -101,16 +102,15 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
   const int64_t B = shape.batch, S = shape.spatial();
   std::vector<float> xs(B * kCurvePoints), ys(B * kCurvePoints);
   std::vector<int32_t> grid(B * kCurveGridPoints);
-  bool any_nonlinear = false, any_shuffle = false, any_flip = false;
+  bool any_nonlinear = false, any_shuffle = false;
   for (const auto& p : params) {
     any_nonlinear = any_nonlinear || p.nonlinear;
     any_shuffle = any_shuffle || p.shuffle;
-    any_flip = any_flip || p.flip_mask;
   }
   std::vector<CurveCell> cells(any_nonlinear ? B * kCurveCellsPerSample : 0);
   std::vector<CurveSegment> segs(any_nonlinear ? B * kCurveSegmentsPerSample : 0);
-  // Single ops have no target buffer, and only the flip op flips: its result is flip(x).
-  const bool flip_only = target == nullptr && any_flip;
+  // The flip op's result is flip(x): pass 1 writes it, and pass 2 has nothing to do.
+  const bool flip_only = cfg.op == OpKind::kFlip;
   T* flipped = flip_only ? input : target;  // where pass 1 writes flip(x)
   const int64_t H = shape.dim[1], W = shape.dim[2], rows_per_sample = shape.dim[0] * H;
 
@@ -189,90 +189,27 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
   });
 }
 
-// Runs the engine; `params` fills the per-sample parameters (random or explicit).
-template <typename ParamsFn>
-std::tuple<Tensor, Tensor> pipeline_cpu(const Tensor& x, const Shape& shape, const PipelineConfig& cfg,
-                                        bool want_target, ParamsFn&& fill_params) {
-  const Tensor xc = torch::stable::contiguous(x);
-  Tensor input = torch::stable::empty_like(xc);
-  Tensor target = want_target ? torch::stable::empty_like(xc) : input;
-  if (xc.numel() == 0) return {input, target};
-  std::vector<SampleParams> params(shape.batch);
-  fill_params(params);
-  dispatch_storage(xc.scalar_type(), [&](auto tag) {
-    using T = decltype(tag);
-    run_cpu<T>(static_cast<const T*>(xc.const_data_ptr()), static_cast<T*>(input.mutable_data_ptr()),
-               want_target ? static_cast<T*>(target.mutable_data_ptr()) : nullptr, shape, cfg, params);
-  });
-  return {input, target};
-}
+// The CPU engine of every op (op_entries.h).
+struct CpuEngine {
+  static constexpr const char* kSchemaPrefix = "";
 
-std::tuple<Tensor, Tensor> run_random(const Tensor& x, const Shape& s, const PipelineConfig& cfg, bool want_target) {
-  return pipeline_cpu(x, s, cfg, want_target, [&](std::vector<SampleParams>& params) {
-    torch::stable::parallel_for(0, s.batch, 64, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) params_body(cfg, s, params.data(), b);
+  static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char*) {
+    EngineIO io(x, cfg.op);
+    if (io.empty()) return io.result();
+    std::vector<SampleParams> params(shape.batch);
+    torch::stable::parallel_for(0, shape.batch, 64, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) params_body(cfg, shape, params.data(), b);
     });
-  });
-}
-
-std::tuple<Tensor, Tensor> models_genesis_cpu(Tensor x, double flip_p, double shuffle_p, int64_t num_windows,
-                                              double nonlinear_p, double paint_p, double inpaint_rate, double lo,
-                                              double hi, int64_t seed, int64_t sample_offset) {
-  const char* op = "genesis::models_genesis";
-  const Shape s = check_input(x, op);
-  const PipelineConfig cfg = pipeline_config(s, flip_p, shuffle_p, num_windows, nonlinear_p, paint_p,
-                                             inpaint_rate, lo, hi, seed, sample_offset, op);
-  return run_random(x, s, cfg, true);
-}
-
-Tensor flip_cpu(Tensor x, double p, int64_t seed, int64_t off) {
-  const Shape s = check_input(x, "genesis::flip");
-  return std::get<0>(run_random(x, s, flip_config(s, p, seed, off, "genesis::flip"), false));
-}
-
-Tensor local_shuffle_cpu(Tensor x, double p, int64_t num_windows, int64_t seed, int64_t off) {
-  const Shape s = check_input(x, "genesis::local_shuffle");
-  return std::get<0>(run_random(x, s, shuffle_config(s, p, num_windows, seed, off, "genesis::local_shuffle"), false));
-}
-
-Tensor nonlinear_cpu(Tensor x, double p, double lo, double hi, int64_t seed, int64_t off) {
-  const Shape s = check_input(x, "genesis::nonlinear");
-  return std::get<0>(run_random(x, s, nonlinear_config(s, p, lo, hi, seed, off, "genesis::nonlinear"), false));
-}
-
-Tensor inpaint_cpu(Tensor x, double p, double lo, double hi, int64_t seed, int64_t off) {
-  const Shape s = check_input(x, "genesis::inpaint");
-  return std::get<0>(run_random(x, s, paint_config(s, true, p, lo, hi, seed, off, "genesis::inpaint"), false));
-}
-
-Tensor outpaint_cpu(Tensor x, double p, double lo, double hi, int64_t seed, int64_t off) {
-  const Shape s = check_input(x, "genesis::outpaint");
-  return std::get<0>(run_random(x, s, paint_config(s, false, p, lo, hi, seed, off, "genesis::outpaint"), false));
-}
-
-Tensor bezier_cpu(Tensor x, Tensor control_points, Tensor increasing, double lo, double hi) {
-  const char* op = "genesis::bezier";
-  const Shape s = check_input(x, op);
-  check_bezier_args(x, control_points, increasing, s, op);
-  const PipelineConfig cfg = nonlinear_config(s, 1.0, lo, hi, 0, 0, op);
-  const Tensor cp = torch::stable::contiguous(control_points);
-  const Tensor inc = torch::stable::contiguous(increasing);
-  return std::get<0>(pipeline_cpu(x, s, cfg, false, [&](std::vector<SampleParams>& params) {
-    const double* ctrl = static_cast<const double*>(cp.const_data_ptr());
-    const uint8_t* up = static_cast<const uint8_t*>(inc.const_data_ptr());
-    for (int64_t b = 0; b < s.batch; ++b) explicit_params_body(ctrl, up, params.data(), b);
-  }));
-}
+    dispatch_storage(io.x.scalar_type(), [&](auto tag) {
+      using T = decltype(tag);
+      run_cpu<T>(static_cast<const T*>(io.x.const_data_ptr()), static_cast<T*>(io.input.mutable_data_ptr()),
+                 static_cast<T*>(io.target_ptr()), shape, cfg, params);
+    });
+    return io.result();
+  }
+};
 
 }  // namespace
 }  // namespace genesis
 
-STABLE_TORCH_LIBRARY_IMPL(genesis, CPU, m) {
-  m.impl("models_genesis", TORCH_BOX(&genesis::models_genesis_cpu));
-  m.impl("flip", TORCH_BOX(&genesis::flip_cpu));
-  m.impl("local_shuffle", TORCH_BOX(&genesis::local_shuffle_cpu));
-  m.impl("nonlinear", TORCH_BOX(&genesis::nonlinear_cpu));
-  m.impl("inpaint", TORCH_BOX(&genesis::inpaint_cpu));
-  m.impl("outpaint", TORCH_BOX(&genesis::outpaint_cpu));
-  m.impl("bezier", TORCH_BOX(&genesis::bezier_cpu));
-}
+STABLE_TORCH_LIBRARY_IMPL(genesis, CPU, m) { genesis::register_ops<genesis::CpuEngine>(m); }

@@ -6,7 +6,7 @@
 // by finding its polyline segment (a uniform index grid narrows the search to a few entries)
 // and interpolating linearly along it. Following the curve parametrically keeps the error
 // small even where f is steep (Bx'(s) near 0), unlike a table uniform in x.
-#include "kernels/hd.h"
+#include "bodies/host_device.h"
 
 namespace genesis {
 
