@@ -217,3 +217,12 @@ def test_cuda_tensors_after_to_deviced():
         inp, target = go.models_genesis(m.as_tensor()[None], ALL_ON, seed=int(d["seed"]))  # on the CPU
         assert torch.equal(d["image"].cpu().as_tensor(), inp[0])  # the contract: CPU == CUDA
         assert torch.equal(d["image_target"].cpu().as_tensor(), target[0])
+
+
+def test_the_package_does_not_import_monai():
+    """MONAI is optional: only genesis_ops.monai imports it."""
+    import subprocess
+    import sys
+    import tempfile
+    code = "import sys, genesis_ops; assert 'monai' not in sys.modules, 'genesis_ops imported monai'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=tempfile.gettempdir())
