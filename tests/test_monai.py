@@ -226,3 +226,14 @@ def test_the_package_does_not_import_monai():
     import tempfile
     code = "import sys, genesis_ops; assert 'monai' not in sys.modules, 'genesis_ops imported monai'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=tempfile.gettempdir())
+
+
+def test_pickles_with_its_random_state():
+    """Spawned DataLoader workers (macOS, Windows) receive the transform pickled: the copy carries
+    the random state, so it draws what the original draws."""
+    import pickle
+    x = torch.rand(1, 10, 9, 8)
+    t = RandModelsGenesisd("image", config=ALL_ON, target_suffix="_gt").set_random_state(11)
+    u = pickle.loads(pickle.dumps(t))
+    a, b = t({"image": x}), u({"image": x})
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["image_gt"], b["image_gt"])
