@@ -14,8 +14,8 @@ One sample per call, channel first, (C, H, W) or (C, D, H, W): it runs as a batc
 ``ToDeviced``). Its seed is drawn from the transform's MONAI random state ``self.R``, so
 ``set_random_state``, ``Compose`` and ``monai.utils.set_determinism`` make it reproducible, and
 MONAI's ``DataLoader`` reseeds it in every worker as it does MONAI's own random transforms. Given that
-seed, the output is ``genesis_ops.models_genesis(x[None], config, seed)[·][0]`` exactly, whatever the
-process, thread count or device.
+seed, (input, target) is exactly ``[t[0] for t in genesis_ops.models_genesis(x[None], config, seed)]``,
+whatever the process, thread count or device.
 """
 from __future__ import annotations
 
