@@ -4,7 +4,8 @@
     inp, target = go.models_genesis(x, go.GenesisConfig(), seed=0)
 
 Raw ops: torch.ops.genesis.{models_genesis, flip, local_shuffle, nonlinear, inpaint, outpaint,
-bezier}; NumPy reference with the same random stream: genesis_ops.reference.
+bezier}; NumPy reference with the same random stream: genesis_ops.reference. MONAI transforms:
+genesis_ops.monai (imported on demand only; needs the "monai" extra).
 """
 import importlib.machinery
 import importlib.util

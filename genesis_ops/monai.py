@@ -1,0 +1,153 @@
+"""MONAI transforms: the Models Genesis pipeline as a randomizable MONAI transform.
+
+Needs MONAI (``pip install "genesis-ops[monai]"``); it is imported here only, so ``import
+genesis_ops`` never needs it.
+
+    from genesis_ops.monai import RandModelsGenesisd
+    train = Compose([LoadImaged("image"), EnsureChannelFirstd("image"),
+                     ScaleIntensityRanged("image", -1000, 1000, 0, 1, clip=True),
+                     RandSpatialCropd("image", (64, 64, 32), random_size=False),
+                     RandModelsGenesisd("image")])          # image: corrupted input, image_target: target
+
+One sample per call, channel first, (C, H, W) or (C, D, H, W): it runs as a batch of one
+(sample_offset 0) through ``genesis_ops.models_genesis``, on the sample's device (CPU, or CUDA after
+``ToDeviced``). Its seed is drawn from the transform's MONAI random state ``self.R``, so
+``set_random_state``, ``Compose`` and ``monai.utils.set_determinism`` make it reproducible, and
+MONAI's ``DataLoader`` reseeds it in every worker as it does MONAI's own random transforms. Given that
+seed, (input, target) is exactly ``[t[0] for t in genesis_ops.models_genesis(x[None], config, seed)]``,
+whatever the process, thread count or device.
+"""
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Randomizable
+from monai.utils import convert_to_dst_type
+
+from .config import GenesisConfig
+from .functional import models_genesis
+
+__all__ = ["RandModelsGenesis", "RandModelsGenesisd"]
+
+
+def _as_plain_tensor(img, name: str) -> torch.Tensor:
+    """img (numpy array, Tensor or MetaTensor) as a plain torch.Tensor sharing its memory where it can."""
+    if isinstance(img, MetaTensor):
+        return img.as_tensor()
+    if isinstance(img, torch.Tensor):
+        return img
+    if isinstance(img, np.ndarray):
+        return torch.as_tensor(img)
+    raise TypeError(f"{name} must be a numpy array, torch.Tensor or MetaTensor, got {type(img).__name__}")
+
+
+def _like(out: torch.Tensor, img):
+    """out as img's type (numpy array, Tensor or MetaTensor with a copy of img's metadata, the affine
+    included) and device. The affine is kept as it is: the flip moves the voxels of the input and the
+    target alike, and the pair is used voxel to voxel."""
+    return convert_to_dst_type(out, dst=img, dtype=out.dtype)[0]
+
+
+class RandModelsGenesis(Randomizable):
+    """The Models Genesis pipeline on one channel-first sample: ``t(img) -> (input, target)``.
+
+    ``target = flip(img)``, ``input = paint(nonlinear(shuffle(target)))`` (docs/SPEC.md); spatial
+    randomness (windows, boxes, flips, curve) is shared by the channels, fill noise is drawn per
+    channel.
+
+    Args:
+        config (GenesisConfig, optional): probabilities, sizes and ``value_range`` (the range the
+            intensities live in: the curve's domain and the fill noise's range, default (0, 1); scale
+            the data into it first, e.g. with ``ScaleIntensityRange``). None means GenesisConfig().
+
+    Input: a (C, H, W) or (C, D, H, W) numpy array, Tensor or MetaTensor of float16, bfloat16 (not
+    numpy), float32 or float64, on the CPU or a CUDA device. Output: two new arrays of its type,
+    shape, dtype and device; a MetaTensor's metadata (affine included) is copied to both.
+    """
+
+    def __init__(self, config: GenesisConfig | None = None):
+        cfg = config if config is not None else GenesisConfig()
+        if not isinstance(cfg, GenesisConfig):
+            raise TypeError(f"config must be a GenesisConfig, got {type(cfg).__name__}")
+        self.config = cfg
+        self._seed: int | None = None
+
+    def randomize(self, data=None) -> None:
+        # One 64-bit word from MONAI's random state: the op's whole randomness for this sample.
+        self._seed = int(self.R.randint(0, 2**64, dtype=np.uint64))
+
+    def __call__(self, img, randomize: bool = True):
+        """Returns (input, target) for img; ``randomize=False`` reuses the last drawn seed."""
+        if randomize or self._seed is None:
+            self.randomize()
+        x = _as_plain_tensor(img, "img")
+        if x.dim() not in (3, 4):
+            raise ValueError(f"img must be channel first, (C, H, W) or (C, D, H, W), got shape {tuple(x.shape)}")
+        inp, target = models_genesis(x.unsqueeze(0), self.config, seed=self._seed)
+        return _like(inp[0], img), _like(target[0], img)
+
+
+class RandModelsGenesisd(Randomizable, MapTransform):
+    """Dictionary form of :class:`RandModelsGenesis`: afterwards ``data[key]`` is the corrupted input
+    and ``data[key + target_suffix]`` the restoration target, for every key.
+
+    The keys of one sample are co-registered channels (e.g. the modalities of one subject): they are
+    concatenated along the channel dimension and corrupted in one call, so they share the spatial
+    randomness (the same windows, boxes, flips and curve), and fill noise is drawn per channel. They
+    must therefore have the same spatial shape and device; each keeps its own channel count, type
+    and dtype.
+
+    Args:
+        keys: the keys to corrupt.
+        config (GenesisConfig, optional): see :class:`RandModelsGenesis` (``value_range`` included).
+        target_suffix (str): the target of ``key`` goes to ``key + target_suffix``. Default "_target".
+        allow_missing_keys (bool): skip keys missing from the data instead of raising KeyError.
+    """
+
+    def __init__(self, keys: KeysCollection, config: GenesisConfig | None = None, target_suffix: str = "_target",
+                 allow_missing_keys: bool = False):
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        if not isinstance(target_suffix, str) or not target_suffix:
+            raise ValueError(f"target_suffix must be a non-empty str, got {target_suffix!r}")
+        self.target_suffix = target_suffix
+        self.transform = RandModelsGenesis(config)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        # The draws happen in the array transform: it takes the state MONAI (Compose, DataLoader
+        # workers, set_determinism) gives this one.
+        super().set_random_state(seed, state)
+        self.transform.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data=None) -> None:
+        self.transform.randomize()
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        keys = list(self.key_iterator(d))
+        if not keys:
+            return d
+        imgs = [d[k] for k in keys]
+        xs = [_as_plain_tensor(img, f"data[{k!r}]") for k, img in zip(keys, imgs)]
+        for k, x in zip(keys, xs):
+            if x.dim() not in (3, 4):
+                raise ValueError(f"data[{k!r}] must be channel first, (C, H, W) or (C, D, H, W), got shape {tuple(x.shape)}")
+            if x.shape[1:] != xs[0].shape[1:] or x.device != xs[0].device:
+                raise ValueError(f"the keys of one sample share the spatial randomness, so they must have the same "
+                                 f"spatial shape and device: data[{keys[0]!r}] is {tuple(xs[0].shape)} on "
+                                 f"{xs[0].device}, data[{k!r}] is {tuple(x.shape)} on {x.device}")
+        x = xs[0] if len(xs) == 1 else torch.cat(xs, dim=0)
+        self.randomize()
+        inp, target = self.transform(x, randomize=False)
+        start = 0
+        for k, img, xk in zip(keys, imgs, xs):
+            c = xk.shape[0]
+            # Back to each key's own dtype (torch.cat promoted mixed dtypes), type and metadata.
+            d[k] = _like(inp[start:start + c].to(xk.dtype), img)
+            d[f"{k}{self.target_suffix}"] = _like(target[start:start + c].to(xk.dtype), img)
+            start += c
+        return d
