@@ -188,16 +188,24 @@ class _PretrainTask:
             return self.go.models_genesis(cubes, config=self.gcfg, seed=seed)  # on the training device
         return next_batch, ""
 
+    def _val_predictions(self, count: int):
+        """Yield ``(start, prediction)`` for the validation batches covering the first ``count``
+        cubes. Always whole ``batch_size`` batches, as in training: with batch statistics a
+        prediction depends on the batch it is made in, so previews and the validation loss see the
+        same outputs."""
+        bs = self.cfg.batch_size
+        with torch.no_grad(), batch_stats_eval(self.model):
+            for i in range(0, count, bs):
+                with autocast(self.device, self.dtype):
+                    yield i, self.model(self.val_inp[i:i + bs])
+
     def evaluate(self) -> Optional[float]:
         """Validation MSE over the fixed corrupted cubes (batch statistics), or None without any."""
         if self.val_inp is None:
             return None
         tot, bs = 0.0, self.cfg.batch_size
-        with torch.no_grad(), batch_stats_eval(self.model):
-            for i in range(0, len(self.val_inp), bs):
-                with autocast(self.device, self.dtype):
-                    pred = self.model(self.val_inp[i:i + bs])
-                tot += F.mse_loss(pred.float(), self.val_tgt[i:i + bs].float(), reduction="sum").item()
+        for i, pred in self._val_predictions(len(self.val_inp)):
+            tot += F.mse_loss(pred.float(), self.val_tgt[i:i + bs].float(), reduction="sum").item()
         return tot / self.val_tgt.numel()
 
     def end_epoch(self, epoch: int, step: int, train_loss: float, prog: Progress, epoch_time: float):
@@ -230,10 +238,10 @@ class _PretrainTask:
         cfg, out = self.cfg, self.out
         plots.loss_curve(self.history, os.path.join(out, "loss_curve.png"))
         if cfg.previews and self.val_inp is not None:
+            # previews may span several batches (--batch-size below --previews): predict each
             n = min(cfg.previews, len(self.val_inp))
-            with torch.no_grad(), batch_stats_eval(self.model):
-                pred = self.model(self.val_inp[:cfg.batch_size].float())[:n]
-            plots.restoration_grid(self.val_inp[:n, 0].float().cpu().numpy(), pred[:, 0].float().cpu().numpy(),
+            pred = torch.cat([p.float() for _, p in self._val_predictions(n)])[:n]
+            plots.restoration_grid(self.val_inp[:n, 0].float().cpu().numpy(), pred[:, 0].cpu().numpy(),
                                    self.val_tgt[:n, 0].float().cpu().numpy(), os.path.join(out, "restorations.png"),
                                    title="validation cubes: corrupted input / restoration / target (middle slice)")
 
