@@ -410,7 +410,7 @@ class CubeSampler:
             i = int(torch.multinomial(self.weights, 1, generator=self.generator).item()) if len(self.arrays) > 1 else 0
             a = self.arrays[i]
             o = [self._randint(n - c + 1) for n, c in zip(a.shape[1:], self.cube)]
-            cube = a[:, o[0]:o[0] + self.cube[0], o[1]:o[1] + self.cube[1], o[2]:o[2] + self.cube[2]]
+            cube = a[(slice(None),) + tuple(slice(s, s + c) for s, c in zip(o, self.cube))]
             fg = float((cube > self.air_value).mean())
             self.drawn += 1
             if fg >= self.min_foreground:
@@ -536,6 +536,9 @@ def _pattern_regex(pattern: str, channel: str) -> "re.Pattern":
         if pattern.startswith(CHANNEL_KEY, i):
             out.append(re.escape(channel))
             i += len(CHANNEL_KEY)
+        elif pattern.startswith("**/", i):  # zero or more folders, as glob(recursive=True)
+            out.append("((?:[^/]*/)*)")
+            i += 3
         elif pattern.startswith("**", i):
             out.append("(.*)")
             i += 2
@@ -559,7 +562,7 @@ def _pattern_regex(pattern: str, channel: str) -> "re.Pattern":
 def _fill(pattern: str, groups: Sequence[str]) -> str:
     """``pattern`` with its wildcards replaced by ``groups`` (``{channel}`` kept)."""
     it = iter(groups)
-    parts = re.split(r"(\{channel\}|\*\*|\*|\?|\[!?.[^\]]*\])", pattern)
+    parts = re.split(r"(\{channel\}|\*\*/|\*\*|\*|\?|\[!?.[^\]]*\])", pattern)
     return "".join(p if (i % 2 == 0 or p == CHANNEL_KEY) else next(it, p) for i, p in enumerate(parts))
 
 

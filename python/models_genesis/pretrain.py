@@ -246,8 +246,9 @@ class _PretrainTask:
             # previews may span several batches (--batch-size below --previews): predict each
             n = min(cfg.previews, len(self.val_inp))
             pred = torch.cat([p.float() for _, p in self._val_predictions(n)])[:n]
-            # one row per cube and channel (cube 0 channel 0, cube 0 channel 1, ...)
-            rows = lambda t: t[:n].float().cpu().numpy().reshape(-1, *t.shape[2:])  # noqa: E731
+            def rows(t):  # one row per cube and channel (cube 0 channel 0, cube 0 channel 1, ...)
+                return t[:n].float().cpu().numpy().reshape(-1, *t.shape[2:])
+
             c = self.val_inp.shape[1]
             plots.restoration_grid(rows(self.val_inp), rows(pred), rows(self.val_tgt),
                                    os.path.join(out, "restorations.png"),

@@ -61,6 +61,9 @@ def test_subjects_are_grouped_by_pattern(brats):
     s0 = subs[0]
     assert s0.name == os.path.join(brats.root, "sub-00", "sub-00_{channel}.nii.gz")
     assert s0.paths == tuple(os.path.join(brats.root, "sub-00", f"sub-00_{c}.nii.gz") for c in CHANNELS)
+    # ** spans any number of folders, as in glob
+    deep = D.find_subjects(os.path.join(brats.root, "**", "*_{channel}.nii.gz"), CHANNELS)
+    assert [s.paths for s in deep] == [s.paths for s in subs]
     # channel order is the order of the names, not of the files
     assert D.find_subjects(brats.pattern, ["t2", "t1"])[0].paths == s0.paths[::-1]
     with pytest.raises(ValueError, match=r"\{channel\}"):
