@@ -229,6 +229,12 @@ def test_finetune_from_single_channel_weights_and_classification(brats, tmp_path
     assert main(["finetune", "--images", *fours, "--labels", brats.seg, "--weights", str(w), "--out",
                  str(tmp_path / "seg")] + tiny) == 0, capsys.readouterr().err
     assert "adapted to 2 channels" in capsys.readouterr().out
+    # weights of another channel count (3) than the data's (2): one line before any training
+    w3 = tmp_path / "three.pt"
+    torch.save({"state_dict": UNet3D(in_channels=3, n_classes=1, width=4).state_dict()}, w3)
+    assert main(["finetune", "--images", *fours, "--labels", brats.seg, "--weights", str(w3), "--out",
+                 str(tmp_path / "seg3")] + tiny) == 2
+    assert "trained on 3 channel(s), the data has 2" in capsys.readouterr().err
     csv = tmp_path / "cls.csv"
     csv.write_text("".join(f"{os.path.join(s.dir, os.path.basename(s.dir) + '_{channel}.nii.gz')},{i % 2}\n"
                            for i, s in enumerate(brats.subjects)))
