@@ -116,6 +116,16 @@ def _schedule_help(what: str, demo_cpu, demo_gpu, full, key: str) -> str:
             f"else {full[key]})")
 
 
+CHANNELS_HELP = ("co-registered modalities of each subject, stored as separate files: NAMEs substituted for "
+                 "{channel} in %s, e.g. %s 'brats/*/*_{channel}.nii.gz' --channels t1 t1ce t2 flair; each "
+                 "channel is normalised on its own. Without it, a 4D NIfTI file is one subject with its "
+                 "channels on the last axis%s")
+
+
+def _add_channels(flag: _Flags, where: str, extra: str = "") -> None:
+    flag("channels", nargs="+", action="extend", metavar="NAME", help=CHANNELS_HELP % (where, where, extra))
+
+
 def _add_common(flag: _Flags) -> None:
     flag.group_ = None
     flag("device", choices=["auto", "cpu", "cuda"],
@@ -171,6 +181,7 @@ def _add_pretrain(sub) -> None:
     flag = _Flags(p, field_defaults(PretrainConfig))
     flag("data", nargs="+", action="extend", metavar="PATH",
          help="NIfTI files, folders (searched recursively) or glob patterns; repeatable")
+    _add_channels(flag, "--data")
     flag("out", metavar="DIR", help="run folder (default: %(default)s)")
     _add_sizes(flag, "pretrain")
     flag("width", type=_positive_int, metavar="N",
@@ -228,6 +239,7 @@ def _add_finetune(sub) -> None:
     flag("labels", nargs="+", action="extend", metavar="L",
          help="segmentation: label volumes in the same order as --images; classification: one integer class per image")
     flag("csv", metavar="FILE", help="classification: CSV rows 'path,label' (instead of --images/--labels)")
+    _add_channels(flag, "--images", " (the --csv paths take {channel} too)")
     flag("label_values", nargs="+", type=int, metavar="V",
          help="segmentation: label values that count as foreground (default: every value > 0)")
     flag("weights", metavar="CKPT",
@@ -266,6 +278,7 @@ def _add_predict(sub) -> None:
     flag("weights", required=True, metavar="CKPT", help="checkpoint (ours or the published format)")
     flag("input_path", "--input", required=True, metavar="NII", help="input NIfTI volume")
     flag("output_path", "--output", required=True, metavar="NII", help="output NIfTI path (.nii or .nii.gz)")
+    _add_channels(flag, "--input", " (default: the channels the checkpoint was trained on)")
     flag("threshold", type=_fraction, help="mask threshold (default: %(default)s)")
     flag("probabilities", action="store_true", default=False, help="write float probabilities instead of a mask")
     flag("overlap", type=float, help="window overlap fraction in [0, 1) (default: %(default)s)")
@@ -378,7 +391,8 @@ def _cmd_predict(a) -> int:
 
     res = predict_volume(a.weights, a.input_path, a.output_path, device=a.device,
                          threshold=None if a.probabilities else a.threshold, overlap=a.overlap,
-                         batch_size=a.batch_size, cube=tuple(a.cube) if a.cube else None, amp=a.amp)
+                         batch_size=a.batch_size, cube=tuple(a.cube) if a.cube else None, amp=a.amp,
+                         channels=a.channels)
     what = "mask" if res["mask"] else "float volume"
     print(f"wrote {what} {res['output']} (shape {'x'.join(map(str, res['shape']))}, {res['kind']} checkpoint, "
           f"{res['time_s']:.1f}s)")
@@ -397,10 +411,11 @@ def _cmd_preview(a) -> int:
 
     dev = resolve_device(a.device)
     vol = D.load_volume(a.input, D.Preprocessing.from_config(a))
-    x = torch.from_numpy(vol.data.astype(np.float32))[None, None].to(dev)
-    k = vol.data.shape[2] // 2 if a.slice is None else a.slice
-    if not 0 <= k < vol.data.shape[2]:
-        raise UsageError(f"--slice: {k} is outside 0..{vol.data.shape[2] - 1}")
+    x = torch.from_numpy(vol.channel_first().astype(np.float32))[None].to(dev)  # a 4D file: all channels
+    depth = vol.spatial_shape[2]
+    k = depth // 2 if a.slice is None else a.slice
+    if not 0 <= k < depth:
+        raise UsageError(f"--slice: {k} is outside 0..{depth - 1}")
     s = a.seed
     outs = [
         ("original", x),
@@ -414,7 +429,8 @@ def _cmd_preview(a) -> int:
     outs += [("pipeline input", inp), ("pipeline target", tgt)]
     imgs = [t[0, 0, :, :, k].float().cpu().numpy() for _, t in outs]
     plots.panels(imgs, [n for n, _ in outs], a.output,
-                 title=f"{os.path.basename(a.input)}: axial slice {k} of {vol.data.shape[2]}")
+                 title=f"{os.path.basename(a.input)}: axial slice {k} of {depth}"
+                 + (f", channel 0 of {vol.channels}" if vol.channels > 1 else ""))
     print(f"wrote {a.output} (slice {k}, seed {s})")
     return 0
 

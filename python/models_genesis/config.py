@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from genesis_ops import GenesisConfig
 
-from .data import Preprocessing
+from .data import Preprocessing, channel_names
 from .utils import UsageError
 
 DEFAULT_PRETRAIN_OUT = os.path.join("runs", "pretrain")
@@ -63,6 +63,14 @@ def check_positive_ints(cfg: Any, names) -> None:
             raise UsageError(f"{_flag(n)}: expected a positive integer, got {v!r}")
 
 
+def check_channels(channels) -> None:
+    """UsageError naming --channels unless it is None or distinct names."""
+    try:
+        channel_names(channels)
+    except ValueError as e:
+        raise UsageError(f"--{e}") from None
+
+
 def check_cube(cube) -> None:
     """UsageError unless ``cube`` is None or three positive multiples of 8."""
     if cube is not None:
@@ -95,6 +103,9 @@ class RunConfig:
     hu_window: Tuple[float, float] = Preprocessing.hu_window
     mri_norm: str = Preprocessing.mri_norm
     spacing: Optional[Tuple[float, float, float]] = Preprocessing.spacing
+    # co-registered modalities: names substituted for {channel} in the data paths (None: one file
+    # per volume, 3D or 4D with the channels on the last axis)
+    channels: Optional[List[str]] = None
     log_every: Optional[int] = None
     quiet: bool = False
 
@@ -149,6 +160,7 @@ class PretrainConfig(RunConfig):
         if self.previews != 0:
             check_positive_ints(self, ("previews",))
         check_cube(self.cube)
+        check_channels(self.channels)
         for n in ("flip_p", "shuffle_p", "nonlinear_p", "paint_p", "inpaint_rate", "min_foreground"):
             v = getattr(self, n)
             if not 0.0 <= v <= 1.0:
@@ -199,6 +211,7 @@ class FinetuneConfig(RunConfig):
             raise UsageError(f"--task: expected segmentation or classification, got {self.task!r}")
         check_positive_ints(self, ("epochs", "steps_per_epoch", "batch_size", "width", "n_classes"))
         check_cube(self.cube)
+        check_channels(self.channels)
         for n in ("val_fraction", "fg_fraction", "threshold"):
             v = getattr(self, n)
             if not 0.0 <= v <= 1.0 or (n == "val_fraction" and v >= 1.0):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -149,10 +150,33 @@ class Volume:
     original_shape: Tuple[int, int, int]
     canonical_shape: Tuple[int, int, int]
     header: object = field(default=None, repr=False)
+    # () : ``data`` is (X, Y, Z); else ``data`` is (C, X, Y, Z), one named channel per entry
+    channel_names: Tuple[str, ...] = ()
+
+    @property
+    def channels(self) -> int:
+        return len(self.channel_names) or 1
+
+    @property
+    def spatial_shape(self) -> Tuple[int, ...]:
+        return tuple(self.data.shape[1:] if self.channel_names else self.data.shape)
+
+    def channel_first(self) -> np.ndarray:
+        """``data`` as (C, X, Y, Z) (a view; C = 1 for a single-channel volume)."""
+        return self.data if self.channel_names else self.data[None]
 
 
-def read_nifti(path: str):
-    """Open a NIfTI file and return the closest-canonical image; one-line errors naming the file."""
+def channels_first(a: np.ndarray, spatial_dims: int) -> np.ndarray:
+    """``a`` with a leading channel axis: unchanged when it has ``spatial_dims + 1`` axes, else a
+    one-channel view (samplers and the sliding window take single- or multi-channel arrays)."""
+    return a if a.ndim == spatial_dims + 1 else a[None]
+
+
+def read_nifti(path: str, channels: bool = False):
+    """Open a NIfTI file and return the closest-canonical image; one-line errors naming the file.
+
+    ``channels``: also accept a 4D file whose last axis holds several channels (the array is then
+    (X, Y, Z, C)); otherwise a 4D file must hold a single volume."""
     import nibabel as nib
 
     if not os.path.exists(path):
@@ -165,7 +189,7 @@ def read_nifti(path: str):
         img = nib.load(path)
         if len(img.shape) == 4 and img.shape[3] == 1:
             img = img.slicer[..., 0]
-        if len(img.shape) != 3:
+        if len(img.shape) != 3 and not (channels and len(img.shape) == 4):
             raise VolumeError(f"{path}: expected a 3D volume, got shape {tuple(img.shape)}")
         can = nib.as_closest_canonical(img)
         arr = np.asarray(can.dataobj, dtype=np.float32)
@@ -221,8 +245,13 @@ def normalise(arr: np.ndarray, pre: Preprocessing) -> np.ndarray:
 
 def load_volume(path: str, pre: Optional[Preprocessing] = None, label: bool = False) -> Volume:
     """Read, reorient, resample and normalise one NIfTI volume (labels: no normalisation,
-    nearest-neighbour resampling)."""
+    nearest-neighbour resampling). An image file with 4 axes is a multi-channel volume (last axis =
+    channels, as MONAI reads NIfTI): see :func:`load_channels_file`."""
     pre = pre or Preprocessing()
+    if not label:
+        vol = load_channels_file(path, pre)
+        if vol is not None:
+            return vol
     img, can, arr = read_nifti(os.fspath(path))
     canonical_shape = tuple(int(s) for s in arr.shape)
     affine = np.asarray(can.affine, dtype=np.float64)
@@ -257,10 +286,14 @@ def to_original_grid(arr: np.ndarray, vol: Volume, label: bool = False) -> np.nd
 
 
 def save_like(arr: np.ndarray, vol: Volume, path: str, label: bool = False) -> None:
-    """Save ``arr`` (on the canonical grid of ``vol``) as NIfTI with the input file's affine."""
+    """Save ``arr`` (on the canonical grid of ``vol``) as NIfTI with the input file's affine; a
+    channel-first ``(C, X, Y, Z)`` array becomes a 4D file (last axis = channels)."""
     import nibabel as nib
 
-    out = to_original_grid(arr, vol, label=label)
+    if arr.ndim == len(vol.canonical_shape) + 1:
+        out = np.stack([to_original_grid(a, vol, label=label) for a in arr], axis=-1)
+    else:
+        out = to_original_grid(arr, vol, label=label)
     dtype = np.uint8 if label else np.float32
     img = nib.Nifti1Image(out.astype(dtype), vol.original_affine)
     img.header.set_xyzt_units("mm", "sec")
@@ -290,11 +323,13 @@ class VolumeCache:
         self._store: Dict[Tuple, Volume] = {}
         self.reads = 0
 
-    def get(self, path: str, pre: Preprocessing, label: bool = False) -> Volume:
-        key = (os.path.abspath(path), repr(pre.to_dict()), label)
+    def get(self, path, pre: Preprocessing, label: bool = False) -> Volume:
+        """``path``: a NIfTI file or a :class:`Subject` (separate channel files)."""
+        src = (path.paths, path.channels) if isinstance(path, Subject) else os.path.abspath(path)
+        key = (src, repr(pre.to_dict()), label)
         v = self._store.get(key)
         if v is None:
-            v = load_volume(path, pre, label=label)
+            v = load_image(path, pre) if isinstance(path, Subject) else load_volume(path, pre, label=label)
             self.reads += 1
             if not label and self.dtype is not None:
                 v.data = v.data.astype(self.dtype)
@@ -306,12 +341,16 @@ class VolumeCache:
 
 
 def load_volumes(paths: Sequence[str], pre: Optional[Preprocessing] = None, skip_bad: bool = False,
-                 cache: Optional[VolumeCache] = None, log=print) -> List[Volume]:
-    """Load many volumes; a bad file raises :class:`VolumeError` unless ``skip_bad`` (then warns)."""
+                 cache: Optional[VolumeCache] = None, log=print, channels: Optional[Sequence[str]] = None
+                 ) -> List[Volume]:
+    """Load many volumes; a bad file raises :class:`VolumeError` unless ``skip_bad`` (then warns).
+
+    ``channels``: names substituted for ``{channel}`` in ``paths`` (see :func:`image_sources`).
+    All volumes must have the same number of channels (:func:`channel_count`)."""
     pre = pre or Preprocessing()
     cache = cache if cache is not None else VolumeCache()
     vols = []
-    for p in find_volumes(paths):
+    for p in image_sources(paths, channels):
         try:
             vols.append(cache.get(p, pre))
         except VolumeError as e:
@@ -322,6 +361,7 @@ def load_volumes(paths: Sequence[str], pre: Optional[Preprocessing] = None, skip
                 log(f"warning: skipping {e}")
     if not vols:
         raise VolumeError("no usable volume among the given paths")
+    channel_count(vols)
     return vols
 
 
@@ -351,9 +391,10 @@ class CubeSampler:
         self.air_value, self.min_foreground, self.max_tries = air_value, min_foreground, max(1, int(max_tries))
         self.arrays = []
         regions = list(regions) if regions is not None else [None] * len(volumes)
-        for v, reg in zip(volumes, regions):
-            a = v.data if reg is None else v.data[reg]
-            a, _ = pad_to(a, self.cube, 0.0)
+        for v, reg in zip(volumes, regions):  # held as (C, X, Y, Z); a region selects spatial axes
+            a = v.channel_first()
+            a = a if reg is None else a[(slice(None),) + tuple(reg)]
+            a, _ = pad_to(a, (a.shape[0],) + self.cube, 0.0)
             self.arrays.append(a)
         sizes = np.array([a.size for a in self.arrays], dtype=np.float64)
         self.weights = torch.from_numpy(sizes / sizes.sum())
@@ -368,8 +409,8 @@ class CubeSampler:
         for _ in range(self.max_tries):
             i = int(torch.multinomial(self.weights, 1, generator=self.generator).item()) if len(self.arrays) > 1 else 0
             a = self.arrays[i]
-            o = [self._randint(n - c + 1) for n, c in zip(a.shape, self.cube)]
-            cube = a[o[0]:o[0] + self.cube[0], o[1]:o[1] + self.cube[1], o[2]:o[2] + self.cube[2]]
+            o = [self._randint(n - c + 1) for n, c in zip(a.shape[1:], self.cube)]
+            cube = a[(slice(None),) + tuple(slice(s, s + c) for s, c in zip(o, self.cube))]
             fg = float((cube > self.air_value).mean())
             self.drawn += 1
             if fg >= self.min_foreground:
@@ -380,9 +421,9 @@ class CubeSampler:
         return best
 
     def sample(self, batch_size: int) -> torch.Tensor:
-        """A float32 batch ``(B, 1, *cube)`` on the CPU."""
+        """A float32 batch ``(B, C, *cube)`` on the CPU (C = the volumes' channels)."""
         cubes = [np.asarray(self.sample_one(), dtype=np.float32) for _ in range(batch_size)]
-        return torch.from_numpy(np.stack(cubes)[:, None])
+        return torch.from_numpy(np.stack(cubes))
 
     def state_dict(self) -> Dict:
         return {"generator": self.generator.get_state()}
@@ -395,7 +436,7 @@ class PairSampler:
     """Random (image, label) cubes for segmentation; a share of them centred on foreground voxels.
 
     Args:
-        images: ``(X, Y, Z)`` arrays (padded with 0 to at least ``cube``).
+        images: ``(X, Y, Z)`` or channel-first ``(C, X, Y, Z)`` arrays (padded with 0 to at least ``cube``).
         labels: foreground masks of the same shapes (0/1).
         cube: cube size ``(x, y, z)``.
         generator: CPU ``torch.Generator``, the only source of randomness.
@@ -406,7 +447,8 @@ class PairSampler:
     def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cube, generator,
                  fg_fraction: float = 0.5):
         self.cube = tuple(cube)
-        self.images = [pad_to(a, self.cube, 0.0)[0] for a in images]
+        self.images = [channels_first(a, len(self.cube)) for a in images]
+        self.images = [pad_to(a, (a.shape[0],) + self.cube, 0.0)[0] for a in self.images]
         self.labels = [pad_to(a, self.cube, 0.0)[0] for a in labels]
         self.fg = [np.argwhere(lab > 0) for lab in self.labels]
         self.gen = generator
@@ -418,7 +460,7 @@ class PairSampler:
         return int(torch.randint(0, hi, (1,), generator=self.gen).item()) if hi > 1 else 0
 
     def sample(self, batch_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Returns ``(images, labels)``, two float32 ``(B, 1, *cube)`` CPU tensors."""
+        """Returns ``(images, labels)``, float32 ``(B, C, *cube)`` and ``(B, 1, *cube)`` CPU tensors."""
         xs, ys = [], []
         for _ in range(batch_size):
             i = int(torch.multinomial(self.weights, 1, generator=self.gen).item()) if len(self.images) > 1 else 0
@@ -426,13 +468,13 @@ class PairSampler:
             use_fg = len(fg) > 0 and float(torch.rand((), generator=self.gen)) < self.fg_fraction
             if use_fg:
                 centre = fg[self._rand(len(fg))]
-                o = [int(min(max(0, c - s // 2), n - s)) for c, s, n in zip(centre, self.cube, img.shape)]
+                o = [int(min(max(0, c - s // 2), n - s)) for c, s, n in zip(centre, self.cube, lab.shape)]
             else:
-                o = [self._rand(n - s + 1) for n, s in zip(img.shape, self.cube)]
+                o = [self._rand(n - s + 1) for n, s in zip(lab.shape, self.cube)]
             sl = tuple(slice(a, a + s) for a, s in zip(o, self.cube))
-            xs.append(np.asarray(img[sl], dtype=np.float32))
+            xs.append(np.asarray(img[(slice(None),) + sl], dtype=np.float32))
             ys.append(np.asarray(lab[sl], dtype=np.float32))
-        return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None])
+        return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)[:, None])
 
 
 def split_regions(shape: Sequence[int], val_fraction: float, cube: Sequence[int], axis: int = 2):
@@ -447,3 +489,210 @@ def split_regions(shape: Sequence[int], val_fraction: float, cube: Sequence[int]
     train[axis] = slice(0, cut)
     val[axis] = slice(cut, n)
     return tuple(train), (tuple(val) if nv > 0 else None)
+
+
+# ------------------------------------------------------------------------------------------------
+# Multi-channel volumes: co-registered modalities (T1, T1ce, T2, FLAIR...) of one subject, either
+# as separate files named by a ``{channel}`` pattern, or as one 4D file (last axis = channels).
+# Each channel is resampled and normalised on its own (per-image min-max / percentiles work per
+# modality), then they are stacked channel-first: (C, X, Y, Z).
+
+CHANNEL_KEY = "{channel}"
+# affines of co-registered files agree to float32 rounding; anything larger is another grid
+AFFINE_ATOL = 1e-3
+
+
+def channel_names(channels) -> Optional[Tuple[str, ...]]:
+    """Validated channel names (None stays None); ``["t1,t2", "flair"]`` -> ``("t1", "t2", "flair")``."""
+    if channels is None:
+        return None
+    if isinstance(channels, str):
+        channels = [channels]
+    names = tuple(n.strip() for c in channels for n in str(c).split(","))
+    if not names or any(not n or "/" in n or os.sep in n for n in names):
+        raise ValueError(f"channels: expected names such as t1 t1ce t2 flair, got {list(channels)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"channels: names must be distinct, got {list(names)}")
+    return names
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One subject's channel files: ``paths[i]`` holds channel ``channels[i]``.
+
+    ``name`` is the pattern with its wildcards filled and ``{channel}`` left in place (for example
+    ``brats/BraTS_001/BraTS_001_{channel}.nii.gz``); errors name the subject by it."""
+
+    name: str
+    paths: Tuple[str, ...]
+    channels: Tuple[str, ...]
+
+
+def _pattern_regex(pattern: str, channel: str) -> "re.Pattern":
+    """A regex matching what ``glob`` matches for ``pattern`` with ``{channel}`` = ``channel``, one
+    group per wildcard (``**``, ``*``, ``?``, ``[...]``): the groups identify the subject."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith(CHANNEL_KEY, i):
+            out.append(re.escape(channel))
+            i += len(CHANNEL_KEY)
+        elif pattern.startswith("**/", i):  # zero or more folders, as glob(recursive=True)
+            out.append("((?:[^/]*/)*)")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append("(.*)")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("([^/]*)")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("([^/])")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2:]:
+            j = pattern.index("]", i + 2)
+            body = pattern[i + 1:j]
+            out.append("([" + ("^" + body[1:] if body.startswith("!") else body) + "])")
+            i = j + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _fill(pattern: str, groups: Sequence[str]) -> str:
+    """``pattern`` with its wildcards replaced by ``groups`` (``{channel}`` kept)."""
+    it = iter(groups)
+    parts = re.split(r"(\{channel\}|\*\*/|\*\*|\*|\?|\[!?.[^\]]*\])", pattern)
+    return "".join(p if (i % 2 == 0 or p == CHANNEL_KEY) else next(it, p) for i, p in enumerate(parts))
+
+
+def find_subjects(patterns: Sequence[str], channels: Sequence[str]) -> List[Subject]:
+    """Group channel files into subjects.
+
+    Each pattern holds ``{channel}`` and may hold glob wildcards, e.g.
+    ``'brats/*/*_{channel}.nii.gz'`` with channels ``t1 t1ce t2 flair``. The files of a subject
+    are the ones whose wildcards match the same text for every channel.
+
+    Raises:
+        VolumeError: a pattern matches nothing, or a subject lacks a channel (one line naming
+            the subject and the missing file).
+        ValueError: a pattern without ``{channel}``.
+    """
+    names = channel_names(channels)
+    if isinstance(patterns, (str, os.PathLike)):
+        patterns = [patterns]
+    subjects: List[Subject] = []
+    for pat in map(os.fspath, patterns):
+        if CHANNEL_KEY not in pat:
+            raise ValueError(f"{pat}: with channels, each path is a pattern holding {CHANNEL_KEY} "
+                             f"(for example sub*/{{channel}}.nii.gz); or give one 4D file per subject without channels")
+        found: Dict[Tuple[str, ...], Dict[str, str]] = {}
+        for c in names:
+            rx = _pattern_regex(pat, c)
+            for hit in glob.glob(pat.replace(CHANNEL_KEY, c), recursive=True):
+                m = rx.match(hit)
+                if m and os.path.isfile(hit):
+                    found.setdefault(m.groups(), {})[c] = hit
+        if not found:
+            raise VolumeError(f"{pat}: no file for any channel ({', '.join(names)})")
+        for key in sorted(found, key=lambda k: _fill(pat, k)):
+            name, files = _fill(pat, key), found[key]
+            missing = [c for c in names if c not in files]
+            if missing:
+                raise VolumeError(f"subject {name}: missing channel {missing[0]} "
+                                  f"(no file {name.replace(CHANNEL_KEY, missing[0])})")
+            subjects.append(Subject(name, tuple(files[c] for c in names), names))
+    return subjects
+
+
+def image_sources(paths: Sequence[str], channels: Optional[Sequence[str]] = None) -> list:
+    """What to load: NIfTI paths (:func:`find_volumes`) without ``channels``, else :class:`Subject` s
+    (:func:`find_subjects`). A ``{channel}`` pattern without channel names is an error."""
+    if channels is None:
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        bad = [p for p in paths if CHANNEL_KEY in os.fspath(p)]
+        if bad:
+            raise ValueError(f"{bad[0]}: a {CHANNEL_KEY} pattern needs channel names (--channels t1 t2 ...)")
+        return find_volumes(paths)
+    return find_subjects(paths, channels)
+
+
+def _stack_channels(arrays: Sequence[np.ndarray], names: Sequence[str], can, img, path: str,
+                    pre: Preprocessing) -> Volume:
+    """Resample and normalise each canonical (X, Y, Z) channel on its own, stack to (C, X, Y, Z)."""
+    affine = np.asarray(can.affine, dtype=np.float64)
+    canonical_shape = tuple(int(s) for s in arrays[0].shape)
+    out = []
+    for a in arrays:
+        if pre.spacing is not None:
+            zooms = [float(z) for z in can.header.get_zooms()[:3]]
+            a = resample(a, zooms, pre.spacing)
+        out.append(normalise(a, pre))
+    if pre.spacing is not None:
+        affine = _resampled_affine(affine, canonical_shape, out[0].shape)
+    return Volume(path=path, data=np.stack(out), affine=affine,
+                  original_affine=np.asarray(img.affine, dtype=np.float64),
+                  original_shape=tuple(int(s) for s in img.shape[:3]), canonical_shape=canonical_shape,
+                  header=img.header, channel_names=tuple(names))
+
+
+def load_channels_file(path: str, pre: Optional[Preprocessing] = None) -> Optional[Volume]:
+    """A 4D NIfTI file with several volumes as a (C, X, Y, Z) volume (channels named "0", "1", ...);
+    None when the file holds a single volume (then it is read as usual)."""
+    import nibabel as nib
+
+    pre = pre or Preprocessing()
+    path = os.fspath(path)
+    try:
+        hdr_shape = nib.load(path).shape if is_nifti(path) and os.path.isfile(path) else ()
+    except Exception:  # noqa: BLE001 - unreadable: read_nifti gives the one-line error
+        return None
+    if len(hdr_shape) != 4 or hdr_shape[3] == 1:
+        return None
+    img, can, arr = read_nifti(path, channels=True)
+    c = arr.shape[3]
+    return _stack_channels([arr[..., k] for k in range(c)], [str(k) for k in range(c)], can, img, path, pre)
+
+
+def load_subject(subject: Subject, pre: Optional[Preprocessing] = None) -> Volume:
+    """Read a subject's channel files into one (C, X, Y, Z) volume.
+
+    Raises :class:`VolumeError` naming the subject when a channel file is missing or unreadable,
+    or when the channels disagree in (canonical) shape or affine (they must be co-registered)."""
+    pre = pre or Preprocessing()
+    arrays, first = [], None
+    for c, p in zip(subject.channels, subject.paths):
+        try:
+            img, can, arr = read_nifti(p)
+        except VolumeError as e:
+            raise VolumeError(f"subject {subject.name}: channel {c}: {e}") from None
+        if first is None:
+            first = (c, img, can, arr.shape)
+        else:
+            c0, _, can0, shape0 = first
+            if arr.shape != shape0:
+                raise VolumeError(f"subject {subject.name}: channel {c} has shape {arr.shape}, channel {c0} "
+                                  f"{shape0} (channels must be co-registered)")
+            diff = float(np.abs(np.asarray(can.affine) - np.asarray(can0.affine)).max())
+            if diff > AFFINE_ATOL:
+                raise VolumeError(f"subject {subject.name}: channel {c} affine differs from channel {c0}'s "
+                                  f"(by up to {diff:.3g}; channels must be co-registered)")
+        arrays.append(arr)
+    _, img, can, _ = first
+    return _stack_channels(arrays, subject.channels, can, img, subject.name, pre)
+
+
+def load_image(source, pre: Optional[Preprocessing] = None) -> Volume:
+    """Load a NIfTI path (3D, or 4D = channels) or a :class:`Subject`."""
+    return load_subject(source, pre) if isinstance(source, Subject) else load_volume(source, pre)
+
+
+def channel_count(volumes: Sequence[Volume]) -> int:
+    """The common number of channels of ``volumes``; :class:`VolumeError` naming the first volume
+    that differs."""
+    c = volumes[0].channels
+    for v in volumes[1:]:
+        if v.channels != c:
+            raise VolumeError(f"{v.path}: {v.channels} channel(s), but {volumes[0].path} has {c}")
+    return c

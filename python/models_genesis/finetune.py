@@ -25,7 +25,7 @@ from .inferers import sliding_window
 from .losses import classification_loss, dice_bce_loss
 from .metrics import DiceIoU, roc_auc
 from .model import (CheckpointError, GenesisClassifier, UNet3D, encoder_modules, extract_state_dict,
-                    load_pretrained, read_checkpoint)
+                    initialised_note, load_pretrained, read_checkpoint)
 from .utils import Progress, UsageError, derive_seed, log, resolve_device
 
 __all__ = ["FinetuneConfig", "finetune", "finetune_demo", "weights_info", "build_model_for"]
@@ -71,28 +71,31 @@ def _segmentation_data(cfg: FinetuneConfig, pre: D.Preprocessing):
     if cfg.demo:
         img_paths, lab_paths = [D.DEMO_CT], [D.DEMO_LABELS]
     else:
-        img_paths = D.find_volumes(cfg.images)
+        img_paths = D.image_sources(cfg.images, D.channel_names(cfg.channels))
         if not cfg.labels:
             raise UsageError("--labels: segmentation needs one label volume per image")
         lab_paths = D.find_volumes(cfg.labels)
         if len(img_paths) != len(lab_paths):
             raise UsageError(f"--labels: got {len(lab_paths)} label volume(s) for {len(img_paths)} image(s)")
     imgs, labs = [], []
+    vols = []
     for ip, lp in zip(img_paths, lab_paths):
-        v = D.load_volume(ip, pre)
+        v = D.load_image(ip, pre)
         lv = D.load_volume(lp, pre, label=True)
-        if v.data.shape != lv.data.shape:
-            raise D.VolumeError(f"{lp}: label shape {lv.data.shape} differs from image {ip} shape {v.data.shape}")
-        imgs.append(v.data)
+        if v.spatial_shape != lv.data.shape:
+            raise D.VolumeError(f"{lp}: label shape {lv.data.shape} differs from image {v.path} shape {v.spatial_shape}")
+        vols.append(v)
+        imgs.append(v.channel_first())  # (C, X, Y, Z)
         labs.append(_foreground(lv.data, cfg.label_values))
+    D.channel_count(vols)
     if len(imgs) >= 2 and cfg.val_fraction > 0:
         nv = min(max(1, int(round(len(imgs) * cfg.val_fraction))), len(imgs) - 1)
         tr = [(a, b) for a, b in zip(imgs[:-nv], labs[:-nv])]
         va = [(a, b) for a, b in zip(imgs[-nv:], labs[-nv:])]
     elif cfg.val_fraction > 0:
-        trs, vas = D.split_regions(imgs[0].shape, cfg.val_fraction, cfg.cube, axis=2)
-        tr = [(imgs[0][trs], labs[0][trs])]
-        va = [(imgs[0][vas], labs[0][vas])] if vas is not None else []
+        trs, vas = D.split_regions(labs[0].shape, cfg.val_fraction, cfg.cube, axis=2)
+        tr = [(imgs[0][(slice(None),) + trs], labs[0][trs])]
+        va = [(imgs[0][(slice(None),) + vas], labs[0][vas])] if vas is not None else []
     else:
         tr, va = list(zip(imgs, labs)), []
     return img_paths, tr, va or tr
@@ -100,10 +103,17 @@ def _segmentation_data(cfg: FinetuneConfig, pre: D.Preprocessing):
 
 def _classification_data(cfg: FinetuneConfig):
     """Image paths and integer class labels from --csv or --images/--labels."""
+    names = D.channel_names(cfg.channels)
     if cfg.csv:
         paths, ys = _read_csv(cfg.csv)
+        if names is not None:  # each row names one subject through a {channel} pattern
+            subjects = [D.find_subjects([p], names) for p in paths]
+            bad = [p for p, s in zip(paths, subjects) if len(s) != 1]
+            if bad:
+                raise UsageError(f"--csv: {bad[0]}: expected one subject per row")
+            paths = [s[0] for s in subjects]
     else:
-        paths = D.find_volumes(cfg.images)
+        paths = D.image_sources(cfg.images, names)
         try:
             ys = [int(v) for v in (cfg.labels or [])]
         except ValueError:
@@ -143,15 +153,18 @@ def weights_info(weights: str) -> Dict[str, Any]:
     return info
 
 
-def build_model_for(cfg: FinetuneConfig, n_out: int, say: Callable[[str], None] = print) -> nn.Module:
+def build_model_for(cfg: FinetuneConfig, n_out: int, say: Callable[[str], None] = print,
+                    in_channels: int = 1) -> nn.Module:
     """The task's model, initialised from ``cfg.weights`` when given (head re-initialised).
 
     Args:
         cfg: the run's settings (task, width, norm, weights, device).
         n_out: classification outputs (1 = one sigmoid output); ignored for segmentation.
+        in_channels: channels of the data; single-channel weights are adapted to several
+            (:func:`model.adapt_channels`), other mismatches are an error.
 
     Returns:
-        A :class:`UNet3D` (1 -> 1, sigmoid) for segmentation, a :class:`GenesisClassifier` otherwise.
+        A :class:`UNet3D` (C -> 1, sigmoid) for segmentation, a :class:`GenesisClassifier` otherwise.
     """
     width, norm, winfo = cfg.width, cfg.norm, None
     if cfg.weights:
@@ -160,15 +173,20 @@ def build_model_for(cfg: FinetuneConfig, n_out: int, say: Callable[[str], None] 
             raise UsageError(f"--width {width} differs from the width {winfo['width']} of {cfg.weights}")
         width = winfo["width"]
         norm = winfo["norm"] if cfg.norm == "batch" else cfg.norm
+        if winfo["in_channels"] not in (1, in_channels):
+            raise UsageError(f"--weights {cfg.weights}: trained on {winfo['in_channels']} channel(s), "
+                             f"the data has {in_channels}")
     if width is None:
         width = auto_sizes(resolve_device(cfg.device))["width"]
     if cfg.task == "segmentation":
-        model = UNet3D(in_channels=1, n_classes=1, width=width, norm=norm, activation="sigmoid")
+        model = UNet3D(in_channels=in_channels, n_classes=1, width=width, norm=norm, activation="sigmoid")
     else:
-        model = GenesisClassifier(in_channels=1, n_classes=n_out, width=width, norm=norm)
+        model = GenesisClassifier(in_channels=in_channels, n_classes=n_out, width=width, norm=norm)
     if winfo is not None:
-        load_pretrained(model, winfo["obj"], strict=True, skip_head=True, source=cfg.weights)
-        say(f"initialised from {cfg.weights} (width {width}; head re-initialised)")
+        load_pretrained(model, winfo["obj"], strict=True, skip_head=True, source=cfg.weights,
+                        adapt_single_channel=True)
+        say(f"initialised from {cfg.weights} (width {width}; head re-initialised"
+            + initialised_note(winfo["obj"], in_channels) + ")")
     else:
         say(f"training from scratch (width {width})")
     return model
@@ -276,7 +294,7 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
     say(f"genesis-ops finetune segmentation: {len(img_paths)} volume(s) ({'bundled demo' if cfg.demo else 'user data'}), "
         f"foreground {'labels ' + str(cfg.label_values) if cfg.label_values else 'label > 0'}, "
         f"{sum(float(b.sum()) for _, b in va):.0f} validation foreground voxels, device {device}")
-    model = build_model_for(cfg, 1, say)
+    model = build_model_for(cfg, 1, say, in_channels=tr[0][0].shape[0])
     sampler = D.PairSampler([a for a, _ in tr], [b for _, b in tr], cfg.cube,
                             torch.Generator().manual_seed(derive_seed(cfg.seed, 12)), cfg.fg_fraction)
     flip_seeds = torch.Generator().manual_seed(derive_seed(cfg.seed, 13))
@@ -286,7 +304,7 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
         both = torch.cat([x, y], dim=1).to(device)
         s = int(torch.randint(0, 2 ** 62, (1,), generator=flip_seeds).item())
         both = go.flip(both, p=0.4, seed=s)  # same flips for image and label (shared per sample)
-        return both[:, :1], both[:, 1:]
+        return both[:, :x.shape[1]], both[:, x.shape[1]:]
 
     def eval_fn(m):
         acc = DiceIoU()
@@ -311,7 +329,9 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
     n_classes = cfg.n_classes or (1 if max(ys) <= 1 else max(ys) + 1)
     if n_classes > 1 and max(ys) >= n_classes:
         raise UsageError(f"--n-classes {n_classes}: label {max(ys)} out of range")
-    vols = [D.pad_to(D.load_volume(p, pre).data, cfg.cube, 0.0)[0] for p in paths]
+    loaded = [D.load_image(p, pre) for p in paths]
+    n_ch = D.channel_count(loaded)
+    vols = [D.pad_to(v.channel_first(), (n_ch,) + tuple(cfg.cube), 0.0)[0] for v in loaded]  # (C, X, Y, Z)
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 14))
     perm = torch.randperm(len(vols), generator=gen).tolist()
     nv = int(round(len(vols) * cfg.val_fraction)) if len(vols) >= 2 else 0
@@ -320,19 +340,19 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
         va_idx = tr_idx
     say(f"genesis-ops finetune classification: {len(paths)} volume(s), {n_classes if n_classes > 1 else 2} classes, "
         f"{len(tr_idx)} train / {len(va_idx)} validation, device {device}")
-    model = build_model_for(cfg, n_classes, say)
+    model = build_model_for(cfg, n_classes, say, in_channels=n_ch)
     cube = cfg.cube
 
     def crop(a, random_crop):
         if random_crop:
-            o = [int(torch.randint(0, n - c + 1, (1,), generator=gen).item()) for n, c in zip(a.shape, cube)]
+            o = [int(torch.randint(0, n - c + 1, (1,), generator=gen).item()) for n, c in zip(a.shape[1:], cube)]
         else:
-            o = [(n - c) // 2 for n, c in zip(a.shape, cube)]
-        return np.asarray(a[o[0]:o[0] + cube[0], o[1]:o[1] + cube[1], o[2]:o[2] + cube[2]], dtype=np.float32)
+            o = [(n - c) // 2 for n, c in zip(a.shape[1:], cube)]
+        return np.asarray(a[:, o[0]:o[0] + cube[0], o[1]:o[1] + cube[1], o[2]:o[2] + cube[2]], dtype=np.float32)
 
     def sample_fn():
         pick = torch.randint(0, len(tr_idx), (cfg.batch_size,), generator=gen).tolist()
-        x = torch.from_numpy(np.stack([crop(vols[tr_idx[k]], True) for k in pick])[:, None])
+        x = torch.from_numpy(np.stack([crop(vols[tr_idx[k]], True) for k in pick]))
         y = torch.tensor([ys[tr_idx[k]] for k in pick])
         return x, (y.float()[:, None] if n_classes == 1 else y)
 
@@ -341,7 +361,7 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
         scores, preds = [], []
         with torch.no_grad():
             for k in va_idx:
-                x = torch.from_numpy(crop(vols[k], False))[None, None].to(device)
+                x = torch.from_numpy(crop(vols[k], False))[None].to(device)
                 lg = m(x).float().cpu()[0]
                 if n_classes == 1:
                     p = float(torch.sigmoid(lg[0]))

@@ -32,30 +32,35 @@ def window_starts(n: int, c: int, stride: int) -> List[int]:
 @torch.no_grad()
 def sliding_window(model: nn.Module, volume: np.ndarray, cube: Sequence[int], overlap: float = 0.5,
                    batch_size: int = 4, device: Any = "cpu", amp: bool = True,
-                   fn: Optional[Callable[[nn.Module, torch.Tensor], torch.Tensor]] = None) -> np.ndarray:
+                   fn: Optional[Callable[[nn.Module, torch.Tensor], torch.Tensor]] = None,
+                   all_channels: bool = False) -> np.ndarray:
     """Apply ``model`` to a whole volume in overlapping cubes and average the overlaps.
 
     Args:
-        model: maps ``(B, 1, *cube)`` to ``(B, C, *cube)``; run in eval mode (its mode is restored).
-        volume: ``(X, Y, Z)`` array. Volumes smaller than ``cube`` are padded with 0 and cropped back.
+        model: maps ``(B, C_in, *cube)`` to ``(B, C, *cube)``; run in eval mode (its mode is restored).
+        volume: ``(X, Y, Z)`` array, or ``(C_in, X, Y, Z)`` for a multi-channel model. Volumes
+            smaller than ``cube`` are padded with 0 and cropped back.
         cube: window size ``(x, y, z)``.
         overlap: fraction in [0, 1) by which neighbouring windows overlap.
         batch_size: windows per forward pass.
         device: where the model runs; amp: mixed precision there (CUDA only).
         fn: ``fn(model, batch)`` giving per-voxel outputs (default ``model(batch)``).
+        all_channels: return every output channel instead of channel 0.
 
     Returns:
-        ``(X, Y, Z)`` float32 array: channel 0 of the output, averaged over the windows covering
-        each voxel.
+        ``(X, Y, Z)`` float32 array: channel 0 of the output (``(C, X, Y, Z)`` with
+        ``all_channels``), averaged over the windows covering each voxel.
     """
     device = torch.device(device)
     dtype = amp_dtype(device, amp)
     cube = tuple(int(c) for c in cube)
-    vol, pads = D.pad_to(np.asarray(volume, dtype=np.float32), cube, 0.0)
+    vol = D.channels_first(np.asarray(volume, dtype=np.float32), len(cube))
+    vol, pads = D.pad_to(vol, (vol.shape[0],) + cube, 0.0)
+    spatial = vol.shape[1:]
     stride = [max(1, int(round(c * (1 - overlap)))) for c in cube]
-    starts = [window_starts(n, c, s) for n, c, s in zip(vol.shape, cube, stride)]
-    acc = np.zeros(vol.shape, dtype=np.float32)
-    cnt = np.zeros(vol.shape, dtype=np.float32)
+    starts = [window_starts(n, c, s) for n, c, s in zip(spatial, cube, stride)]
+    acc = None  # (output channels kept, *spatial), sized by the first output
+    cnt = np.zeros(spatial, dtype=np.float32)
     coords = [(a, b, c) for a in starts[0] for b in starts[1] for c in starts[2]]
     was_training = model.training
     model.eval()
@@ -63,27 +68,32 @@ def sliding_window(model: nn.Module, volume: np.ndarray, cube: Sequence[int], ov
     t = torch.from_numpy(vol)
     for i in range(0, len(coords), batch_size):
         chunk = coords[i:i + batch_size]
-        batch = torch.stack([t[a:a + cube[0], b:b + cube[1], c:c + cube[2]] for a, b, c in chunk])[:, None]
+        batch = torch.stack([t[:, a:a + cube[0], b:b + cube[1], c:c + cube[2]] for a, b, c in chunk])
         with autocast(device, dtype):
             out = fn(model, batch.to(device))
-        out = out[:, 0].float().cpu().numpy()
+        out = (out if all_channels else out[:, :1]).float().cpu().numpy()
+        if acc is None:
+            acc = np.zeros((out.shape[1],) + spatial, dtype=np.float32)
         for (a, b, c), o in zip(chunk, out):
-            acc[a:a + cube[0], b:b + cube[1], c:c + cube[2]] += o
+            acc[:, a:a + cube[0], b:b + cube[1], c:c + cube[2]] += o
             cnt[a:a + cube[0], b:b + cube[1], c:c + cube[2]] += 1
     model.train(was_training)
     res = acc / np.maximum(cnt, 1)
-    sl = tuple(slice(p0, n - p1) for (p0, p1), n in zip(pads, res.shape))
-    return res[sl]
+    sl = (slice(None),) + tuple(slice(p0, n - p1) for (p0, p1), n in zip(pads[1:], spatial))
+    return res[sl] if all_channels else res[sl][0]
 
 
 def predict_volume(weights: str, input_path: str, output_path: str, device: str = "auto",
                    threshold: Optional[float] = 0.5, overlap: float = 0.5, batch_size: int = 4,
-                   cube: Optional[Sequence[int]] = None, amp: bool = True) -> Dict[str, Any]:
+                   cube: Optional[Sequence[int]] = None, amp: bool = True,
+                   channels: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Whole-volume sliding-window inference; writes a NIfTI on the input's grid and affine.
 
     Args:
         weights: a checkpoint: ours (segmentation or pretraining) or the published format.
-        input_path: NIfTI volume; the checkpoint's preprocessing is applied to it.
+        input_path: NIfTI volume (a 4D file for a multi-channel model), or a pattern holding
+            ``{channel}`` naming one subject's channel files; the checkpoint's preprocessing is
+            applied to it (to each channel on its own).
         output_path: ``.nii`` or ``.nii.gz`` to write.
         device: ``auto``, ``cpu`` or ``cuda``.
         threshold: segmentation checkpoints give a uint8 mask ``prob >= threshold``; None writes
@@ -92,6 +102,8 @@ def predict_volume(weights: str, input_path: str, output_path: str, device: str 
         cube: window size (default: the training cube stored in the checkpoint, else
             :data:`PUBLISHED_CUBE`).
         amp: mixed precision on CUDA.
+        channels: names substituted for ``{channel}`` in ``input_path`` (default: the channels the
+            checkpoint was trained on).
 
     Returns:
         ``{"output", "kind", "shape" (of the input file), "time_s", "mask" (bool)}``.
@@ -110,14 +122,40 @@ def predict_volume(weights: str, input_path: str, output_path: str, device: str 
         raise UsageError(f"--overlap: expected a fraction in [0, 1), got {overlap}")
     if threshold is not None and not 0 <= threshold <= 1:
         raise UsageError(f"--threshold: expected a value in [0, 1], got {threshold}")
-    vol = D.load_volume(input_path, pre)
+    vol = _load_input(input_path, pre, channels, obj, model.in_channels, weights)
     model.to(dev)
     t0 = time.perf_counter()
-    prob = sliding_window(model, vol.data, cube, overlap, batch_size, dev, amp)
     seg = kind.startswith("finetune-segmentation")
+    # a multi-channel restoration model restores every channel: written as a 4D file
+    prob = sliding_window(model, vol.data, cube, overlap, batch_size, dev, amp, all_channels=not seg)
+    if prob.shape[0] == 1 and not seg:
+        prob = prob[0]
     if seg and threshold is not None:
         D.save_like((prob >= threshold).astype(np.uint8), vol, output_path, label=True)
     else:
         D.save_like(prob.astype(np.float32), vol, output_path, label=False)
     return {"output": output_path, "kind": kind, "shape": vol.original_shape, "time_s": time.perf_counter() - t0,
             "mask": bool(seg and threshold is not None)}
+
+
+def _load_input(input_path: str, pre, channels, ckpt, in_channels: int, weights: str):
+    """The input volume of :func:`predict_volume`: a file, or one subject's ``{channel}`` files
+    (channel names from ``channels``, else those the checkpoint was trained on); its channel count
+    must be the model's."""
+    names = D.channel_names(channels)
+    if names is None and D.CHANNEL_KEY in input_path:
+        names = D.channel_names((ckpt.get("config") or {}).get("channels"))
+        if names is None:
+            raise UsageError(f"--input {input_path}: a {D.CHANNEL_KEY} pattern needs --channels "
+                             f"(the checkpoint records none)")
+    if names is not None:
+        subjects = D.find_subjects([input_path], names)
+        if len(subjects) != 1:
+            raise UsageError(f"--input {input_path}: expected one subject, the pattern matches {len(subjects)}")
+        vol = D.load_subject(subjects[0], pre)
+    else:
+        vol = D.load_volume(input_path, pre)
+    if vol.channels != in_channels:
+        raise UsageError(f"--input {input_path}: {vol.channels} channel(s), but the model of {weights} takes "
+                         f"{in_channels}")
+    return vol

@@ -277,8 +277,41 @@ def _summarise(keys, n=3) -> str:
     return s + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
 
 
+FIRST_CONV = "down_tr64.ops.0.conv1.weight"
+HEAD_KEYS = ("out_tr.final_conv.weight", "out_tr.final_conv.bias")
+
+
+def adapt_channels(sd: Dict[str, torch.Tensor], in_channels: int, n_out: Optional[int] = None) -> Dict[str, torch.Tensor]:
+    """Single-channel weights made to fit a ``in_channels``-channel model (restoring ``n_out``
+    channels when given): the first convolution's kernel is repeated over the input channels and
+    divided by their number, so an input whose channels are all equal gives exactly the
+    single-channel response; a one-output head is repeated for every output channel. Every other
+    tensor is kept. Weights that are not single-channel are returned unchanged."""
+    sd = dict(sd)
+    w = sd.get(FIRST_CONV)
+    if w is not None and w.shape[1] == 1 and in_channels > 1:
+        sd[FIRST_CONV] = w.repeat(1, in_channels, 1, 1, 1) / in_channels
+    if n_out is not None and n_out > 1:
+        for k in HEAD_KEYS:
+            if k in sd and sd[k].shape[0] == 1:
+                sd[k] = sd[k].repeat(n_out, *([1] * (sd[k].dim() - 1)))
+    return sd
+
+
+def initialised_note(weights: Any, in_channels: int) -> str:
+    """"" or the log note saying that single-channel ``weights`` were adapted to ``in_channels``
+    (:func:`adapt_channels`), for the commands' "initialised from ..." line."""
+    obj = read_checkpoint(weights) if isinstance(weights, (str, os.PathLike)) else weights
+    w = extract_state_dict(obj).get(FIRST_CONV)
+    if w is None or w.shape[1] == in_channels:
+        return ""
+    return (f"; single-channel weights adapted to {in_channels} channels: first convolution's kernel repeated "
+            f"over the channels and divided by {in_channels} (a one-output restoration head repeated per channel)")
+
+
 def load_pretrained(model: nn.Module, weights: Any, strict: bool = True, skip_head: bool = False,
-                    map_location: Any = "cpu", source: Optional[str] = None) -> Dict[str, Any]:
+                    map_location: Any = "cpu", source: Optional[str] = None,
+                    adapt_single_channel: bool = False) -> Dict[str, Any]:
     """Load weights into ``model`` from a path or an already loaded checkpoint dict.
 
     Accepts our checkpoints (``{'model': ..., 'model_config': ...}``), the published format
@@ -288,6 +321,8 @@ def load_pretrained(model: nn.Module, weights: Any, strict: bool = True, skip_he
       ``out_tr`` head (e.g. to fine-tune with a different number of classes).
     * :class:`GenesisClassifier`: only the encoder (``down_tr*``) is taken from a U-Net checkpoint;
       a classifier checkpoint loads completely.
+    * ``adapt_single_channel``: single-channel weights (the published ones) initialise a
+      multi-channel model through :func:`adapt_channels`; without it a channel mismatch is an error.
 
     Raises :class:`CheckpointError` with a one-line message on any mismatch. Returns the
     checkpoint's metadata (everything but tensors' state dicts).
@@ -299,6 +334,9 @@ def load_pretrained(model: nn.Module, weights: Any, strict: bool = True, skip_he
     target = getattr(model, "module", model)
     target = getattr(target, "_orig_mod", target)
     own = target.state_dict()
+    if adapt_single_channel:
+        sd = adapt_channels(sd, target.in_channels,
+                            None if skip_head or isinstance(target, GenesisClassifier) else target.n_classes)
     if isinstance(target, GenesisClassifier) and not any(k.startswith("head.") for k in sd):
         sd = {k: v for k, v in sd.items() if k.startswith("down_tr")}
         own_keys = {k for k in own if k.startswith("down_tr")}
@@ -313,9 +351,11 @@ def load_pretrained(model: nn.Module, weights: Any, strict: bool = True, skip_he
     if "down_tr64.ops.0.conv1.weight" in sd and "down_tr64.ops.0.conv1.weight" in own:
         a, b = sd["down_tr64.ops.0.conv1.weight"].shape, own["down_tr64.ops.0.conv1.weight"].shape
         if a != b:
+            hint = ("; single-channel weights can initialise it with adapt_single_channel=True"
+                    if a[1] == 1 and a[0] == b[0] else "")
             raise CheckpointError(
                 f"{source}: first convolution has shape {tuple(a)} (width {a[0]}, {a[1]} input channel(s)) "
-                f"but the model expects {tuple(b)} (width {b[0]}, {b[1]} input channel(s))")
+                f"but the model expects {tuple(b)} (width {b[0]}, {b[1]} input channel(s)){hint}")
     if strict and (missing or unexpected):
         parts = []
         if missing:

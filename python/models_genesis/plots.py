@@ -53,8 +53,11 @@ def _mid(a: np.ndarray) -> np.ndarray:
 def restoration_grid(inputs: np.ndarray, outputs: np.ndarray, targets: np.ndarray, path: str,
                      title: str = "") -> None:
     """One row per cube: corrupted input / restoration / target (middle axial slice)."""
-    plt = _plt()
     n = len(inputs)
+    if not n or len(outputs) != n or len(targets) != n:
+        raise ValueError(f"restoration_grid: inputs, outputs and targets need the same number (>= 1) of cubes, "
+                         f"got {n}, {len(outputs)} and {len(targets)}")
+    plt = _plt()
     fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
     for i in range(n):
         for j, (name, arr) in enumerate((("input", inputs[i]), ("restoration", outputs[i]), ("target", targets[i]))):

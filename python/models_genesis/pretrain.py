@@ -21,7 +21,7 @@ from . import data as D
 from .config import PretrainConfig
 from .engine import (CheckpointWriter, Monitor, TrainStep, amp_dtype, autocast, checkpoint_payload, fit,
                      prepare_model)
-from .model import UNet3D, load_pretrained, read_checkpoint
+from .model import UNet3D, initialised_note, load_pretrained, read_checkpoint
 from .utils import DistInfo, Progress, UsageError, append_jsonl, derive_seed, log, resolve_device, set_rng_state
 
 __all__ = ["PretrainConfig", "pretrain", "genesis_config", "make_optimizer", "batch_stats_eval"]
@@ -59,7 +59,7 @@ def _split(cfg: PretrainConfig, volumes: Sequence[D.Volume]):
         nv = max(1, int(round(len(volumes) * cfg.val_fraction)))
         nv = min(nv, len(volumes) - 1)
         return volumes[:-nv], None, volumes[-nv:], None
-    tr, va = D.split_regions(volumes[0].data.shape, cfg.val_fraction, cfg.cube, axis=2)
+    tr, va = D.split_regions(volumes[0].spatial_shape, cfg.val_fraction, cfg.cube, axis=2)
     if va is None:
         return volumes, None, None, None
     return volumes, [tr], volumes, [va]
@@ -130,10 +130,15 @@ def _read_resume(cfg: PretrainConfig, last_path: str) -> Optional[Dict[str, Any]
         raise UsageError(f"--resume: no checkpoint to resume at {last_path}")
     ckpt = read_checkpoint(last_path)
     saved = ckpt.get("config", {})
-    for k in ("width", "norm", "cube"):
+    for k in ("width", "norm", "cube", "channels"):
         sv = saved.get(k)
-        if k == "cube" and sv is not None:
+        if k in ("cube", "channels") and sv is not None:
             sv = tuple(sv)
+        if k == "channels":
+            sv, cur = D.channel_names(sv), D.channel_names(cfg.channels)
+            if sv != cur:
+                raise UsageError(f"--resume: channels {cur} differ from the checkpoint's {sv}")
+            continue
         if sv is not None and sv != getattr(cfg, k):
             raise UsageError(f"--resume: {k} {getattr(cfg, k)} differs from the checkpoint's {sv}")
     return ckpt
@@ -188,16 +193,24 @@ class _PretrainTask:
             return self.go.models_genesis(cubes, config=self.gcfg, seed=seed)  # on the training device
         return next_batch, ""
 
+    def _val_predictions(self, count: int):
+        """Yield ``(start, prediction)`` for the validation batches covering the first ``count``
+        cubes. Always whole ``batch_size`` batches, as in training: with batch statistics a
+        prediction depends on the batch it is made in, so previews and the validation loss see the
+        same outputs."""
+        bs = self.cfg.batch_size
+        with torch.no_grad(), batch_stats_eval(self.model):
+            for i in range(0, count, bs):
+                with autocast(self.device, self.dtype):
+                    yield i, self.model(self.val_inp[i:i + bs])
+
     def evaluate(self) -> Optional[float]:
         """Validation MSE over the fixed corrupted cubes (batch statistics), or None without any."""
         if self.val_inp is None:
             return None
         tot, bs = 0.0, self.cfg.batch_size
-        with torch.no_grad(), batch_stats_eval(self.model):
-            for i in range(0, len(self.val_inp), bs):
-                with autocast(self.device, self.dtype):
-                    pred = self.model(self.val_inp[i:i + bs])
-                tot += F.mse_loss(pred.float(), self.val_tgt[i:i + bs].float(), reduction="sum").item()
+        for i, pred in self._val_predictions(len(self.val_inp)):
+            tot += F.mse_loss(pred.float(), self.val_tgt[i:i + bs].float(), reduction="sum").item()
         return tot / self.val_tgt.numel()
 
     def end_epoch(self, epoch: int, step: int, train_loss: float, prog: Progress, epoch_time: float):
@@ -230,12 +243,17 @@ class _PretrainTask:
         cfg, out = self.cfg, self.out
         plots.loss_curve(self.history, os.path.join(out, "loss_curve.png"))
         if cfg.previews and self.val_inp is not None:
+            # previews may span several batches (--batch-size below --previews): predict each
             n = min(cfg.previews, len(self.val_inp))
-            with torch.no_grad(), batch_stats_eval(self.model):
-                pred = self.model(self.val_inp[:cfg.batch_size].float())[:n]
-            plots.restoration_grid(self.val_inp[:n, 0].float().cpu().numpy(), pred[:, 0].float().cpu().numpy(),
-                                   self.val_tgt[:n, 0].float().cpu().numpy(), os.path.join(out, "restorations.png"),
-                                   title="validation cubes: corrupted input / restoration / target (middle slice)")
+            pred = torch.cat([p.float() for _, p in self._val_predictions(n)])[:n]
+            def rows(t):  # one row per cube and channel (cube 0 channel 0, cube 0 channel 1, ...)
+                return t[:n].float().cpu().numpy().reshape(-1, *t.shape[2:])
+
+            c = self.val_inp.shape[1]
+            plots.restoration_grid(rows(self.val_inp), rows(pred), rows(self.val_tgt),
+                                   os.path.join(out, "restorations.png"),
+                                   title="validation cubes: corrupted input / restoration / target (middle slice)"
+                                   + (f"; rows: cube x channel ({c} channels)" if c > 1 else ""))
 
 
 def _validation_set(cfg: PretrainConfig, va_vols, va_regions, device, gcfg):
@@ -263,18 +281,23 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, sa
     pre = D.Preprocessing.from_config(cfg)
     demo = cfg.data is None
     volumes = D.load_volumes([D.DEMO_CT] if demo else list(cfg.data), pre, skip_bad=cfg.skip_bad,
-                             cache=D.VolumeCache(), log=(print if main else None))
+                             cache=D.VolumeCache(), log=(print if main else None),
+                             channels=None if demo else D.channel_names(cfg.channels))
+    n_ch = D.channel_count(volumes)
     say(f"genesis-ops pretrain: {'demo CT (bundled)' if demo else f'{len(volumes)} volume(s)'}, "
+        + (f"{n_ch} channels ({', '.join(volumes[0].channel_names)}), " if n_ch > 1 else "")
+        + 
         f"device {device}, world size {dist_info.world_size}, width {cfg.width}, cube {'x'.join(map(str, cfg.cube))}, "
         f"batch {cfg.batch_size}/process, {cfg.epochs} epochs x {cfg.steps_per_epoch} steps, "
         f"{cfg.optimizer} lr {cfg.lr:g}, out {out}")
 
     tr_vols, tr_regions, va_vols, va_regions = _split(cfg, volumes)
     torch.manual_seed(derive_seed(cfg.seed, dist_info.rank, 1))
-    model = UNet3D(in_channels=1, n_classes=1, width=cfg.width, norm=cfg.norm).to(device)
+    # every channel is restored: C in, C out
+    model = UNet3D(in_channels=n_ch, n_classes=n_ch, width=cfg.width, norm=cfg.norm).to(device)
     if cfg.init_weights and ckpt is None:
-        load_pretrained(model, cfg.init_weights, strict=True)
-        say(f"initialised from {cfg.init_weights}")
+        load_pretrained(model, cfg.init_weights, strict=True, adapt_single_channel=True)
+        say(f"initialised from {cfg.init_weights}" + initialised_note(cfg.init_weights, n_ch))
     opt, sched = make_optimizer(cfg, model.parameters())
     start_epoch, step_count, best_val, bad_epochs, history = 1, 0, float("inf"), 0, []
     if ckpt is not None:

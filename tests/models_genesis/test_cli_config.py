@@ -40,7 +40,7 @@ def test_flags_and_defaults_are_the_dataclass_fields(command, cls):
 def test_predict_and_preview_defaults_come_from_their_sources():
     pred = _defaults(_sub("predict"))
     sig = signature_defaults(predict_volume)
-    for k in ("threshold", "overlap", "batch_size", "cube", "device", "amp"):
+    for k in ("threshold", "overlap", "batch_size", "cube", "device", "amp", "channels"):
         assert pred[k] == sig[k], k
     prev = _defaults(_sub("preview"))
     for k in ("modality", "hu_window", "mri_norm", "spacing"):
@@ -55,7 +55,7 @@ PRETRAIN_ARGV = [
     "--compile", "--flip-p", "0.1", "--shuffle-p", "0.2", "--num-windows", "5", "--nonlinear-p", "0.3",
     "--paint-p", "0.4", "--inpaint-rate", "0.6", "--modality", "mri", "--hu-window", "-100", "200",
     "--mri-norm", "minmax", "--spacing", "1", "2", "3", "--min-foreground", "0.2", "--air-value", "0.1",
-    "--skip-bad", "--previews", "0", "--device", "cpu", "--seed", "7", "--no-amp", "--log-every", "3", "--quiet"]
+    "--skip-bad", "--previews", "0", "--channels", "t1", "t2,flair", "--device", "cpu", "--seed", "7", "--no-amp", "--log-every", "3", "--quiet"]
 
 FINETUNE_ARGV = [
     "finetune", "--task", "classification", "--csv", "f.csv", "--images", "a", "--labels", "1", "2",
@@ -63,7 +63,7 @@ FINETUNE_ARGV = [
     "--batch-size", "4", "--cube", "8", "8", "8", "--width", "4", "--norm", "batch_stats", "--n-classes", "3",
     "--lr", "0.01", "--freeze-encoder-epochs", "2", "--val-fraction", "0.3", "--fg-fraction", "0.7",
     "--threshold", "0.4", "--overlap", "0.25", "--patience", "2", "--modality", "mri", "--hu-window", "-5", "5",
-    "--mri-norm", "minmax", "--spacing", "1", "1", "1", "--device", "cpu", "--seed", "3", "--no-amp",
+    "--mri-norm", "minmax", "--spacing", "1", "1", "1", "--channels", "t1", "--device", "cpu", "--seed", "3", "--no-amp",
     "--log-every", "2", "--quiet", "--demo"]
 
 
@@ -75,7 +75,7 @@ def test_every_pretrain_flag_lands_in_its_field():
         weight_decay=0.01, lr_step_epochs=3, lr_gamma=0.3, val_fraction=0.1, val_batches=2, patience=0,
         compile=True, flip_p=0.1, shuffle_p=0.2, num_windows=5, nonlinear_p=0.3, paint_p=0.4, inpaint_rate=0.6,
         modality="mri", hu_window=(-100.0, 200.0), mri_norm="minmax", spacing=(1.0, 2.0, 3.0), min_foreground=0.2,
-        air_value=0.1, skip_bad=True, previews=0, device="cpu", seed=7, amp=False, log_every=3, quiet=True)
+        air_value=0.1, skip_bad=True, previews=0, channels=["t1", "t2,flair"], device="cpu", seed=7, amp=False, log_every=3, quiet=True)
     assert isinstance(cfg.cube, tuple) and isinstance(cfg.hu_window, tuple) and isinstance(cfg.spacing, tuple)
 
 
@@ -86,7 +86,7 @@ def test_every_finetune_flag_lands_in_its_field():
         out="o", epochs=2, steps_per_epoch=3, batch_size=4, cube=(8, 8, 8), width=4, norm="batch_stats",
         n_classes=3, lr=0.01, freeze_encoder_epochs=2, val_fraction=0.3, fg_fraction=0.7, threshold=0.4,
         overlap=0.25, patience=2, modality="mri", hu_window=(-5.0, 5.0), mri_norm="minmax",
-        spacing=(1.0, 1.0, 1.0), device="cpu", seed=3, amp=False, log_every=2, quiet=True, demo=True)
+        spacing=(1.0, 1.0, 1.0), channels=["t1"], device="cpu", seed=3, amp=False, log_every=2, quiet=True, demo=True)
     pre = Preprocessing.from_config(cfg)
     assert pre == Preprocessing(modality="mri", hu_window=(-5.0, 5.0), mri_norm="minmax", spacing=(1.0, 1.0, 1.0))
 
@@ -94,6 +94,6 @@ def test_every_finetune_flag_lands_in_its_field():
 def test_every_predict_flag_lands_in_its_argument():
     a = build_parser().parse_args(["predict", "--weights", "w", "--input", "i", "--output", "o", "--threshold", "0.3",
                                    "--probabilities", "--overlap", "0.2", "--batch-size", "2", "--cube", "8", "8",
-                                   "8", "--device", "cpu", "--no-amp"])
+                                   "8", "--device", "cpu", "--no-amp", "--channels", "t1", "t2"])
     assert (a.weights, a.input_path, a.output_path, a.threshold, a.probabilities, a.overlap, a.batch_size, a.cube,
-            a.device, a.amp) == ("w", "i", "o", 0.3, True, 0.2, 2, [8, 8, 8], "cpu", False)
+            a.device, a.amp, a.channels) == ("w", "i", "o", 0.3, True, 0.2, 2, [8, 8, 8], "cpu", False, ["t1", "t2"])

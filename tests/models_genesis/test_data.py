@@ -104,10 +104,17 @@ def test_corrupt_files_name_the_file_or_are_skipped(tmp_path, ct_path):
     with pytest.warns(UserWarning, match="broken.nii.gz"):
         vols = data.load_volumes([str(bad), ct_path], skip_bad=True, log=None)
     assert [v.path for v in vols] == [ct_path]
+    # a 4D image file is a multi-channel volume now (test_multichannel.py); a 4D label is not,
+    # and neither is a 2D or 5D file
+    p = tmp_path / "four.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.int16), np.eye(4)), p)
     with pytest.raises(data.VolumeError, match="expected a 3D volume"):
-        p = tmp_path / "four.nii"
-        nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.int16), np.eye(4)), p)
-        data.load_volume(str(p))
+        data.load_volume(str(p), label=True)
+    for shape in ((4, 4), (4, 4, 4, 1, 2)):
+        p = tmp_path / f"dims{len(shape)}.nii"
+        nib.save(nib.Nifti1Image(np.zeros(shape, np.int16), np.eye(4)), p)
+        with pytest.raises(data.VolumeError, match="expected a 3D volume"):
+            data.load_volume(str(p))
 
 
 def test_cache_reads_each_volume_once(ct_path):

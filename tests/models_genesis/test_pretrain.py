@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -159,3 +160,48 @@ def test_ddp_two_gloo_processes(tmp_path, demo_file, subprocess_env):
     assert not any(k.startswith("module.") for k in ck["model"])
     assert [h["epoch"] for h in _lines(out / "metrics.jsonl")] == [0, 1, 2]
     load_model(str(out / "best.pt"))
+
+
+def _spy_grid(monkeypatch):
+    """Record the arrays every restoration_grid call gets (and still draw the picture)."""
+    from models_genesis import plots
+
+    calls, real = [], plots.restoration_grid
+
+    def spy(inputs, outputs, targets, path, **kw):
+        calls.append((np.array(inputs), np.array(outputs), np.array(targets)))
+        return real(inputs, outputs, targets, path, **kw)
+
+    monkeypatch.setattr(plots, "restoration_grid", spy)
+    return calls
+
+
+def test_previews_span_several_batches_through_the_cli(tmp_path, demo_file, monkeypatch, capsys):
+    # the reported case: --batch-size 2 below the default 4 previews, 4 validation batches
+    from models_genesis.cli import main
+    from models_genesis.pretrain import batch_stats_eval
+
+    calls = _spy_grid(monkeypatch)
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", demo_file("ct_abdomen.nii.gz"), "--out", str(out), "--batch-size", "2",
+                 "--cube", "16", "16", "16", "--width", "4", "--epochs", "1", "--steps-per-epoch", "1",
+                 "--device", "cpu", "--quiet"]) == 0, capsys.readouterr().err
+    assert (out / "restorations.png").read_bytes()[:4] == b"\x89PNG"
+    inp, pred, tgt = calls[-1]
+    assert inp.shape == pred.shape == tgt.shape == (4, 16, 16, 16)
+    # each preview is the prediction made in its own validation batch of 2 (batch statistics), as
+    # the validation loss sees it: recompute with the saved model
+    model = load_model(str(out / "last.pt"))
+    x = torch.from_numpy(inp)[:, None]
+    with torch.no_grad(), batch_stats_eval(model):
+        want = torch.cat([model(x[i:i + 2]) for i in (0, 2)])[:, 0].numpy()
+    assert np.allclose(pred, want, atol=1e-5)
+    assert not np.allclose(pred[:2], pred[2:])
+
+
+def test_previews_are_capped_by_the_validation_cubes(tmp_path, demo_file, monkeypatch):
+    calls = _spy_grid(monkeypatch)
+    pretrain(PretrainConfig(data=[demo_file("ct_abdomen.nii.gz")], out=str(tmp_path), epochs=1, steps_per_epoch=1,
+                            val_batches=2, **{**TINY, "batch_size": 1, "previews": 3}))
+    assert [c[1].shape[0] for c in calls] == [2]  # 2 validation cubes < 3 previews
+    assert all(len(c[0]) == len(c[1]) == len(c[2]) for c in calls)
