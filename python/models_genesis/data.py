@@ -39,25 +39,27 @@ def is_nifti(path: str) -> bool:
     return path.lower().endswith(NIFTI_SUFFIXES)
 
 
-def find_volumes(paths: Sequence[str]) -> List[str]:
+def find_volumes(paths: Sequence[str], accept=is_nifti, kinds: str = ".nii/.nii.gz") -> List[str]:
     """Expand files, folders (searched recursively for .nii/.nii.gz) and glob patterns.
 
-    Raises :class:`VolumeError` naming the first path that matches nothing."""
+    ``accept(path)`` decides which files folders and patterns yield (named ``kinds`` in errors;
+    the 2D loader also accepts images). Raises :class:`VolumeError` naming the first path that
+    matches nothing."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     out: List[str] = []
     for p in paths:
         p = os.fspath(p)
         if any(c in p for c in "*?["):
-            hits = sorted(h for h in glob.glob(p, recursive=True) if os.path.isfile(h) and is_nifti(h))
+            hits = sorted(h for h in glob.glob(p, recursive=True) if os.path.isfile(h) and accept(h))
             if not hits:
-                raise VolumeError(f"{p}: pattern matches no .nii/.nii.gz file")
+                raise VolumeError(f"{p}: pattern matches no {kinds} file")
             out.extend(hits)
         elif os.path.isdir(p):
             hits = sorted(h for h in glob.glob(os.path.join(p, "**", "*"), recursive=True)
-                          if os.path.isfile(h) and is_nifti(h))
+                          if os.path.isfile(h) and accept(h))
             if not hits:
-                raise VolumeError(f"{p}: folder contains no .nii/.nii.gz file")
+                raise VolumeError(f"{p}: folder contains no {kinds} file")
             out.extend(hits)
         elif os.path.isfile(p):
             out.append(p)

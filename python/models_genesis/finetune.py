@@ -19,13 +19,14 @@ import torch
 import torch.nn as nn
 
 from . import data as D
-from .config import FinetuneConfig, auto_sizes
+from . import data2d
+from .config import FinetuneConfig, auto_sizes, run_out
 from .engine import CheckpointWriter, Monitor, TrainStep, checkpoint_payload, fit, prepare_model
 from .inferers import sliding_window
 from .losses import classification_loss, dice_bce_loss
 from .metrics import DiceIoU, roc_auc
-from .model import (CheckpointError, GenesisClassifier, UNet3D, encoder_modules, extract_state_dict,
-                    load_pretrained, read_checkpoint)
+from .model import (UNETS, CheckpointError, GenesisClassifier, encoder_modules, extract_state_dict, load_pretrained,
+                    read_checkpoint)
 from .utils import Progress, UsageError, derive_seed, log, resolve_device
 
 __all__ = ["FinetuneConfig", "finetune", "finetune_demo", "weights_info", "build_model_for"]
@@ -71,16 +72,18 @@ def _segmentation_data(cfg: FinetuneConfig, pre: D.Preprocessing):
     if cfg.demo:
         img_paths, lab_paths = [D.DEMO_CT], [D.DEMO_LABELS]
     else:
-        img_paths = D.find_volumes(cfg.images)
+        find = data2d.find_inputs if cfg.dims == 2 else D.find_volumes
+        img_paths = find(cfg.images)
         if not cfg.labels:
             raise UsageError("--labels: segmentation needs one label volume per image")
-        lab_paths = D.find_volumes(cfg.labels)
+        lab_paths = find(cfg.labels)
         if len(img_paths) != len(lab_paths):
             raise UsageError(f"--labels: got {len(lab_paths)} label volume(s) for {len(img_paths)} image(s)")
     imgs, labs = [], []
+    load = data2d.load_input if cfg.dims == 2 else D.load_volume  # 2D: images or volumes of slices
     for ip, lp in zip(img_paths, lab_paths):
-        v = D.load_volume(ip, pre)
-        lv = D.load_volume(lp, pre, label=True)
+        v = load(ip, pre)
+        lv = load(lp, pre, label=True)
         if v.data.shape != lv.data.shape:
             raise D.VolumeError(f"{lp}: label shape {lv.data.shape} differs from image {ip} shape {v.data.shape}")
         imgs.append(v.data)
@@ -90,7 +93,8 @@ def _segmentation_data(cfg: FinetuneConfig, pre: D.Preprocessing):
         tr = [(a, b) for a, b in zip(imgs[:-nv], labs[:-nv])]
         va = [(a, b) for a, b in zip(imgs[-nv:], labs[-nv:])]
     elif cfg.val_fraction > 0:
-        trs, vas = D.split_regions(imgs[0].shape, cfg.val_fraction, cfg.cube, axis=2)
+        trs, vas = D.split_regions(imgs[0].shape, cfg.val_fraction, data2d.sampling_cube(cfg.cube),
+                                   axis=data2d.split_axis(imgs[0].shape, cfg.dims))
         tr = [(imgs[0][trs], labs[0][trs])]
         va = [(imgs[0][vas], labs[0][vas])] if vas is not None else []
     else:
@@ -126,21 +130,27 @@ def weights_info(weights: str) -> Dict[str, Any]:
         weights: our checkpoint or the published format.
 
     Returns:
-        ``{"obj" (the loaded checkpoint), "width", "in_channels", "norm", "preprocessing" (ours
-        only, else None), "cube" (ours only, else None)}``.
+        ``{"obj" (the loaded checkpoint), "width", "in_channels", "dims" (2 or 3, from the kernels),
+        "norm", "preprocessing" (ours only, else None), "cube" (ours only, else None)}``.
     """
     obj = read_checkpoint(weights)
     sd = extract_state_dict(obj, weights)
     w = sd.get("down_tr64.ops.0.conv1.weight")
     if w is None:
         raise CheckpointError(f"{weights}: no U-Net encoder weights (down_tr64.ops.0.conv1.weight) found")
-    info = {"obj": obj, "width": int(w.shape[0]), "in_channels": int(w.shape[1])}
+    info = {"obj": obj, "width": int(w.shape[0]), "in_channels": int(w.shape[1]), "dims": w.dim() - 2}
     mc = obj.get("model_config") or {}
     info["norm"] = mc.get("norm", "batch")
     info["preprocessing"] = obj.get("preprocessing")
     cube = (obj.get("config") or {}).get("cube")
     info["cube"] = tuple(cube) if cube else None
     return info
+
+
+def _check_dims(cfg: FinetuneConfig, winfo: Dict[str, Any]) -> Dict[str, Any]:
+    if winfo["dims"] != cfg.dims:
+        raise UsageError(f"--dims {cfg.dims}: {cfg.weights} holds {winfo['dims']}D weights")
+    return winfo
 
 
 def build_model_for(cfg: FinetuneConfig, n_out: int, say: Callable[[str], None] = print) -> nn.Module:
@@ -151,19 +161,20 @@ def build_model_for(cfg: FinetuneConfig, n_out: int, say: Callable[[str], None] 
         n_out: classification outputs (1 = one sigmoid output); ignored for segmentation.
 
     Returns:
-        A :class:`UNet3D` (1 -> 1, sigmoid) for segmentation, a :class:`GenesisClassifier` otherwise.
+        A :class:`UNet3D` (:class:`UNet2D` with ``dims`` 2; 1 -> 1, sigmoid) for segmentation, a
+        :class:`GenesisClassifier` otherwise.
     """
     width, norm, winfo = cfg.width, cfg.norm, None
     if cfg.weights:
-        winfo = weights_info(cfg.weights)
+        winfo = _check_dims(cfg, weights_info(cfg.weights))
         if width is not None and width != winfo["width"]:
             raise UsageError(f"--width {width} differs from the width {winfo['width']} of {cfg.weights}")
         width = winfo["width"]
         norm = winfo["norm"] if cfg.norm == "batch" else cfg.norm
     if width is None:
-        width = auto_sizes(resolve_device(cfg.device))["width"]
+        width = auto_sizes(resolve_device(cfg.device), cfg.dims)["width"]
     if cfg.task == "segmentation":
-        model = UNet3D(in_channels=1, n_classes=1, width=width, norm=norm, activation="sigmoid")
+        model = UNETS[cfg.dims](in_channels=1, n_classes=1, width=width, norm=norm, activation="sigmoid")
     else:
         model = GenesisClassifier(in_channels=1, n_classes=n_out, width=width, norm=norm)
     if winfo is not None:
@@ -182,7 +193,7 @@ def _set_encoder_trainable(model: nn.Module, trainable: bool) -> None:
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     # the U-Net's forward applies its sigmoid; the losses take logits
-    return model.forward_logits(x) if isinstance(model, UNet3D) else model(x)
+    return model.forward_logits(x) if isinstance(model, tuple(UNETS.values())) else model(x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,7 +268,7 @@ def finetune(cfg: FinetuneConfig) -> Dict[str, Any]:
     cfg.validate()
     device = resolve_device(cfg.device)
     if cfg.cube is None and cfg.weights:  # default to the cube the weights were pretrained on
-        cube = weights_info(cfg.weights)["cube"]
+        cube = _check_dims(cfg, weights_info(cfg.weights))["cube"]
         if cube:
             cfg = replace(cfg, cube=tuple(int(c) for c in cube))
     cfg = cfg.resolved(device)
@@ -273,17 +284,19 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
 
     pre = D.Preprocessing.from_config(cfg)
     img_paths, tr, va = _segmentation_data(cfg, pre)
-    say(f"genesis-ops finetune segmentation: {len(img_paths)} volume(s) ({'bundled demo' if cfg.demo else 'user data'}), "
+    say(f"genesis-ops finetune segmentation{' (2D)' if cfg.dims == 2 else ''}: {len(img_paths)} input(s) "
+        f"({'bundled demo' if cfg.demo else 'user data'}), "
         f"foreground {'labels ' + str(cfg.label_values) if cfg.label_values else 'label > 0'}, "
         f"{sum(float(b.sum()) for _, b in va):.0f} validation foreground voxels, device {device}")
     model = build_model_for(cfg, 1, say)
-    sampler = D.PairSampler([a for a, _ in tr], [b for _, b in tr], cfg.cube,
+    cube = data2d.sampling_cube(cfg.cube)  # 2D: (px, py, 1) windows of the slice stacks
+    sampler = D.PairSampler([a for a, _ in tr], [b for _, b in tr], cube,
                             torch.Generator().manual_seed(derive_seed(cfg.seed, 12)), cfg.fg_fraction)
     flip_seeds = torch.Generator().manual_seed(derive_seed(cfg.seed, 13))
 
     def sample_fn():
         x, y = sampler.sample(cfg.batch_size)
-        both = torch.cat([x, y], dim=1).to(device)
+        both = data2d.drop_slice_axis(torch.cat([x, y], dim=1), cfg.dims).to(device)
         s = int(torch.randint(0, 2 ** 62, (1,), generator=flip_seeds).item())
         both = go.flip(both, p=0.4, seed=s)  # same flips for image and label (shared per sample)
         return both[:, :1], both[:, 1:]
@@ -291,7 +304,8 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
     def eval_fn(m):
         acc = DiceIoU()
         for a, b in va:
-            prob = sliding_window(m, a, cfg.cube, cfg.overlap, cfg.batch_size, device, cfg.amp)
+            prob = sliding_window(m, a, cube, cfg.overlap, cfg.batch_size, device, cfg.amp,
+                                  fn=data2d.per_slice if cfg.dims == 2 else None)
             acc.update(prob >= cfg.threshold, b > 0.5)
         dice, iou = acc.compute()
         return {"val_dice": dice, "val_iou": iou}
@@ -384,7 +398,7 @@ def finetune_demo(cfg: FinetuneConfig, say: Callable[[str], None] = print) -> Di
     if not cfg.weights:
         raise UsageError("finetune --demo: no pretrained weights; run `genesis-ops pretrain` first "
                          "(it writes runs/pretrain/best.pt) or pass --weights")
-    base = cfg.out
+    base = run_out(cfg)
     res = {}
     t0 = time.perf_counter()
     for name, w in (("pretrained", cfg.weights), ("scratch", None)):

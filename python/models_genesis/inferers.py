@@ -10,12 +10,15 @@ import torch
 import torch.nn as nn
 
 from . import data as D
+from . import data2d
 from .engine import amp_dtype, autocast
 from .model import GenesisClassifier, load_model, read_checkpoint
 from .utils import UsageError, resolve_device
 
 # window size for weights that do not record their training cube (the published ones: the paper's)
 PUBLISHED_CUBE = (64, 64, 32)
+# 2D checkpoints always record their patch; this is only the fallback of a bare 2D state dict
+DEFAULT_PATCH_2D = (64, 64)
 
 
 def window_starts(n: int, c: int, stride: int) -> List[int]:
@@ -81,10 +84,14 @@ def predict_volume(weights: str, input_path: str, output_path: str, device: str 
                    cube: Optional[Sequence[int]] = None, amp: bool = True) -> Dict[str, Any]:
     """Whole-volume sliding-window inference; writes a NIfTI on the input's grid and affine.
 
+    A 2D checkpoint (:class:`UNet2D`) runs slice by slice over a NIfTI volume (axial slices), or
+    over a PNG/JPEG image, and then writes an 8-bit PNG (mask 0/255, or the [0, 1] result x 255).
+
     Args:
         weights: a checkpoint: ours (segmentation or pretraining) or the published format.
-        input_path: NIfTI volume; the checkpoint's preprocessing is applied to it.
-        output_path: ``.nii`` or ``.nii.gz`` to write.
+        input_path: NIfTI volume (or, for a 2D checkpoint, an image); the checkpoint's
+            preprocessing is applied to a NIfTI input.
+        output_path: ``.nii`` or ``.nii.gz`` to write (``.png`` for an image input).
         device: ``auto``, ``cpu`` or ``cuda``.
         threshold: segmentation checkpoints give a uint8 mask ``prob >= threshold``; None writes
             float probabilities. Pretraining and published weights give the restored [0, 1] volume.
@@ -105,17 +112,26 @@ def predict_volume(weights: str, input_path: str, output_path: str, device: str 
     pre = D.Preprocessing.from_dict(obj.get("preprocessing"))
     if cube is None:
         c = (obj.get("config") or {}).get("cube")
-        cube = tuple(c) if c else PUBLISHED_CUBE
+        cube = tuple(c) if c else (DEFAULT_PATCH_2D if model.dims == 2 else PUBLISHED_CUBE)
+    if len(cube) != model.dims:
+        raise UsageError(f"--cube: a {model.dims}D checkpoint needs {model.dims} sizes, got {' '.join(map(str, cube))}")
     if not 0 <= overlap < 1:
         raise UsageError(f"--overlap: expected a fraction in [0, 1), got {overlap}")
     if threshold is not None and not 0 <= threshold <= 1:
         raise UsageError(f"--threshold: expected a value in [0, 1], got {threshold}")
-    vol = D.load_volume(input_path, pre)
+    image = model.dims == 2 and data2d.is_image(input_path)
+    if image and not data2d.is_image(output_path):
+        raise UsageError(f"--output: a 2D image input gives a PNG, got {output_path}")
+    vol = (data2d.load_input if model.dims == 2 else D.load_volume)(input_path, pre)
     model.to(dev)
     t0 = time.perf_counter()
-    prob = sliding_window(model, vol.data, cube, overlap, batch_size, dev, amp)
+    prob = sliding_window(model, vol.data, data2d.sampling_cube(cube), overlap, batch_size, dev, amp,
+                          fn=data2d.per_slice if model.dims == 2 else None)
     seg = kind.startswith("finetune-segmentation")
-    if seg and threshold is not None:
+    if image:
+        data2d.save_image(prob[:, :, 0] >= threshold if seg and threshold is not None else prob[:, :, 0],
+                          output_path, mask=bool(seg and threshold is not None))
+    elif seg and threshold is not None:
         D.save_like((prob >= threshold).astype(np.uint8), vol, output_path, label=True)
     else:
         D.save_like(prob.astype(np.float32), vol, output_path, label=False)
