@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from . import data as D
 from . import data2d
-from .config import FinetuneConfig, auto_sizes, run_out
+from .config import DEFAULT_PRETRAIN_OUT, FinetuneConfig, auto_sizes, default_out, run_out
 from .engine import CheckpointWriter, Monitor, TrainStep, checkpoint_payload, fit, prepare_model
 from .inferers import sliding_window
 from .losses import classification_loss, dice_bce_loss
@@ -395,9 +395,12 @@ def finetune_demo(cfg: FinetuneConfig, say: Callable[[str], None] = print) -> Di
     Returns:
         ``{"pretrained": finetune(...) result, "scratch": ..., "time_s"}``.
     """
+    cfg.validate()
     if not cfg.weights:
-        raise UsageError("finetune --demo: no pretrained weights; run `genesis-ops pretrain` first "
-                         "(it writes runs/pretrain/best.pt) or pass --weights")
+        d2 = " --dims 2" if cfg.dims == 2 else ""
+        raise UsageError(f"finetune --demo: no pretrained weights; run `genesis-ops pretrain{d2}` first "
+                         f"(it writes {os.path.join(default_out(DEFAULT_PRETRAIN_OUT, cfg.dims), 'best.pt')}) "
+                         "or pass --weights")
     base = run_out(cfg)
     res = {}
     t0 = time.perf_counter()
