@@ -285,10 +285,12 @@ def pad_to(arr: np.ndarray, shape: Sequence[int], value: float = 0.0) -> Tuple[n
 
 
 class VolumeCache:
-    """In-memory cache of preprocessed volumes keyed by (path, preprocessing, label)."""
+    """In-memory cache of preprocessed volumes keyed by (path, preprocessing, label); ``loader`` reads
+    one (``load_volume``; the 2D pipeline's also reads images)."""
 
-    def __init__(self, dtype=np.float16):
+    def __init__(self, dtype=np.float16, loader=None):
         self.dtype = dtype
+        self.loader = loader or load_volume
         self._store: Dict[Tuple, Volume] = {}
         self.reads = 0
 
@@ -296,7 +298,7 @@ class VolumeCache:
         key = (os.path.abspath(path), repr(pre.to_dict()), label)
         v = self._store.get(key)
         if v is None:
-            v = load_volume(path, pre, label=label)
+            v = self.loader(path, pre, label=label)
             self.reads += 1
             if not label and self.dtype is not None:
                 v.data = v.data.astype(self.dtype)
@@ -308,12 +310,13 @@ class VolumeCache:
 
 
 def load_volumes(paths: Sequence[str], pre: Optional[Preprocessing] = None, skip_bad: bool = False,
-                 cache: Optional[VolumeCache] = None, log=print) -> List[Volume]:
-    """Load many volumes; a bad file raises :class:`VolumeError` unless ``skip_bad`` (then warns)."""
+                 cache: Optional[VolumeCache] = None, log=print, find=find_volumes) -> List[Volume]:
+    """Load many volumes; a bad file raises :class:`VolumeError` unless ``skip_bad`` (then warns).
+    ``find`` expands ``paths`` (:func:`find_volumes`; the 2D pipeline's also finds images)."""
     pre = pre or Preprocessing()
     cache = cache if cache is not None else VolumeCache()
     vols = []
-    for p in find_volumes(paths):
+    for p in find(paths):
         try:
             vols.append(cache.get(p, pre))
         except VolumeError as e:

@@ -95,25 +95,9 @@ def load_input(path: str, pre: Optional[D.Preprocessing] = None, label: bool = F
 
 def load_inputs(paths: Sequence[str], pre: Optional[D.Preprocessing] = None, skip_bad: bool = False,
                 log=print) -> List[D.Volume]:
-    """:func:`data.load_volumes` for 2D inputs (images and NIfTI volumes), as float16 in memory."""
-    import warnings
-
-    vols = []
-    for p in find_inputs(paths):
-        try:
-            v = load_input(p, pre)
-        except D.VolumeError as e:
-            if not skip_bad:
-                raise
-            warnings.warn(f"skipping {e}", stacklevel=2)
-            if log:
-                log(f"warning: skipping {e}")
-            continue
-        v.data = v.data.astype(np.float16)
-        vols.append(v)
-    if not vols:
-        raise D.VolumeError("no usable image or volume among the given paths")
-    return vols
+    """:func:`data.load_volumes` for 2D inputs (images and NIfTI volumes), float16 in memory."""
+    return D.load_volumes(paths, pre, skip_bad=skip_bad, cache=D.VolumeCache(loader=load_input), log=log,
+                          find=find_inputs)
 
 
 def sampling_cube(cube: Sequence[int]) -> Tuple[int, ...]:

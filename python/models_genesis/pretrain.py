@@ -238,8 +238,9 @@ class _PretrainTask:
                 pred = self.model(self.val_inp[:cfg.batch_size].float())[:n]
             plots.restoration_grid(self.val_inp[:n, 0].float().cpu().numpy(), pred[:, 0].float().cpu().numpy(),
                                    self.val_tgt[:n, 0].float().cpu().numpy(), os.path.join(out, "restorations.png"),
-                                   title=("validation patches: corrupted input / restoration / target" if cfg.dims == 2 else
-                                          "validation cubes: corrupted input / restoration / target (middle slice)"))
+                                   title=("validation patches: corrupted input / restoration / target"
+                                          if cfg.dims == 2 else "validation cubes: corrupted input / "
+                                          "restoration / target (middle slice)"))
 
 
 def _validation_set(cfg: PretrainConfig, va_vols, va_regions, device, gcfg):

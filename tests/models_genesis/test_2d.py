@@ -104,6 +104,11 @@ def test_png_and_jpeg_reading(tmp_path):
         data2d.read_image(str(bad))
     with pytest.raises(D.VolumeError, match="no such file"):
         data2d.read_image(str(tmp_path / "none.png"))
+    with pytest.raises(D.VolumeError, match="broken.png"):
+        data2d.load_inputs([str(bad), str(tmp_path / "g8.png")], log=None)
+    with pytest.warns(UserWarning, match="broken.png"):
+        vols = data2d.load_inputs([str(bad), str(tmp_path / "g8.png")], skip_bad=True, log=None)
+    assert len(vols) == 1 and vols[0].data.shape == (40, 56, 1) and vols[0].data.dtype == np.float16
 
 
 def test_find_inputs_takes_images_and_volumes(tmp_path, ct_path):
@@ -214,7 +219,8 @@ def test_pretrain_2d_on_ct_slices_lowers_the_validation_loss(tmp_path):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["pretrain", "--dims", "2", "--cube", "64", "64", "32"], "--cube: expected two positive multiples of 8 with --dims 2"),
+    (["pretrain", "--dims", "2", "--cube", "64", "64", "32"],
+     "--cube: expected two positive multiples of 8 with --dims 2"),
     (["pretrain", "--cube", "64", "64"], "--cube: expected three positive multiples of 8 with --dims 3"),
     (["pretrain", "--dims", "4"], "--dims"),
     (["finetune", "--dims", "2", "--cube", "16", "16", "16", "--demo"], "--cube: expected two"),
