@@ -18,11 +18,14 @@ IMPORT_HINT = "is genesis_ops installed? `pip install .` at the repository root"
 
 
 def _cube_help() -> str:
-    from .config import CPU_AUTO, GPU_AUTO
+    from .config import CPU_AUTO, CPU_AUTO_2D, GPU_AUTO, GPU_AUTO_2D
 
+    def j(c):
+        return " ".join(map(str, c["cube"]))
     return ("cube size in voxels along the three array axes of the canonical (RAS) volume, i.e. "
             "rows cols depth (slices); each a multiple of 8. Paper: 64 64 32. Default: "
-            f"{' '.join(map(str, CPU_AUTO['cube']))} on CPU, {' '.join(map(str, GPU_AUTO['cube']))} on CUDA")
+            f"{j(CPU_AUTO)} on CPU, {j(GPU_AUTO)} on CUDA. With --dims 2: two sizes, rows cols of the "
+            f"2D patch ({j(CPU_AUTO_2D)} on CPU, {j(GPU_AUTO_2D)} on CUDA)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -167,7 +170,10 @@ def _add_sizes(flag: _Flags, task: str) -> None:
     flag("batch_size", type=_positive_int, metavar="N",
          help=("cubes per step per process" if task == "pretrain" else "cubes per step")
          + f" (default: {CPU_AUTO['batch_size']} on CPU, {GPU_AUTO['batch_size']} on CUDA)")
-    flag("cube", nargs=3, type=_cube_side, metavar=("X", "Y", "Z"), help=_cube_help())
+    flag("cube", nargs="+", type=_cube_side, metavar="N", help=_cube_help())
+    flag("dims", type=int, choices=[2, 3],
+         help="3: the 3D U-Net on NIfTI cubes (default); 2: the same U-Net in 2D on patches of PNG/JPEG "
+              "images or of the axial slices of NIfTI volumes")
 
 
 def _add_pretrain(sub) -> None:
@@ -180,7 +186,8 @@ def _add_pretrain(sub) -> None:
                                    "For several GPUs/nodes launch with torchrun (DDP).")
     flag = _Flags(p, field_defaults(PretrainConfig))
     flag("data", nargs="+", action="extend", metavar="PATH",
-         help="NIfTI files, folders (searched recursively) or glob patterns; repeatable")
+         help="NIfTI files, folders (searched recursively) or glob patterns; repeatable. With --dims 2 also "
+              "PNG/JPEG images (NIfTI volumes give their axial slices)")
     _add_channels(flag, "--data")
     flag("out", metavar="DIR", help="run folder (default: %(default)s)")
     _add_sizes(flag, "pretrain")
@@ -276,15 +283,18 @@ def _add_predict(sub) -> None:
                                    "--probabilities), the restored [0, 1] volume for pretraining or published weights.")
     flag = _Flags(r, signature_defaults(predict_volume))
     flag("weights", required=True, metavar="CKPT", help="checkpoint (ours or the published format)")
-    flag("input_path", "--input", required=True, metavar="NII", help="input NIfTI volume")
-    flag("output_path", "--output", required=True, metavar="NII", help="output NIfTI path (.nii or .nii.gz)")
+    flag("input_path", "--input", required=True, metavar="NII",
+         help="input NIfTI volume (a 2D checkpoint also takes a PNG/JPEG image)")
+    flag("output_path", "--output", required=True, metavar="NII",
+         help="output NIfTI path (.nii or .nii.gz); .png for an image input")
     _add_channels(flag, "--input", " (default: the channels the checkpoint was trained on)")
     flag("threshold", type=_fraction, help="mask threshold (default: %(default)s)")
     flag("probabilities", action="store_true", default=False, help="write float probabilities instead of a mask")
     flag("overlap", type=float, help="window overlap fraction in [0, 1) (default: %(default)s)")
     flag("batch_size", type=_positive_int, metavar="N", help="windows per forward pass (default: %(default)s)")
-    flag("cube", nargs=3, type=_cube_side, metavar=("X", "Y", "Z"),
-         help="window size (default: the training cube stored in the checkpoint; 64 64 32 for published weights)")
+    flag("cube", nargs="+", type=_cube_side, metavar="N",
+         help="window size, two sizes for a 2D checkpoint (default: the training cube stored in the checkpoint; "
+              "64 64 32 for published weights)")
     flag("device", choices=["auto", "cpu", "cuda"], help="device (default: %(default)s)")
     flag("amp", "--no-amp", action="store_false", help="disable mixed precision on CUDA")
 
@@ -359,12 +369,12 @@ def _cmd_pretrain(a) -> int:
 
 
 def _cmd_finetune(a) -> int:
-    from .config import DEFAULT_PRETRAIN_OUT, FinetuneConfig
+    from .config import DEFAULT_PRETRAIN_OUT, FinetuneConfig, default_out
     from .finetune import finetune, finetune_demo
 
     weights = a.weights
     if a.demo and not weights:
-        cand = os.path.join(DEFAULT_PRETRAIN_OUT, "best.pt")
+        cand = os.path.join(default_out(DEFAULT_PRETRAIN_OUT, a.dims), "best.pt")
         weights = cand if os.path.exists(cand) else None
     cfg = config_from_args(FinetuneConfig, a, weights=weights)
     if a.demo:

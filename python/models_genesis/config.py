@@ -15,6 +15,7 @@ import torch
 from genesis_ops import GenesisConfig
 
 from .data import Preprocessing, channel_names
+from .data2d import SINGLE_CHANNEL_2D
 from .utils import UsageError
 
 DEFAULT_PRETRAIN_OUT = os.path.join("runs", "pretrain")
@@ -23,6 +24,10 @@ DEFAULT_FINETUNE_OUT = os.path.join("runs", "finetune")
 # Sizes chosen when left as None: a narrow net and small cubes on the CPU, the paper's on CUDA.
 CPU_AUTO: Dict[str, Any] = {"width": 8, "cube": (32, 32, 16), "batch_size": 8}
 GPU_AUTO: Dict[str, Any] = {"width": 32, "cube": (64, 64, 32), "batch_size": 16}
+# 2D (--dims 2): the same widths; patches and batches sized for a 2D network (a 64x64 patch costs
+# about a twelfth of a 32x32x16 cube).
+CPU_AUTO_2D: Dict[str, Any] = {**CPU_AUTO, "cube": (64, 64), "batch_size": 16}
+GPU_AUTO_2D: Dict[str, Any] = {**GPU_AUTO, "cube": (128, 128), "batch_size": 64}
 
 # Schedules chosen when --epochs / --steps-per-epoch are left as None: a short demo on the bundled
 # data (shorter on the CPU), a full run on the user's own data.
@@ -41,9 +46,24 @@ SCHEDULES = {
 }
 
 
-def auto_sizes(device: torch.device) -> Dict[str, Any]:
-    """Width, cube and batch size used when left unset (:data:`CPU_AUTO` or :data:`GPU_AUTO`)."""
+def auto_sizes(device: torch.device, dims: int = 3) -> Dict[str, Any]:
+    """Width, cube and batch size used when left unset (:data:`CPU_AUTO` or :data:`GPU_AUTO`; the
+    ``_2D`` ones for ``dims`` 2)."""
+    if dims == 2:
+        return CPU_AUTO_2D if device.type == "cpu" else GPU_AUTO_2D
     return CPU_AUTO if device.type == "cpu" else GPU_AUTO
+
+
+def default_out(base: str, dims: int) -> str:
+    """The default run folder of ``dims``: 2D runs go to ``runs/pretrain2d`` / ``runs/finetune2d``
+    so that they never overwrite (or get mistaken for) the 3D demo's."""
+    return base + "2d" if dims == 2 else base
+
+
+def run_out(cfg: Any) -> str:
+    """``cfg.out``, or the 2D default folder when a 2D run leaves --out at its default."""
+    base = getattr(type(cfg), "out", None)
+    return default_out(cfg.out, cfg.dims) if cfg.out == base else cfg.out
 
 
 def schedule(task: str, demo: bool, device: torch.device) -> Dict[str, int]:
@@ -71,12 +91,22 @@ def check_channels(channels) -> None:
         raise UsageError(f"--{e}") from None
 
 
-def check_cube(cube) -> None:
-    """UsageError unless ``cube`` is None or three positive multiples of 8."""
+def check_dims(dims, channels=None) -> None:
+    """UsageError unless ``dims`` is 2 or 3; 2D is single-channel, so not with ``channels``."""
+    if dims not in (2, 3):
+        raise UsageError(f"--dims: expected 2 or 3, got {dims!r}")
+    if dims == 2 and channel_names(channels) is not None:
+        raise UsageError(SINGLE_CHANNEL_2D)
+
+
+def check_cube(cube, dims: int = 3) -> None:
+    """UsageError unless ``cube`` is None or ``dims`` positive multiples of 8."""
     if cube is not None:
         c = tuple(cube)
-        if len(c) != 3 or any((not isinstance(s, int)) or s < 8 or s % 8 for s in c):
-            raise UsageError(f"--cube: expected three positive multiples of 8, got {' '.join(map(str, c))}")
+        if len(c) != dims or any((not isinstance(s, int)) or s < 8 or s % 8 for s in c):
+            n = {2: "two", 3: "three"}[dims]
+            raise UsageError(f"--cube: expected {n} positive multiples of 8 with --dims {dims}, "
+                             f"got {' '.join(map(str, c))}")
 
 
 @dataclass
@@ -91,7 +121,8 @@ class RunConfig:
     epochs: Optional[int] = None
     steps_per_epoch: Optional[int] = None
     batch_size: Optional[int] = None          # per process
-    cube: Optional[Tuple[int, int, int]] = None
+    cube: Optional[Tuple[int, ...]] = None     # (x, y, z); (x, y) with dims 2
+    dims: int = 3                             # 2: UNet2D on 2D patches (images, NIfTI axial slices)
     width: Optional[int] = None
     norm: str = "batch"
     device: str = "auto"
@@ -111,7 +142,7 @@ class RunConfig:
 
     def _fill(self, device: torch.device, task: str, demo: bool, sizes=("cube", "batch_size")) -> "RunConfig":
         """A copy with the None sizes and schedule filled for ``device``."""
-        auto, sched = auto_sizes(device), schedule(task, demo, device)
+        auto, sched = auto_sizes(device, self.dims), schedule(task, demo, device)
         c = replace(self)
         for k in sizes:
             if getattr(c, k) is None:
@@ -120,6 +151,7 @@ class RunConfig:
             if getattr(c, k) is None:
                 setattr(c, k, sched[k])
         c.cube = tuple(int(s) for s in c.cube)
+        c.out = run_out(self)
         return c
 
 
@@ -159,8 +191,9 @@ class PretrainConfig(RunConfig):
                                    "num_windows"))
         if self.previews != 0:
             check_positive_ints(self, ("previews",))
-        check_cube(self.cube)
         check_channels(self.channels)
+        check_dims(self.dims, self.channels)
+        check_cube(self.cube, self.dims)
         for n in ("flip_p", "shuffle_p", "nonlinear_p", "paint_p", "inpaint_rate", "min_foreground"):
             v = getattr(self, n)
             if not 0.0 <= v <= 1.0:
@@ -210,8 +243,11 @@ class FinetuneConfig(RunConfig):
         if self.task not in ("segmentation", "classification"):
             raise UsageError(f"--task: expected segmentation or classification, got {self.task!r}")
         check_positive_ints(self, ("epochs", "steps_per_epoch", "batch_size", "width", "n_classes"))
-        check_cube(self.cube)
         check_channels(self.channels)
+        check_dims(self.dims, self.channels)
+        check_cube(self.cube, self.dims)
+        if self.dims == 2 and self.task == "classification":
+            raise UsageError("--dims 2: 2D fine-tuning is segmentation only (--task segmentation)")
         for n in ("val_fraction", "fg_fraction", "threshold"):
             v = getattr(self, n)
             if not 0.0 <= v <= 1.0 or (n == "val_fraction" and v >= 1.0):

@@ -40,25 +40,27 @@ def is_nifti(path: str) -> bool:
     return path.lower().endswith(NIFTI_SUFFIXES)
 
 
-def find_volumes(paths: Sequence[str]) -> List[str]:
+def find_volumes(paths: Sequence[str], accept=is_nifti, kinds: str = ".nii/.nii.gz") -> List[str]:
     """Expand files, folders (searched recursively for .nii/.nii.gz) and glob patterns.
 
-    Raises :class:`VolumeError` naming the first path that matches nothing."""
+    ``accept(path)`` decides which files folders and patterns yield (named ``kinds`` in errors;
+    the 2D loader also accepts images). Raises :class:`VolumeError` naming the first path that
+    matches nothing."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     out: List[str] = []
     for p in paths:
         p = os.fspath(p)
         if any(c in p for c in "*?["):
-            hits = sorted(h for h in glob.glob(p, recursive=True) if os.path.isfile(h) and is_nifti(h))
+            hits = sorted(h for h in glob.glob(p, recursive=True) if os.path.isfile(h) and accept(h))
             if not hits:
-                raise VolumeError(f"{p}: pattern matches no .nii/.nii.gz file")
+                raise VolumeError(f"{p}: pattern matches no {kinds} file")
             out.extend(hits)
         elif os.path.isdir(p):
             hits = sorted(h for h in glob.glob(os.path.join(p, "**", "*"), recursive=True)
-                          if os.path.isfile(h) and is_nifti(h))
+                          if os.path.isfile(h) and accept(h))
             if not hits:
-                raise VolumeError(f"{p}: folder contains no .nii/.nii.gz file")
+                raise VolumeError(f"{p}: folder contains no {kinds} file")
             out.extend(hits)
         elif os.path.isfile(p):
             out.append(p)
@@ -316,10 +318,12 @@ def pad_to(arr: np.ndarray, shape: Sequence[int], value: float = 0.0) -> Tuple[n
 
 
 class VolumeCache:
-    """In-memory cache of preprocessed volumes keyed by (path, preprocessing, label)."""
+    """In-memory cache of preprocessed volumes keyed by (path, preprocessing, label); ``loader`` reads
+    one (``load_volume``; the 2D pipeline's also reads images)."""
 
-    def __init__(self, dtype=np.float16):
+    def __init__(self, dtype=np.float16, loader=None):
         self.dtype = dtype
+        self.loader = loader or load_volume
         self._store: Dict[Tuple, Volume] = {}
         self.reads = 0
 
@@ -329,7 +333,7 @@ class VolumeCache:
         key = (src, repr(pre.to_dict()), label)
         v = self._store.get(key)
         if v is None:
-            v = load_image(path, pre) if isinstance(path, Subject) else load_volume(path, pre, label=label)
+            v = load_subject(path, pre) if isinstance(path, Subject) else self.loader(path, pre, label=label)
             self.reads += 1
             if not label and self.dtype is not None:
                 v.data = v.data.astype(self.dtype)
@@ -341,16 +345,17 @@ class VolumeCache:
 
 
 def load_volumes(paths: Sequence[str], pre: Optional[Preprocessing] = None, skip_bad: bool = False,
-                 cache: Optional[VolumeCache] = None, log=print, channels: Optional[Sequence[str]] = None
-                 ) -> List[Volume]:
+                 cache: Optional[VolumeCache] = None, log=print, channels: Optional[Sequence[str]] = None,
+                 find=find_volumes) -> List[Volume]:
     """Load many volumes; a bad file raises :class:`VolumeError` unless ``skip_bad`` (then warns).
 
     ``channels``: names substituted for ``{channel}`` in ``paths`` (see :func:`image_sources`).
-    All volumes must have the same number of channels (:func:`channel_count`)."""
+    ``find`` expands ``paths`` without channels (:func:`find_volumes`; the 2D pipeline's also finds
+    images). All volumes must have the same number of channels (:func:`channel_count`)."""
     pre = pre or Preprocessing()
     cache = cache if cache is not None else VolumeCache()
     vols = []
-    for p in image_sources(paths, channels):
+    for p in image_sources(paths, channels, find=find):
         try:
             vols.append(cache.get(p, pre))
         except VolumeError as e:
@@ -605,16 +610,17 @@ def find_subjects(patterns: Sequence[str], channels: Sequence[str]) -> List[Subj
     return subjects
 
 
-def image_sources(paths: Sequence[str], channels: Optional[Sequence[str]] = None) -> list:
-    """What to load: NIfTI paths (:func:`find_volumes`) without ``channels``, else :class:`Subject` s
-    (:func:`find_subjects`). A ``{channel}`` pattern without channel names is an error."""
+def image_sources(paths: Sequence[str], channels: Optional[Sequence[str]] = None, find=find_volumes) -> list:
+    """What to load: paths expanded by ``find`` (NIfTI: :func:`find_volumes`) without ``channels``,
+    else :class:`Subject` s (:func:`find_subjects`). A ``{channel}`` pattern without channel names
+    is an error."""
     if channels is None:
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         bad = [p for p in paths if CHANNEL_KEY in os.fspath(p)]
         if bad:
             raise ValueError(f"{bad[0]}: a {CHANNEL_KEY} pattern needs channel names (--channels t1 t2 ...)")
-        return find_volumes(paths)
+        return find(paths)
     return find_subjects(paths, channels)
 
 

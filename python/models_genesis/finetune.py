@@ -19,12 +19,13 @@ import torch
 import torch.nn as nn
 
 from . import data as D
-from .config import FinetuneConfig, auto_sizes
+from . import data2d
+from .config import DEFAULT_PRETRAIN_OUT, FinetuneConfig, auto_sizes, default_out, run_out
 from .engine import CheckpointWriter, Monitor, TrainStep, checkpoint_payload, fit, prepare_model
 from .inferers import sliding_window
 from .losses import classification_loss, dice_bce_loss
 from .metrics import DiceIoU, roc_auc
-from .model import (CheckpointError, GenesisClassifier, UNet3D, encoder_modules, extract_state_dict,
+from .model import (UNETS, CheckpointError, GenesisClassifier, encoder_modules, extract_state_dict,
                     initialised_note, load_pretrained, read_checkpoint)
 from .utils import Progress, UsageError, derive_seed, log, resolve_device
 
@@ -71,17 +72,20 @@ def _segmentation_data(cfg: FinetuneConfig, pre: D.Preprocessing):
     if cfg.demo:
         img_paths, lab_paths = [D.DEMO_CT], [D.DEMO_LABELS]
     else:
-        img_paths = D.image_sources(cfg.images, D.channel_names(cfg.channels))
+        find = data2d.find_inputs if cfg.dims == 2 else D.find_volumes
+        img_paths = D.image_sources(cfg.images, D.channel_names(cfg.channels), find=find)
         if not cfg.labels:
             raise UsageError("--labels: segmentation needs one label volume per image")
-        lab_paths = D.find_volumes(cfg.labels)
+        lab_paths = find(cfg.labels)
         if len(img_paths) != len(lab_paths):
             raise UsageError(f"--labels: got {len(lab_paths)} label volume(s) for {len(img_paths)} image(s)")
     imgs, labs = [], []
     vols = []
+    # 2D: images or volumes of slices (single-channel); 3D: files, 4D files or channel subjects
+    load, load_label = (data2d.load_input, data2d.load_input) if cfg.dims == 2 else (D.load_image, D.load_volume)
     for ip, lp in zip(img_paths, lab_paths):
-        v = D.load_image(ip, pre)
-        lv = D.load_volume(lp, pre, label=True)
+        v = load(ip, pre)
+        lv = load_label(lp, pre, label=True)
         if v.spatial_shape != lv.data.shape:
             raise D.VolumeError(f"{lp}: label shape {lv.data.shape} differs from image {v.path} shape {v.spatial_shape}")
         vols.append(v)
@@ -93,7 +97,9 @@ def _segmentation_data(cfg: FinetuneConfig, pre: D.Preprocessing):
         tr = [(a, b) for a, b in zip(imgs[:-nv], labs[:-nv])]
         va = [(a, b) for a, b in zip(imgs[-nv:], labs[-nv:])]
     elif cfg.val_fraction > 0:
-        trs, vas = D.split_regions(labs[0].shape, cfg.val_fraction, cfg.cube, axis=2)
+        shape = labs[0].shape
+        trs, vas = D.split_regions(shape, cfg.val_fraction, data2d.sampling_cube(cfg.cube),
+                                   axis=data2d.split_axis(shape, cfg.dims))
         tr = [(imgs[0][(slice(None),) + trs], labs[0][trs])]
         va = [(imgs[0][(slice(None),) + vas], labs[0][vas])] if vas is not None else []
     else:
@@ -136,21 +142,27 @@ def weights_info(weights: str) -> Dict[str, Any]:
         weights: our checkpoint or the published format.
 
     Returns:
-        ``{"obj" (the loaded checkpoint), "width", "in_channels", "norm", "preprocessing" (ours
-        only, else None), "cube" (ours only, else None)}``.
+        ``{"obj" (the loaded checkpoint), "width", "in_channels", "dims" (2 or 3, from the kernels),
+        "norm", "preprocessing" (ours only, else None), "cube" (ours only, else None)}``.
     """
     obj = read_checkpoint(weights)
     sd = extract_state_dict(obj, weights)
     w = sd.get("down_tr64.ops.0.conv1.weight")
     if w is None:
         raise CheckpointError(f"{weights}: no U-Net encoder weights (down_tr64.ops.0.conv1.weight) found")
-    info = {"obj": obj, "width": int(w.shape[0]), "in_channels": int(w.shape[1])}
+    info = {"obj": obj, "width": int(w.shape[0]), "in_channels": int(w.shape[1]), "dims": w.dim() - 2}
     mc = obj.get("model_config") or {}
     info["norm"] = mc.get("norm", "batch")
     info["preprocessing"] = obj.get("preprocessing")
     cube = (obj.get("config") or {}).get("cube")
     info["cube"] = tuple(cube) if cube else None
     return info
+
+
+def _check_dims(cfg: FinetuneConfig, winfo: Dict[str, Any]) -> Dict[str, Any]:
+    if winfo["dims"] != cfg.dims:
+        raise UsageError(f"--dims {cfg.dims}: {cfg.weights} holds {winfo['dims']}D weights")
+    return winfo
 
 
 def build_model_for(cfg: FinetuneConfig, n_out: int, say: Callable[[str], None] = print,
@@ -164,11 +176,12 @@ def build_model_for(cfg: FinetuneConfig, n_out: int, say: Callable[[str], None] 
             (:func:`model.adapt_channels`), other mismatches are an error.
 
     Returns:
-        A :class:`UNet3D` (C -> 1, sigmoid) for segmentation, a :class:`GenesisClassifier` otherwise.
+        A :class:`UNet3D` (:class:`UNet2D` with ``dims`` 2; C -> 1, sigmoid) for segmentation, a
+        :class:`GenesisClassifier` otherwise.
     """
     width, norm, winfo = cfg.width, cfg.norm, None
     if cfg.weights:
-        winfo = weights_info(cfg.weights)
+        winfo = _check_dims(cfg, weights_info(cfg.weights))
         if width is not None and width != winfo["width"]:
             raise UsageError(f"--width {width} differs from the width {winfo['width']} of {cfg.weights}")
         width = winfo["width"]
@@ -177,9 +190,9 @@ def build_model_for(cfg: FinetuneConfig, n_out: int, say: Callable[[str], None] 
             raise UsageError(f"--weights {cfg.weights}: trained on {winfo['in_channels']} channel(s), "
                              f"the data has {in_channels}")
     if width is None:
-        width = auto_sizes(resolve_device(cfg.device))["width"]
+        width = auto_sizes(resolve_device(cfg.device), cfg.dims)["width"]
     if cfg.task == "segmentation":
-        model = UNet3D(in_channels=in_channels, n_classes=1, width=width, norm=norm, activation="sigmoid")
+        model = UNETS[cfg.dims](in_channels=in_channels, n_classes=1, width=width, norm=norm, activation="sigmoid")
     else:
         model = GenesisClassifier(in_channels=in_channels, n_classes=n_out, width=width, norm=norm)
     if winfo is not None:
@@ -200,7 +213,7 @@ def _set_encoder_trainable(model: nn.Module, trainable: bool) -> None:
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     # the U-Net's forward applies its sigmoid; the losses take logits
-    return model.forward_logits(x) if isinstance(model, UNet3D) else model(x)
+    return model.forward_logits(x) if isinstance(model, tuple(UNETS.values())) else model(x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,7 +288,7 @@ def finetune(cfg: FinetuneConfig) -> Dict[str, Any]:
     cfg.validate()
     device = resolve_device(cfg.device)
     if cfg.cube is None and cfg.weights:  # default to the cube the weights were pretrained on
-        cube = weights_info(cfg.weights)["cube"]
+        cube = _check_dims(cfg, weights_info(cfg.weights))["cube"]
         if cube:
             cfg = replace(cfg, cube=tuple(int(c) for c in cube))
     cfg = cfg.resolved(device)
@@ -291,17 +304,19 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
 
     pre = D.Preprocessing.from_config(cfg)
     img_paths, tr, va = _segmentation_data(cfg, pre)
-    say(f"genesis-ops finetune segmentation: {len(img_paths)} volume(s) ({'bundled demo' if cfg.demo else 'user data'}), "
+    say(f"genesis-ops finetune segmentation{' (2D)' if cfg.dims == 2 else ''}: {len(img_paths)} input(s) "
+        f"({'bundled demo' if cfg.demo else 'user data'}), "
         f"foreground {'labels ' + str(cfg.label_values) if cfg.label_values else 'label > 0'}, "
         f"{sum(float(b.sum()) for _, b in va):.0f} validation foreground voxels, device {device}")
     model = build_model_for(cfg, 1, say, in_channels=tr[0][0].shape[0])
-    sampler = D.PairSampler([a for a, _ in tr], [b for _, b in tr], cfg.cube,
+    cube = data2d.sampling_cube(cfg.cube)  # 2D: (px, py, 1) windows of the slice stacks
+    sampler = D.PairSampler([a for a, _ in tr], [b for _, b in tr], cube,
                             torch.Generator().manual_seed(derive_seed(cfg.seed, 12)), cfg.fg_fraction)
     flip_seeds = torch.Generator().manual_seed(derive_seed(cfg.seed, 13))
 
     def sample_fn():
         x, y = sampler.sample(cfg.batch_size)
-        both = torch.cat([x, y], dim=1).to(device)
+        both = data2d.drop_slice_axis(torch.cat([x, y], dim=1), cfg.dims).to(device)
         s = int(torch.randint(0, 2 ** 62, (1,), generator=flip_seeds).item())
         both = go.flip(both, p=0.4, seed=s)  # same flips for image and label (shared per sample)
         return both[:, :x.shape[1]], both[:, x.shape[1]:]
@@ -309,7 +324,8 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
     def eval_fn(m):
         acc = DiceIoU()
         for a, b in va:
-            prob = sliding_window(m, a, cfg.cube, cfg.overlap, cfg.batch_size, device, cfg.amp)
+            prob = sliding_window(m, a, cube, cfg.overlap, cfg.batch_size, device, cfg.amp,
+                                  fn=data2d.per_slice if cfg.dims == 2 else None)
             acc.update(prob >= cfg.threshold, b > 0.5)
         dice, iou = acc.compute()
         return {"val_dice": dice, "val_iou": iou}
@@ -401,10 +417,13 @@ def finetune_demo(cfg: FinetuneConfig, say: Callable[[str], None] = print) -> Di
     Returns:
         ``{"pretrained": finetune(...) result, "scratch": ..., "time_s"}``.
     """
+    cfg.validate()
     if not cfg.weights:
-        raise UsageError("finetune --demo: no pretrained weights; run `genesis-ops pretrain` first "
-                         "(it writes runs/pretrain/best.pt) or pass --weights")
-    base = cfg.out
+        d2 = " --dims 2" if cfg.dims == 2 else ""
+        raise UsageError(f"finetune --demo: no pretrained weights; run `genesis-ops pretrain{d2}` first "
+                         f"(it writes {os.path.join(default_out(DEFAULT_PRETRAIN_OUT, cfg.dims), 'best.pt')}) "
+                         "or pass --weights")
+    base = run_out(cfg)
     res = {}
     t0 = time.perf_counter()
     for name, w in (("pretrained", cfg.weights), ("scratch", None)):

@@ -10,12 +10,15 @@ import torch
 import torch.nn as nn
 
 from . import data as D
+from . import data2d
 from .engine import amp_dtype, autocast
 from .model import GenesisClassifier, load_model, read_checkpoint
 from .utils import UsageError, resolve_device
 
 # window size for weights that do not record their training cube (the published ones: the paper's)
 PUBLISHED_CUBE = (64, 64, 32)
+# 2D checkpoints always record their patch; this is only the fallback of a bare 2D state dict
+DEFAULT_PATCH_2D = (64, 64)
 
 
 def window_starts(n: int, c: int, stride: int) -> List[int]:
@@ -89,12 +92,15 @@ def predict_volume(weights: str, input_path: str, output_path: str, device: str 
                    channels: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Whole-volume sliding-window inference; writes a NIfTI on the input's grid and affine.
 
+    A 2D checkpoint (:class:`UNet2D`) runs slice by slice over a NIfTI volume (axial slices), or
+    over a PNG/JPEG image, and then writes an 8-bit PNG (mask 0/255, or the [0, 1] result x 255).
+
     Args:
         weights: a checkpoint: ours (segmentation or pretraining) or the published format.
         input_path: NIfTI volume (a 4D file for a multi-channel model), or a pattern holding
             ``{channel}`` naming one subject's channel files; the checkpoint's preprocessing is
-            applied to it (to each channel on its own).
-        output_path: ``.nii`` or ``.nii.gz`` to write.
+            applied to it (to each channel on its own). A 2D checkpoint also takes an image.
+        output_path: ``.nii`` or ``.nii.gz`` to write (``.png`` for an image input).
         device: ``auto``, ``cpu`` or ``cuda``.
         threshold: segmentation checkpoints give a uint8 mask ``prob >= threshold``; None writes
             float probabilities. Pretraining and published weights give the restored [0, 1] volume.
@@ -117,20 +123,32 @@ def predict_volume(weights: str, input_path: str, output_path: str, device: str 
     pre = D.Preprocessing.from_dict(obj.get("preprocessing"))
     if cube is None:
         c = (obj.get("config") or {}).get("cube")
-        cube = tuple(c) if c else PUBLISHED_CUBE
+        cube = tuple(c) if c else (DEFAULT_PATCH_2D if model.dims == 2 else PUBLISHED_CUBE)
+    if len(cube) != model.dims:
+        raise UsageError(f"--cube: a {model.dims}D checkpoint needs {model.dims} sizes, got {' '.join(map(str, cube))}")
     if not 0 <= overlap < 1:
         raise UsageError(f"--overlap: expected a fraction in [0, 1), got {overlap}")
     if threshold is not None and not 0 <= threshold <= 1:
         raise UsageError(f"--threshold: expected a value in [0, 1], got {threshold}")
-    vol = _load_input(input_path, pre, channels, obj, model.in_channels, weights)
+    image = model.dims == 2 and data2d.is_image(input_path)
+    if image and not data2d.is_image(output_path):
+        raise UsageError(f"--output: a 2D image input gives a PNG, got {output_path}")
+    if model.dims == 2 and D.channel_names(channels) is not None:
+        raise UsageError(data2d.SINGLE_CHANNEL_2D)
+    vol = _load_input(input_path, pre, channels, obj, model.in_channels, weights,
+                      load=data2d.load_input if model.dims == 2 else D.load_volume)
     model.to(dev)
     t0 = time.perf_counter()
     seg = kind.startswith("finetune-segmentation")
     # a multi-channel restoration model restores every channel: written as a 4D file
-    prob = sliding_window(model, vol.data, cube, overlap, batch_size, dev, amp, all_channels=not seg)
+    prob = sliding_window(model, vol.data, data2d.sampling_cube(cube), overlap, batch_size, dev, amp,
+                          fn=data2d.per_slice if model.dims == 2 else None, all_channels=not seg)
     if prob.shape[0] == 1 and not seg:
         prob = prob[0]
-    if seg and threshold is not None:
+    if image:
+        data2d.save_image(prob[:, :, 0] >= threshold if seg and threshold is not None else prob[:, :, 0],
+                          output_path, mask=bool(seg and threshold is not None))
+    elif seg and threshold is not None:
         D.save_like((prob >= threshold).astype(np.uint8), vol, output_path, label=True)
     else:
         D.save_like(prob.astype(np.float32), vol, output_path, label=False)
@@ -138,10 +156,10 @@ def predict_volume(weights: str, input_path: str, output_path: str, device: str 
             "mask": bool(seg and threshold is not None)}
 
 
-def _load_input(input_path: str, pre, channels, ckpt, in_channels: int, weights: str):
-    """The input volume of :func:`predict_volume`: a file, or one subject's ``{channel}`` files
-    (channel names from ``channels``, else those the checkpoint was trained on); its channel count
-    must be the model's."""
+def _load_input(input_path: str, pre, channels, ckpt, in_channels: int, weights: str, load=D.load_volume):
+    """The input volume of :func:`predict_volume`: a file read by ``load`` (2D: also an image), or
+    one subject's ``{channel}`` files (channel names from ``channels``, else those the checkpoint was
+    trained on); its channel count must be the model's."""
     names = D.channel_names(channels)
     if names is None and D.CHANNEL_KEY in input_path:
         names = D.channel_names((ckpt.get("config") or {}).get("channels"))
@@ -154,7 +172,7 @@ def _load_input(input_path: str, pre, channels, ckpt, in_channels: int, weights:
             raise UsageError(f"--input {input_path}: expected one subject, the pattern matches {len(subjects)}")
         vol = D.load_subject(subjects[0], pre)
     else:
-        vol = D.load_volume(input_path, pre)
+        vol = load(input_path, pre)
     if vol.channels != in_channels:
         raise UsageError(f"--input {input_path}: {vol.channels} channel(s), but the model of {weights} takes "
                          f"{in_channels}")

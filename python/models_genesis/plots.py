@@ -45,9 +45,9 @@ def loss_curve(history: List[Dict], path: str, title: str = "Models Genesis pret
 
 
 def _mid(a: np.ndarray) -> np.ndarray:
-    """Middle slice along the last (depth) axis of a (X, Y, Z) array, shown with X vertical."""
+    """Middle slice along the last (depth) axis of a (X, Y, Z) array (a 2D array as it is), shown with X vertical."""
     a = np.asarray(a, dtype=np.float32)
-    return a[:, :, a.shape[2] // 2]
+    return a if a.ndim == 2 else a[:, :, a.shape[2] // 2]  # a 2D patch is its own slice
 
 
 def restoration_grid(inputs: np.ndarray, outputs: np.ndarray, targets: np.ndarray, path: str,

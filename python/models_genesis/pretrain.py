@@ -18,10 +18,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import data as D
+from . import data2d
 from .config import PretrainConfig
 from .engine import (CheckpointWriter, Monitor, TrainStep, amp_dtype, autocast, checkpoint_payload, fit,
                      prepare_model)
-from .model import UNet3D, initialised_note, load_pretrained, read_checkpoint
+from .model import UNETS, initialised_note, load_pretrained, read_checkpoint
 from .utils import DistInfo, Progress, UsageError, append_jsonl, derive_seed, log, resolve_device, set_rng_state
 
 __all__ = ["PretrainConfig", "pretrain", "genesis_config", "make_optimizer", "batch_stats_eval"]
@@ -59,7 +60,9 @@ def _split(cfg: PretrainConfig, volumes: Sequence[D.Volume]):
         nv = max(1, int(round(len(volumes) * cfg.val_fraction)))
         nv = min(nv, len(volumes) - 1)
         return volumes[:-nv], None, volumes[-nv:], None
-    tr, va = D.split_regions(volumes[0].spatial_shape, cfg.val_fraction, cfg.cube, axis=2)
+    shape = volumes[0].spatial_shape
+    tr, va = D.split_regions(shape, cfg.val_fraction, data2d.sampling_cube(cfg.cube),
+                             axis=data2d.split_axis(shape, cfg.dims))
     if va is None:
         return volumes, None, None, None
     return volumes, [tr], volumes, [va]
@@ -130,7 +133,7 @@ def _read_resume(cfg: PretrainConfig, last_path: str) -> Optional[Dict[str, Any]
         raise UsageError(f"--resume: no checkpoint to resume at {last_path}")
     ckpt = read_checkpoint(last_path)
     saved = ckpt.get("config", {})
-    for k in ("width", "norm", "cube", "channels"):
+    for k in ("dims", "width", "norm", "cube", "channels"):
         sv = saved.get(k)
         if k in ("cube", "channels") and sv is not None:
             sv = tuple(sv)
@@ -183,12 +186,12 @@ class _PretrainTask:
         # per-(seed, rank, epoch) streams: a resumed run draws exactly the cubes it would have drawn
         cfg = self.cfg
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, epoch, 2))
-        sampler = D.CubeSampler(self.tr_vols, cfg.cube, gen, air_value=cfg.air_value,
+        sampler = D.CubeSampler(self.tr_vols, data2d.sampling_cube(cfg.cube), gen, air_value=cfg.air_value,
                                 min_foreground=cfg.min_foreground, regions=self.tr_regions)
         seed_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, epoch, 3))
 
         def next_batch():
-            cubes = sampler.sample(cfg.batch_size).to(self.device, non_blocking=True)
+            cubes = data2d.drop_slice_axis(sampler.sample(cfg.batch_size), cfg.dims).to(self.device, non_blocking=True)
             seed = int(torch.randint(0, 2 ** 62, (1,), generator=seed_gen).item())
             return self.go.models_genesis(cubes, config=self.gcfg, seed=seed)  # on the training device
         return next_batch, ""
@@ -250,10 +253,11 @@ class _PretrainTask:
                 return t[:n].float().cpu().numpy().reshape(-1, *t.shape[2:])
 
             c = self.val_inp.shape[1]
+            what = ("validation patches: corrupted input / restoration / target" if cfg.dims == 2 else
+                    "validation cubes: corrupted input / restoration / target (middle slice)")
             plots.restoration_grid(rows(self.val_inp), rows(pred), rows(self.val_tgt),
                                    os.path.join(out, "restorations.png"),
-                                   title="validation cubes: corrupted input / restoration / target (middle slice)"
-                                   + (f"; rows: cube x channel ({c} channels)" if c > 1 else ""))
+                                   title=what + (f"; rows: cube x channel ({c} channels)" if c > 1 else ""))
 
 
 def _validation_set(cfg: PretrainConfig, va_vols, va_regions, device, gcfg):
@@ -263,9 +267,9 @@ def _validation_set(cfg: PretrainConfig, va_vols, va_regions, device, gcfg):
 
     if va_vols is None:
         return None, None
-    vs = D.CubeSampler(va_vols, cfg.cube, torch.Generator().manual_seed(derive_seed(cfg.seed, 7)),
+    vs = D.CubeSampler(va_vols, data2d.sampling_cube(cfg.cube), torch.Generator().manual_seed(derive_seed(cfg.seed, 7)),
                        air_value=cfg.air_value, min_foreground=cfg.min_foreground, regions=va_regions)
-    v = vs.sample(cfg.val_batches * cfg.batch_size).to(device)
+    v = data2d.drop_slice_axis(vs.sample(cfg.val_batches * cfg.batch_size), cfg.dims).to(device)
     return go.models_genesis(v, config=gcfg, seed=derive_seed(cfg.seed, 8))
 
 
@@ -280,11 +284,16 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, sa
         os.makedirs(out, exist_ok=True)
     pre = D.Preprocessing.from_config(cfg)
     demo = cfg.data is None
-    volumes = D.load_volumes([D.DEMO_CT] if demo else list(cfg.data), pre, skip_bad=cfg.skip_bad,
-                             cache=D.VolumeCache(), log=(print if main else None),
-                             channels=None if demo else D.channel_names(cfg.channels))
+    paths = [D.DEMO_CT] if demo else list(cfg.data)
+    if cfg.dims == 2:  # images, and the axial slices of volumes (single-channel: config.check_dims)
+        volumes = data2d.load_inputs(paths, pre, skip_bad=cfg.skip_bad, log=(print if main else None))
+    else:
+        volumes = D.load_volumes(paths, pre, skip_bad=cfg.skip_bad, cache=D.VolumeCache(),
+                                 log=(print if main else None),
+                                 channels=None if demo else D.channel_names(cfg.channels))
     n_ch = D.channel_count(volumes)
-    say(f"genesis-ops pretrain: {'demo CT (bundled)' if demo else f'{len(volumes)} volume(s)'}, "
+    say(f"genesis-ops pretrain{' (2D)' if cfg.dims == 2 else ''}: "
+        f"{'demo CT (bundled)' if demo else f'{len(volumes)} input(s)'}, "
         + (f"{n_ch} channels ({', '.join(volumes[0].channel_names)}), " if n_ch > 1 else "")
         + 
         f"device {device}, world size {dist_info.world_size}, width {cfg.width}, cube {'x'.join(map(str, cfg.cube))}, "
@@ -294,7 +303,7 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, sa
     tr_vols, tr_regions, va_vols, va_regions = _split(cfg, volumes)
     torch.manual_seed(derive_seed(cfg.seed, dist_info.rank, 1))
     # every channel is restored: C in, C out
-    model = UNet3D(in_channels=n_ch, n_classes=n_ch, width=cfg.width, norm=cfg.norm).to(device)
+    model = UNETS[cfg.dims](in_channels=n_ch, n_classes=n_ch, width=cfg.width, norm=cfg.norm).to(device)
     if cfg.init_weights and ckpt is None:
         load_pretrained(model, cfg.init_weights, strict=True, adapt_single_channel=True)
         say(f"initialised from {cfg.init_weights}" + initialised_note(cfg.init_weights, n_ch))

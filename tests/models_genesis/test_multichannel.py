@@ -242,3 +242,33 @@ def test_finetune_from_single_channel_weights_and_classification(brats, tmp_path
                  str(w), "--out", str(tmp_path / "cls")] + tiny) == 0, capsys.readouterr().err
     ck = read_checkpoint(str(tmp_path / "cls" / "best.pt"))
     assert ck["model_config"]["arch"] == "classifier" and ck["model_config"]["in_channels"] == 2
+
+
+def test_2d_refuses_multichannel_inputs_in_one_line(brats, tmp_path, capsys):
+    """2D is single-channel: --channels with --dims 2, or a 4D file among 2D inputs (even with
+    --skip-bad, which must not silently drop it), or predict --channels with a 2D checkpoint."""
+    from models_genesis import UNet2D
+    from models_genesis.data2d import SINGLE_CHANNEL_2D
+
+    out = ["--out", str(tmp_path / "o"), "--device", "cpu"]
+    w2 = tmp_path / "w2.pt"
+    torch.save(UNet2D(width=4).state_dict(), w2)
+    cases = [
+        (["pretrain", "--dims", "2", "--data", brats.pattern, "--channels", "t1,t2"] + out, SINGLE_CHANNEL_2D),
+        (["finetune", "--dims", "2", "--images", brats.pattern, "--channels", "t1", "t2", "--labels", brats.seg]
+         + out, SINGLE_CHANNEL_2D),
+        (["pretrain", "--dims", "2", "--data", brats.subjects[0].four, "--skip-bad", "--cube", "16", "16"] + out,
+         f"{brats.subjects[0].four}: 2 channels; {SINGLE_CHANNEL_2D}"),
+        (["finetune", "--dims", "2", "--images", brats.subjects[0].four, "--labels",
+          os.path.join(brats.subjects[0].dir, "sub-00_seg.nii.gz"), "--cube", "16", "16"] + out,
+         f"{brats.subjects[0].four}: 2 channels; {SINGLE_CHANNEL_2D}"),
+        (["predict", "--weights", str(w2), "--input", brats.subjects[0].four, "--output", str(tmp_path / "p.nii.gz"),
+          "--device", "cpu"], f"{brats.subjects[0].four}: 2 channels; {SINGLE_CHANNEL_2D}"),
+        (["predict", "--weights", str(w2), "--input", os.path.join(brats.subjects[0].dir, "sub-00_{channel}.nii.gz"),
+          "--channels", "t1", "t2", "--output", str(tmp_path / "p.nii.gz"), "--device", "cpu"], SINGLE_CHANNEL_2D),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, (argv, err)
+    assert not os.path.exists(tmp_path / "p.nii.gz")
