@@ -23,7 +23,7 @@ from .config import FinetuneConfig, auto_sizes
 from .engine import CheckpointWriter, Monitor, TrainStep, checkpoint_payload, fit, prepare_model
 from .inferers import sliding_window
 from .losses import classification_loss, dice_bce_loss
-from .metrics import DiceIoU, roc_auc
+from .metrics import DiceIoU, dice_iou, roc_auc
 from .model import (CheckpointError, GenesisClassifier, UNet3D, encoder_modules, extract_state_dict,
                     load_pretrained, read_checkpoint)
 from .utils import Progress, UsageError, derive_seed, log, resolve_device
@@ -41,9 +41,9 @@ def _foreground(lab: np.ndarray, values: Optional[Sequence[int]]) -> np.ndarray:
     return (lab > 0).astype(np.float32)
 
 
-def _read_csv(path: str) -> Tuple[List[str], List[int]]:
+def _read_csv(path: str, flag: str = "--csv") -> Tuple[List[str], List[int]]:
     if not os.path.isfile(path):
-        raise UsageError(f"--csv: {path}: no such file")
+        raise UsageError(f"{flag}: {path}: no such file")
     imgs, labs = [], []
     base = os.path.dirname(os.path.abspath(path))
     with open(path, newline="") as f:
@@ -51,7 +51,7 @@ def _read_csv(path: str) -> Tuple[List[str], List[int]]:
             if not row or row[0].startswith("#"):
                 continue
             if len(row) < 2:
-                raise UsageError(f"--csv: {path}:{n}: expected 'path,label'")
+                raise UsageError(f"{flag}: {path}:{n}: expected 'path,label'")
             if n == 1 and not row[1].strip().lstrip("-").isdigit():
                 continue  # header
             p = row[0].strip()
@@ -59,24 +59,14 @@ def _read_csv(path: str) -> Tuple[List[str], List[int]]:
             try:
                 labs.append(int(row[1]))
             except ValueError:
-                raise UsageError(f"--csv: {path}:{n}: label {row[1]!r} is not an integer") from None
+                raise UsageError(f"{flag}: {path}:{n}: label {row[1]!r} is not an integer") from None
     if not imgs:
-        raise UsageError(f"--csv: {path}: no rows")
+        raise UsageError(f"{flag}: {path}: no rows")
     return imgs, labs
 
 
-def _segmentation_data(cfg: FinetuneConfig, pre: D.Preprocessing):
-    """Image arrays and foreground masks of the run, split into training and validation pairs:
-    whole volumes when there are several, else the last slices of the single volume."""
-    if cfg.demo:
-        img_paths, lab_paths = [D.DEMO_CT], [D.DEMO_LABELS]
-    else:
-        img_paths = D.find_volumes(cfg.images)
-        if not cfg.labels:
-            raise UsageError("--labels: segmentation needs one label volume per image")
-        lab_paths = D.find_volumes(cfg.labels)
-        if len(img_paths) != len(lab_paths):
-            raise UsageError(f"--labels: got {len(lab_paths)} label volume(s) for {len(img_paths)} image(s)")
+def _load_pairs(img_paths: Sequence[str], lab_paths: Sequence[str], cfg: FinetuneConfig, pre: D.Preprocessing):
+    """Image arrays and foreground masks (``cfg.label_values``, else label > 0) of matching files."""
     imgs, labs = [], []
     for ip, lp in zip(img_paths, lab_paths):
         v = D.load_volume(ip, pre)
@@ -85,33 +75,74 @@ def _segmentation_data(cfg: FinetuneConfig, pre: D.Preprocessing):
             raise D.VolumeError(f"{lp}: label shape {lv.data.shape} differs from image {ip} shape {v.data.shape}")
         imgs.append(v.data)
         labs.append(_foreground(lv.data, cfg.label_values))
-    if len(imgs) >= 2 and cfg.val_fraction > 0:
-        nv = min(max(1, int(round(len(imgs) * cfg.val_fraction))), len(imgs) - 1)
-        tr = [(a, b) for a, b in zip(imgs[:-nv], labs[:-nv])]
-        va = [(a, b) for a, b in zip(imgs[-nv:], labs[-nv:])]
-    elif cfg.val_fraction > 0:
-        trs, vas = D.split_regions(imgs[0].shape, cfg.val_fraction, cfg.cube, axis=2)
-        tr = [(imgs[0][trs], labs[0][trs])]
-        va = [(imgs[0][vas], labs[0][vas])] if vas is not None else []
-    else:
-        tr, va = list(zip(imgs, labs)), []
-    return img_paths, tr, va or tr
+    return imgs, labs
 
 
-def _classification_data(cfg: FinetuneConfig):
-    """Image paths and integer class labels from --csv or --images/--labels."""
-    if cfg.csv:
-        paths, ys = _read_csv(cfg.csv)
+def _label_paths(images, labels, flag: str) -> Tuple[List[str], List[str]]:
+    img_paths = D.find_volumes(images)
+    if not labels:
+        raise UsageError(f"{flag}: segmentation needs one label volume per image")
+    lab_paths = D.find_volumes(labels)
+    if len(img_paths) != len(lab_paths):
+        raise UsageError(f"{flag}: got {len(lab_paths)} label volume(s) for {len(img_paths)} image(s)")
+    return img_paths, lab_paths
+
+
+def _segmentation_data(cfg: FinetuneConfig, pre: D.Preprocessing):
+    """Training pairs ``(image, mask)``, validation cases ``(name, image, mask)`` and a description of
+    the validation, chosen so that validation holds foreground:
+
+    * ``--val-images/--val-labels``: those volumes (all the others train);
+    * several volumes: whole volumes (:func:`data.choose_validation_volumes`);
+    * one volume: two boxes on either side of a one-cube gap (:func:`data.split_one_volume`);
+    * ``--val-fraction 0``: no held-out data, validation on the training volumes.
+
+    Raises:
+        data.SplitError: no split gives validation (and training) foreground; one line saying what to pass.
+    """
+    if cfg.demo:
+        img_paths, lab_paths = [D.DEMO_CT], [D.DEMO_LABELS]
     else:
-        paths = D.find_volumes(cfg.images)
+        img_paths, lab_paths = _label_paths(cfg.images, cfg.labels, "--labels")
+    imgs, labs = _load_pairs(img_paths, lab_paths, cfg, pre)
+    names = [os.path.basename(p) for p in img_paths]
+    if cfg.val_images:
+        vi, vl = _label_paths(cfg.val_images, cfg.val_labels, "--val-labels")
+        vimgs, vlabs = _load_pairs(vi, vl, cfg, pre)
+        va = [(os.path.basename(p), a, b) for p, a, b in zip(vi, vimgs, vlabs)]
+        if not any(b.any() for _, _, b in va):
+            raise D.SplitError("--val-labels: the validation labels have no foreground voxels, so Dice would "
+                               "measure nothing; pass validation volumes that contain the structure")
+        return img_paths, list(zip(imgs, labs)), va, f"{len(va)} volume(s) from --val-images"
+    fg = [int(b.sum()) for b in labs]
+    if cfg.val_fraction <= 0:
+        return img_paths, list(zip(imgs, labs)), list(zip(names, imgs, labs)), "the training data (--val-fraction 0)"
+    if len(imgs) >= 2:
+        tr_idx, va_idx = D.choose_validation_volumes(fg, cfg.val_fraction, lab_paths)
+        tr = [(imgs[i], labs[i]) for i in tr_idx]
+        va = [(names[i], imgs[i], labs[i]) for i in va_idx]
+        return img_paths, tr, va, "whole volumes " + ", ".join(names[i] for i in va_idx)
+    sp = D.split_one_volume(labs[0], cfg.cube, cfg.val_fraction, name=lab_paths[0])
+    tr = [(imgs[0][sp.train], labs[0][sp.train])]
+    va = [(names[0], imgs[0][sp.val], labs[0][sp.val])]
+    return img_paths, tr, va, f"{names[0]} {sp.describe()}"
+
+
+def _classification_data(csv_path: Optional[str], images, labels, flag: str):
+    """Image paths and integer class labels from a CSV or from images plus ``labels`` (``flag``
+    names the labels' option in errors)."""
+    if csv_path:
+        paths, ys = _read_csv(csv_path, "--val-csv" if flag.startswith("--val") else "--csv")
+    else:
+        paths = D.find_volumes(images)
         try:
-            ys = [int(v) for v in (cfg.labels or [])]
+            ys = [int(v) for v in (labels or [])]
         except ValueError:
-            raise UsageError("--labels: classification labels must be integers, one per image") from None
+            raise UsageError(f"{flag}: classification labels must be integers, one per image") from None
         if len(ys) != len(paths):
-            raise UsageError(f"--labels: got {len(ys)} class label(s) for {len(paths)} image(s)")
+            raise UsageError(f"{flag}: got {len(ys)} class label(s) for {len(paths)} image(s)")
     if min(ys) < 0:
-        raise UsageError("--labels: class labels must be >= 0")
+        raise UsageError(f"{flag}: class labels must be >= 0")
     return paths, ys
 
 
@@ -236,6 +267,8 @@ def _train(cfg: FinetuneConfig, model: nn.Module, device, say, sample_fn, loss_f
         steps_per_epoch=cfg.steps_per_epoch, monitor=monitor, writer=writer, history=history,
         metrics_path=metrics_path, show_progress=not cfg.quiet, log_every=cfg.log_every, say=say)
     writer.finish(had_best=monitor.best is not None)
+    if monitor.best is None:
+        say(f"warning: {key} was undefined in every epoch, so no epoch was chosen; best.pt is a copy of last.pt")
     best = [r for r in history if r["best"]]
     return {"out": out, "best": writer.best, "last": writer.last, "metrics": metrics_path,
             "best_metrics": best[-1] if best else history[-1], "history": history,
@@ -272,10 +305,12 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
     import genesis_ops as go
 
     pre = D.Preprocessing.from_config(cfg)
-    img_paths, tr, va = _segmentation_data(cfg, pre)
+    img_paths, tr, va, val_desc = _segmentation_data(cfg, pre)
+    val_fg, train_fg = sum(int(b.sum()) for _, _, b in va), sum(int(b.sum()) for _, b in tr)
     say(f"genesis-ops finetune segmentation: {len(img_paths)} volume(s) ({'bundled demo' if cfg.demo else 'user data'}), "
         f"foreground {'labels ' + str(cfg.label_values) if cfg.label_values else 'label > 0'}, "
-        f"{sum(float(b.sum()) for _, b in va):.0f} validation foreground voxels, device {device}")
+        f"{val_fg} validation foreground voxels (validation: {val_desc}; {train_fg} training foreground voxels), "
+        f"device {device}")
     model = build_model_for(cfg, 1, say)
     sampler = D.PairSampler([a for a, _ in tr], [b for _, b in tr], cfg.cube,
                             torch.Generator().manual_seed(derive_seed(cfg.seed, 12)), cfg.fg_fraction)
@@ -289,12 +324,17 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
         return both[:, :1], both[:, 1:]
 
     def eval_fn(m):
-        acc = DiceIoU()
-        for a, b in va:
+        overall, cases = DiceIoU(), []
+        for name, a, b in va:
             prob = sliding_window(m, a, cfg.cube, cfg.overlap, cfg.batch_size, device, cfg.amp)
-            acc.update(prob >= cfg.threshold, b > 0.5)
-        dice, iou = acc.compute()
-        return {"val_dice": dice, "val_iou": iou}
+            pred, truth = prob >= cfg.threshold, b > 0.5
+            overall.update(pred, truth)
+            d, i = dice_iou(pred, truth)
+            cases.append({"name": name, "dice": d, "iou": i, "foreground": int(truth.sum())})
+        dice, iou = overall.compute()
+        # overall: counts pooled over the validation volumes; mean: the mean of their scores
+        return {"val_dice": dice, "val_iou": iou, "val_dice_mean": float(np.mean([c["dice"] for c in cases])),
+                "val_cases": cases}
 
     meta = {"preprocessing": pre.to_dict(), "label_values": cfg.label_values}
     res = _train(cfg, model, device, say, sample_fn, dice_bce_loss, eval_fn, "val_dice", meta)
@@ -307,19 +347,30 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
     pre = D.Preprocessing.from_config(cfg)
     if cfg.demo:
         raise UsageError("--demo: the bundled demo is a segmentation task (use --task segmentation)")
-    paths, ys = _classification_data(cfg)
+    paths, ys = _classification_data(cfg.csv, cfg.images, cfg.labels, "--labels")
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 14))
+    if cfg.val_csv or cfg.val_images:
+        vpaths, vys = _classification_data(cfg.val_csv, cfg.val_images, cfg.val_labels, "--val-labels")
+        missing = sorted(set(ys) - set(vys))
+        if missing:
+            raise D.SplitError(f"--val-labels: class(es) {', '.join(map(str, missing))} of the training data are "
+                               "missing from the validation data; pass validation cases of every class")
+        tr_idx, va_idx = list(range(len(paths))), list(range(len(paths), len(paths) + len(vpaths)))
+        paths, ys, val_desc = paths + vpaths, ys + vys, "given by --val-" + ("csv" if cfg.val_csv else "images")
+    elif cfg.val_fraction > 0 and len(paths) >= 2:
+        tr_idx, va_idx = D.stratified_split(ys, cfg.val_fraction, gen)
+        val_desc = "stratified by class"
+    else:
+        tr_idx = va_idx = list(range(len(paths)))
+        val_desc = "the training data (--val-fraction 0)" if cfg.val_fraction <= 0 else "the training data (one case)"
     n_classes = cfg.n_classes or (1 if max(ys) <= 1 else max(ys) + 1)
     if n_classes > 1 and max(ys) >= n_classes:
         raise UsageError(f"--n-classes {n_classes}: label {max(ys)} out of range")
     vols = [D.pad_to(D.load_volume(p, pre).data, cfg.cube, 0.0)[0] for p in paths]
-    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 14))
-    perm = torch.randperm(len(vols), generator=gen).tolist()
-    nv = int(round(len(vols) * cfg.val_fraction)) if len(vols) >= 2 else 0
-    va_idx, tr_idx = perm[:nv], perm[nv:] or perm
-    if not va_idx:
-        va_idx = tr_idx
+    counts = lambda idx: "/".join(str(sum(ys[k] == c for k in idx)) for c in sorted(set(ys)))  # noqa: E731
     say(f"genesis-ops finetune classification: {len(paths)} volume(s), {n_classes if n_classes > 1 else 2} classes, "
-        f"{len(tr_idx)} train / {len(va_idx)} validation, device {device}")
+        f"{len(tr_idx)} train / {len(va_idx)} validation (validation: {val_desc}; cases per class "
+        f"{counts(tr_idx)} train, {counts(va_idx)} validation), device {device}")
     model = build_model_for(cfg, n_classes, say)
     cube = cfg.cube
 
