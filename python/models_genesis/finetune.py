@@ -336,7 +336,7 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
         return {"val_dice": dice, "val_iou": iou, "val_dice_mean": float(np.mean([c["dice"] for c in cases])),
                 "val_cases": cases}
 
-    meta = {"preprocessing": pre.to_dict(), "label_values": cfg.label_values}
+    meta = {"preprocessing": pre.to_dict(), "label_values": cfg.label_values, "validation": val_desc}
     res = _train(cfg, model, device, say, sample_fn, dice_bce_loss, eval_fn, "val_dice", meta)
     res["dice"] = res["best_metrics"]["val_dice"]
     res["iou"] = res["best_metrics"]["val_iou"]
@@ -413,7 +413,7 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
             auc = float(np.mean(aucs)) if aucs else float("nan")
         return {"val_auc": auc, "val_accuracy": acc}
 
-    meta = {"preprocessing": pre.to_dict()}
+    meta = {"preprocessing": pre.to_dict(), "validation": val_desc}
     key = "val_auc" if len(set(ys[k] for k in va_idx)) > 1 else "val_accuracy"
     res = _train(cfg, model, device, say, sample_fn, classification_loss, eval_fn, key, meta)
     res["auc"] = res["best_metrics"]["val_auc"]
