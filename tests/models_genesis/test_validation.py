@@ -319,3 +319,16 @@ def test_best_checkpoint_is_chosen_only_on_a_defined_metric(tmp_path, values, be
     # no defined value at all: best.pt is the last epoch, not an arbitrary "best" undefined one
     assert read_checkpoint(writer.best)["epoch"] == (best_epoch or len(values))
     assert math.isfinite(monitor.best) if best_epoch else monitor.best is None
+
+
+def test_evaluate_and_validation_flag_errors_are_one_line(tmp_path, capsys):
+    lab = _save(tmp_path / "l.nii.gz", np.zeros((8, 8, 8)), dtype=np.uint8)
+    lab2 = _save(tmp_path / "l2.nii.gz", np.zeros((8, 8, 8)), dtype=np.uint8)
+    assert main(["evaluate", "--pred", lab, lab2, "--labels", lab]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--labels: got 1 label volume(s) for 2 prediction(s)" in err
+    small = _save(tmp_path / "s.nii.gz", np.zeros((4, 8, 8)), dtype=np.uint8)
+    assert main(["evaluate", "--pred", small, "--labels", lab]) == 1
+    assert "s.nii.gz: shape" in capsys.readouterr().err
+    assert main(["finetune", "--images", lab, "--labels", lab, "--val-csv", "v.csv"]) == 2
+    assert "--val-csv: only for --task classification" in capsys.readouterr().err
