@@ -1,4 +1,4 @@
-"""The ``genesis-ops`` command line: pretrain, finetune, predict, preview, info."""
+"""The ``genesis-ops`` command line: pretrain, finetune, predict, evaluate, preview, info."""
 from __future__ import annotations
 
 import argparse
@@ -247,6 +247,18 @@ def _add_finetune(sub) -> None:
          help="segmentation: label volumes in the same order as --images; classification: one integer class per image")
     flag("csv", metavar="FILE", help="classification: CSV rows 'path,label' (instead of --images/--labels)")
     _add_channels(flag, "--images", " (the --csv paths take {channel} too)")
+    flag.group("validation (default: split from the training data so that it holds foreground / every class)")
+    flag("val_images", nargs="+", action="extend", metavar="PATH",
+         help="validation image volumes (overrides the split; every --images volume then trains)")
+    flag("val_labels", nargs="+", action="extend", metavar="L",
+         help="segmentation: their label volumes, same order; classification: one integer class per validation image")
+    flag("val_csv", metavar="FILE", help="classification: validation CSV rows 'path,label' (instead of --val-images)")
+    flag("val_fraction", type=float,
+         help="without --val-*: share held out for validation (default: %(default)s; 0 = validate on the training "
+              "data). Several volumes: whole volumes with foreground; one volume: a box at one end of its longest "
+              "workable axis, a one-cube gap from the training box, both holding foreground; classification: "
+              "stratified by class")
+    flag.group_ = None
     flag("label_values", nargs="+", type=int, metavar="V",
          help="segmentation: label values that count as foreground (default: every value > 0)")
     flag("weights", metavar="CKPT",
@@ -264,8 +276,6 @@ def _add_finetune(sub) -> None:
     flag("lr", type=_positive_float, help="Adam learning rate (default: 1e-3)")
     flag("freeze_encoder_epochs", type=_nonneg_int, metavar="N",
          help="keep the encoder frozen for the first N epochs (default: %(default)s)")
-    flag("val_fraction", type=float,
-         help="validation share: whole volumes when there are several, else the last slices (default: %(default)s)")
     flag("fg_fraction", type=_fraction, help="segmentation: share of cubes centred on foreground (default: %(default)s)")
     flag("threshold", type=_fraction, help="probability threshold for masks/classes (default: %(default)s)")
     flag("overlap", type=float, help="sliding-window overlap for validation (default: %(default)s)")
@@ -299,6 +309,27 @@ def _add_predict(sub) -> None:
     flag("amp", "--no-amp", action="store_false", help="disable mixed precision on CUDA")
 
 
+def _add_evaluate(sub) -> None:
+    from .metrics import evaluate_files
+
+    e = sub.add_parser("evaluate", help="score saved masks against labels: Dice, IoU, HD95 in mm",
+                       description="Compare predicted masks (e.g. from `genesis-ops predict`) with label volumes: Dice, "
+                                   "IoU and the symmetric 95th-percentile surface distance (HD95, mm, from the "
+                                   "affine) per case and pooled over the cases. Binary by default (prediction > 0 "
+                                   "against label > 0, or label in --label-values); --per-label scores each label "
+                                   "value separately in multi-label masks.")
+    flag = _Flags(e, {**signature_defaults(evaluate_files), "json": None, "device": "auto"})
+    flag("pred_paths", "--pred", required=True, nargs="+", action="extend", metavar="NII",
+         help="predicted masks (files, folders, globs; sorted within a folder or glob)")
+    flag("label_paths", "--labels", required=True, nargs="+", action="extend", metavar="NII",
+         help="label volumes, paired with --pred in order")
+    flag("per_label", action="store_true", help="score every non-zero value separately (same values in both files)")
+    flag("label_values", nargs="+", type=int, metavar="V",
+         help="label values that count as foreground (binary) or that are scored (--per-label) (default: all > 0)")
+    flag("json", metavar="FILE", help="also write the cases and the summary as JSON to FILE")
+    flag("device", choices=["auto", "cpu", "cuda"], help="where surface distances are computed (default: %(default)s)")
+
+
 def _add_preview(sub) -> None:
     from .data import Preprocessing
 
@@ -324,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain(sub)
     _add_finetune(sub)
     _add_predict(sub)
+    _add_evaluate(sub)
     _add_preview(sub)
     i = sub.add_parser("info", help="versions, build information and devices",
                        description="Print versions (models_genesis, genesis_ops, torch, numpy, nibabel), the genesis_ops "
@@ -390,7 +422,10 @@ def _cmd_finetune(a) -> int:
         return 0
     res = finetune(cfg)
     if a.task == "segmentation":
-        print(f"best validation Dice {res['dice']:.4f}, IoU {res['iou']:.4f}; checkpoint {res['best']}")
+        cases = res["best_metrics"].get("val_cases") or []
+        per = "; ".join(f"{c['name']} {c['dice']:.4f}" for c in cases) if len(cases) > 1 else ""
+        print(f"best validation Dice {res['dice']:.4f}, IoU {res['iou']:.4f} (pooled over {len(cases)} validation "
+              f"volume(s){': ' + per if per else ''}); checkpoint {res['best']}")
     else:
         print(f"best validation AUC {res['auc']:.4f}, accuracy {res['accuracy']:.4f}; checkpoint {res['best']}")
     return 0
@@ -406,6 +441,21 @@ def _cmd_predict(a) -> int:
     what = "mask" if res["mask"] else "float volume"
     print(f"wrote {what} {res['output']} (shape {'x'.join(map(str, res['shape']))}, {res['kind']} checkpoint, "
           f"{res['time_s']:.1f}s)")
+    return 0
+
+
+def _cmd_evaluate(a) -> int:
+    from .data import find_volumes
+    from .metrics import evaluate_files, format_table
+    from .utils import resolve_device
+
+    res = evaluate_files(find_volumes(a.pred_paths), find_volumes(a.label_paths), per_label=a.per_label,
+                         label_values=a.label_values, device=resolve_device(a.device))
+    print(format_table(res))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+            f.write("\n")
     return 0
 
 
@@ -501,7 +551,7 @@ def _cmd_info(a) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": _cmd_pretrain, "finetune": _cmd_finetune, "predict": _cmd_predict,
+COMMANDS = {"pretrain": _cmd_pretrain, "finetune": _cmd_finetune, "predict": _cmd_predict, "evaluate": _cmd_evaluate,
             "preview": _cmd_preview, "info": _cmd_info}
 
 

@@ -226,6 +226,10 @@ class FinetuneConfig(RunConfig):
     images: Optional[List[str]] = None
     labels: Optional[List[str]] = None        # segmentation: label volumes; classification: class ids
     csv: Optional[str] = None                 # classification: rows "path,label"
+    # validation given explicitly (overrides the split of the training data by val_fraction)
+    val_images: Optional[List[str]] = None
+    val_labels: Optional[List[str]] = None    # segmentation: label volumes; classification: class ids
+    val_csv: Optional[str] = None             # classification: rows "path,label"
     label_values: Optional[List[int]] = None  # segmentation foreground values (default: any > 0)
     weights: Optional[str] = None             # ours or published; None = from scratch
     out: str = DEFAULT_FINETUNE_OUT
@@ -261,6 +265,12 @@ class FinetuneConfig(RunConfig):
         if not self.demo:
             if not self.images and not self.csv:
                 raise UsageError("finetune: give --images (and --labels) or --csv, or use --demo")
+        if self.val_csv and self.task != "classification":
+            raise UsageError("--val-csv: only for --task classification (segmentation: --val-images/--val-labels)")
+        if self.val_csv and self.val_images:
+            raise UsageError("--val-csv and --val-images: give one of them")
+        if bool(self.val_images) != bool(self.val_labels):
+            raise UsageError("--val-images and --val-labels: give both (one label per validation image)")
 
     def resolved(self, device: torch.device) -> "FinetuneConfig":
         """A copy with cube, batch size and schedule filled for ``device`` (the width stays None

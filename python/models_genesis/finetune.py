@@ -24,7 +24,7 @@ from .config import DEFAULT_PRETRAIN_OUT, FinetuneConfig, auto_sizes, default_ou
 from .engine import CheckpointWriter, Monitor, TrainStep, checkpoint_payload, fit, prepare_model
 from .inferers import sliding_window
 from .losses import classification_loss, dice_bce_loss
-from .metrics import DiceIoU, roc_auc
+from .metrics import DiceIoU, dice_iou, roc_auc
 from .model import (UNETS, CheckpointError, GenesisClassifier, encoder_modules, extract_state_dict,
                     initialised_note, load_pretrained, read_checkpoint)
 from .utils import Progress, UsageError, derive_seed, log, resolve_device
@@ -42,9 +42,9 @@ def _foreground(lab: np.ndarray, values: Optional[Sequence[int]]) -> np.ndarray:
     return (lab > 0).astype(np.float32)
 
 
-def _read_csv(path: str) -> Tuple[List[str], List[int]]:
+def _read_csv(path: str, flag: str = "--csv") -> Tuple[List[str], List[int]]:
     if not os.path.isfile(path):
-        raise UsageError(f"--csv: {path}: no such file")
+        raise UsageError(f"{flag}: {path}: no such file")
     imgs, labs = [], []
     base = os.path.dirname(os.path.abspath(path))
     with open(path, newline="") as f:
@@ -52,7 +52,7 @@ def _read_csv(path: str) -> Tuple[List[str], List[int]]:
             if not row or row[0].startswith("#"):
                 continue
             if len(row) < 2:
-                raise UsageError(f"--csv: {path}:{n}: expected 'path,label'")
+                raise UsageError(f"{flag}: {path}:{n}: expected 'path,label'")
             if n == 1 and not row[1].strip().lstrip("-").isdigit():
                 continue  # header
             p = row[0].strip()
@@ -60,25 +60,15 @@ def _read_csv(path: str) -> Tuple[List[str], List[int]]:
             try:
                 labs.append(int(row[1]))
             except ValueError:
-                raise UsageError(f"--csv: {path}:{n}: label {row[1]!r} is not an integer") from None
+                raise UsageError(f"{flag}: {path}:{n}: label {row[1]!r} is not an integer") from None
     if not imgs:
-        raise UsageError(f"--csv: {path}: no rows")
+        raise UsageError(f"{flag}: {path}: no rows")
     return imgs, labs
 
 
-def _segmentation_data(cfg: FinetuneConfig, pre: D.Preprocessing):
-    """Image arrays and foreground masks of the run, split into training and validation pairs:
-    whole volumes when there are several, else the last slices of the single volume."""
-    if cfg.demo:
-        img_paths, lab_paths = [D.DEMO_CT], [D.DEMO_LABELS]
-    else:
-        find = data2d.find_inputs if cfg.dims == 2 else D.find_volumes
-        img_paths = D.image_sources(cfg.images, D.channel_names(cfg.channels), find=find)
-        if not cfg.labels:
-            raise UsageError("--labels: segmentation needs one label volume per image")
-        lab_paths = find(cfg.labels)
-        if len(img_paths) != len(lab_paths):
-            raise UsageError(f"--labels: got {len(lab_paths)} label volume(s) for {len(img_paths)} image(s)")
+def _load_pairs(img_paths: Sequence, lab_paths: Sequence[str], cfg: FinetuneConfig, pre: D.Preprocessing):
+    """Channel-first image arrays ``(C, X, Y, Z)`` and foreground masks (``cfg.label_values``, else
+    label > 0) of matching files (2D: single-channel images or stacks of slices)."""
     imgs, labs = [], []
     vols = []
     # 2D: images or volumes of slices (single-channel); 3D: files, 4D files or channel subjects
@@ -92,42 +82,86 @@ def _segmentation_data(cfg: FinetuneConfig, pre: D.Preprocessing):
         imgs.append(v.channel_first())  # (C, X, Y, Z)
         labs.append(_foreground(lv.data, cfg.label_values))
     D.channel_count(vols)
-    if len(imgs) >= 2 and cfg.val_fraction > 0:
-        nv = min(max(1, int(round(len(imgs) * cfg.val_fraction))), len(imgs) - 1)
-        tr = [(a, b) for a, b in zip(imgs[:-nv], labs[:-nv])]
-        va = [(a, b) for a, b in zip(imgs[-nv:], labs[-nv:])]
-    elif cfg.val_fraction > 0:
-        shape = labs[0].shape
-        trs, vas = D.split_regions(shape, cfg.val_fraction, data2d.sampling_cube(cfg.cube),
-                                   axis=data2d.split_axis(shape, cfg.dims))
-        tr = [(imgs[0][(slice(None),) + trs], labs[0][trs])]
-        va = [(imgs[0][(slice(None),) + vas], labs[0][vas])] if vas is not None else []
+    return imgs, labs
+
+
+def _label_paths(cfg: FinetuneConfig, images, labels, flag: str) -> Tuple[list, List[str]]:
+    """Image sources (files, or channel subjects with ``--channels``; 2D: images or volumes of
+    slices) and their label files, one per image."""
+    find = data2d.find_inputs if cfg.dims == 2 else D.find_volumes
+    img_paths = D.image_sources(images, D.channel_names(cfg.channels), find=find)
+    if not labels:
+        raise UsageError(f"{flag}: segmentation needs one label volume per image")
+    lab_paths = find(labels)
+    if len(img_paths) != len(lab_paths):
+        raise UsageError(f"{flag}: got {len(lab_paths)} label volume(s) for {len(img_paths)} image(s)")
+    return img_paths, lab_paths
+
+
+def _segmentation_data(cfg: FinetuneConfig, pre: D.Preprocessing):
+    """Training pairs ``(image, mask)``, validation cases ``(name, image, mask)`` and a description of
+    the validation, chosen so that validation holds foreground:
+
+    * ``--val-images/--val-labels``: those volumes (all the others train);
+    * several volumes: whole volumes (:func:`data.choose_validation_volumes`);
+    * one volume: two boxes on either side of a one-cube gap (:func:`data.split_one_volume`);
+    * ``--val-fraction 0``: no held-out data, validation on the training volumes.
+
+    Raises:
+        data.SplitError: no split gives validation (and training) foreground; one line saying what to pass.
+    """
+    if cfg.demo:
+        img_paths, lab_paths = [D.DEMO_CT], [D.DEMO_LABELS]
     else:
-        tr, va = list(zip(imgs, labs)), []
-    return img_paths, tr, va or tr
+        img_paths, lab_paths = _label_paths(cfg, cfg.images, cfg.labels, "--labels")
+    imgs, labs = _load_pairs(img_paths, lab_paths, cfg, pre)
+    names = [os.path.basename(getattr(p, "name", p)) for p in img_paths]
+    if cfg.val_images:
+        vi, vl = _label_paths(cfg, cfg.val_images, cfg.val_labels, "--val-labels")
+        vimgs, vlabs = _load_pairs(vi, vl, cfg, pre)
+        va = [(os.path.basename(getattr(p, "name", p)), a, b) for p, a, b in zip(vi, vimgs, vlabs)]
+        if not any(b.any() for _, _, b in va):
+            raise D.SplitError("--val-labels: the validation labels have no foreground voxels, so Dice would "
+                               "measure nothing; pass validation volumes that contain the structure")
+        return img_paths, list(zip(imgs, labs)), va, f"{len(va)} volume(s) from --val-images"
+    fg = [int(b.sum()) for b in labs]
+    if cfg.val_fraction <= 0:
+        return img_paths, list(zip(imgs, labs)), list(zip(names, imgs, labs)), "the training data (--val-fraction 0)"
+    if len(imgs) >= 2:
+        tr_idx, va_idx = D.choose_validation_volumes(fg, cfg.val_fraction, lab_paths)
+        tr = [(imgs[i], labs[i]) for i in tr_idx]
+        va = [(names[i], imgs[i], labs[i]) for i in va_idx]
+        return img_paths, tr, va, "whole volumes " + ", ".join(names[i] for i in va_idx)
+    # 2D: the cube is a (px, py, 1) window of the slice stack, so a one-slice gap separates the sides
+    sp = D.split_one_volume(labs[0], data2d.sampling_cube(cfg.cube), cfg.val_fraction, name=lab_paths[0])
+    tr = [(imgs[0][(slice(None),) + sp.train], labs[0][sp.train])]
+    va = [(names[0], imgs[0][(slice(None),) + sp.val], labs[0][sp.val])]
+    return img_paths, tr, va, f"{names[0]} {sp.describe()}"
 
 
-def _classification_data(cfg: FinetuneConfig):
-    """Image paths and integer class labels from --csv or --images/--labels."""
+def _classification_data(cfg: FinetuneConfig, csv_path: Optional[str], images, labels, flag: str):
+    """Image paths (or channel subjects) and integer class labels from a CSV or from images plus
+    ``labels`` (``flag`` names the labels' option in errors)."""
     names = D.channel_names(cfg.channels)
-    if cfg.csv:
-        paths, ys = _read_csv(cfg.csv)
+    if csv_path:
+        csv_flag = "--val-csv" if flag.startswith("--val") else "--csv"
+        paths, ys = _read_csv(csv_path, csv_flag)
         if names is not None:  # each row names one subject through a {channel} pattern
             subjects = [D.find_subjects([p], names) for p in paths]
             bad = [p for p, s in zip(paths, subjects) if len(s) != 1]
             if bad:
-                raise UsageError(f"--csv: {bad[0]}: expected one subject per row")
+                raise UsageError(f"{csv_flag}: {bad[0]}: expected one subject per row")
             paths = [s[0] for s in subjects]
     else:
-        paths = D.image_sources(cfg.images, names)
+        paths = D.image_sources(images, names)
         try:
-            ys = [int(v) for v in (cfg.labels or [])]
+            ys = [int(v) for v in (labels or [])]
         except ValueError:
-            raise UsageError("--labels: classification labels must be integers, one per image") from None
+            raise UsageError(f"{flag}: classification labels must be integers, one per image") from None
         if len(ys) != len(paths):
-            raise UsageError(f"--labels: got {len(ys)} class label(s) for {len(paths)} image(s)")
+            raise UsageError(f"{flag}: got {len(ys)} class label(s) for {len(paths)} image(s)")
     if min(ys) < 0:
-        raise UsageError("--labels: class labels must be >= 0")
+        raise UsageError(f"{flag}: class labels must be >= 0")
     return paths, ys
 
 
@@ -267,6 +301,8 @@ def _train(cfg: FinetuneConfig, model: nn.Module, device, say, sample_fn, loss_f
         steps_per_epoch=cfg.steps_per_epoch, monitor=monitor, writer=writer, history=history,
         metrics_path=metrics_path, show_progress=not cfg.quiet, log_every=cfg.log_every, say=say)
     writer.finish(had_best=monitor.best is not None)
+    if monitor.best is None:
+        say(f"warning: {key} was undefined in every epoch, so no epoch was chosen; best.pt is a copy of last.pt")
     best = [r for r in history if r["best"]]
     return {"out": out, "best": writer.best, "last": writer.last, "metrics": metrics_path,
             "best_metrics": best[-1] if best else history[-1], "history": history,
@@ -303,11 +339,13 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
     import genesis_ops as go
 
     pre = D.Preprocessing.from_config(cfg)
-    img_paths, tr, va = _segmentation_data(cfg, pre)
+    img_paths, tr, va, val_desc = _segmentation_data(cfg, pre)
+    val_fg, train_fg = sum(int(b.sum()) for _, _, b in va), sum(int(b.sum()) for _, b in tr)
     say(f"genesis-ops finetune segmentation{' (2D)' if cfg.dims == 2 else ''}: {len(img_paths)} input(s) "
         f"({'bundled demo' if cfg.demo else 'user data'}), "
         f"foreground {'labels ' + str(cfg.label_values) if cfg.label_values else 'label > 0'}, "
-        f"{sum(float(b.sum()) for _, b in va):.0f} validation foreground voxels, device {device}")
+        f"{val_fg} validation foreground voxels (validation: {val_desc}; {train_fg} training foreground voxels), "
+        f"device {device}")
     model = build_model_for(cfg, 1, say, in_channels=tr[0][0].shape[0])
     cube = data2d.sampling_cube(cfg.cube)  # 2D: (px, py, 1) windows of the slice stacks
     sampler = D.PairSampler([a for a, _ in tr], [b for _, b in tr], cube,
@@ -322,15 +360,20 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
         return both[:, :x.shape[1]], both[:, x.shape[1]:]
 
     def eval_fn(m):
-        acc = DiceIoU()
-        for a, b in va:
+        overall, cases = DiceIoU(), []
+        for name, a, b in va:
             prob = sliding_window(m, a, cube, cfg.overlap, cfg.batch_size, device, cfg.amp,
                                   fn=data2d.per_slice if cfg.dims == 2 else None)
-            acc.update(prob >= cfg.threshold, b > 0.5)
-        dice, iou = acc.compute()
-        return {"val_dice": dice, "val_iou": iou}
+            pred, truth = prob >= cfg.threshold, b > 0.5
+            overall.update(pred, truth)
+            d, i = dice_iou(pred, truth)
+            cases.append({"name": name, "dice": d, "iou": i, "foreground": int(truth.sum())})
+        dice, iou = overall.compute()
+        # overall: counts pooled over the validation volumes; mean: the mean of their scores
+        return {"val_dice": dice, "val_iou": iou, "val_dice_mean": float(np.mean([c["dice"] for c in cases])),
+                "val_cases": cases}
 
-    meta = {"preprocessing": pre.to_dict(), "label_values": cfg.label_values}
+    meta = {"preprocessing": pre.to_dict(), "label_values": cfg.label_values, "validation": val_desc}
     res = _train(cfg, model, device, say, sample_fn, dice_bce_loss, eval_fn, "val_dice", meta)
     res["dice"] = res["best_metrics"]["val_dice"]
     res["iou"] = res["best_metrics"]["val_iou"]
@@ -341,21 +384,32 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
     pre = D.Preprocessing.from_config(cfg)
     if cfg.demo:
         raise UsageError("--demo: the bundled demo is a segmentation task (use --task segmentation)")
-    paths, ys = _classification_data(cfg)
+    paths, ys = _classification_data(cfg, cfg.csv, cfg.images, cfg.labels, "--labels")
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 14))
+    if cfg.val_csv or cfg.val_images:
+        vpaths, vys = _classification_data(cfg, cfg.val_csv, cfg.val_images, cfg.val_labels, "--val-labels")
+        missing = sorted(set(ys) - set(vys))
+        if missing:
+            raise D.SplitError(f"--val-labels: class(es) {', '.join(map(str, missing))} of the training data are "
+                               "missing from the validation data; pass validation cases of every class")
+        tr_idx, va_idx = list(range(len(paths))), list(range(len(paths), len(paths) + len(vpaths)))
+        paths, ys, val_desc = paths + vpaths, ys + vys, "given by --val-" + ("csv" if cfg.val_csv else "images")
+    elif cfg.val_fraction > 0 and len(paths) >= 2:
+        tr_idx, va_idx = D.stratified_split(ys, cfg.val_fraction, gen)
+        val_desc = "stratified by class"
+    else:
+        tr_idx = va_idx = list(range(len(paths)))
+        val_desc = "the training data (--val-fraction 0)" if cfg.val_fraction <= 0 else "the training data (one case)"
     n_classes = cfg.n_classes or (1 if max(ys) <= 1 else max(ys) + 1)
     if n_classes > 1 and max(ys) >= n_classes:
         raise UsageError(f"--n-classes {n_classes}: label {max(ys)} out of range")
     loaded = [D.load_image(p, pre) for p in paths]
     n_ch = D.channel_count(loaded)
     vols = [D.pad_to(v.channel_first(), (n_ch,) + tuple(cfg.cube), 0.0)[0] for v in loaded]  # (C, X, Y, Z)
-    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 14))
-    perm = torch.randperm(len(vols), generator=gen).tolist()
-    nv = int(round(len(vols) * cfg.val_fraction)) if len(vols) >= 2 else 0
-    va_idx, tr_idx = perm[:nv], perm[nv:] or perm
-    if not va_idx:
-        va_idx = tr_idx
+    counts = lambda idx: "/".join(str(sum(ys[k] == c for k in idx)) for c in sorted(set(ys)))  # noqa: E731
     say(f"genesis-ops finetune classification: {len(paths)} volume(s), {n_classes if n_classes > 1 else 2} classes, "
-        f"{len(tr_idx)} train / {len(va_idx)} validation, device {device}")
+        f"{len(tr_idx)} train / {len(va_idx)} validation (validation: {val_desc}; cases per class "
+        f"{counts(tr_idx)} train, {counts(va_idx)} validation), device {device}")
     model = build_model_for(cfg, n_classes, say, in_channels=n_ch)
     cube = cfg.cube
 
@@ -398,7 +452,7 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
             auc = float(np.mean(aucs)) if aucs else float("nan")
         return {"val_auc": auc, "val_accuracy": acc}
 
-    meta = {"preprocessing": pre.to_dict()}
+    meta = {"preprocessing": pre.to_dict(), "validation": val_desc}
     key = "val_auc" if len(set(ys[k] for k in va_idx)) > 1 else "val_accuracy"
     res = _train(cfg, model, device, say, sample_fn, classification_loss, eval_fn, key, meta)
     res["auc"] = res["best_metrics"]["val_auc"]

@@ -59,6 +59,7 @@ PRETRAIN_ARGV = [
 
 FINETUNE_ARGV = [
     "finetune", "--task", "classification", "--csv", "f.csv", "--images", "a", "--labels", "1", "2",
+    "--val-images", "v1", "--val-images", "v2", "--val-labels", "0", "1", "--val-csv", "v.csv",
     "--label-values", "1", "3", "--weights", "w.pt", "--out", "o", "--epochs", "2", "--steps-per-epoch", "3",
     "--batch-size", "4", "--cube", "8", "8", "8", "--width", "4", "--norm", "batch_stats", "--n-classes", "3",
     "--lr", "0.01", "--freeze-encoder-epochs", "2", "--val-fraction", "0.3", "--fg-fraction", "0.7",
@@ -82,13 +83,27 @@ def test_every_pretrain_flag_lands_in_its_field():
 def test_every_finetune_flag_lands_in_its_field():
     cfg = config_from_args(FinetuneConfig, build_parser().parse_args(FINETUNE_ARGV))
     assert cfg == FinetuneConfig(
-        task="classification", csv="f.csv", images=["a"], labels=["1", "2"], label_values=[1, 3], weights="w.pt",
+        task="classification", csv="f.csv", images=["a"], labels=["1", "2"], val_images=["v1", "v2"],
+        val_labels=["0", "1"], val_csv="v.csv", label_values=[1, 3], weights="w.pt",
         out="o", epochs=2, steps_per_epoch=3, batch_size=4, cube=(8, 8, 8), width=4, norm="batch_stats",
         n_classes=3, lr=0.01, freeze_encoder_epochs=2, val_fraction=0.3, fg_fraction=0.7, threshold=0.4,
         overlap=0.25, patience=2, modality="mri", hu_window=(-5.0, 5.0), mri_norm="minmax",
         spacing=(1.0, 1.0, 1.0), channels=["t1"], device="cpu", seed=3, amp=False, log_every=2, quiet=True, demo=True)
     pre = Preprocessing.from_config(cfg)
     assert pre == Preprocessing(modality="mri", hu_window=(-5.0, 5.0), mri_norm="minmax", spacing=(1.0, 1.0, 1.0))
+
+
+def test_every_evaluate_flag_lands_in_its_argument():
+    from models_genesis.metrics import evaluate_files
+
+    ev = _defaults(_sub("evaluate"))
+    sig = signature_defaults(evaluate_files)
+    for k in ("per_label", "label_values"):
+        assert ev[k] == sig[k], k
+    a = build_parser().parse_args(["evaluate", "--pred", "p1", "p2", "--labels", "l1", "--labels", "l2",
+                                   "--per-label", "--label-values", "3", "4", "--json", "s.json", "--device", "cpu"])
+    assert (a.pred_paths, a.label_paths, a.per_label, a.label_values, a.json, a.device) == (
+        ["p1", "p2"], ["l1", "l2"], True, [3, 4], "s.json", "cpu")
 
 
 def test_every_predict_flag_lands_in_its_argument():
