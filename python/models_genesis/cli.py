@@ -465,12 +465,12 @@ def _cmd_preview(a) -> int:
 
     import genesis_ops as go
 
-    from . import data as D
+    from . import data
     from . import plots
     from .utils import UsageError, resolve_device
 
     dev = resolve_device(a.device)
-    vol = D.load_volume(a.input, D.Preprocessing.from_config(a))
+    vol = data.load_volume(a.input, data.Preprocessing.from_config(a))
     x = torch.from_numpy(vol.channel_first().astype(np.float32))[None].to(dev)  # a 4D file: all channels
     depth = vol.spatial_shape[2]
     k = depth // 2 if a.slice is None else a.slice

@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import data as D
+from . import data
 from .utils import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -30,19 +30,19 @@ def is_image(path: str) -> bool:
 
 def is_input_2d(path: str) -> bool:
     """A file the 2D pipeline reads: an image or a NIfTI volume (whose axial slices are used)."""
-    return is_image(path) or D.is_nifti(path)
+    return is_image(path) or data.is_nifti(path)
 
 
 def find_inputs(paths: Sequence[str]) -> List[str]:
     """:func:`data.find_volumes` for 2D: files, folders and patterns of images and NIfTI volumes."""
-    return D.find_volumes(paths, accept=is_input_2d, kinds=".png/.jpg/.jpeg/.nii/.nii.gz")
+    return data.find_volumes(paths, accept=is_input_2d, kinds=".png/.jpg/.jpeg/.nii/.nii.gz")
 
 
 def _pillow():
     try:
         from PIL import Image
     except ImportError:  # matplotlib depends on Pillow, so this is rare
-        raise D.VolumeError("reading PNG/JPEG images needs Pillow: pip install pillow") from None
+        raise data.VolumeError("reading PNG/JPEG images needs Pillow: pip install pillow") from None
     return Image
 
 
@@ -56,9 +56,9 @@ def read_image(path: str, label: bool = False) -> np.ndarray:
     Image = _pillow()
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise D.VolumeError(f"{path}: no such file")
+        raise data.VolumeError(f"{path}: no such file")
     if not is_image(path):
-        raise D.VolumeError(f"{path}: not a PNG/JPEG image")
+        raise data.VolumeError(f"{path}: not a PNG/JPEG image")
     try:
         with Image.open(path) as img:
             img.load()
@@ -74,21 +74,21 @@ def read_image(path: str, label: bool = False) -> np.ndarray:
                 arr = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
             else:
                 arr = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-    except D.VolumeError:
+    except data.VolumeError:
         raise
     except Exception as e:  # noqa: BLE001 - PIL raises many types for corrupt files
-        raise D.VolumeError(f"{path}: cannot read image ({D._one_line(e)})") from None
+        raise data.VolumeError(f"{path}: cannot read image ({data._one_line(e)})") from None
     if arr.ndim != 2 or arr.size == 0:
-        raise D.VolumeError(f"{path}: expected a 2D image, got shape {arr.shape}")
+        raise data.VolumeError(f"{path}: expected a 2D image, got shape {arr.shape}")
     return np.asarray(arr, dtype=np.float32)
 
 
-def load_input(path: str, pre: Optional[D.Preprocessing] = None, label: bool = False) -> D.Volume:
+def load_input(path: str, pre: Optional[data.Preprocessing] = None, label: bool = False) -> data.Volume:
     """One 2D input as a :class:`data.Volume`: an image as ``(rows, cols, 1)`` (the preprocessing
     options are for NIfTI and do not apply), a NIfTI volume as :func:`data.load_volume` reads it."""
     path = os.fspath(path)
     if not is_image(path):
-        vol = D.load_volume(path, pre, label=label)
+        vol = data.load_volume(path, pre, label=label)
         if vol.channels > 1:  # a UsageError, not a VolumeError: --skip-bad must not skip it silently
             raise UsageError(f"{path}: {vol.channels} channels; {SINGLE_CHANNEL_2D}")
         return vol
@@ -97,15 +97,15 @@ def load_input(path: str, pre: Optional[D.Preprocessing] = None, label: bool = F
         arr = np.rint(arr)
     shape = (int(arr.shape[0]), int(arr.shape[1]), 1)
     eye = np.eye(4)
-    return D.Volume(path=path, data=arr[:, :, None], affine=eye, original_affine=eye, original_shape=shape,
-                    canonical_shape=shape)
+    return data.Volume(path=path, data=arr[:, :, None], affine=eye, original_affine=eye, original_shape=shape,
+                       canonical_shape=shape)
 
 
-def load_inputs(paths: Sequence[str], pre: Optional[D.Preprocessing] = None, skip_bad: bool = False,
-                log=print) -> List[D.Volume]:
+def load_inputs(paths: Sequence[str], pre: Optional[data.Preprocessing] = None, skip_bad: bool = False,
+                log=print) -> List[data.Volume]:
     """:func:`data.load_volumes` for 2D inputs (images and NIfTI volumes), float16 in memory."""
-    return D.load_volumes(paths, pre, skip_bad=skip_bad, cache=D.VolumeCache(loader=load_input), log=log,
-                          find=find_inputs)
+    return data.load_volumes(paths, pre, skip_bad=skip_bad, cache=data.VolumeCache(loader=load_input), log=log,
+                             find=find_inputs)
 
 
 def sampling_cube(cube: Sequence[int]) -> Tuple[int, ...]:

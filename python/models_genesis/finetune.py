@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import data as D
+from . import data
 from . import data2d
 from .config import DEFAULT_PRETRAIN_OUT, FinetuneConfig, auto_sizes, default_out, run_out
 from .engine import CheckpointWriter, Monitor, TrainStep, checkpoint_payload, fit, prepare_model
@@ -66,30 +66,30 @@ def _read_csv(path: str, flag: str = "--csv") -> Tuple[List[str], List[int]]:
     return imgs, labs
 
 
-def _load_pairs(img_paths: Sequence, lab_paths: Sequence[str], cfg: FinetuneConfig, pre: D.Preprocessing):
+def _load_pairs(img_paths: Sequence, lab_paths: Sequence[str], cfg: FinetuneConfig, pre: data.Preprocessing):
     """Channel-first image arrays ``(C, X, Y, Z)`` and foreground masks (``cfg.label_values``, else
     label > 0) of matching files (2D: single-channel images or stacks of slices)."""
     imgs, labs = [], []
     vols = []
     # 2D: images or volumes of slices (single-channel); 3D: files, 4D files or channel subjects
-    load, load_label = (data2d.load_input, data2d.load_input) if cfg.dims == 2 else (D.load_image, D.load_volume)
+    load, load_label = (data2d.load_input, data2d.load_input) if cfg.dims == 2 else (data.load_image, data.load_volume)
     for ip, lp in zip(img_paths, lab_paths):
         v = load(ip, pre)
         lv = load_label(lp, pre, label=True)
         if v.spatial_shape != lv.data.shape:
-            raise D.VolumeError(f"{lp}: label shape {lv.data.shape} differs from image {v.path} shape {v.spatial_shape}")
+            raise data.VolumeError(f"{lp}: label shape {lv.data.shape} differs from image {v.path} shape {v.spatial_shape}")
         vols.append(v)
         imgs.append(v.channel_first())  # (C, X, Y, Z)
         labs.append(_foreground(lv.data, cfg.label_values))
-    D.channel_count(vols)
+    data.channel_count(vols)
     return imgs, labs
 
 
 def _label_paths(cfg: FinetuneConfig, images, labels, flag: str) -> Tuple[list, List[str]]:
     """Image sources (files, or channel subjects with ``--channels``; 2D: images or volumes of
     slices) and their label files, one per image."""
-    find = data2d.find_inputs if cfg.dims == 2 else D.find_volumes
-    img_paths = D.image_sources(images, D.channel_names(cfg.channels), find=find)
+    find = data2d.find_inputs if cfg.dims == 2 else data.find_volumes
+    img_paths = data.image_sources(images, data.channel_names(cfg.channels), find=find)
     if not labels:
         raise UsageError(f"{flag}: segmentation needs one label volume per image")
     lab_paths = find(labels)
@@ -98,7 +98,7 @@ def _label_paths(cfg: FinetuneConfig, images, labels, flag: str) -> Tuple[list, 
     return img_paths, lab_paths
 
 
-def _segmentation_data(cfg: FinetuneConfig, pre: D.Preprocessing):
+def _segmentation_data(cfg: FinetuneConfig, pre: data.Preprocessing):
     """Training pairs ``(image, mask)``, validation cases ``(name, image, mask)`` and a description of
     the validation, chosen so that validation holds foreground:
 
@@ -111,7 +111,7 @@ def _segmentation_data(cfg: FinetuneConfig, pre: D.Preprocessing):
         data.SplitError: no split gives validation (and training) foreground; one line saying what to pass.
     """
     if cfg.demo:
-        img_paths, lab_paths = [D.DEMO_CT], [D.DEMO_LABELS]
+        img_paths, lab_paths = [data.DEMO_CT], [data.DEMO_LABELS]
     else:
         img_paths, lab_paths = _label_paths(cfg, cfg.images, cfg.labels, "--labels")
     imgs, labs = _load_pairs(img_paths, lab_paths, cfg, pre)
@@ -121,19 +121,19 @@ def _segmentation_data(cfg: FinetuneConfig, pre: D.Preprocessing):
         vimgs, vlabs = _load_pairs(vi, vl, cfg, pre)
         va = [(os.path.basename(getattr(p, "name", p)), a, b) for p, a, b in zip(vi, vimgs, vlabs)]
         if not any(b.any() for _, _, b in va):
-            raise D.SplitError("--val-labels: the validation labels have no foreground voxels, so Dice would "
-                               "measure nothing; pass validation volumes that contain the structure")
+            raise data.SplitError("--val-labels: the validation labels have no foreground voxels, so Dice would "
+                                  "measure nothing; pass validation volumes that contain the structure")
         return img_paths, list(zip(imgs, labs)), va, f"{len(va)} volume(s) from --val-images"
     fg = [int(b.sum()) for b in labs]
     if cfg.val_fraction <= 0:
         return img_paths, list(zip(imgs, labs)), list(zip(names, imgs, labs)), "the training data (--val-fraction 0)"
     if len(imgs) >= 2:
-        tr_idx, va_idx = D.choose_validation_volumes(fg, cfg.val_fraction, lab_paths)
+        tr_idx, va_idx = data.choose_validation_volumes(fg, cfg.val_fraction, lab_paths)
         tr = [(imgs[i], labs[i]) for i in tr_idx]
         va = [(names[i], imgs[i], labs[i]) for i in va_idx]
         return img_paths, tr, va, "whole volumes " + ", ".join(names[i] for i in va_idx)
     # 2D: the cube is a (px, py, 1) window of the slice stack, so a one-slice gap separates the sides
-    sp = D.split_one_volume(labs[0], data2d.sampling_cube(cfg.cube), cfg.val_fraction, name=lab_paths[0])
+    sp = data.split_one_volume(labs[0], data2d.sampling_cube(cfg.cube), cfg.val_fraction, name=lab_paths[0])
     tr = [(imgs[0][(slice(None),) + sp.train], labs[0][sp.train])]
     va = [(names[0], imgs[0][(slice(None),) + sp.val], labs[0][sp.val])]
     return img_paths, tr, va, f"{names[0]} {sp.describe()}"
@@ -142,18 +142,18 @@ def _segmentation_data(cfg: FinetuneConfig, pre: D.Preprocessing):
 def _classification_data(cfg: FinetuneConfig, csv_path: Optional[str], images, labels, flag: str):
     """Image paths (or channel subjects) and integer class labels from a CSV or from images plus
     ``labels`` (``flag`` names the labels' option in errors)."""
-    names = D.channel_names(cfg.channels)
+    names = data.channel_names(cfg.channels)
     if csv_path:
         csv_flag = "--val-csv" if flag.startswith("--val") else "--csv"
         paths, ys = _read_csv(csv_path, csv_flag)
         if names is not None:  # each row names one subject through a {channel} pattern
-            subjects = [D.find_subjects([p], names) for p in paths]
+            subjects = [data.find_subjects([p], names) for p in paths]
             bad = [p for p, s in zip(paths, subjects) if len(s) != 1]
             if bad:
                 raise UsageError(f"{csv_flag}: {bad[0]}: expected one subject per row")
             paths = [s[0] for s in subjects]
     else:
-        paths = D.image_sources(images, names)
+        paths = data.image_sources(images, names)
         try:
             ys = [int(v) for v in (labels or [])]
         except ValueError:
@@ -338,7 +338,7 @@ def finetune(cfg: FinetuneConfig) -> Dict[str, Any]:
 def _finetune_seg(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
     import genesis_ops as go
 
-    pre = D.Preprocessing.from_config(cfg)
+    pre = data.Preprocessing.from_config(cfg)
     img_paths, tr, va, val_desc = _segmentation_data(cfg, pre)
     val_fg, train_fg = sum(int(b.sum()) for _, _, b in va), sum(int(b.sum()) for _, b in tr)
     say(f"genesis-ops finetune segmentation{' (2D)' if cfg.dims == 2 else ''}: {len(img_paths)} input(s) "
@@ -348,8 +348,8 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
         f"device {device}")
     model = build_model_for(cfg, 1, say, in_channels=tr[0][0].shape[0])
     cube = data2d.sampling_cube(cfg.cube)  # 2D: (px, py, 1) windows of the slice stacks
-    sampler = D.PairSampler([a for a, _ in tr], [b for _, b in tr], cube,
-                            torch.Generator().manual_seed(derive_seed(cfg.seed, 12)), cfg.fg_fraction)
+    sampler = data.PairSampler([a for a, _ in tr], [b for _, b in tr], cube,
+                               torch.Generator().manual_seed(derive_seed(cfg.seed, 12)), cfg.fg_fraction)
     flip_seeds = torch.Generator().manual_seed(derive_seed(cfg.seed, 13))
 
     def sample_fn():
@@ -381,7 +381,7 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
 
 
 def _finetune_cls(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
-    pre = D.Preprocessing.from_config(cfg)
+    pre = data.Preprocessing.from_config(cfg)
     if cfg.demo:
         raise UsageError("--demo: the bundled demo is a segmentation task (use --task segmentation)")
     paths, ys = _classification_data(cfg, cfg.csv, cfg.images, cfg.labels, "--labels")
@@ -390,12 +390,12 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
         vpaths, vys = _classification_data(cfg, cfg.val_csv, cfg.val_images, cfg.val_labels, "--val-labels")
         missing = sorted(set(ys) - set(vys))
         if missing:
-            raise D.SplitError(f"--val-labels: class(es) {', '.join(map(str, missing))} of the training data are "
-                               "missing from the validation data; pass validation cases of every class")
+            raise data.SplitError(f"--val-labels: class(es) {', '.join(map(str, missing))} of the training data are "
+                                  "missing from the validation data; pass validation cases of every class")
         tr_idx, va_idx = list(range(len(paths))), list(range(len(paths), len(paths) + len(vpaths)))
         paths, ys, val_desc = paths + vpaths, ys + vys, "given by --val-" + ("csv" if cfg.val_csv else "images")
     elif cfg.val_fraction > 0 and len(paths) >= 2:
-        tr_idx, va_idx = D.stratified_split(ys, cfg.val_fraction, gen)
+        tr_idx, va_idx = data.stratified_split(ys, cfg.val_fraction, gen)
         val_desc = "stratified by class"
     else:
         tr_idx = va_idx = list(range(len(paths)))
@@ -403,9 +403,9 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
     n_classes = cfg.n_classes or (1 if max(ys) <= 1 else max(ys) + 1)
     if n_classes > 1 and max(ys) >= n_classes:
         raise UsageError(f"--n-classes {n_classes}: label {max(ys)} out of range")
-    loaded = [D.load_image(p, pre) for p in paths]
-    n_ch = D.channel_count(loaded)
-    vols = [D.pad_to(v.channel_first(), (n_ch,) + tuple(cfg.cube), 0.0)[0] for v in loaded]  # (C, X, Y, Z)
+    loaded = [data.load_image(p, pre) for p in paths]
+    n_ch = data.channel_count(loaded)
+    vols = [data.pad_to(v.channel_first(), (n_ch,) + tuple(cfg.cube), 0.0)[0] for v in loaded]  # (C, X, Y, Z)
     counts = lambda idx: "/".join(str(sum(ys[k] == c for k in idx)) for c in sorted(set(ys)))  # noqa: E731
     say(f"genesis-ops finetune classification: {len(paths)} volume(s), {n_classes if n_classes > 1 else 2} classes, "
         f"{len(tr_idx)} train / {len(va_idx)} validation (validation: {val_desc}; cases per class "

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import data as D
+from . import data
 from . import data2d
 from .engine import amp_dtype, autocast
 from .model import GenesisClassifier, load_model, read_checkpoint
@@ -57,8 +57,8 @@ def sliding_window(model: nn.Module, volume: np.ndarray, cube: Sequence[int], ov
     device = torch.device(device)
     dtype = amp_dtype(device, amp)
     cube = tuple(int(c) for c in cube)
-    vol = D.channels_first(np.asarray(volume, dtype=np.float32), len(cube))
-    vol, pads = D.pad_to(vol, (vol.shape[0],) + cube, 0.0)
+    vol = data.channels_first(np.asarray(volume, dtype=np.float32), len(cube))
+    vol, pads = data.pad_to(vol, (vol.shape[0],) + cube, 0.0)
     spatial = vol.shape[1:]
     stride = [max(1, int(round(c * (1 - overlap)))) for c in cube]
     starts = [window_starts(n, c, s) for n, c, s in zip(spatial, cube, stride)]
@@ -120,7 +120,7 @@ def predict_volume(weights: str, input_path: str, output_path: str, device: str 
     if isinstance(model, GenesisClassifier):
         raise UsageError(f"{weights}: a classification checkpoint; predict needs a U-Net (segmentation or pretraining)")
     kind = obj.get("kind", "published")
-    pre = D.Preprocessing.from_dict(obj.get("preprocessing"))
+    pre = data.Preprocessing.from_dict(obj.get("preprocessing"))
     if cube is None:
         c = (obj.get("config") or {}).get("cube")
         cube = tuple(c) if c else (DEFAULT_PATCH_2D if model.dims == 2 else PUBLISHED_CUBE)
@@ -133,10 +133,10 @@ def predict_volume(weights: str, input_path: str, output_path: str, device: str 
     image = model.dims == 2 and data2d.is_image(input_path)
     if image and not data2d.is_image(output_path):
         raise UsageError(f"--output: a 2D image input gives a PNG, got {output_path}")
-    if model.dims == 2 and D.channel_names(channels) is not None:
+    if model.dims == 2 and data.channel_names(channels) is not None:
         raise UsageError(data2d.SINGLE_CHANNEL_2D)
     vol = _load_input(input_path, pre, channels, obj, model.in_channels, weights,
-                      load=data2d.load_input if model.dims == 2 else D.load_volume)
+                      load=data2d.load_input if model.dims == 2 else data.load_volume)
     model.to(dev)
     t0 = time.perf_counter()
     seg = kind.startswith("finetune-segmentation")
@@ -149,28 +149,28 @@ def predict_volume(weights: str, input_path: str, output_path: str, device: str 
         data2d.save_image(prob[:, :, 0] >= threshold if seg and threshold is not None else prob[:, :, 0],
                           output_path, mask=bool(seg and threshold is not None))
     elif seg and threshold is not None:
-        D.save_like((prob >= threshold).astype(np.uint8), vol, output_path, label=True)
+        data.save_like((prob >= threshold).astype(np.uint8), vol, output_path, label=True)
     else:
-        D.save_like(prob.astype(np.float32), vol, output_path, label=False)
+        data.save_like(prob.astype(np.float32), vol, output_path, label=False)
     return {"output": output_path, "kind": kind, "shape": vol.original_shape, "time_s": time.perf_counter() - t0,
             "mask": bool(seg and threshold is not None)}
 
 
-def _load_input(input_path: str, pre, channels, ckpt, in_channels: int, weights: str, load=D.load_volume):
+def _load_input(input_path: str, pre, channels, ckpt, in_channels: int, weights: str, load=data.load_volume):
     """The input volume of :func:`predict_volume`: a file read by ``load`` (2D: also an image), or
     one subject's ``{channel}`` files (channel names from ``channels``, else those the checkpoint was
     trained on); its channel count must be the model's."""
-    names = D.channel_names(channels)
-    if names is None and D.CHANNEL_KEY in input_path:
-        names = D.channel_names((ckpt.get("config") or {}).get("channels"))
+    names = data.channel_names(channels)
+    if names is None and data.CHANNEL_KEY in input_path:
+        names = data.channel_names((ckpt.get("config") or {}).get("channels"))
         if names is None:
-            raise UsageError(f"--input {input_path}: a {D.CHANNEL_KEY} pattern needs --channels "
+            raise UsageError(f"--input {input_path}: a {data.CHANNEL_KEY} pattern needs --channels "
                              f"(the checkpoint records none)")
     if names is not None:
-        subjects = D.find_subjects([input_path], names)
+        subjects = data.find_subjects([input_path], names)
         if len(subjects) != 1:
             raise UsageError(f"--input {input_path}: expected one subject, the pattern matches {len(subjects)}")
-        vol = D.load_subject(subjects[0], pre)
+        vol = data.load_subject(subjects[0], pre)
     else:
         vol = load(input_path, pre)
     if vol.channels != in_channels:

@@ -175,19 +175,19 @@ def evaluate_files(pred_paths: Sequence[str], label_paths: Sequence[str], per_la
         (pooled), "dice_mean", "hd95_mm_mean" (over the cases where it is defined), "hd95_undefined"}]}``.
         ``label`` is the value scored, or ``"fg"`` in binary mode.
     """
-    from . import data as D
+    from . import data
 
     if len(pred_paths) != len(label_paths):
         raise ValueError(f"--labels: got {len(label_paths)} label volume(s) for {len(pred_paths)} prediction(s)")
     cases: List[Dict[str, Any]] = []
     pooled: Dict[Any, DiceIoU] = {}
     for pp, lp in zip(pred_paths, label_paths):
-        _, pc, parr = D.read_nifti(os.fspath(pp))
-        _, lc, larr = D.read_nifti(os.fspath(lp))
+        _, pc, parr = data.read_nifti(os.fspath(pp))
+        _, lc, larr = data.read_nifti(os.fspath(lp))
         if parr.shape != larr.shape:
-            raise D.VolumeError(f"{pp}: shape {parr.shape} differs from the labels' {larr.shape} ({lp})")
+            raise data.VolumeError(f"{pp}: shape {parr.shape} differs from the labels' {larr.shape} ({lp})")
         if not np.allclose(pc.affine, lc.affine, atol=1e-3):
-            raise D.VolumeError(f"{pp}: affine differs from the labels' ({lp}); resample the mask onto the label grid")
+            raise data.VolumeError(f"{pp}: affine differs from the labels' ({lp}); resample the mask onto the label grid")
         pi, li = np.rint(parr).astype(np.int64), np.rint(larr).astype(np.int64)
         if per_label:
             values = sorted((set(np.unique(pi).tolist()) | set(np.unique(li).tolist())) - {0})

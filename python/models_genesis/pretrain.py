@@ -11,13 +11,13 @@ import json
 import os
 import time
 from dataclasses import asdict
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import data as D
+from . import data
 from . import data2d
 from .config import PretrainConfig
 from .engine import (CheckpointWriter, Monitor, TrainStep, amp_dtype, autocast, checkpoint_payload, fit,
@@ -51,7 +51,7 @@ def make_optimizer(cfg: PretrainConfig, params):
     return opt, sched
 
 
-def _split(cfg: PretrainConfig, volumes: Sequence[D.Volume]):
+def _split(cfg: PretrainConfig, volumes: Sequence[data.Volume]):
     """Training and validation volumes and regions: hold out whole volumes when there are several,
     else the last ``val_fraction`` of the slices of the single volume."""
     if cfg.val_fraction <= 0:
@@ -61,8 +61,8 @@ def _split(cfg: PretrainConfig, volumes: Sequence[D.Volume]):
         nv = min(nv, len(volumes) - 1)
         return volumes[:-nv], None, volumes[-nv:], None
     shape = volumes[0].spatial_shape
-    tr, va = D.split_regions(shape, cfg.val_fraction, data2d.sampling_cube(cfg.cube),
-                             axis=data2d.split_axis(shape, cfg.dims))
+    tr, va = data.split_regions(shape, cfg.val_fraction, data2d.sampling_cube(cfg.cube),
+                                axis=data2d.split_axis(shape, cfg.dims))
     if va is None:
         return volumes, None, None, None
     return volumes, [tr], volumes, [va]
@@ -138,7 +138,7 @@ def _read_resume(cfg: PretrainConfig, last_path: str) -> Optional[Dict[str, Any]
         if k in ("cube", "channels") and sv is not None:
             sv = tuple(sv)
         if k == "channels":
-            sv, cur = D.channel_names(sv), D.channel_names(cfg.channels)
+            sv, cur = data.channel_names(sv), data.channel_names(cfg.channels)
             if sv != cur:
                 raise UsageError(f"--resume: channels {cur} differ from the checkpoint's {sv}")
             continue
@@ -186,8 +186,8 @@ class _PretrainTask:
         # per-(seed, rank, epoch) streams: a resumed run draws exactly the cubes it would have drawn
         cfg = self.cfg
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, epoch, 2))
-        sampler = D.CubeSampler(self.tr_vols, data2d.sampling_cube(cfg.cube), gen, air_value=cfg.air_value,
-                                min_foreground=cfg.min_foreground, regions=self.tr_regions)
+        sampler = data.CubeSampler(self.tr_vols, data2d.sampling_cube(cfg.cube), gen, air_value=cfg.air_value,
+                                   min_foreground=cfg.min_foreground, regions=self.tr_regions)
         seed_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, epoch, 3))
 
         def next_batch():
@@ -267,8 +267,8 @@ def _validation_set(cfg: PretrainConfig, va_vols, va_regions, device, gcfg):
 
     if va_vols is None:
         return None, None
-    vs = D.CubeSampler(va_vols, data2d.sampling_cube(cfg.cube), torch.Generator().manual_seed(derive_seed(cfg.seed, 7)),
-                       air_value=cfg.air_value, min_foreground=cfg.min_foreground, regions=va_regions)
+    vs = data.CubeSampler(va_vols, data2d.sampling_cube(cfg.cube), torch.Generator().manual_seed(derive_seed(cfg.seed, 7)),
+                          air_value=cfg.air_value, min_foreground=cfg.min_foreground, regions=va_regions)
     v = data2d.drop_slice_axis(vs.sample(cfg.val_batches * cfg.batch_size), cfg.dims).to(device)
     return go.models_genesis(v, config=gcfg, seed=derive_seed(cfg.seed, 8))
 
@@ -282,16 +282,16 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, sa
     ckpt = _read_resume(cfg, writer.last)
     if main:
         os.makedirs(out, exist_ok=True)
-    pre = D.Preprocessing.from_config(cfg)
+    pre = data.Preprocessing.from_config(cfg)
     demo = cfg.data is None
-    paths = [D.DEMO_CT] if demo else list(cfg.data)
+    paths = [data.DEMO_CT] if demo else list(cfg.data)
     if cfg.dims == 2:  # images, and the axial slices of volumes (single-channel: config.check_dims)
         volumes = data2d.load_inputs(paths, pre, skip_bad=cfg.skip_bad, log=(print if main else None))
     else:
-        volumes = D.load_volumes(paths, pre, skip_bad=cfg.skip_bad, cache=D.VolumeCache(),
-                                 log=(print if main else None),
-                                 channels=None if demo else D.channel_names(cfg.channels))
-    n_ch = D.channel_count(volumes)
+        volumes = data.load_volumes(paths, pre, skip_bad=cfg.skip_bad, cache=data.VolumeCache(),
+                                    log=(print if main else None),
+                                    channels=None if demo else data.channel_names(cfg.channels))
+    n_ch = data.channel_count(volumes)
     say(f"genesis-ops pretrain{' (2D)' if cfg.dims == 2 else ''}: "
         f"{'demo CT (bundled)' if demo else f'{len(volumes)} input(s)'}, "
         + (f"{n_ch} channels ({', '.join(volumes[0].channel_names)}), " if n_ch > 1 else "")

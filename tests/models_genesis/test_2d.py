@@ -9,7 +9,7 @@ import torch
 
 from models_genesis import (BatchStatsNorm2d, CheckpointError, UNet2D, UNet3D, build_model, count_parameters,
                             load_model, load_pretrained)
-from models_genesis import data as D
+from models_genesis import data
 from models_genesis import data2d
 from models_genesis.cli import main
 
@@ -100,11 +100,11 @@ def test_png_and_jpeg_reading(tmp_path):
     assert v.data.shape == (16, 16, 1) and set(np.unique(v.data)) == {0.0, 3.0}  # values, not scaled
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
-    with pytest.raises(D.VolumeError, match="broken.png: cannot read image"):
+    with pytest.raises(data.VolumeError, match="broken.png: cannot read image"):
         data2d.read_image(str(bad))
-    with pytest.raises(D.VolumeError, match="no such file"):
+    with pytest.raises(data.VolumeError, match="no such file"):
         data2d.read_image(str(tmp_path / "none.png"))
-    with pytest.raises(D.VolumeError, match="broken.png"):
+    with pytest.raises(data.VolumeError, match="broken.png"):
         data2d.load_inputs([str(bad), str(tmp_path / "g8.png")], log=None)
     with pytest.warns(UserWarning, match="broken.png"):
         vols = data2d.load_inputs([str(bad), str(tmp_path / "g8.png")], skip_bad=True, log=None)
@@ -118,7 +118,7 @@ def test_find_inputs_takes_images_and_volumes(tmp_path, ct_path):
     (tmp_path / "d" / "notes.txt").write_text("x")
     found = data2d.find_inputs([str(tmp_path / "d"), ct_path])
     assert [os.path.basename(p) for p in found] == ["a.png", "b.JPG", "ct_abdomen.nii.gz"]
-    with pytest.raises(D.VolumeError, match=r"\.png/\.jpg"):
+    with pytest.raises(data.VolumeError, match=r"\.png/\.jpg"):
         data2d.find_inputs([str(tmp_path / "d" / "*.txt")])
 
 
@@ -130,10 +130,10 @@ def test_nifti_slice_patches_come_from_one_axial_slice(tmp_path):
     code = (x * 100 + y) * 10 + z
     p = tmp_path / "coded.nii.gz"
     nib.save(nib.Nifti1Image(code.astype(np.float32), np.eye(4)), p)
-    vol = data2d.load_input(str(p), D.Preprocessing(modality="mri", mri_norm="minmax"))
+    vol = data2d.load_input(str(p), data.Preprocessing(modality="mri", mri_norm="minmax"))
     np.testing.assert_allclose(vol.data, code / code.max(), rtol=1e-6)
     vol.data = code.astype(np.float32)  # keep exact codes for decoding
-    s = D.CubeSampler([vol], data2d.sampling_cube((16, 24)), torch.Generator().manual_seed(3), min_foreground=0.0)
+    s = data.CubeSampler([vol], data2d.sampling_cube((16, 24)), torch.Generator().manual_seed(3), min_foreground=0.0)
     b = data2d.drop_slice_axis(s.sample(20), 2)
     assert b.shape == (20, 1, 16, 24)
     zs = set()

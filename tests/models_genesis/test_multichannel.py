@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models_genesis import UNet3D, load_pretrained
-from models_genesis import data as D
+from models_genesis import data
 from models_genesis.cli import main
 from models_genesis.model import CheckpointError, adapt_channels, read_checkpoint
 
@@ -52,53 +52,53 @@ def brats(tmp_path_factory):
                                  seg=os.path.join(str(root), "sub-*", "sub-*_seg.nii.gz"))
 
 
-MRI = D.Preprocessing(modality="mri", mri_norm="minmax")
+MRI = data.Preprocessing(modality="mri", mri_norm="minmax")
 
 
 def test_subjects_are_grouped_by_pattern(brats):
-    subs = D.find_subjects([brats.pattern], ["t1,t2"])
+    subs = data.find_subjects([brats.pattern], ["t1,t2"])
     assert len(subs) == 3 and all(s.channels == CHANNELS for s in subs)
     s0 = subs[0]
     assert s0.name == os.path.join(brats.root, "sub-00", "sub-00_{channel}.nii.gz")
     assert s0.paths == tuple(os.path.join(brats.root, "sub-00", f"sub-00_{c}.nii.gz") for c in CHANNELS)
     # ** spans any number of folders, as in glob
-    deep = D.find_subjects(os.path.join(brats.root, "**", "*_{channel}.nii.gz"), CHANNELS)
+    deep = data.find_subjects(os.path.join(brats.root, "**", "*_{channel}.nii.gz"), CHANNELS)
     assert [s.paths for s in deep] == [s.paths for s in subs]
     # channel order is the order of the names, not of the files
-    assert D.find_subjects(brats.pattern, ["t2", "t1"])[0].paths == s0.paths[::-1]
+    assert data.find_subjects(brats.pattern, ["t2", "t1"])[0].paths == s0.paths[::-1]
     with pytest.raises(ValueError, match=r"\{channel\}"):
-        D.find_subjects([os.path.join(brats.root, "sub-*", "sub-*_t1.nii.gz")], CHANNELS)
+        data.find_subjects([os.path.join(brats.root, "sub-*", "sub-*_t1.nii.gz")], CHANNELS)
     with pytest.raises(ValueError, match="distinct"):
-        D.channel_names(["t1", "t1"])
-    with pytest.raises(D.VolumeError, match="no file for any channel"):
-        D.find_subjects([os.path.join(brats.root, "nope", "{channel}.nii")], CHANNELS)
+        data.channel_names(["t1", "t1"])
+    with pytest.raises(data.VolumeError, match="no file for any channel"):
+        data.find_subjects([os.path.join(brats.root, "nope", "{channel}.nii")], CHANNELS)
 
 
 def test_channels_are_normalised_each_on_its_own(brats):
-    vol = D.load_subject(D.find_subjects(brats.pattern, CHANNELS)[1], MRI)
+    vol = data.load_subject(data.find_subjects(brats.pattern, CHANNELS)[1], MRI)
     assert vol.data.shape == (2,) + SHAPE and vol.channels == 2 and vol.spatial_shape == SHAPE
     assert vol.channel_names == CHANNELS
     for k, c in enumerate(CHANNELS):
-        alone = D.load_volume(os.path.join(brats.subjects[1].dir, f"sub-01_{c}.nii.gz"), MRI)
+        alone = data.load_volume(os.path.join(brats.subjects[1].dir, f"sub-01_{c}.nii.gz"), MRI)
         assert np.array_equal(vol.data[k], alone.data)  # = loading that modality by itself
         assert vol.data[k].min() == 0.0 and vol.data[k].max() == 1.0
     # stored LPS: the canonical (RAS) array flips the first two axes of the stored one
     raw = brats.subjects[1].arrays["t2"][::-1, ::-1]
     assert np.allclose(vol.data[1], (raw - raw.min()) / (raw.max() - raw.min()), atol=1e-6)
     # percentile normalisation and resampling also run per channel
-    pre = D.Preprocessing(modality="mri", spacing=(2.0, 2.0, 2.0))
-    v2 = D.load_subject(D.find_subjects(brats.pattern, CHANNELS)[1], pre)
+    pre = data.Preprocessing(modality="mri", spacing=(2.0, 2.0, 2.0))
+    v2 = data.load_subject(data.find_subjects(brats.pattern, CHANNELS)[1], pre)
     assert v2.data.shape == (2, 12, 12, 8) and np.allclose(np.abs(np.diag(v2.affine)[:3]), 2.0)
 
 
 def test_a_4d_file_equals_the_separate_channel_files(brats):
-    four = D.load_volume(brats.subjects[2].four, MRI)
-    sep = D.load_subject(D.find_subjects(brats.pattern, CHANNELS)[2], MRI)
+    four = data.load_volume(brats.subjects[2].four, MRI)
+    sep = data.load_subject(data.find_subjects(brats.pattern, CHANNELS)[2], MRI)
     assert four.channel_names == ("0", "1")
     assert np.array_equal(four.data, sep.data) and np.allclose(four.affine, sep.affine)
     # a volume on its own grid back: a (C, X, Y, Z) array is written as a 4D file on the input's grid
     out = os.path.join(brats.root, "back.nii.gz")
-    D.save_like(four.data, four, out)
+    data.save_like(four.data, four, out)
     back = np.asarray(nib.load(out).dataobj)
     assert back.shape == SHAPE + (2,)
     raw = brats.subjects[2].arrays["t1"]
@@ -127,8 +127,8 @@ def _broken(tmp_path, what):
                                           ("affine", "affine differs")])
 def test_bad_subjects_give_one_line_errors_naming_the_subject(tmp_path, capsys, what, needle):
     pattern, subject = _broken(tmp_path, what)
-    with pytest.raises(D.VolumeError) as e:
-        D.load_volumes([pattern], MRI, channels=CHANNELS, log=None)
+    with pytest.raises(data.VolumeError) as e:
+        data.load_volumes([pattern], MRI, channels=CHANNELS, log=None)
     assert needle in str(e.value) and subject in str(e.value) and "\n" not in str(e.value)
     rc = main(["pretrain", "--data", pattern, "--channels", "t1", "t2", "--modality", "mri", "--out",
                str(tmp_path / "o"), "--cube", "16", "16", "16", "--width", "4", "--device", "cpu"])
@@ -138,8 +138,8 @@ def test_bad_subjects_give_one_line_errors_naming_the_subject(tmp_path, capsys, 
 
 def test_channel_counts_must_agree_and_patterns_need_names(brats, tmp_path, capsys):
     one = os.path.join(brats.subjects[0].dir, "sub-00_t1.nii.gz")
-    with pytest.raises(D.VolumeError, match="1 channel"):
-        D.load_volumes([brats.subjects[0].four, one], MRI, log=None)
+    with pytest.raises(data.VolumeError, match="1 channel"):
+        data.load_volumes([brats.subjects[0].four, one], MRI, log=None)
     rc = main(["pretrain", "--data", brats.pattern, "--out", str(tmp_path / "o"), "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2 and "--channels" in err
@@ -148,15 +148,15 @@ def test_channel_counts_must_agree_and_patterns_need_names(brats, tmp_path, caps
 
 
 def test_cubes_share_their_position_across_channels(brats):
-    vol = D.load_volume(brats.subjects[0].four, MRI)
+    vol = data.load_volume(brats.subjects[0].four, MRI)
     vol.data = np.stack([vol.data[0], 1.0 - vol.data[0]])  # channel 1 = 1 - channel 0, voxel by voxel
-    cubes = D.CubeSampler([vol], (16, 16, 8), torch.Generator().manual_seed(1), min_foreground=0.0).sample(6)
+    cubes = data.CubeSampler([vol], (16, 16, 8), torch.Generator().manual_seed(1), min_foreground=0.0).sample(6)
     assert cubes.shape == (6, 2, 16, 16, 8)
     assert torch.allclose(cubes[:, 1], 1 - cubes[:, 0])
     assert not torch.allclose(cubes[0], cubes[1])
     lab = np.zeros(SHAPE, np.float32)
     lab[5:9, 5:9, 5:9] = 1
-    x, y = D.PairSampler([vol.data], [lab], (16, 16, 8), torch.Generator().manual_seed(2), 1.0).sample(4)
+    x, y = data.PairSampler([vol.data], [lab], (16, 16, 8), torch.Generator().manual_seed(2), 1.0).sample(4)
     assert x.shape == (4, 2, 16, 16, 8) and y.shape == (4, 1, 16, 16, 8)
     assert torch.allclose(x[:, 1], 1 - x[:, 0]) and (y.sum(dim=(1, 2, 3, 4)) > 0).all()
 

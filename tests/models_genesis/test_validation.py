@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from models_genesis import UNet3D
-from models_genesis import data as D
+from models_genesis import data
 from models_genesis.cli import main
 from models_genesis.engine import CheckpointWriter, Monitor, TrainStep, checkpoint_payload, fit
 from models_genesis.finetune import FinetuneConfig, finetune
@@ -46,9 +46,9 @@ def _boxes_disjoint_with_gap(sp, cube):
 def test_label_only_in_the_first_slices_is_validated_on(tmp_path):
     lab = np.zeros((48, 40, 32), np.uint8)
     lab[4:45, 10:30, 0:4] = 1  # the first 4 slices only: the old split (last 20 % of z) held none of it
-    old_tr, old_va = D.split_regions(lab.shape, 0.2, (16, 16, 16), axis=2)
+    old_tr, old_va = data.split_regions(lab.shape, 0.2, (16, 16, 16), axis=2)
     assert lab[old_va].sum() == 0
-    sp = D.split_one_volume(lab, (16, 16, 16), 0.2)
+    sp = data.split_one_volume(lab, (16, 16, 16), 0.2)
     assert sp.axis == 0  # the longest axis works, so it is used
     assert lab[sp.val].sum() == sp.val_fg > 0 and lab[sp.train].sum() == sp.train_fg > 0
     assert _boxes_disjoint_with_gap(sp, (16, 16, 16))
@@ -64,7 +64,7 @@ def test_a_label_too_small_to_split_stops_before_training_with_one_line(tmp_path
     lab = np.zeros((48, 40, 32), np.uint8)
     lab[2:5, 2:5, 0:2] = 1  # a speck in the first slices: no cut keeps foreground on both sides of a gap
     img, labp = _volume(tmp_path, "speck", lab)
-    with pytest.raises(D.SplitError, match="--val-images/--val-labels"):
+    with pytest.raises(data.SplitError, match="--val-images/--val-labels"):
         finetune(FinetuneConfig(images=[img], labels=[labp], out=str(tmp_path / "o"), **TINY))
     assert not (tmp_path / "o").exists()  # nothing trained, nothing written
     argv = ["finetune", "--images", img, "--labels", labp, "--out", str(tmp_path / "c"), "--cube", "16", "16", "16",
@@ -77,7 +77,7 @@ def test_a_label_too_small_to_split_stops_before_training_with_one_line(tmp_path
 
 def test_empty_label_is_an_error_naming_the_file(tmp_path):
     img, labp = _volume(tmp_path, "empty", np.zeros((32, 32, 32), np.uint8))
-    with pytest.raises(D.SplitError, match="empty_lab.nii.gz: no foreground"):
+    with pytest.raises(data.SplitError, match="empty_lab.nii.gz: no foreground"):
         finetune(FinetuneConfig(images=[img], labels=[labp], out=str(tmp_path / "o"), **TINY))
 
 
@@ -90,7 +90,7 @@ def test_lesion_in_the_middle_slices_of_one_volume_is_validated_on(tmp_path):
     img, labp = _volume(tmp_path, "lung", lab)
     cfg = dict(TINY, cube=(8, 8, 8), batch_size=4, epochs=2, steps_per_epoch=2, fg_fraction=1.0)
     res = finetune(FinetuneConfig(images=[img], labels=[labp], out=str(tmp_path / "o"), **cfg))
-    sp = D.split_one_volume(lab, (8, 8, 8), 0.2)
+    sp = data.split_one_volume(lab, (8, 8, 8), 0.2)
     assert sp.axis == 0 and sp.val_fg > 0.1 * lab.sum() and sp.train_fg > 0.4 * lab.sum()
     assert all(r["val_cases"][0]["foreground"] == sp.val_fg for r in res["history"])
     assert 0.0 <= res["dice"] <= 1.0
@@ -98,7 +98,7 @@ def test_lesion_in_the_middle_slices_of_one_volume_is_validated_on(tmp_path):
 
 def test_the_small_lesion_fixture_gives_the_error_or_validates_with_a_given_volume(tmp_path, lung_ct):
     # the fixture's lesion is 7 voxels wide: no one-cube gap fits inside it
-    with pytest.raises(D.SplitError, match="ct_lung_lesion.nii.gz: no split.*smaller --cube"):
+    with pytest.raises(data.SplitError, match="ct_lung_lesion.nii.gz: no split.*smaller --cube"):
         finetune(FinetuneConfig(images=[lung_ct.image], labels=[lung_ct.labels], out=str(tmp_path / "o"), **TINY))
     # an explicit validation volume overrides the split: the whole fixture trains
     lab = np.zeros((32, 32, 16), np.uint8)
@@ -112,7 +112,7 @@ def test_the_small_lesion_fixture_gives_the_error_or_validates_with_a_given_volu
 
 def test_explicit_validation_without_foreground_is_refused(tmp_path, lung_ct):
     vimg, vlab = _volume(tmp_path, "none", np.zeros((32, 32, 16), np.uint8))
-    with pytest.raises(D.SplitError, match="--val-labels: .*no foreground"):
+    with pytest.raises(data.SplitError, match="--val-labels: .*no foreground"):
         finetune(FinetuneConfig(images=[lung_ct.image], labels=[lung_ct.labels], val_images=[vimg],
                                 val_labels=[vlab], out=str(tmp_path / "o"), **TINY))
     with pytest.raises(ValueError, match="--val-images and --val-labels"):
@@ -131,16 +131,16 @@ def test_explicit_validation_without_foreground_is_refused(tmp_path, lung_ct):
     ([0, 5, 5, 0, 0, 0], 0.2, [2]),
 ])
 def test_whole_volumes_are_held_out_with_foreground(fg, vf, want_val):
-    tr, va = D.choose_validation_volumes(fg, vf, [f"l{i}" for i in range(len(fg))])
+    tr, va = data.choose_validation_volumes(fg, vf, [f"l{i}" for i in range(len(fg))])
     assert va == want_val and sorted(tr + va) == list(range(len(fg)))
     assert sum(fg[i] for i in va) > 0 and sum(fg[i] for i in tr) > 0
 
 
 def test_whole_volume_split_needs_two_volumes_with_foreground():
-    with pytest.raises(D.SplitError, match="only b.nii of the 3 label volumes has foreground.*--val-images"):
-        D.choose_validation_volumes([0, 3, 0], 0.3, ["a.nii", "b.nii", "c.nii"])
-    with pytest.raises(D.SplitError, match="none of the 2"):
-        D.choose_validation_volumes([0, 0], 0.5, ["a", "b"])
+    with pytest.raises(data.SplitError, match="only b.nii of the 3 label volumes has foreground.*--val-images"):
+        data.choose_validation_volumes([0, 3, 0], 0.3, ["a.nii", "b.nii", "c.nii"])
+    with pytest.raises(data.SplitError, match="none of the 2"):
+        data.choose_validation_volumes([0, 0], 0.5, ["a", "b"])
 
 
 def test_several_volumes_end_to_end_validate_on_the_one_with_foreground(tmp_path):
@@ -161,24 +161,24 @@ def test_several_volumes_end_to_end_validate_on_the_one_with_foreground(tmp_path
 
 def test_stratified_split_holds_every_class_on_both_sides():
     ys = [0, 0, 0, 1, 1, 1, 1, 2, 2, 0, 1, 2]
-    tr, va = D.stratified_split(ys, 0.25, torch.Generator().manual_seed(3))
+    tr, va = data.stratified_split(ys, 0.25, torch.Generator().manual_seed(3))
     assert sorted(tr + va) == list(range(len(ys)))
     assert {ys[i] for i in va} == {ys[i] for i in tr} == {0, 1, 2}
     assert [sum(ys[i] == c for i in va) for c in range(3)] == [1, 1, 1]  # round(4 * 0.25), round(5 * .25), 1
-    again = D.stratified_split(ys, 0.25, torch.Generator().manual_seed(3))
+    again = data.stratified_split(ys, 0.25, torch.Generator().manual_seed(3))
     assert again == (tr, va)
 
 
 def test_a_class_that_cannot_reach_validation_is_an_error(tmp_path):
-    with pytest.raises(D.SplitError, match="class 2 has 1 case.*--val-csv"):
-        D.stratified_split([0, 0, 1, 1, 2], 0.4, torch.Generator())
+    with pytest.raises(data.SplitError, match="class 2 has 1 case.*--val-csv"):
+        data.stratified_split([0, 0, 1, 1, 2], 0.4, torch.Generator())
     paths = [_save(tmp_path / f"c{k}.nii.gz", np.zeros((16, 16, 16))) for k in range(4)]
-    with pytest.raises(D.SplitError, match="class"):
+    with pytest.raises(data.SplitError, match="class"):
         finetune(FinetuneConfig(task="classification", images=paths, labels=["0", "0", "0", "1"],
                                 out=str(tmp_path / "o"), **TINY))
     # explicit validation data missing a class of the training data
     (tmp_path / "val.csv").write_text("c0.nii.gz,0\nc1.nii.gz,0\n")
-    with pytest.raises(D.SplitError, match="class\\(es\\) 1 .*missing from the validation"):
+    with pytest.raises(data.SplitError, match="class\\(es\\) 1 .*missing from the validation"):
         finetune(FinetuneConfig(task="classification", images=paths, labels=["0", "1", "0", "1"],
                                 val_csv=str(tmp_path / "val.csv"), out=str(tmp_path / "o"), **TINY))
 
@@ -276,7 +276,7 @@ def test_evaluate_lines_up_a_mask_stored_in_another_orientation(tmp_path):
     (c,) = evaluate_files([str(tmp_path / "pred.nii.gz")], [str(tmp_path / "lab.nii.gz")])["cases"]
     assert c["dice"] == 1.0 and c["hd95_mm"] == 0.0
     nib.save(nib.Nifti1Image(lab, np.diag([1.0, 1.0, 3.0, 1.0])), tmp_path / "other.nii.gz")
-    with pytest.raises(D.VolumeError, match="affine differs"):
+    with pytest.raises(data.VolumeError, match="affine differs"):
         evaluate_files([str(tmp_path / "other.nii.gz")], [str(tmp_path / "lab.nii.gz")])
 
 
