@@ -27,21 +27,16 @@ def test_cuda_shuffle_large_windows_in_global_scratch(shape):
     _same_on_gpu(lambda t: go.local_shuffle(t, p=1.0, num_windows=500, seed=6), torch.rand(shape))
 
 
-def test_cuda_more_samples_than_grid_y():
-    """70000 samples: the voxel grid's y (65535 at most) strides over samples."""
-    x = torch.rand(70000, 1, 4, 6)
-    cfg = go.GenesisConfig(num_windows=3, shuffle_p=1.0, paint_p=1.0)
-    gi, gt = go.models_genesis(x.cuda(), cfg, seed=2)
-    ci, ct = go.models_genesis(x, cfg, seed=2)
-    assert torch.equal(gi.cpu(), ci) and torch.equal(gt.cpu(), ct)
-
-
-def test_cuda_fused_pipeline_with_noise_groups_across_rows():
-    """Odd widths: a thread's 4 voxels (one Philox block of noise) span rows and planes."""
-    x = torch.rand(3, 2, 5, 7, 3)
-    cfg = go.GenesisConfig(shuffle_p=1.0, paint_p=1.0, num_windows=50)
-    gi, gt = go.models_genesis(x.cuda(), cfg, seed=8)
-    ci, ct = go.models_genesis(x, cfg, seed=8)
+@pytest.mark.parametrize("shape, cfg, seed", [
+    # 70000 samples: the voxel grid's y (65535 at most) strides over samples
+    ((70000, 1, 4, 6), go.GenesisConfig(num_windows=3, shuffle_p=1.0, paint_p=1.0), 2),
+    # odd widths: a thread's 4 voxels (one Philox block of noise) span rows and planes
+    ((3, 2, 5, 7, 3), go.GenesisConfig(shuffle_p=1.0, paint_p=1.0, num_windows=50), 8),
+], ids=["more_samples_than_grid_y", "noise_groups_across_rows"])
+def test_cuda_fused_pipeline_equals_cpu(shape, cfg, seed):
+    x = torch.rand(*shape)
+    gi, gt = go.models_genesis(x.cuda(), cfg, seed=seed)
+    ci, ct = go.models_genesis(x, cfg, seed=seed)
     assert torch.equal(gi.cpu(), ci) and torch.equal(gt.cpu(), ct)
 
 
