@@ -1,10 +1,12 @@
 """The randomness contract and the op contract: pure function of (x, seed, parameters); seeds
 from generators; independent of thread count, batch split and memory layout; inputs untouched;
 the fused pipeline equals the composition of the single ops."""
+import numpy as np
 import pytest
 import torch
 
 import genesis_ops as go
+from genesis_ops import reference
 
 CFG = go.GenesisConfig(num_windows=500)
 
@@ -70,6 +72,29 @@ def test_independent_of_thread_count(threads):
         torch.set_num_threads(old)
     for k in ref:
         assert torch.equal(ref[k], got[k]), k
+
+
+def test_independent_of_buffers_kept_between_calls():
+    # The CPU engine keeps each thread's scratch (source maps, curve tables, row buffers) across
+    # calls; a call must not see what an earlier call of another shape, batch or schedule left
+    # there. Both schedules (whole samples per task, rows in parallel) run in between, and the
+    # in-between calls' outputs (large enough for the huge-page advice) are checked too.
+    x = _x()
+    first = _all_ops(x, 7)
+    big = _x((16, 1, 40, 48, 24), seed=1)  # 16 x 180 KiB: whole samples per task
+    big_ref = go.models_genesis(big, go.GenesisConfig(num_windows=800, shuffle_p=1.0, nonlinear_p=1.0), seed=2)
+    one = _x((1, 3, 30, 20, 10), seed=2)  # one sample: rows in parallel
+    go.models_genesis(one, CFG, seed=5)
+    wide = _x((1, 1, 128, 128, 64), seed=3)  # 4 MiB outputs: advised huge pages
+    wide_cfg = go.GenesisConfig(num_windows=300, shuffle_p=1.0, paint_p=1.0)
+    wide_out = go.models_genesis(wide, wide_cfg, seed=6)
+    again = _all_ops(x, 7)
+    for k in first:
+        assert torch.equal(first[k], again[k]), k
+    again_big = go.models_genesis(big, go.GenesisConfig(num_windows=800, shuffle_p=1.0, nonlinear_p=1.0), seed=2)
+    assert all(torch.equal(a, b) for a, b in zip(big_ref, again_big))
+    expected = reference.models_genesis(wide.numpy(), wide_cfg, seed=6)
+    assert all(np.array_equal(a.numpy(), e) for a, e in zip(wide_out, expected))
 
 
 def test_independent_of_batch_split():
