@@ -103,6 +103,11 @@ void release_if_large(V& buf) {
   if (buf.size() * sizeof(buf[0]) > kKeptBytes) V().swap(buf);
 }
 
+// Input row (z, y) of sample b, all channels. Same values as voxel_group_body (the GPU body),
+// organised for the CPU: targets are already written, so the shuffle reads the flipped volume
+// directly; painting is decided per row from the boxes; one Philox block serves 4 noise voxels.
+// Voxels that paint replaces are neither gathered nor mapped: out-painting replaces most of a
+// volume, and in a row outside every kept box all of it.
 template <typename T>
 void input_row(const T* x, T* input, const T* target, const Shape& shape, const PipelineConfig& cfg,
                const SampleView& sv, const CurveCell* cells, const CurveSegment* segs, const int32_t* map, int64_t b,
@@ -115,7 +120,8 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
   values.resize(W);
   int64_t replaced = 0;
   if (p.paint != kPaintNone) {
-    replace.assign(W, p.paint == kPaintOut ? 1 : 0);
+    replace.assign(W + 1, p.paint == kPaintOut ? 1 : 0);
+    replace[W] = 1;  // sentinel: ends the last kept run
     scratch.words.resize(W + 40);  // groups of 8 whole blocks from the block holding the row start
     for (int k = 0; k < p.num_boxes; ++k) {
       const Box& bx = p.boxes[k];
@@ -129,15 +135,29 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
     const int64_t plane = (b * shape.channels + c) * S;
     const T* base = (p.flip_mask ? target : x) + plane;  // what the shuffle reads
     T* out = input + plane + row;
-    if (p.nonlinear) {  // gather the row in float32, then map it in a tight loop
-      for (int64_t xx = 0; xx < W; ++xx) values[xx] = to_float(base[map ? map[row + xx] : row + xx]);
-      float* vals = values.data();
-      map_values(vals, W, cells, segs, sv.curve, lo, range, inv_range);
-      for (int64_t xx = 0; xx < W; ++xx) out[xx] = FromFloat<T>::apply(values[xx]);
-    } else {
-      for (int64_t xx = 0; xx < W; ++xx) out[xx] = base[map ? map[row + xx] : row + xx];
+    // Kept voxels [a, e): gathered through the shuffle's map, then mapped in a tight loop.
+    const auto keep = [&](int64_t a, int64_t e) {
+      if (p.nonlinear) {
+        for (int64_t xx = a; xx < e; ++xx) values[xx] = to_float(base[map ? map[row + xx] : row + xx]);
+        map_values(values.data() + a, e - a, cells, segs, sv.curve, lo, range, inv_range);
+        for (int64_t xx = a; xx < e; ++xx) out[xx] = FromFloat<T>::apply(values[xx]);
+      } else {
+        for (int64_t xx = a; xx < e; ++xx) out[xx] = base[map ? map[row + xx] : row + xx];
+      }
+    };
+    if (replaced == 0) {
+      keep(0, W);
+      continue;
     }
-    if (replaced == 0) continue;
+    if (replaced < W) {  // the kept runs, found on the replace flags (sentinel at W)
+      for (int64_t a = 0; a < W;) {
+        while (a < W && replace[a]) ++a;
+        int64_t e = a;
+        while (!replace[e]) ++e;
+        if (e > a) keep(a, e);
+        a = e;
+      }
+    }
     // Fill noise: word v of stream c (noise_from_word). The row's Philox blocks are computed 8 at
     // a time (vectorised), in voxel order, then converted and blended in branch-free loops.
     const int64_t first_block = row >> 2, last_block = (row + W - 1) >> 2;
@@ -146,6 +166,10 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
       philox8(static_cast<uint32_t>(b0), static_cast<uint32_t>(c), sv.sample, kNoise, cfg.seed,
               words + 4 * (b0 - first_block));
     const uint32_t* row_words = words + (row - 4 * first_block);
+    if (replaced == W) {
+      for (int64_t xx = 0; xx < W; ++xx) out[xx] = FromFloat<T>::apply(noise_from_word(row_words[xx], lo, range));
+      continue;
+    }
     float* noise = scratch.values.data();
     for (int64_t xx = 0; xx < W; ++xx) noise[xx] = noise_from_word(row_words[xx], lo, range);
     const uint8_t* rep = replace.data();
