@@ -131,11 +131,14 @@ def test_emulated_cuda_launch_matches_reference(v, cfg, offset):
     assert_same(inp, rin, x)
 
 
+@pytest.mark.parametrize("inpaint_rate", [0.5, 0.0, 1.0])
 @pytest.mark.parametrize("shape", [(2, 1, 64, 64, 32), (1, 2, 40, 33), (1, 1, 1, 1, 1)])
-def test_paper_defaults_full_size(shape):
-    """The paper's configuration (10000 windows) at the paper's cube size, CPU and emulated GPU."""
+def test_paper_defaults_full_size(shape, inpaint_rate):
+    """The paper's configuration (10000 windows) at the paper's cube size, CPU and emulated GPU.
+    Shuffled and painted: the CPU skips the permutations of windows that painting covers
+    (rates 0 and 1 force out- and in-painting)."""
     x = torch.rand(shape)
-    cfg = go.GenesisConfig(shuffle_p=1.0, paint_p=1.0)
+    cfg = go.GenesisConfig(shuffle_p=1.0, paint_p=1.0, inpaint_rate=inpaint_rate)
     inp, target = go.models_genesis(x, cfg, seed=7)
     rin, rtarget = ref.models_genesis(x.numpy(), cfg, seed=7)
     assert_same(inp, rin, x)

@@ -215,7 +215,7 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
       curve_fast_tables(curve.xs, curve.ys, curve.grid, cells + b * kCurveCellsPerSample,
                         segs + b * kCurveSegmentsPerSample);
     }
-    if (params[b].shuffle) shuffle_source_map(cfg, shape, b, src_b, scratch);
+    if (params[b].shuffle) shuffle_source_map(cfg, shape, b, params[b], src_b, scratch);
   };
   // Pass 1, one row: targets, flip(x) (the shuffle of pass 2 reads them); for the flip op, its result.
   const auto flip_row = [&](int64_t b, int64_t z, int64_t y) {

@@ -164,9 +164,37 @@ void permute_batch(const PipelineConfig& cfg, const Shape& shape, uint32_t sampl
   sc.lanes = 0;
 }
 
+// Whether painting replaces every voxel of window w: then its permutation is never seen (the
+// input's painted voxels are noise, and the row pass does not read their source), so it is not
+// run. Conservative for in-painting (w inside one box), exact for out-painting (w meets no kept
+// box). Out-painting replaces most of a volume, so about half of its windows are skipped.
+bool painted_over(const SampleParams& p, const Box& w) {
+  const auto overlaps = [&](const Box& bx) {
+    for (int a = 0; a < 3; ++a)
+      if (w.start[a] >= bx.start[a] + bx.size[a] || bx.start[a] >= w.start[a] + w.size[a]) return false;
+    return true;
+  };
+  const auto inside = [&](const Box& bx) {
+    for (int a = 0; a < 3; ++a)
+      if (w.start[a] < bx.start[a] || w.start[a] + w.size[a] > bx.start[a] + bx.size[a]) return false;
+    return true;
+  };
+  if (p.paint == kPaintOut) {
+    for (int k = 0; k < p.num_boxes; ++k)
+      if (overlaps(p.boxes[k])) return false;
+    return true;
+  }
+  if (p.paint == kPaintIn) {
+    for (int k = 0; k < p.num_boxes; ++k)
+      if (inside(p.boxes[k])) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
-void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b, int32_t* src, ShuffleScratch& sc) {
+void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b, const SampleParams& params,
+                        int32_t* src, ShuffleScratch& sc) {
   const int64_t S = shape.spatial(), K = cfg.num_windows;
   const uint32_t sample = sample_index(cfg, b);
   shuffle_windows(cfg, shape, sample, sc.windows);
@@ -185,12 +213,15 @@ void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b
     const uint32_t pmin = claim_window(shape, sc.windows[k], sc.taken.data(), row_words);
     sc.first[k] = pmin == kNoClaim ? 0u : std::max(1u, pmin);
   }
-  // 2. Permutations of the owning windows, from the first on, in batches.
+  // 2. Permutations of the owning windows that painting does not cover, from the first on, in
+  // batches. (The claims above still cover every window: a skipped window's voxels are painted
+  // whoever owns them.)
+  const bool painting = params.paint != kPaintNone;
   sc.batch.clear();
   sc.lanes = 0;
   for (int64_t k = 0; k < K; ++k) {
     const uint32_t first = sc.first[k];
-    if (first == 0) continue;
+    if (first == 0 || (painting && painted_over(params, sc.windows[k]))) continue;
     sc.batch.push_back(static_cast<uint32_t>(k));
     // Philox lanes of blocks first/4 .. (n-1)/4 (none where n == 1), written 8 at a time: a
     // loop of one or a few turns, where one per block mispredicted its exit. Entries past the

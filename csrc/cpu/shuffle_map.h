@@ -43,8 +43,11 @@ struct ShuffleScratch {
   std::vector<int32_t> shape_begin;
 };
 
-// src[0 .. spatial) of sample b (b's sample index is sample_index(cfg, b)).
-void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b, int32_t* src, ShuffleScratch& sc);
+// src[0 .. spatial) of sample b (b's sample index is sample_index(cfg, b)), whose parameters are
+// `params`. Entries of voxels that b's painting replaces may hold any voxel: windows painted over
+// are not permuted.
+void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b, const SampleParams& params,
+                        int32_t* src, ShuffleScratch& sc);
 
 }  // namespace cpu
 }  // namespace genesis
