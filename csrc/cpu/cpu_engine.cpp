@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -112,21 +113,25 @@ template <typename T>
 void input_row(const T* x, T* input, const T* target, const Shape& shape, const PipelineConfig& cfg,
                const SampleView& sv, const CurveCell* cells, const CurveSegment* segs, const int32_t* map, int64_t b,
                int64_t z, int64_t y, RowScratch& scratch) {
-  std::vector<uint8_t>& replace = scratch.replace;
-  std::vector<float>& values = scratch.values;
   const SampleParams& p = sv.params;
   const int64_t S = shape.spatial(), W = shape.dim[2];
   const int64_t row = (z * shape.dim[1] + y) * W;
-  values.resize(W);
+  // Raw pointers, not the vectors: byte stores may alias a vector's own pointer, which the
+  // compiler then reloads (through the thread-local scratch) at every voxel.
+  scratch.values.resize(W);
+  float* const values = scratch.values.data();
+  uint8_t* replace = nullptr;
   int64_t replaced = 0;
   if (p.paint != kPaintNone) {
-    replace.assign(W + 1, p.paint == kPaintOut ? 1 : 0);
-    replace[W] = 1;  // sentinel: ends the last kept run
+    scratch.replace.resize(W + 1);
     scratch.words.resize(W + 40);  // groups of 8 whole blocks from the block holding the row start
+    replace = scratch.replace.data();
+    std::memset(replace, p.paint == kPaintOut ? 1 : 0, W);
+    replace[W] = 1;  // sentinel: ends the last kept run
     for (int k = 0; k < p.num_boxes; ++k) {
       const Box& bx = p.boxes[k];
       if (z < bx.start[0] || z >= bx.start[0] + bx.size[0] || y < bx.start[1] || y >= bx.start[1] + bx.size[1]) continue;
-      for (int64_t xx = bx.start[2]; xx < bx.start[2] + bx.size[2]; ++xx) replace[xx] = p.paint == kPaintIn ? 1 : 0;
+      std::memset(replace + bx.start[2], p.paint == kPaintIn ? 1 : 0, bx.size[2]);
     }
     for (int64_t xx = 0; xx < W; ++xx) replaced += replace[xx];
   }
@@ -136,13 +141,22 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
     const T* base = (p.flip_mask ? target : x) + plane;  // what the shuffle reads
     T* out = input + plane + row;
     // Kept voxels [a, e): gathered through the shuffle's map, then mapped in a tight loop.
+    // (Separate loops with and without the map: the plain ones vectorise.)
+    const int32_t* const row_map = map ? map + row : nullptr;
+    const T* const in_row = base + row;
     const auto keep = [&](int64_t a, int64_t e) {
       if (p.nonlinear) {
-        for (int64_t xx = a; xx < e; ++xx) values[xx] = to_float(base[map ? map[row + xx] : row + xx]);
-        map_values(values.data() + a, e - a, cells, segs, sv.curve, lo, range, inv_range);
+        if (row_map) {
+          for (int64_t xx = a; xx < e; ++xx) values[xx] = to_float(base[row_map[xx]]);
+        } else {
+          for (int64_t xx = a; xx < e; ++xx) values[xx] = to_float(in_row[xx]);
+        }
+        map_values(values + a, e - a, cells, segs, sv.curve, lo, range, inv_range);
         for (int64_t xx = a; xx < e; ++xx) out[xx] = FromFloat<T>::apply(values[xx]);
+      } else if (row_map) {
+        for (int64_t xx = a; xx < e; ++xx) out[xx] = base[row_map[xx]];
       } else {
-        for (int64_t xx = a; xx < e; ++xx) out[xx] = base[map ? map[row + xx] : row + xx];
+        std::copy(in_row + a, in_row + e, out + a);
       }
     };
     if (replaced == 0) {
@@ -170,10 +184,9 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
       for (int64_t xx = 0; xx < W; ++xx) out[xx] = FromFloat<T>::apply(noise_from_word(row_words[xx], lo, range));
       continue;
     }
-    float* noise = scratch.values.data();
+    float* const noise = values;
     for (int64_t xx = 0; xx < W; ++xx) noise[xx] = noise_from_word(row_words[xx], lo, range);
-    const uint8_t* rep = replace.data();
-    for (int64_t xx = 0; xx < W; ++xx) out[xx] = rep[xx] ? FromFloat<T>::apply(noise[xx]) : out[xx];
+    for (int64_t xx = 0; xx < W; ++xx) out[xx] = replace[xx] ? FromFloat<T>::apply(noise[xx]) : out[xx];
   }
 }
 
