@@ -43,13 +43,34 @@ struct RowScratch {
   std::vector<uint32_t> words;   // Philox words of the row's fill noise, in voxel order
 };
 
-// Input row (z, y) of sample b, all channels. Same values as voxel_group_body (the GPU body),
-// organised for the CPU: targets are already written, so the shuffle reads the flipped volume
-// directly; painting is decided per row from the boxes; one Philox block serves 4 noise voxels.
+// Which voxels of row (z, y) painting replaces (paint_replaces, per row from the boxes):
+// replace[0 .. W) = 0 or 1 (p.paint != kPaintNone). Returns how many.
+int64_t paint_row(const SampleParams& p, int64_t z, int64_t y, int64_t W, std::vector<uint8_t>& replace) {
+  replace.assign(W, p.paint == kPaintOut ? 1 : 0);
+  for (int k = 0; k < p.num_boxes; ++k) {
+    const Box& bx = p.boxes[k];
+    if (z < bx.start[0] || z >= bx.start[0] + bx.size[0] || y < bx.start[1] || y >= bx.start[1] + bx.size[1]) continue;
+    for (int64_t xx = bx.start[2]; xx < bx.start[2] + bx.size[2]; ++xx) replace[xx] = p.paint == kPaintIn ? 1 : 0;
+  }
+  int64_t replaced = 0;
+  for (int64_t xx = 0; xx < W; ++xx) replaced += replace[xx];
+  return replaced;
+}
+
+// Bit x of row (z, y) of a claim bitmap (rows of claim_row_words words): 0 or 1.
+inline uint8_t claim_bit(const uint64_t* claim_row, int64_t x) {
+  return static_cast<uint8_t>((claim_row[x >> 6] >> (x & 63)) & 1);
+}
+
+// Input row (z, y) of sample b, all channels, and its mask bytes where mask_row is not null
+// (claim_row: the row of the sample's claim bitmap, null where its shuffle did not run). Same
+// values as voxel_group_body (the GPU body), organised for the CPU: targets are already written,
+// so the shuffle reads the flipped volume directly; painting is decided per row from the boxes;
+// one Philox block serves 4 noise voxels.
 template <typename T>
 void input_row(const T* x, T* input, const T* target, const Shape& shape, const PipelineConfig& cfg,
                const SampleView& sv, const CurveCell* cells, const CurveSegment* segs, const int32_t* map, int64_t b,
-               int64_t z, int64_t y, RowScratch& scratch) {
+               int64_t z, int64_t y, RowScratch& scratch, uint8_t* mask_row, const uint64_t* claim_row) {
   std::vector<uint8_t>& replace = scratch.replace;
   std::vector<float>& values = scratch.values;
   const SampleParams& p = sv.params;
@@ -58,14 +79,17 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
   values.resize(W);
   int64_t replaced = 0;
   if (p.paint != kPaintNone) {
-    replace.assign(W, p.paint == kPaintOut ? 1 : 0);
     scratch.words.resize(W + 40);  // groups of 8 whole blocks from the block holding the row start
-    for (int k = 0; k < p.num_boxes; ++k) {
-      const Box& bx = p.boxes[k];
-      if (z < bx.start[0] || z >= bx.start[0] + bx.size[0] || y < bx.start[1] || y >= bx.start[1] + bx.size[1]) continue;
-      for (int64_t xx = bx.start[2]; xx < bx.start[2] + bx.size[2]; ++xx) replace[xx] = p.paint == kPaintIn ? 1 : 0;
+    replaced = paint_row(p, z, y, W, replace);
+  }
+  if (mask_row != nullptr) {  // once per row, not per channel
+    if (claim_row != nullptr) {
+      for (int64_t xx = 0; xx < W; ++xx) mask_row[xx] = claim_bit(claim_row, xx);  // kMaskShuffled
+    } else {
+      std::fill(mask_row, mask_row + W, uint8_t{0});
     }
-    for (int64_t xx = 0; xx < W; ++xx) replaced += replace[xx];
+    if (replaced != 0)
+      for (int64_t xx = 0; xx < W; ++xx) mask_row[xx] |= static_cast<uint8_t>(replace[xx] << 1);  // kMaskPainted
   }
   const float lo = cfg.lo, range = cfg.hi - cfg.lo, inv_range = 1.0f / range;
   for (int64_t c = 0; c < shape.channels; ++c) {
@@ -97,7 +121,7 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
 }
 
 template <typename T>
-void run_cpu(const T* x, T* input, T* target, const Shape& shape, const PipelineConfig& cfg,
+void run_cpu(const T* x, T* input, T* target, uint8_t* mask, const Shape& shape, const PipelineConfig& cfg,
              std::vector<SampleParams>& params) {
   const int64_t B = shape.batch, S = shape.spatial();
   std::vector<float> xs(B * kCurvePoints), ys(B * kCurvePoints);
@@ -113,9 +137,11 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
   const bool flip_only = cfg.op == OpKind::kFlip;
   T* flipped = flip_only ? input : target;  // where pass 1 writes flip(x)
   const int64_t H = shape.dim[1], W = shape.dim[2], rows_per_sample = shape.dim[0] * H;
+  // With the mask: per sample, its shuffle's claim bitmap (the union of its windows).
+  const int64_t claim_words = mask != nullptr && any_shuffle ? rows_per_sample * claim_row_words(shape) : 0;
 
-  // Per sample: curve tables and the shuffle's source map.
-  const auto prepare = [&](int64_t b, int32_t* src_b, ShuffleScratch& scratch) {
+  // Per sample: curve tables and the shuffle's source map (and claim bitmap, claims_b not null).
+  const auto prepare = [&](int64_t b, int32_t* src_b, uint64_t* claims_b, ShuffleScratch& scratch) {
     if (params[b].nonlinear) {
       for (int i = 0; i < kCurvePoints; ++i) curve_point_body(params.data(), xs.data(), ys.data(), b, i);
       const CurveTableView curve = curve_view(xs.data(), ys.data(), grid.data(), b);
@@ -123,7 +149,7 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
       curve_fast_tables(curve.xs, curve.ys, curve.grid, cells.data() + b * kCurveCellsPerSample,
                         segs.data() + b * kCurveSegmentsPerSample);
     }
-    if (params[b].shuffle) shuffle_source_map(cfg, shape, b, src_b, scratch);
+    if (params[b].shuffle) shuffle_source_map(cfg, shape, b, src_b, scratch, claims_b);
   };
   // Pass 1, one row: targets, flip(x) (the shuffle of pass 2 reads them); for the flip op, its result.
   const auto flip_row = [&](int64_t b, int64_t z, int64_t y) {
@@ -141,13 +167,16 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
       }
     }
   };
-  // Pass 2, one row: inputs.
-  const auto value_row = [&](int64_t b, int64_t z, int64_t y, const int32_t* src_b, RowScratch& scratch) {
+  // Pass 2, one row: inputs (and mask).
+  const auto value_row = [&](int64_t b, int64_t z, int64_t y, const int32_t* src_b, const uint64_t* claims_b,
+                             RowScratch& scratch) {
     const SampleView sv{params[b], curve_view(xs.data(), ys.data(), grid.data(), b), sample_index(cfg, b)};
-    const bool nl = params[b].nonlinear;
+    const bool nl = params[b].nonlinear, sh = params[b].shuffle;
+    const int64_t row = z * H + y;
     input_row(x, input, target, shape, cfg, sv, nl ? cells.data() + b * kCurveCellsPerSample : nullptr,
-              nl ? segs.data() + b * kCurveSegmentsPerSample : nullptr, params[b].shuffle ? src_b : nullptr, b, z, y,
-              scratch);
+              nl ? segs.data() + b * kCurveSegmentsPerSample : nullptr, sh ? src_b : nullptr, b, z, y, scratch,
+              mask != nullptr ? mask + b * S + row * W : nullptr,
+              mask != nullptr && sh ? claims_b + row * claim_row_words(shape) : nullptr);
   };
 
   if (B >= 4 * torch::stable::get_num_threads()) {
@@ -157,20 +186,24 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
       ShuffleScratch shuffle_scratch;
       RowScratch row_scratch;
       std::vector<int32_t> src(any_shuffle ? S : 0);
+      std::vector<uint64_t> claims(claim_words);
+      uint64_t* claims_b = claim_words > 0 ? claims.data() : nullptr;
       for (int64_t b = b0; b < b1; ++b) {
-        prepare(b, src.data(), shuffle_scratch);
+        prepare(b, src.data(), claims_b, shuffle_scratch);
         for (int64_t r = 0; r < rows_per_sample && flipped != nullptr; ++r) flip_row(b, r / H, r % H);
         for (int64_t r = 0; r < rows_per_sample && !flip_only; ++r)
-          value_row(b, r / H, r % H, src.data(), row_scratch);
+          value_row(b, r / H, r % H, src.data(), claims_b, row_scratch);
       }
     });
     return;
   }
   // Few samples: samples in parallel, then rows in parallel (a single sample uses every thread).
   std::vector<int32_t> src(any_shuffle ? B * S : 0);
+  std::vector<uint64_t> claims(B * claim_words);
+  const auto claims_of = [&](int64_t b) { return claim_words > 0 ? claims.data() + b * claim_words : nullptr; };
   parallel_dynamic(B, 1, [&](int64_t b0, int64_t b1) {
     ShuffleScratch scratch;
-    for (int64_t b = b0; b < b1; ++b) prepare(b, src.data() + (any_shuffle ? b * S : 0), scratch);
+    for (int64_t b = b0; b < b1; ++b) prepare(b, src.data() + (any_shuffle ? b * S : 0), claims_of(b), scratch);
   });
   const int64_t chunk = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, W * shape.channels));
   const auto for_rows = [&](auto&& fn) {
@@ -185,7 +218,38 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
   if (flipped != nullptr) for_rows([&](int64_t b, int64_t z, int64_t y, RowScratch&) { flip_row(b, z, y); });
   if (flip_only) return;
   for_rows([&](int64_t b, int64_t z, int64_t y, RowScratch& scratch) {
-    value_row(b, z, y, src.data() + (any_shuffle ? b * S : 0), scratch);
+    value_row(b, z, y, src.data() + (any_shuffle ? b * S : 0), claims_of(b), scratch);
+  });
+}
+
+// The mask-only ops: per sample, paint_mask from each row's boxes (paint_row), shuffle_mask from
+// the shuffle's claim bitmap (pass 1 of shuffle_map.h only); bool bytes.
+void run_mask_cpu(uint8_t* mask, const Shape& shape, const PipelineConfig& cfg, const std::vector<SampleParams>& params) {
+  const int64_t H = shape.dim[1], W = shape.dim[2], S = shape.spatial(), rows_per_sample = shape.dim[0] * H;
+  const bool shuffle = cfg.op == OpKind::kShuffleMask;
+  parallel_dynamic(shape.batch, 1, [&](int64_t b0, int64_t b1) {
+    ShuffleScratch scratch;
+    std::vector<uint64_t> claims(shuffle ? rows_per_sample * claim_row_words(shape) : 0);
+    std::vector<uint8_t> replace;
+    for (int64_t b = b0; b < b1; ++b) {
+      const SampleParams& p = params[b];
+      uint8_t* m = mask + b * S;
+      if (shuffle ? !p.shuffle : p.paint == kPaintNone) {
+        std::fill(m, m + S, uint8_t{0});
+        continue;
+      }
+      if (shuffle) shuffle_claims(cfg, shape, b, claims.data(), scratch);
+      for (int64_t r = 0; r < rows_per_sample; ++r) {
+        uint8_t* out = m + r * W;
+        if (shuffle) {
+          const uint64_t* claim_row = claims.data() + r * claim_row_words(shape);
+          for (int64_t xx = 0; xx < W; ++xx) out[xx] = claim_bit(claim_row, xx);
+        } else {
+          paint_row(p, r / H, r % H, W, replace);
+          std::copy(replace.begin(), replace.end(), out);
+        }
+      }
+    }
   });
 }
 
@@ -193,19 +257,32 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
 struct CpuEngine {
   static constexpr const char* kSchemaPrefix = "";
 
-  static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char*) {
+  static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char*,
+                                        uint8_t* mask) {
     EngineIO io(x, cfg.op);
-    if (io.empty()) return io.result();
+    // With no channel there is no image to write, but a mask still has its voxels.
+    if (io.empty() && (mask == nullptr || shape.batch * shape.spatial() == 0)) return io.result();
+    std::vector<SampleParams> params = draw_params(shape, cfg);
+    dispatch_storage(io.x.scalar_type(), [&](auto tag) {
+      using T = decltype(tag);
+      run_cpu<T>(static_cast<const T*>(io.x.const_data_ptr()), static_cast<T*>(io.input.mutable_data_ptr()),
+                 static_cast<T*>(io.target_ptr()), mask, shape, cfg, params);
+    });
+    return io.result();
+  }
+
+  static void run_mask(const Tensor&, const Shape& shape, const PipelineConfig& cfg, const char*, uint8_t* mask) {
+    if (shape.batch * shape.spatial() == 0) return;
+    run_mask_cpu(mask, shape, cfg, draw_params(shape, cfg));
+  }
+
+ private:
+  static std::vector<SampleParams> draw_params(const Shape& shape, const PipelineConfig& cfg) {
     std::vector<SampleParams> params(shape.batch);
     torch::stable::parallel_for(0, shape.batch, 64, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) params_body(cfg, shape, params.data(), b);
     });
-    dispatch_storage(io.x.scalar_type(), [&](auto tag) {
-      using T = decltype(tag);
-      run_cpu<T>(static_cast<const T*>(io.x.const_data_ptr()), static_cast<T*>(io.input.mutable_data_ptr()),
-                 static_cast<T*>(io.target_ptr()), shape, cfg, params);
-    });
-    return io.result();
+    return params;
   }
 };
 
