@@ -428,7 +428,8 @@ def test_compile_fullgraph_masked_paths():
 
     x = torch.rand(2, 1, 16, 16, 8)
     got, want = torch.compile(f, fullgraph=True)(x), f(x)
-    for a, b in zip(got, want):
+    torch.testing.assert_close(got[0], want[0])  # the loss: inductor may sum in another order
+    for a, b in zip(got[1:], want[1:]):  # the ops' outputs: exact
         assert torch.equal(a, b)
 
 
