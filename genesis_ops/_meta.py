@@ -107,6 +107,7 @@ def _emulated_bezier_fake(x, control_points, increasing, lo, hi):
     _check_bezier(x, control_points, increasing, "genesis::_emulated_cuda_bezier")
     return _like(x)
 
+
 def _masked_pair(x, op):
     _check_x(x, op)
     return _like(x), _mask_like(x, torch.uint8)
