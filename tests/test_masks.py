@@ -93,6 +93,15 @@ def test_emulated_cuda_masks_match_reference(v, cfg, offset):
     assert_same(target, rtarget, x)
 
 
+def test_module_returns_the_functional_masks():
+    x = torch.rand(2, 1, 12, 12, 8)
+    mg = go.ModelsGenesis(go.GenesisConfig(num_windows=40, shuffle_p=1.0, paint_p=1.0))
+    got = mg(x, seed=3, return_masks=True)
+    want = go.models_genesis(x, mg.config, seed=3, return_masks=True)
+    assert len(got) == 3 and all(torch.equal(a, b) for a, b in zip(got, want))
+    assert len(mg(x, seed=3)) == 2
+
+
 def test_masks_on_both_cpu_schedules_and_any_thread_count():
     """The CPU runs whole samples per task when B >= 4 x threads (the claim bitmap of a sample
     lives in its thread's scratch), else samples then rows (one bitmap per sample); both equal
