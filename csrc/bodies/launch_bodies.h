@@ -199,10 +199,11 @@ GENESIS_HD void next_voxel(const Shape& shape, int64_t& z, int64_t& y, int64_t& 
 // index k >= 0 (the owner kernel's result) or an encoded source < -1 (the window kernel's).
 GENESIS_HD bool owner_covers(int32_t o) { return o != -1; }
 
-// Input (and target, if not null) of voxels 4g .. 4g+3 of sample b, all channels, and, if mask is
-// not null, their mask bytes (kMaskShuffled | kMaskPainted; one per voxel, not per channel). The
-// fill noise of voxel v is word v of stream c, so one Philox block serves the group.
-template <typename T>
+// Input (and target, if not null) of voxels 4g .. 4g+3 of sample b, all channels, and, with kMask,
+// their mask bytes (kMaskShuffled | kMaskPainted; one per voxel, not per channel). kMask is a
+// template parameter so that the plain ops' code is what it was without masks (registers
+// included). The fill noise of voxel v is word v of stream c, so one Philox block serves the group.
+template <bool kMask, typename T>
 GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input, T* __restrict__ target,
                                  uint8_t* __restrict__ mask, const Shape& shape, const PipelineConfig& cfg,
                                  const SampleParams* params, const float* xs, const float* ys, const int32_t* grid,
@@ -225,7 +226,7 @@ GENESIS_UNROLL
       bool covered = false;
       if (p.shuffle) {
         const int32_t o = owner[b * S + v];
-        covered = owner_covers(o);
+        if (kMask) covered = owner_covers(o);
         if (o < -1) {  // encode_source: the window kernel's result
           int64_t sz, sy, sx;
           unravel(shape, -2 - static_cast<int64_t>(o), sz, sy, sx);
@@ -234,7 +235,7 @@ GENESIS_UNROLL
       }
       noise[q] = paint_replaces(p, z, y, xx);
       any_noise = any_noise || noise[q];
-      if (mask != nullptr)
+      if (kMask)
         mask[b * S + v] = static_cast<uint8_t>((covered ? kMaskShuffled : 0) | (noise[q] ? kMaskPainted : 0));
       next_voxel(shape, z, y, xx);
     }

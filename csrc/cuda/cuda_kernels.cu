@@ -61,7 +61,7 @@ __global__ void window_kernel(PipelineConfig cfg, Shape shape, const SampleParam
 
 // x: voxel groups of one sample; y: samples (grid-stride past 65535). At least 3 blocks of 256
 // per SM: ptxas then fits the 4 voxels' state in 72 registers without spilling (unbounded: 88).
-template <typename T>
+template <bool kMask, typename T>
 __global__ void __launch_bounds__(kLaunchThreads, 3) voxel_kernel(const T* x, T* input, T* target, uint8_t* mask,
                              Shape shape, PipelineConfig cfg,
                              const SampleParams* params, const float* xs, const float* ys, const int32_t* grid,
@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(kLaunchThreads, 3) voxel_kernel(const T* x, T*
   const int64_t g = global_thread();
   if (g >= groups) return;
   for (int64_t b = blockIdx.y; b < shape.batch; b += gridDim.y)
-    voxel_group_body(x, input, target, mask, shape, cfg, params, xs, ys, grid, owner, b, g);
+    voxel_group_body<kMask>(x, input, target, mask, shape, cfg, params, xs, ys, grid, owner, b, g);
 }
 
 // The mask-only ops, on the voxel kernel's grid.
@@ -110,9 +110,10 @@ template <typename T>
 cudaError_t launch_typed(const void* x, void* input, void* target, uint8_t* mask, const Shape& shape,
                          const PipelineConfig& cfg, const LaunchPlan& p, const Scratch& s, cudaStream_t stream) {
   if (const cudaError_t err = launch_prepare(shape, cfg, p, s, stream)) return err;
-  voxel_kernel<T><<<grid_of(p.voxel), p.voxel.threads, 0, stream>>>(
-      static_cast<const T*>(x), static_cast<T*>(input), static_cast<T*>(target), mask, shape, cfg, s.params, s.xs,
-      s.ys, s.grid, s.owner, p.voxel_groups);
+  const auto kernel = mask != nullptr ? voxel_kernel<true, T> : voxel_kernel<false, T>;
+  kernel<<<grid_of(p.voxel), p.voxel.threads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(input),
+                                                           static_cast<T*>(target), mask, shape, cfg, s.params, s.xs,
+                                                           s.ys, s.grid, s.owner, p.voxel_groups);
   return cudaGetLastError();
 }
 

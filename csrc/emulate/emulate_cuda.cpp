@@ -25,7 +25,8 @@ void for_grid(const Grid& g, Body&& body) {
 // The launch sequence of csrc/cuda/cuda_kernels.cu over the grids of launch_plan, each kernel's
 // loops written as there. Kernels without barriers run thread by thread; the curve and window
 // kernels run phase by phase (every thread of a block finishes a phase before the next starts).
-// Launches 1 to 4 (launch_prepare in cuda_kernels.cu) into scratch carved from scratch_words.
+// emulate_prepare: launches 1 to 4 (launch_prepare in cuda_kernels.cu), into scratch carved from
+// scratch_words; then emulate runs the voxel kernel, emulate_mask the mask-only kernel.
 Scratch emulate_prepare(const Shape& shape, const PipelineConfig& cfg, const LaunchPlan& plan,
                         std::vector<uint64_t>& scratch_words) {
   const int64_t B = shape.batch;
@@ -90,8 +91,13 @@ std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const Pi
     for_grid(plan.voxel, [&](int64_t bx, int64_t by, int64_t t) {
       const int64_t g = bx * plan.voxel.threads + t;
       if (g >= plan.voxel_groups) return;
-      for (int64_t b = by; b < B; b += plan.voxel.y)
-        voxel_group_body(xp, ip, tp, mask, shape, cfg, s.params, s.xs, s.ys, s.grid, s.owner, b, g);
+      for (int64_t b = by; b < B; b += plan.voxel.y) {
+        if (mask != nullptr) {
+          voxel_group_body<true>(xp, ip, tp, mask, shape, cfg, s.params, s.xs, s.ys, s.grid, s.owner, b, g);
+        } else {
+          voxel_group_body<false>(xp, ip, tp, mask, shape, cfg, s.params, s.xs, s.ys, s.grid, s.owner, b, g);
+        }
+      }
     });
   });
   return io.result();
