@@ -39,14 +39,20 @@ Shape shape_of(const Sizes& sizes, int64_t dims, const char* op) {
   return s;
 }
 
-inline Shape check_input(const Tensor& x, const char* op) {
+// The shape of x, any dtype: the mask-only ops read only x's shape and device.
+inline Shape check_shape(const Tensor& x, const char* op) {
   STD_TORCH_CHECK(x.dim() == 4 || x.dim() == 5, op, ": x must have shape (B, C, H, W) or (B, C, D, H, W), got ",
                   x.dim(), " dims");
+  return shape_of(x.sizes(), x.dim(), op);
+}
+
+inline Shape check_input(const Tensor& x, const char* op) {
+  const Shape s = check_shape(x, op);
   const ScalarType st = x.scalar_type();
   STD_TORCH_CHECK(st == ScalarType::Float || st == ScalarType::Double || st == ScalarType::Half ||
                       st == ScalarType::BFloat16,
                   op, ": x must be float16, bfloat16, float32 or float64");
-  return shape_of(x.sizes(), x.dim(), op);
+  return s;
 }
 
 inline void check_probability(double p, const char* op, const char* name) {
@@ -71,6 +77,8 @@ inline void check_offset(int64_t sample_offset, const Shape& s, const char* op) 
 struct OpArgs {
   double flip_p = 0.0, shuffle_p = 0.0, nonlinear_p = 0.0, paint_p = 0.0, inpaint_rate = 0.0;
   double inpaint_p = 1.0, outpaint_p = 1.0;  // the inpaint and outpaint ops' argument p
+  const char* inpaint_p_name = "p";          // their names in the op's schema
+  const char* outpaint_p_name = "p";
   int64_t num_windows = 0;
   double lo = 0.0, hi = 1.0;
   int64_t seed = 0;
@@ -83,8 +91,8 @@ inline PipelineConfig make_config(OpKind kind, const OpArgs& a, const Shape& s, 
   check_probability(a.nonlinear_p, op, "nonlinear_p");
   check_probability(a.paint_p, op, "paint_p");
   check_probability(a.inpaint_rate, op, "inpaint_rate");
-  check_probability(a.inpaint_p, op, "p");
-  check_probability(a.outpaint_p, op, "p");
+  check_probability(a.inpaint_p, op, a.inpaint_p_name);
+  check_probability(a.outpaint_p, op, a.outpaint_p_name);
   STD_TORCH_CHECK(a.num_windows >= 0 && a.num_windows <= kMaxWindows, op, ": num_windows must be in [0, ",
                   kMaxWindows, "], got ", a.num_windows);
   check_range(a.lo, a.hi, op);

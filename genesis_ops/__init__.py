@@ -4,7 +4,8 @@
     inp, target = go.models_genesis(x, go.GenesisConfig(), seed=0)
 
 Raw ops: torch.ops.genesis.{models_genesis, flip, local_shuffle, nonlinear, inpaint, outpaint,
-bezier}; NumPy reference with the same random stream: genesis_ops.reference. MONAI transforms:
+bezier}, the masked variants {models_genesis, local_shuffle, inpaint, outpaint}_masked and the
+mask-only paint_mask, shuffle_mask; NumPy reference with the same random stream: genesis_ops.reference. MONAI transforms:
 genesis_ops.monai (imported on demand only; needs the "monai" extra).
 """
 import importlib.machinery
@@ -51,7 +52,8 @@ else:
 from . import _meta  # noqa: F401  (fake kernels)
 from . import reference
 from .config import GenesisConfig
-from .functional import bezier, flip, inpaint, local_shuffle, models_genesis, nonlinear, outpaint
+from .functional import (bezier, flip, inpaint, local_shuffle, models_genesis, nonlinear, outpaint, paint_mask,
+                         shuffle_mask)
 from .module import ModelsGenesis
 
 try:  # the version lives in pyproject.toml only; the installed distribution carries it
@@ -73,7 +75,9 @@ __all__ = [
     "models_genesis",
     "nonlinear",
     "outpaint",
+    "paint_mask",
     "reference",
+    "shuffle_mask",
 ]
 
 

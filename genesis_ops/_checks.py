@@ -22,10 +22,53 @@ def check_x(x, name: str = "x") -> torch.Tensor:
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
     if x.layout != torch.strided:
         raise TypeError(f"{name} must be a dense (strided) tensor, got layout {x.layout}")
-    spatial = math.prod(x.shape[2:])
+    _check_spatial(x.shape, name)
+    return x
+
+
+def _check_spatial(shape, name: str) -> None:
+    spatial = math.prod(shape[2:])
     if spatial > 2**31 - 1:
         raise ValueError(f"{name} has {spatial} voxels per channel; at most 2**31 - 1 are supported")
-    return x
+
+
+def check_shape_source(x_or_shape, device) -> torch.Tensor:
+    """The tensor a mask-only op reads the shape and device of: x itself (any dtype), or, for a
+    shape, a zero-stride view of one byte on `device` (nothing of the batch's size is allocated)."""
+    if isinstance(x_or_shape, torch.Tensor):
+        x = x_or_shape
+        if x.dim() not in (4, 5):
+            raise ValueError(f"x_or_shape must have shape (B, C, H, W) or (B, C, D, H, W), got {tuple(x.shape)}")
+        if x.layout != torch.strided:
+            raise TypeError(f"x_or_shape must be a dense (strided) tensor, got layout {x.layout}")
+        if device is not None and _device(device) != x.device:
+            raise ValueError(f"device must be None or x's device ({x.device}) when x_or_shape is a tensor, got {device}")
+        _check_spatial(x.shape, "x_or_shape")
+        return x
+    try:
+        shape = tuple(x_or_shape)
+    except TypeError:
+        raise TypeError(f"x_or_shape must be a torch.Tensor or a sequence of ints, got {type(x_or_shape).__name__}") \
+            from None
+    if len(shape) not in (4, 5) or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0
+                                       for n in shape):
+        raise ValueError(f"x_or_shape must be a shape (B, C, H, W) or (B, C, D, H, W) of ints >= 0, got {shape!r}")
+    shape = tuple(int(n) for n in shape)
+    _check_spatial(shape, "x_or_shape")
+    return torch.empty((), dtype=torch.uint8, device=_device(device if device is not None else "cpu")).expand(shape)
+
+
+def _device(device) -> torch.device:
+    try:
+        return torch.device(device)
+    except (TypeError, RuntimeError, ValueError):
+        raise TypeError(f"device must be a torch.device, a device string or None, got {device!r}") from None
+
+
+def check_flag(flag, name: str) -> bool:
+    if not isinstance(flag, bool):
+        raise TypeError(f"{name} must be a bool, got {flag!r}")
+    return flag
 
 
 def check_probability(p, name: str) -> float:

@@ -1,6 +1,7 @@
 """Fake (meta) kernels of torch.ops.genesis.*, so that torch.compile(fullgraph=True), meta
 tensors and torch.library.opcheck work: every op returns new contiguous tensors of x's shape,
-dtype and device.
+dtype and device, and the masks (B, 1, *spatial) on x's device: uint8 from the *_masked ops, bool
+from the mask-only ops.
 
 They check what they can see without data, as the C++ kernels do (csrc/op_common.h), with
 the same messages: a graph traced with bad tensors fails at trace time, naming the argument,
@@ -16,10 +17,19 @@ def _like(x):
     return x.new_empty(x.shape)
 
 
+def _mask_like(x, dtype):
+    return x.new_empty((x.shape[0], 1) + tuple(x.shape[2:]), dtype=dtype)
+
+
 def _check_x(x, op):
+    _check_shape(x, op)
+    torch._check(x.dtype in SUPPORTED_DTYPES, lambda: f"{op}: x must be float16, bfloat16, float32 or float64")
+
+
+def _check_shape(x, op):
+    """What the mask-only ops check: they read x's shape (any dtype) and device."""
     torch._check(x.dim() in (4, 5),
                  lambda: f"{op}: x must have shape (B, C, H, W) or (B, C, D, H, W), got {x.dim()} dims")
-    torch._check(x.dtype in SUPPORTED_DTYPES, lambda: f"{op}: x must be float16, bfloat16, float32 or float64")
     spatial = 1
     for n in x.shape[2:]:
         spatial = spatial * n
@@ -96,6 +106,61 @@ def _emulated_fake(x, flip_p, shuffle_p, num_windows, nonlinear_p, paint_p, inpa
 def _emulated_bezier_fake(x, control_points, increasing, lo, hi):
     _check_bezier(x, control_points, increasing, "genesis::_emulated_cuda_bezier")
     return _like(x)
+
+
+def _masked_pair(x, op):
+    _check_x(x, op)
+    return _like(x), _mask_like(x, torch.uint8)
+
+
+def _mask_only(x, op):
+    _check_shape(x, op)
+    return _mask_like(x, torch.bool)
+
+
+def _models_genesis_masked_fake(op):
+    def fake(x, flip_p, shuffle_p, num_windows, nonlinear_p, paint_p, inpaint_rate, lo, hi, seed, sample_offset):
+        _check_x(x, op)
+        return _like(x), _like(x), _mask_like(x, torch.uint8)
+    return fake
+
+
+for _prefix in ("", "_emulated_cuda_"):
+    torch.library.register_fake(f"genesis::{_prefix}models_genesis_masked")(
+        _models_genesis_masked_fake(f"genesis::{_prefix}models_genesis_masked"))
+
+
+@torch.library.register_fake("genesis::local_shuffle_masked")
+def _local_shuffle_masked_fake(x, p, num_windows, seed, sample_offset):
+    return _masked_pair(x, "genesis::local_shuffle_masked")
+
+
+@torch.library.register_fake("genesis::inpaint_masked")
+def _inpaint_masked_fake(x, p, lo, hi, seed, sample_offset):
+    return _masked_pair(x, "genesis::inpaint_masked")
+
+
+@torch.library.register_fake("genesis::outpaint_masked")
+def _outpaint_masked_fake(x, p, lo, hi, seed, sample_offset):
+    return _masked_pair(x, "genesis::outpaint_masked")
+
+
+def _paint_mask_fake(op):
+    def fake(x, paint_p, inpaint_rate, inpaint_p, outpaint_p, seed, sample_offset):
+        return _mask_only(x, op)
+    return fake
+
+
+def _shuffle_mask_fake(op):
+    def fake(x, p, num_windows, seed, sample_offset):
+        return _mask_only(x, op)
+    return fake
+
+
+for _prefix in ("", "_emulated_cuda_"):
+    torch.library.register_fake(f"genesis::{_prefix}paint_mask")(_paint_mask_fake(f"genesis::{_prefix}paint_mask"))
+    torch.library.register_fake(f"genesis::{_prefix}shuffle_mask")(
+        _shuffle_mask_fake(f"genesis::{_prefix}shuffle_mask"))
 
 # genesis::_launch_plan takes no tensor and returns ints: it is registered for
 # CompositeExplicitAutograd (every backend, meta included), so it needs no fake kernel.

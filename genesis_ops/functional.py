@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_count, check_probability, check_sample_offset, check_value_range, check_x, resolve_seed
-from .config import GenesisConfig
+from ._checks import (check_count, check_flag, check_probability, check_sample_offset, check_shape_source,
+                      check_value_range, check_x, resolve_seed)
+from .config import GenesisConfig, paint_gates
 
-__all__ = ["models_genesis", "nonlinear", "local_shuffle", "inpaint", "outpaint", "flip", "bezier"]
+__all__ = ["models_genesis", "nonlinear", "local_shuffle", "inpaint", "outpaint", "flip", "bezier", "paint_mask",
+           "shuffle_mask"]
 
 _ops = torch.ops.genesis
 
@@ -30,18 +32,41 @@ _COMMON_ARGS = {
         Tensor: a new contiguous tensor of x's shape, dtype and device.
 
     """ + _RAISES,
+    "return_mask": """return_mask (bool): also return the corruption mask, written in the same pass
+            (docs/SPEC.md, section 4.7). Default False.""",
+    "masked_output": """Returns:
+        Tensor, or tuple[Tensor, Tensor] with return_mask: a new contiguous tensor of x's shape,
+        dtype and device; with return_mask also the mask, torch.uint8 of shape (B, 1, *spatial) on
+        x's device, shared by all channels: {mask_bits}
+
+    """ + _RAISES,
+    "shape_source": """x_or_shape (Tensor or sequence of int): a batch (only its shape and device are
+            read; any dtype), or its shape (B, C, H, W) or (B, C, D, H, W).
+        device (torch.device or str, optional): where the mask is made when x_or_shape is a
+            shape (default: the CPU); with a tensor it must be None or x's device.""",
+}
+_MASK_BITS = {
+    "shuffle": "bit value 1 where a shuffle window covers the voxel (the union of the sample's\n"
+               "        windows when its shuffle ran; 0 elsewhere, and everywhere when it did not).",
+    "paint": "bit value 2 where fill noise replaced the voxel (inside an in-painting box, or\n"
+             "        outside every kept window of out-painting).",
 }
 
 
-def _documented(fn):
+def _documented(fn, mask_bits=""):
     if fn.__doc__:  # None under python -OO
-        fn.__doc__ = fn.__doc__.format(**_COMMON_ARGS)
+        fn.__doc__ = fn.__doc__.format(**_COMMON_ARGS).replace("{mask_bits}", mask_bits)
     return fn
+
+
+def _masked(bits):
+    """_documented, with the mask bits that op writes."""
+    return lambda fn: _documented(fn, bits)
 
 
 @_documented
 def models_genesis(x: torch.Tensor, config: GenesisConfig | None = None, seed: int | None = None,
-                   generator: torch.Generator | None = None, sample_offset: int = 0):
+                   generator: torch.Generator | None = None, sample_offset: int = 0, return_masks: bool = False):
     """One Models Genesis training pair per sample, fused in one pass over the data::
 
         target = flip(x);  input = paint(nonlinear(shuffle(target)))
@@ -54,10 +79,27 @@ def models_genesis(x: torch.Tensor, config: GenesisConfig | None = None, seed: i
         config (GenesisConfig, optional): probabilities and sizes; None means the paper's
             defaults, GenesisConfig().
         {seeding}
+        return_masks (bool): also return the corruption mask, written in the same pass.
+            Default False.
 
     Returns:
         tuple[Tensor, Tensor]: (input, target), two new contiguous tensors of x's shape, dtype
-        and device: the corrupted input and the (flipped) restoration target.
+        and device: the corrupted input and the (flipped) restoration target. With
+        return_masks, (input, target, mask): input and target as without it, bit for bit, and
+        mask, torch.uint8 of shape (B, 1, *spatial) on x's device, in the target's frame (after
+        the flip) and shared by all channels (docs/SPEC.md, section 4.7):
+
+        * bit value 1: the voxel lies in a shuffle window. Every covered voxel is owned by the
+          last window covering it, so this is the union of the sample's windows when its
+          shuffle ran, and 0 everywhere when its shuffle gate did not fire. The voxel's value
+          may come from elsewhere in its window, or be its own. Equals
+          ``shuffle_mask(x, config.shuffle_p, config.num_windows, seed, ...)``.
+        * bit value 2: the voxel was replaced by fill noise (inside an in-painting box, or
+          outside every kept window of out-painting). Equals
+          ``paint_mask(x, config.paint_p, config.inpaint_rate, seed, ...)``.
+
+        ``(mask & 2) != 0`` is the region to weight a restoration loss on; ``mask != 0``, every
+        voxel the corruption may have changed (the intensity curve aside, which changes all).
 
     {raises}
     """
@@ -66,7 +108,8 @@ def models_genesis(x: torch.Tensor, config: GenesisConfig | None = None, seed: i
     if not isinstance(cfg, GenesisConfig):
         raise TypeError(f"config must be a GenesisConfig, got {type(cfg).__name__}")
     lo, hi = check_value_range(cfg.value_range, "config.value_range")
-    return _ops.models_genesis(
+    op = _ops.models_genesis_masked if check_flag(return_masks, "return_masks") else _ops.models_genesis
+    return op(
         x, check_probability(cfg.flip_p, "config.flip_p"), check_probability(cfg.shuffle_p, "config.shuffle_p"),
         check_count(cfg.num_windows, "config.num_windows"),
         check_probability(cfg.nonlinear_p, "config.nonlinear_p"),
@@ -88,6 +131,8 @@ def nonlinear(x: torch.Tensor, p: float = 0.9, value_range=(0.0, 1.0), seed: int
     Args:
         {x}
         p (float): probability that a sample is mapped, in [0, 1]. Default 0.9.
+            (No return_mask: the map changes every voxel of a mapped sample, so a mask would
+            only repeat the sample's gate.)
         {value_range}
         {seeding}
 
@@ -99,9 +144,9 @@ def nonlinear(x: torch.Tensor, p: float = 0.9, value_range=(0.0, 1.0), seed: int
                           check_sample_offset(sample_offset, x.shape[0]))
 
 
-@_documented
+@_masked(_MASK_BITS["shuffle"])
 def local_shuffle(x: torch.Tensor, p: float = 0.5, num_windows: int = 10000, seed: int | None = None,
-                  generator: torch.Generator | None = None, sample_offset: int = 0) -> torch.Tensor:
+                  generator: torch.Generator | None = None, sample_offset: int = 0, return_mask: bool = False):
     """Local pixel shuffling, applied to each sample with probability p.
 
     num_windows windows per sample, side uniform in 1..max(1, dim // 10) per spatial axis; each
@@ -113,17 +158,19 @@ def local_shuffle(x: torch.Tensor, p: float = 0.5, num_windows: int = 10000, see
         p (float): probability that a sample is shuffled, in [0, 1]. Default 0.5.
         num_windows (int): windows per sample, in [0, 10**7]. Default 10000.
         {seeding}
+        {return_mask}
 
-    {one_output}
+    {masked_output}
     """
     x = check_x(x)
-    return _ops.local_shuffle(x, check_probability(p, "p"), check_count(num_windows, "num_windows"),
-                              resolve_seed(seed, generator), check_sample_offset(sample_offset, x.shape[0]))
+    op = _ops.local_shuffle_masked if check_flag(return_mask, "return_mask") else _ops.local_shuffle
+    return op(x, check_probability(p, "p"), check_count(num_windows, "num_windows"), resolve_seed(seed, generator),
+              check_sample_offset(sample_offset, x.shape[0]))
 
 
-@_documented
+@_masked(_MASK_BITS["paint"])
 def inpaint(x: torch.Tensor, p: float = 1.0, value_range=(0.0, 1.0), seed: int | None = None,
-            generator: torch.Generator | None = None, sample_offset: int = 0) -> torch.Tensor:
+            generator: torch.Generator | None = None, sample_offset: int = 0, return_mask: bool = False):
     """In-painting, applied to each sample with probability p: up to 5 boxes (before each one,
     continue with probability 0.95), side dim // 6 .. dim // 3, 3 voxels from the border, filled
     with uniform noise in value_range (drawn per voxel and channel).
@@ -133,18 +180,20 @@ def inpaint(x: torch.Tensor, p: float = 1.0, value_range=(0.0, 1.0), seed: int |
         p (float): probability that a sample is in-painted, in [0, 1]. Default 1.
         {value_range}
         {seeding}
+        {return_mask}
 
-    {one_output}
+    {masked_output}
     """
     x = check_x(x)
     lo, hi = check_value_range(value_range)
-    return _ops.inpaint(x, check_probability(p, "p"), lo, hi, resolve_seed(seed, generator),
-                        check_sample_offset(sample_offset, x.shape[0]))
+    op = _ops.inpaint_masked if check_flag(return_mask, "return_mask") else _ops.inpaint
+    return op(x, check_probability(p, "p"), lo, hi, resolve_seed(seed, generator),
+              check_sample_offset(sample_offset, x.shape[0]))
 
 
-@_documented
+@_masked(_MASK_BITS["paint"])
 def outpaint(x: torch.Tensor, p: float = 1.0, value_range=(0.0, 1.0), seed: int | None = None,
-             generator: torch.Generator | None = None, sample_offset: int = 0) -> torch.Tensor:
+             generator: torch.Generator | None = None, sample_offset: int = 0, return_mask: bool = False):
     """Out-painting, applied to each sample with probability p: uniform noise in value_range
     everywhere except inside 1 + up to 4 windows (each extra one continues with probability
     0.95) of side dim - (3 * dim // 7 .. 4 * dim // 7), where the input is kept.
@@ -154,13 +203,15 @@ def outpaint(x: torch.Tensor, p: float = 1.0, value_range=(0.0, 1.0), seed: int 
         p (float): probability that a sample is out-painted, in [0, 1]. Default 1.
         {value_range}
         {seeding}
+        {return_mask}
 
-    {one_output}
+    {masked_output}
     """
     x = check_x(x)
     lo, hi = check_value_range(value_range)
-    return _ops.outpaint(x, check_probability(p, "p"), lo, hi, resolve_seed(seed, generator),
-                         check_sample_offset(sample_offset, x.shape[0]))
+    op = _ops.outpaint_masked if check_flag(return_mask, "return_mask") else _ops.outpaint
+    return op(x, check_probability(p, "p"), lo, hi, resolve_seed(seed, generator),
+              check_sample_offset(sample_offset, x.shape[0]))
 
 
 @_documented
@@ -172,6 +223,8 @@ def flip(x: torch.Tensor, p: float = 0.4, seed: int | None = None, generator: to
     Args:
         {x}
         p (float): continue probability of each flip, in [0, 1]. Default 0.4.
+            (No return_mask: a flip moves every voxel and corrupts none; the masks of the other
+            ops are in the flipped frame.)
         {seeding}
 
     {one_output}
@@ -221,3 +274,80 @@ def bezier(x: torch.Tensor, control_points, increasing, value_range=(0.0, 1.0)) 
     if inc.shape != (B,):
         raise ValueError(f"increasing must have shape (B,) = ({B},), got {tuple(inc.shape)}")
     return _ops.bezier(x, cp, inc, lo, hi)
+
+
+@_documented
+def paint_mask(x_or_shape, p: float = 1.0, inpaint_rate: float | None = None, seed: int | None = None,
+               generator: torch.Generator | None = None, sample_offset: int = 0, device=None, *,
+               op: str = "models_genesis") -> torch.Tensor:
+    """The voxels that painting replaces under this seed, as bool, with no image written: the
+    same Philox words as the ops, so it equals, bit for bit, the painted region of
+
+    ============================================================  ===================================
+    paint_mask call                                               painted region of
+    ============================================================  ===================================
+    ``paint_mask(x, p, inpaint_rate, seed, op="models_genesis")``  ``models_genesis(x, cfg, seed)``
+                                                                  with ``cfg.paint_p = p`` and
+                                                                  ``cfg.inpaint_rate = inpaint_rate``
+                                                                  (``mask & 2`` of return_masks)
+    ``paint_mask(x, p, seed=seed, op="inpaint")``                 ``inpaint(x, p, seed=seed)``
+    ``paint_mask(x, p, seed=seed, op="outpaint")``                ``outpaint(x, p, seed=seed)``
+    ============================================================  ===================================
+
+    (same sample_offset throughout). The gates differ: in models_genesis p is the painting gate
+    (paint word 0) and inpaint_rate picks in- or out-painting (paint word 1); in inpaint and
+    outpaint p is the op's own gate (word 0 of its stream). With p = 1 all gates pass and the
+    three calls agree for inpaint_rate 1 / 0. Boxes: docs/SPEC.md, sections 4.4 and 4.5.
+
+    Use it to fill the boxes differently (zeros, a mean, a mask token)::
+
+        m = go.paint_mask(x, seed=s)              # in-painting boxes (p = 1, inpaint_rate = 1)
+        x_filled = x.masked_fill(m, 0.0)          # m broadcasts over the channels
+
+    Args:
+        {shape_source}
+        p (float): the painting gate of op (above), in [0, 1]. Default 1.
+        inpaint_rate (float, optional): probability that painting is in-painting, in [0, 1];
+            op="models_genesis" only (None there means 1). Default None.
+        {seeding}
+        op (str): whose painting: "models_genesis" (default), "inpaint" or "outpaint".
+
+    Returns:
+        Tensor: bool, shape (B, 1, *spatial), on x's device (or device): True where painting
+        replaces the voxel (inside an in-painting box, or outside every kept window of
+        out-painting); all False for samples whose gates fail.
+
+    {raises}
+    """
+    x = check_shape_source(x_or_shape, device)
+    paint_p, rate, inpaint_p, outpaint_p = paint_gates(
+        check_probability(p, "p"), None if inpaint_rate is None else check_probability(inpaint_rate, "inpaint_rate"),
+        op)
+    return _ops.paint_mask(x, paint_p, rate, inpaint_p, outpaint_p, resolve_seed(seed, generator),
+                           check_sample_offset(sample_offset, x.shape[0]))
+
+
+@_documented
+def shuffle_mask(x_or_shape, p: float = 0.5, num_windows: int = 10000, seed: int | None = None,
+                 generator: torch.Generator | None = None, sample_offset: int = 0, device=None) -> torch.Tensor:
+    """The union of the local-shuffle windows of each sample whose shuffle gate passes, as bool,
+    with no image written and no permutation drawn: bit for bit the voxels that
+    ``local_shuffle(x, p, num_windows, seed)`` (``mask & 1`` of its return_mask) and
+    ``models_genesis(x, cfg, seed)`` with ``cfg.shuffle_p = p``, ``cfg.num_windows = num_windows``
+    (``mask & 1`` of return_masks) shuffle, under the same sample_offset. A voxel inside may keep
+    its own value (the permutation may fix it).
+
+    Args:
+        {shape_source}
+        p (float): probability that a sample is shuffled, in [0, 1]. Default 0.5.
+        num_windows (int): windows per sample, in [0, 10**7]. Default 10000.
+        {seeding}
+
+    Returns:
+        Tensor: bool, shape (B, 1, *spatial), on x's device (or device).
+
+    {raises}
+    """
+    x = check_shape_source(x_or_shape, device)
+    return _ops.shuffle_mask(x, check_probability(p, "p"), check_count(num_windows, "num_windows"),
+                             resolve_seed(seed, generator), check_sample_offset(sample_offset, x.shape[0]))

@@ -24,7 +24,7 @@ class ModelsGenesis(torch.nn.Module):
         self.config = config if config is not None else GenesisConfig()
         self.generator = generator
 
-    def forward(self, x: torch.Tensor, seed: int | None = None):
+    def forward(self, x: torch.Tensor, seed: int | None = None, return_masks: bool = False):
         """One (input, target) pair per sample of x.
 
         Args:
@@ -32,11 +32,13 @@ class ModelsGenesis(torch.nn.Module):
                 float64, on the CPU or a CUDA device; not modified.
             seed (int, optional): an explicit seed in [0, 2**64); None draws one from the
                 module's generator.
+            return_masks (bool): also return the corruption mask (see models_genesis).
 
         Returns:
-            tuple[Tensor, Tensor]: (input, target), new tensors of x's shape, dtype and device.
+            tuple[Tensor, Tensor]: (input, target), new tensors of x's shape, dtype and device;
+            with return_masks, (input, target, mask), mask torch.uint8 (B, 1, *spatial).
         """
-        return models_genesis(x, self.config, seed=seed, generator=self.generator)
+        return models_genesis(x, self.config, seed=seed, generator=self.generator, return_masks=return_masks)
 
     def extra_repr(self) -> str:
         return repr(self.config)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import GenesisConfig
+from .config import GenesisConfig, paint_gates
 
 __all__ = [
     "philox4x32_10",
@@ -31,6 +31,8 @@ __all__ = [
     "inpaint",
     "outpaint",
     "models_genesis",
+    "paint_mask",
+    "shuffle_mask",
     "draw_sample_params",
     "curve_table",
     "GenesisConfig",
@@ -45,6 +47,9 @@ PAINT_CONTINUE = 0.95
 PAINT_MARGIN = 3
 CURVE_SEGMENTS = 2048
 CURVE_GRID = 4096
+# Bits of a corruption mask byte (docs/SPEC.md, section 4.7).
+MASK_SHUFFLED = 1  # the voxel lies in a shuffle window (the sample's shuffle ran)
+MASK_PAINTED = 2   # the voxel was replaced by fill noise
 
 _M32 = np.uint64(0xFFFFFFFF)
 
@@ -322,10 +327,40 @@ def _box_slices(box):
     return tuple(slice(s, s + n) for s, n in zip(start, size))
 
 
+def _paint_region(p: SampleParams, dims):
+    """Bool array of dims: the voxels painting replaces (inside an in-painting box, or outside
+    every out-painting window; none without painting)."""
+    inside = np.zeros(dims, dtype=bool)
+    for box in p.boxes:
+        inside[_box_slices(box)] = True
+    if p.paint == "none":
+        return inside  # no boxes: all False
+    return inside if p.paint == "in" else ~inside
+
+
+def _window_slices(starts, sizes, k):
+    return tuple(slice(int(starts[k, a]), int(starts[k, a] + sizes[k, a])) for a in range(starts.shape[1]))
+
+
+def sample_mask(seed: int, sample: int, dims, probs: _Probabilities, p: SampleParams | None = None):
+    """The corruption mask of one sample (docs/SPEC.md, section 4.7), uint8 of shape dims:
+    MASK_SHUFFLED where a shuffle window covers the voxel (when the sample's shuffle runs: the
+    union of its windows), MASK_PAINTED where painting replaces it. Drawn from the same words as
+    the transforms (p: the sample's parameters, if already drawn)."""
+    if p is None:
+        p = draw_sample_params(seed, sample, dims, probs)
+    mask = np.zeros(dims, dtype=np.uint8)
+    if p.shuffle:
+        starts, sizes = shuffle_windows(seed, sample, dims, probs.num_windows)
+        for k in range(probs.num_windows):
+            mask[_window_slices(starts, sizes, k)] = MASK_SHUFFLED
+    mask[_paint_region(p, dims)] |= MASK_PAINTED
+    return mask
+
+
 def _apply_sample(xs, seed, sample, probs: _Probabilities, lo, hi):
-    """One sample (C, *spatial): returns (input, target) following docs/SPEC.md step by step."""
+    """One sample (C, *spatial): returns (input, target, mask) following docs/SPEC.md step by step."""
     dims = xs.shape[1:]
-    nd = len(dims)
     p = draw_sample_params(seed, sample, dims, probs)
     # 1. flip (shared by input and target)
     target = xs.copy()
@@ -337,7 +372,7 @@ def _apply_sample(xs, seed, sample, probs: _Probabilities, lo, hi):
     if p.shuffle:
         starts, sizes = shuffle_windows(seed, sample, dims, probs.num_windows)
         for k in range(probs.num_windows):
-            sl = tuple(slice(int(starts[k, a]), int(starts[k, a] + sizes[k, a])) for a in range(nd))
+            sl = _window_slices(starts, sizes, k)
             block = target[(slice(None),) + sl]
             flat = block.reshape(block.shape[0], -1)
             perm = fisher_yates(seed, sample, k, flat.shape[1])
@@ -349,12 +384,8 @@ def _apply_sample(xs, seed, sample, probs: _Probabilities, lo, hi):
     # 4. painting with per-voxel, per-channel uniform noise
     if p.paint != "none":
         noise = _noise(seed, sample, xs.shape, lo, hi).astype(xs.dtype)
-        inside = np.zeros(dims, dtype=bool)
-        for box in p.boxes:
-            inside[_box_slices(box)] = True
-        replace = inside if p.paint == "in" else ~inside
-        out = np.where(replace[None], noise, out)
-    return out, target
+        out = np.where(_paint_region(p, dims)[None], noise, out)
+    return out, target, sample_mask(seed, sample, dims, probs, p)
 
 
 def _check(x):
@@ -367,12 +398,30 @@ def _check(x):
 
 
 def _run(x, seed, probs, value_range=(0.0, 1.0), sample_offset=0):
+    """(inputs, targets, masks), masks uint8 of shape (B, 1, *spatial)."""
     x = _check(x)
     lo, hi = value_range
     inputs, targets = np.empty_like(x), np.empty_like(x)
+    masks = np.empty((x.shape[0], 1) + x.shape[2:], dtype=np.uint8)
     for b in range(x.shape[0]):
-        inputs[b], targets[b] = _apply_sample(x[b], seed, sample_offset + b, probs, lo, hi)
-    return inputs, targets
+        inputs[b], targets[b], masks[b, 0] = _apply_sample(x[b], seed, sample_offset + b, probs, lo, hi)
+    return inputs, targets, masks
+
+
+def _single(outputs, return_mask):
+    """A single op's result: its output, or (output, mask)."""
+    return (outputs[0], outputs[2]) if return_mask else outputs[0]
+
+
+def _masks(shape, seed, probs, sample_offset, bit):
+    """Bool (B, 1, *spatial): bit `bit` of the corruption masks, no image computed."""
+    shape = tuple(int(n) for n in shape)
+    if len(shape) not in (4, 5):
+        raise ValueError(f"shape: expected (B, C, H, W) or (B, C, D, H, W), got {shape}")
+    out = np.empty((shape[0], 1) + shape[2:], dtype=bool)
+    for b in range(shape[0]):
+        out[b, 0] = (sample_mask(seed, sample_offset + b, shape[2:], probs) & bit) != 0
+    return out
 
 
 # Arguments the transforms share, documented once and filled into each docstring by _documented.
@@ -383,6 +432,12 @@ _COMMON_ARGS = {
         sample_offset (int): the sample index of x[0] in the random streams. Default 0.""",
     "one_output": """Returns:
         np.ndarray: a new array of x's shape and dtype, equal to the kernels' output.""",
+    "masked_output": """return_mask (bool): also return the corruption mask. Default False.
+
+    Returns:
+        np.ndarray, or tuple[np.ndarray, np.ndarray] with return_mask: a new array of x's shape
+        and dtype, equal to the kernels' output, and the mask, uint8 (B, 1, *spatial) (docs/SPEC.md,
+        section 4.7).""",
 }
 
 
@@ -393,7 +448,8 @@ def _documented(fn):
 
 
 @_documented
-def models_genesis(x, config: GenesisConfig | None = None, seed: int = 0, sample_offset: int = 0):
+def models_genesis(x, config: GenesisConfig | None = None, seed: int = 0, sample_offset: int = 0,
+                   return_masks: bool = False):
     """NumPy version of genesis_ops.models_genesis: target = flip(x),
     input = paint(nonlinear(shuffle(target))), from the same words, so equal to the kernels.
 
@@ -401,14 +457,56 @@ def models_genesis(x, config: GenesisConfig | None = None, seed: int = 0, sample
         {x}
         config (GenesisConfig, optional): probabilities and sizes; None means GenesisConfig().
         {seeding}
+        return_masks (bool): also return the corruption mask. Default False.
 
     Returns:
-        tuple[np.ndarray, np.ndarray]: (input, target), new arrays of x's shape and dtype.
+        tuple[np.ndarray, np.ndarray]: (input, target), new arrays of x's shape and dtype; with
+        return_masks, (input, target, mask), mask uint8 of shape (B, 1, *spatial): bit 1 where
+        a shuffle window covers the voxel, bit 2 where fill noise replaced it (docs/SPEC.md,
+        section 4.7).
     """
     c = config or GenesisConfig()
     probs = _Probabilities(flip_p=c.flip_p, shuffle_p=c.shuffle_p, num_windows=c.num_windows,
                            nonlinear_p=c.nonlinear_p, paint_p=c.paint_p, inpaint_rate=c.inpaint_rate)
-    return _run(x, seed, probs, c.value_range, sample_offset)
+    inputs, targets, masks = _run(x, seed, probs, c.value_range, sample_offset)
+    return (inputs, targets, masks) if return_masks else (inputs, targets)
+
+
+def paint_mask(shape, p: float = 1.0, inpaint_rate: float | None = None, seed: int = 0, sample_offset: int = 0,
+               op: str = "models_genesis"):
+    """NumPy version of genesis_ops.paint_mask: the voxels the painting of `op` replaces, as bool
+    (B, 1, *spatial), from the same words (p, inpaint_rate, op: see config.paint_gates).
+
+    Args:
+        shape (sequence of int): (B, C, H, W) or (B, C, D, H, W).
+        p (float): the painting gate of op. Default 1.
+        inpaint_rate (float, optional): the fused pipeline's in-painting rate (op="models_genesis"
+            only; None means 1).
+        {seeding}
+        op (str): "models_genesis", "inpaint" or "outpaint". Default "models_genesis".
+
+    Returns:
+        np.ndarray: bool, shape (B, 1, *spatial).
+    """
+    paint_p, rate, inpaint_p, outpaint_p = paint_gates(p, inpaint_rate, op)
+    probs = _Probabilities(paint_p=paint_p, inpaint_rate=rate, inpaint_p=inpaint_p, outpaint_p=outpaint_p)
+    return _masks(shape, seed, probs, sample_offset, MASK_PAINTED)
+
+
+def shuffle_mask(shape, p: float = 0.5, num_windows: int = 10000, seed: int = 0, sample_offset: int = 0):
+    """NumPy version of genesis_ops.shuffle_mask: the union of the shuffle windows of each sample
+    whose shuffle gate passes, as bool (B, 1, *spatial), from the same words as local_shuffle.
+
+    Args:
+        shape (sequence of int): (B, C, H, W) or (B, C, D, H, W).
+        p (float): probability that a sample is shuffled. Default 0.5.
+        num_windows (int): windows per sample. Default 10000.
+        {seeding}
+
+    Returns:
+        np.ndarray: bool, shape (B, 1, *spatial).
+    """
+    return _masks(shape, seed, _Probabilities(shuffle_p=p, num_windows=num_windows), sample_offset, MASK_SHUFFLED)
 
 
 @_documented
@@ -426,7 +524,8 @@ def flip(x, p: float = 0.4, seed: int = 0, sample_offset: int = 0):
 
 
 @_documented
-def local_shuffle(x, p: float = 0.5, num_windows: int = 10000, seed: int = 0, sample_offset: int = 0):
+def local_shuffle(x, p: float = 0.5, num_windows: int = 10000, seed: int = 0, sample_offset: int = 0,
+                  return_mask: bool = False):
     """NumPy local pixel shuffling (docs/SPEC.md, section 4.2); same words as
     genesis_ops.local_shuffle.
 
@@ -435,10 +534,10 @@ def local_shuffle(x, p: float = 0.5, num_windows: int = 10000, seed: int = 0, sa
         p (float): probability that a sample is shuffled. Default 0.5.
         num_windows (int): windows per sample. Default 10000.
         {seeding}
-
-    {one_output}
+        {masked_output}
     """
-    return _run(x, seed, _Probabilities(shuffle_p=p, num_windows=num_windows), sample_offset=sample_offset)[0]
+    return _single(_run(x, seed, _Probabilities(shuffle_p=p, num_windows=num_windows), sample_offset=sample_offset),
+                   return_mask)
 
 
 @_documented
@@ -458,7 +557,8 @@ def nonlinear(x, p: float = 0.9, value_range=(0.0, 1.0), seed: int = 0, sample_o
 
 
 @_documented
-def inpaint(x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_offset: int = 0):
+def inpaint(x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_offset: int = 0,
+            return_mask: bool = False):
     """NumPy in-painting (docs/SPEC.md, section 4.4); same words as genesis_ops.inpaint.
 
     Args:
@@ -466,15 +566,15 @@ def inpaint(x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_off
         p (float): probability that a sample is in-painted. Default 1.
         value_range (tuple[float, float]): (lo, hi), the fill noise's range. Default (0, 1).
         {seeding}
-
-    {one_output}
+        {masked_output}
     """
     probs = _Probabilities(paint_p=1.0, inpaint_rate=1.0, inpaint_p=p)
-    return _run(x, seed, probs, value_range, sample_offset)[0]
+    return _single(_run(x, seed, probs, value_range, sample_offset), return_mask)
 
 
 @_documented
-def outpaint(x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_offset: int = 0):
+def outpaint(x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_offset: int = 0,
+             return_mask: bool = False):
     """NumPy out-painting (docs/SPEC.md, section 4.5); same words as genesis_ops.outpaint.
 
     Args:
@@ -482,11 +582,10 @@ def outpaint(x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_of
         p (float): probability that a sample is out-painted. Default 1.
         value_range (tuple[float, float]): (lo, hi), the fill noise's range. Default (0, 1).
         {seeding}
-
-    {one_output}
+        {masked_output}
     """
     probs = _Probabilities(paint_p=1.0, inpaint_rate=0.0, outpaint_p=p)
-    return _run(x, seed, probs, value_range, sample_offset)[0]
+    return _single(_run(x, seed, probs, value_range, sample_offset), return_mask)
 
 
 def clamp_control_points(cp):

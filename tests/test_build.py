@@ -8,7 +8,9 @@ import torch
 
 import genesis_ops as go
 
-OPS = ["models_genesis", "flip", "local_shuffle", "nonlinear", "inpaint", "outpaint", "bezier"]
+OPS = ["models_genesis", "flip", "local_shuffle", "nonlinear", "inpaint", "outpaint", "bezier",
+       "models_genesis_masked", "local_shuffle_masked", "inpaint_masked", "outpaint_masked", "paint_mask",
+       "shuffle_mask"]
 X = torch.rand(2, 1, 6, 6, 4)
 CP = torch.rand(2, 4, dtype=torch.float64)
 INC = torch.tensor([True, False])
@@ -20,6 +22,12 @@ ARGS = {  # valid arguments of each raw op (CPU tensors; the CUDA kernel is reac
     "inpaint": (X, 0.5, 0.0, 1.0, 0, 0),
     "outpaint": (X, 0.5, 0.0, 1.0, 0, 0),
     "bezier": (X, CP, INC, 0.0, 1.0),
+    "models_genesis_masked": (X, 0.4, 0.5, 10, 0.9, 0.9, 0.2, 0.0, 1.0, 0, 0),
+    "local_shuffle_masked": (X, 0.5, 10, 0, 0),
+    "inpaint_masked": (X, 0.5, 0.0, 1.0, 0, 0),
+    "outpaint_masked": (X, 0.5, 0.0, 1.0, 0, 0),
+    "paint_mask": (X, 0.9, 0.2, 1.0, 1.0, 0, 0),
+    "shuffle_mask": (X, 0.5, 10, 0, 0),
 }
 
 

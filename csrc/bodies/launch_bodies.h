@@ -12,7 +12,8 @@
 //   3. owner_body         per (sample, window)            owner[b, v] = max k of windows covering v
 //   4. window_*           one warp per (sample, window)   the owner's permutation, built once:
 //                                                         owner[b, v] = encoded source voxel
-//   5. voxel_group_body   per 4 voxels of a sample        input and target, all channels
+//   5. voxel_group_body   per 4 voxels of a sample        input and target, all channels (and the mask)
+// The mask-only ops (paint_mask, shuffle_mask) run 1, 3 (shuffle_mask) and mask_group_body instead of 5.
 #include "bodies/launch_plan.h"
 #include "bodies/pipeline.h"
 
@@ -183,13 +184,30 @@ GENESIS_HD uint32_t* window_slice(bool in_shared, int64_t capacity, uint32_t* sh
 }
 
 // ---- the voxel kernel: kVoxelsPerThread consecutive voxels of one sample per thread --------------
-// Input (and target, if not null) of voxels 4g .. 4g+3 of sample b, all channels. The fill
-// noise of voxel v is word v of stream c, so one Philox block serves the group.
-template <typename T>
+// Voxel (z, y, x) -> the next one in row-major order.
+GENESIS_HD void next_voxel(const Shape& shape, int64_t& z, int64_t& y, int64_t& x) {
+  if (++x == shape.dim[2]) {
+    x = 0;
+    if (++y == shape.dim[1]) {
+      y = 0;
+      ++z;
+    }
+  }
+}
+
+// Whether a shuffle window covers a voxel, from its owner-map entry: -1 = no window; a window
+// index k >= 0 (the owner kernel's result) or an encoded source < -1 (the window kernel's).
+GENESIS_HD bool owner_covers(int32_t o) { return o != -1; }
+
+// Input (and target, if not null) of voxels 4g .. 4g+3 of sample b, all channels, and, with kMask,
+// their mask bytes (kMaskShuffled | kMaskPainted; one per voxel, not per channel). kMask is a
+// template parameter so that the plain ops' code is what it was without masks (registers
+// included). The fill noise of voxel v is word v of stream c, so one Philox block serves the group.
+template <bool kMask, typename T>
 GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input, T* __restrict__ target,
-                                 const Shape& shape, const PipelineConfig& cfg, const SampleParams* params,
-                                 const float* xs, const float* ys, const int32_t* grid, const int32_t* owner,
-                                 int64_t b, int64_t g) {
+                                 uint8_t* __restrict__ mask, const Shape& shape, const PipelineConfig& cfg,
+                                 const SampleParams* params, const float* xs, const float* ys, const int32_t* grid,
+                                 const int32_t* owner, int64_t b, int64_t g) {
   const SampleParams& p = params[b];  // a reference: a copy would put 176 bytes on every thread's stack
   const int64_t S = shape.spatial(), v0 = g * kVoxelsPerThread;
   const int count = static_cast<int>(min64(kVoxelsPerThread, S - v0));
@@ -205,8 +223,10 @@ GENESIS_UNROLL
       const int64_t v = v0 + q;
       tgt_src[q] = flip_source(shape, p.flip_mask, z, y, xx);
       in_src[q] = tgt_src[q];
+      bool covered = false;
       if (p.shuffle) {
         const int32_t o = owner[b * S + v];
+        if (kMask) covered = owner_covers(o);
         if (o < -1) {  // encode_source: the window kernel's result
           int64_t sz, sy, sx;
           unravel(shape, -2 - static_cast<int64_t>(o), sz, sy, sx);
@@ -215,13 +235,9 @@ GENESIS_UNROLL
       }
       noise[q] = paint_replaces(p, z, y, xx);
       any_noise = any_noise || noise[q];
-      if (++xx == shape.dim[2]) {  // next voxel in row-major order
-        xx = 0;
-        if (++y == shape.dim[1]) {
-          y = 0;
-          ++z;
-        }
-      }
+      if (kMask)
+        mask[b * S + v] = static_cast<uint8_t>((covered ? kMaskShuffled : 0) | (noise[q] ? kMaskPainted : 0));
+      next_voxel(shape, z, y, xx);
     }
   }
   const float range = cfg.hi - cfg.lo;
@@ -247,6 +263,24 @@ GENESIS_UNROLL
         input[plane + v] = out;
       }
     }
+  }
+}
+
+// ---- the mask-only ops: kVoxelsPerThread voxels of one sample per thread -------------------------
+// paint_mask: whether painting replaces voxels 4g .. 4g+3 of sample b; shuffle_mask: whether a
+// shuffle window covers them (after the owner kernel). Bool bytes (0 or 1).
+GENESIS_HD void mask_group_body(const Shape& shape, const PipelineConfig& cfg, const SampleParams* params,
+                                const int32_t* owner, uint8_t* mask, int64_t b, int64_t g) {
+  const SampleParams& p = params[b];
+  const int64_t S = shape.spatial(), v0 = g * kVoxelsPerThread;
+  const int count = static_cast<int>(min64(kVoxelsPerThread, S - v0));
+  int64_t z, y, xx;
+  unravel(shape, v0, z, y, xx);
+  for (int q = 0; q < count; ++q) {
+    const int64_t v = v0 + q;
+    mask[b * S + v] = cfg.op == OpKind::kShuffleMask ? p.shuffle && owner_covers(owner[b * S + v])
+                                                     : paint_replaces(p, z, y, xx);
+    next_voxel(shape, z, y, xx);
   }
 }
 

@@ -37,7 +37,7 @@ struct Grid {
 
 struct LaunchPlan {
   bool curves = false;       // curve tables (nonlinear, bezier, fused with nonlinear_p > 0)
-  bool shuffle = false;      // owner and window kernels
+  bool shuffle = false;      // owner kernel, and window kernel unless the op is shuffle_mask
   Grid params, curve, owner, window, voxel;
   int64_t voxel_groups = 0;      // kVoxelsPerThread-voxel groups per sample
   int64_t window_items = 0;      // B x num_windows
@@ -71,6 +71,9 @@ inline LaunchPlan launch_plan(const Shape& shape, const PipelineConfig& cfg) {
   if (p.shuffle) {
     p.window_items = B * cfg.num_windows;
     p.owner.x = min_i64(ceil_div(p.window_items, kLaunchThreads), kGridStrideBlocks);
+  }
+  // shuffle_mask needs only which voxels a window owns (the owner map), not the permutations.
+  if (p.shuffle && cfg.op != OpKind::kShuffleMask) {
     p.window_capacity = max_window_volume(shape);
     const int64_t per_window = 2 * 4 * p.window_capacity;
     p.window_in_shared = per_window <= kWindowSharedBytes;

@@ -15,9 +15,17 @@ constexpr int kMaxFlips = 3;
 // The op a call runs (the schemas in csrc/ops.cpp, in this order). Besides the stage
 // probabilities below, it decides what only the op knows: models_genesis alone returns a target
 // too, the bezier op's per-sample parameters are given instead of drawn, and the flip op's result
-// is flip(x) (the CPU engine then runs only its flip pass).
-enum class OpKind : int32_t { kModelsGenesis, kFlip, kLocalShuffle, kNonlinear, kInpaint, kOutpaint, kBezier };
-constexpr int kNumOps = 7;
+// is flip(x) (the CPU engine then runs only its flip pass). The mask-only ops (paint_mask,
+// shuffle_mask) write no image: only the region that painting, or the shuffle's windows, would
+// cover (docs/SPEC.md, section 4.7), from the same words.
+enum class OpKind : int32_t {
+  kModelsGenesis, kFlip, kLocalShuffle, kNonlinear, kInpaint, kOutpaint, kBezier, kPaintMask, kShuffleMask
+};
+constexpr int kNumOps = 9;
+
+// Bits of a corruption mask byte (docs/SPEC.md, section 4.7), in the target's frame.
+constexpr uint8_t kMaskShuffled = 1;  // the voxel lies in a shuffle window (the sample's shuffle ran)
+constexpr uint8_t kMaskPainted = 2;   // the voxel was replaced by fill noise
 
 // The bezier op's per-sample parameters: control points (B, 4) float64 (P1x, P1y, P2x, P2y) and
 // directions (B,) bool, contiguous, on the engine's device (null for every other op).

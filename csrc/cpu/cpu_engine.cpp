@@ -6,6 +6,7 @@
 // is a pure function of its coordinates, so results do not depend on the thread count or on the
 // schedule (whole samples or rows per task).
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -78,13 +79,15 @@ struct ThreadScratch {
   // Used by the thread's tasks.
   ShuffleScratch shuffle;
   RowScratch row;
-  std::vector<int32_t> map;  // one sample's source map (whole samples per task)
+  std::vector<int32_t> map;      // one sample's source map (whole samples per task)
+  std::vector<uint64_t> claims;  // and its claim bitmap (with the mask)
   // Used by the calling thread, for the whole batch of a call.
   std::vector<float> xs, ys;
   std::vector<int32_t> grid;
   std::vector<CurveCell> cells;
   std::vector<CurveSegment> segs;
-  std::vector<int32_t> batch_map;  // the batch's source maps (few samples)
+  std::vector<int32_t> batch_map;      // the batch's source maps (few samples)
+  std::vector<uint64_t> batch_claims;  // and claim bitmaps (with the mask)
 };
 constexpr size_t kKeptBytes = size_t{64} << 20;
 
@@ -109,10 +112,69 @@ void release_if_large(V& buf) {
 // directly; painting is decided per row from the boxes; one Philox block serves 4 noise voxels.
 // Voxels that paint replaces are neither gathered nor mapped: out-painting replaces most of a
 // volume, and in a row outside every kept box all of it.
+// Which voxels of row (z, y) painting replaces (paint_replaces, per row from the boxes):
+// replace[0 .. W) = 0 or 1 (p.paint != kPaintNone). Returns how many. (A raw pointer: byte
+// stores through a vector's operator[] may alias the vector's own pointer, which the compiler
+// then reloads at every voxel.)
+int64_t paint_row(const SampleParams& p, int64_t z, int64_t y, int64_t W, uint8_t* replace) {
+  std::memset(replace, p.paint == kPaintOut ? 1 : 0, static_cast<size_t>(W));
+  for (int k = 0; k < p.num_boxes; ++k) {
+    const Box& bx = p.boxes[k];
+    if (z < bx.start[0] || z >= bx.start[0] + bx.size[0] || y < bx.start[1] || y >= bx.start[1] + bx.size[1]) continue;
+    std::memset(replace + bx.start[2], p.paint == kPaintIn ? 1 : 0, static_cast<size_t>(bx.size[2]));
+  }
+  int64_t replaced = 0;
+  for (int64_t xx = 0; xx < W; ++xx) replaced += replace[xx];
+  return replaced;
+}
+
+// Bit x of row (z, y) of a claim bitmap (rows of claim_row_words words): 0 or 1.
+inline uint8_t claim_bit(const uint64_t* claim_row, int64_t x) {
+  return static_cast<uint8_t>((claim_row[x >> 6] >> (x & 63)) & 1);
+}
+
+// kSpreadBits[b]: byte i is bit i of b (0 or 1), in memory order on a little-endian CPU: 8 claim
+// bits become 8 mask bytes with one load.
+constexpr std::array<uint64_t, 256> spread_bits_table() {
+  std::array<uint64_t, 256> t{};
+  for (int b = 0; b < 256; ++b)
+    for (int i = 0; i < 8; ++i) t[b] |= static_cast<uint64_t>((b >> i) & 1) << (8 * i);
+  return t;
+}
+constexpr std::array<uint64_t, 256> kSpreadBits = spread_bits_table();
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "kSpreadBits is laid out for little-endian CPUs");
+
+// The mask bytes of a row of W voxels: kMaskShuffled from the row of the claim bitmap (null: the
+// sample's shuffle did not run), kMaskPainted from replace (0/1 per voxel; null: none replaced).
+// 8 voxels at a time: one table load for the claims, one 8-byte load for replace (0/1 bytes, so
+// << 1 stays within each byte).
+void mask_row_bytes(uint8_t* out, int64_t W, const uint64_t* claim_row, const uint8_t* replace) {
+  int64_t x0 = 0;
+  for (; x0 + 8 <= W; x0 += 8) {
+    uint64_t v = claim_row != nullptr ? kSpreadBits[(claim_row[x0 >> 6] >> (x0 & 63)) & 0xff] : 0;
+    if (replace != nullptr) {
+      uint64_t r;
+      std::memcpy(&r, replace + x0, 8);
+      v |= r << 1;
+    }
+    std::memcpy(out + x0, &v, 8);
+  }
+  for (; x0 < W; ++x0)
+    out[x0] = static_cast<uint8_t>((claim_row != nullptr ? claim_bit(claim_row, x0) : 0) |
+                                   (replace != nullptr ? replace[x0] << 1 : 0));
+}
+
+// Input row (z, y) of sample b, all channels, and its mask bytes where mask_row is not null
+// (claim_row: the row of the sample's claim bitmap, null where its shuffle did not run). Same
+// values as voxel_group_body (the GPU body), organised for the CPU: targets are already written,
+// so the shuffle reads the flipped volume directly; painting is decided per row from the boxes;
+// one Philox block serves 4 noise voxels.
+// Voxels that paint replaces are neither gathered nor mapped: out-painting replaces most of a
+// volume, and in a row outside every kept box all of it.
 template <typename T>
 void input_row(const T* x, T* input, const T* target, const Shape& shape, const PipelineConfig& cfg,
                const SampleView& sv, const CurveCell* cells, const CurveSegment* segs, const int32_t* map, int64_t b,
-               int64_t z, int64_t y, RowScratch& scratch) {
+               int64_t z, int64_t y, RowScratch& scratch, uint8_t* mask_row, const uint64_t* claim_row) {
   const SampleParams& p = sv.params;
   const int64_t S = shape.spatial(), W = shape.dim[2];
   const int64_t row = (z * shape.dim[1] + y) * W;
@@ -126,15 +188,11 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
     scratch.replace.resize(W + 1);
     scratch.words.resize(W + 40);  // groups of 8 whole blocks from the block holding the row start
     replace = scratch.replace.data();
-    std::memset(replace, p.paint == kPaintOut ? 1 : 0, W);
+    replaced = paint_row(p, z, y, W, replace);
     replace[W] = 1;  // sentinel: ends the last kept run
-    for (int k = 0; k < p.num_boxes; ++k) {
-      const Box& bx = p.boxes[k];
-      if (z < bx.start[0] || z >= bx.start[0] + bx.size[0] || y < bx.start[1] || y >= bx.start[1] + bx.size[1]) continue;
-      std::memset(replace + bx.start[2], p.paint == kPaintIn ? 1 : 0, bx.size[2]);
-    }
-    for (int64_t xx = 0; xx < W; ++xx) replaced += replace[xx];
   }
+  if (mask_row != nullptr)  // once per row, not per channel
+    mask_row_bytes(mask_row, W, claim_row, replaced != 0 ? replace : nullptr);
   const float lo = cfg.lo, range = cfg.hi - cfg.lo, inv_range = 1.0f / range;
   for (int64_t c = 0; c < shape.channels; ++c) {
     const int64_t plane = (b * shape.channels + c) * S;
@@ -191,7 +249,7 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
 }
 
 template <typename T>
-void run_cpu(const T* x, T* input, T* target, const Shape& shape, const PipelineConfig& cfg,
+void run_cpu(const T* x, T* input, T* target, uint8_t* mask, const Shape& shape, const PipelineConfig& cfg,
              std::vector<SampleParams>& params) {
   const int64_t B = shape.batch, S = shape.spatial();
   ThreadScratch& caller = thread_scratch();
@@ -212,15 +270,18 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
       release_if_large(s.cells);
       release_if_large(s.segs);
       release_if_large(s.batch_map);
+      release_if_large(s.batch_claims);
     }
   } trim{caller};
   // The flip op's result is flip(x): pass 1 writes it, and pass 2 has nothing to do.
   const bool flip_only = cfg.op == OpKind::kFlip;
   T* flipped = flip_only ? input : target;  // where pass 1 writes flip(x)
   const int64_t H = shape.dim[1], W = shape.dim[2], rows_per_sample = shape.dim[0] * H;
+  // With the mask: per sample, its shuffle's claim bitmap (the union of its windows).
+  const int64_t claim_words = mask != nullptr && any_shuffle ? rows_per_sample * claim_row_words(shape) : 0;
 
-  // Per sample: curve tables and the shuffle's source map.
-  const auto prepare = [&](int64_t b, int32_t* src_b, ShuffleScratch& scratch) {
+  // Per sample: curve tables and the shuffle's source map (and claim bitmap, claims_b not null).
+  const auto prepare = [&](int64_t b, int32_t* src_b, uint64_t* claims_b, ShuffleScratch& scratch) {
     if (params[b].nonlinear) {
       for (int i = 0; i < kCurvePoints; ++i) curve_point_body(params.data(), xs, ys, b, i);
       const CurveTableView curve = curve_view(xs, ys, grid, b);
@@ -228,7 +289,7 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
       curve_fast_tables(curve.xs, curve.ys, curve.grid, cells + b * kCurveCellsPerSample,
                         segs + b * kCurveSegmentsPerSample);
     }
-    if (params[b].shuffle) shuffle_source_map(cfg, shape, b, params[b], src_b, scratch);
+    if (params[b].shuffle) shuffle_source_map(cfg, shape, b, params[b], src_b, scratch, claims_b);
   };
   // Pass 1, one row: targets, flip(x) (the shuffle of pass 2 reads them); for the flip op, its result.
   const auto flip_row = [&](int64_t b, int64_t z, int64_t y) {
@@ -246,13 +307,16 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
       }
     }
   };
-  // Pass 2, one row: inputs.
-  const auto value_row = [&](int64_t b, int64_t z, int64_t y, const int32_t* src_b, RowScratch& scratch) {
+  // Pass 2, one row: inputs (and mask).
+  const auto value_row = [&](int64_t b, int64_t z, int64_t y, const int32_t* src_b, const uint64_t* claims_b,
+                             RowScratch& scratch) {
     const SampleView sv{params[b], curve_view(xs, ys, grid, b), sample_index(cfg, b)};
-    const bool nl = params[b].nonlinear;
+    const bool nl = params[b].nonlinear, sh = params[b].shuffle;
+    const int64_t row = z * H + y;
     input_row(x, input, target, shape, cfg, sv, nl ? cells + b * kCurveCellsPerSample : nullptr,
-              nl ? segs + b * kCurveSegmentsPerSample : nullptr, params[b].shuffle ? src_b : nullptr, b, z, y,
-              scratch);
+              nl ? segs + b * kCurveSegmentsPerSample : nullptr, sh ? src_b : nullptr, b, z, y, scratch,
+              mask != nullptr ? mask + b * S + row * W : nullptr,
+              mask != nullptr && sh ? claims_b + row * claim_row_words(shape) : nullptr);
   };
 
   if (B >= 4 * torch::stable::get_num_threads()) {
@@ -260,21 +324,25 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
     // core's cache between the passes, and the source map takes one sample's memory per thread.
     parallel_dynamic(B, 1, [&](int64_t b0, int64_t b1) {
       ThreadScratch& ts = thread_scratch();
-      int32_t* src = any_shuffle ? room_for(ts.map, S) : nullptr;
+      int32_t* const src = any_shuffle ? room_for(ts.map, S) : nullptr;
+      uint64_t* const claims_b = claim_words > 0 ? room_for(ts.claims, claim_words) : nullptr;
       for (int64_t b = b0; b < b1; ++b) {
-        prepare(b, src, ts.shuffle);
+        prepare(b, src, claims_b, ts.shuffle);
         for (int64_t r = 0; r < rows_per_sample && flipped != nullptr; ++r) flip_row(b, r / H, r % H);
-        for (int64_t r = 0; r < rows_per_sample && !flip_only; ++r) value_row(b, r / H, r % H, src, ts.row);
+        for (int64_t r = 0; r < rows_per_sample && !flip_only; ++r) value_row(b, r / H, r % H, src, claims_b, ts.row);
       }
       release_if_large(ts.map);
+      release_if_large(ts.claims);
     });
     return;
   }
   // Few samples: samples in parallel, then rows in parallel (a single sample uses every thread).
   int32_t* const src = any_shuffle ? room_for(caller.batch_map, B * S) : nullptr;
+  uint64_t* const claims = claim_words > 0 ? room_for(caller.batch_claims, B * claim_words) : nullptr;
+  const auto claims_of = [&](int64_t b) { return claim_words > 0 ? claims + b * claim_words : nullptr; };
   parallel_dynamic(B, 1, [&](int64_t b0, int64_t b1) {
     ShuffleScratch& scratch = thread_scratch().shuffle;
-    for (int64_t b = b0; b < b1; ++b) prepare(b, src + (any_shuffle ? b * S : 0), scratch);
+    for (int64_t b = b0; b < b1; ++b) prepare(b, src + (any_shuffle ? b * S : 0), claims_of(b), scratch);
   });
   const int64_t chunk = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, W * shape.channels));
   const auto for_rows = [&](auto&& fn) {
@@ -289,7 +357,35 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
   if (flipped != nullptr) for_rows([&](int64_t b, int64_t z, int64_t y, RowScratch&) { flip_row(b, z, y); });
   if (flip_only) return;
   for_rows([&](int64_t b, int64_t z, int64_t y, RowScratch& scratch) {
-    value_row(b, z, y, src + (any_shuffle ? b * S : 0), scratch);
+    value_row(b, z, y, src + (any_shuffle ? b * S : 0), claims_of(b), scratch);
+  });
+}
+
+// The mask-only ops: per sample, paint_mask from each row's boxes (paint_row), shuffle_mask from
+// the shuffle's claim bitmap (pass 1 of shuffle_map.h only); bool bytes.
+void run_mask_cpu(uint8_t* mask, const Shape& shape, const PipelineConfig& cfg, const std::vector<SampleParams>& params) {
+  const int64_t H = shape.dim[1], W = shape.dim[2], S = shape.spatial(), rows_per_sample = shape.dim[0] * H;
+  const bool shuffle = cfg.op == OpKind::kShuffleMask;
+  parallel_dynamic(shape.batch, 1, [&](int64_t b0, int64_t b1) {
+    ShuffleScratch scratch;
+    std::vector<uint64_t> claims(shuffle ? rows_per_sample * claim_row_words(shape) : 0);
+    for (int64_t b = b0; b < b1; ++b) {
+      const SampleParams& p = params[b];
+      uint8_t* m = mask + b * S;
+      if (shuffle ? !p.shuffle : p.paint == kPaintNone) {
+        std::fill(m, m + S, uint8_t{0});
+        continue;
+      }
+      if (shuffle) shuffle_claims(cfg, shape, b, claims.data(), scratch);
+      for (int64_t r = 0; r < rows_per_sample; ++r) {
+        uint8_t* out = m + r * W;
+        if (shuffle) {
+          mask_row_bytes(out, W, claims.data() + r * claim_row_words(shape), nullptr);
+        } else {
+          paint_row(p, r / H, r % H, W, out);
+        }
+      }
+    }
   });
 }
 
@@ -297,22 +393,36 @@ void run_cpu(const T* x, T* input, T* target, const Shape& shape, const Pipeline
 struct CpuEngine {
   static constexpr const char* kSchemaPrefix = "";
 
-  static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char*) {
+  static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char*,
+                                        uint8_t* mask) {
     EngineIO io(x, cfg.op);
-    if (io.empty()) return io.result();
+    // With no channel there is no image to write, but a mask still has its voxels.
+    if (io.empty() && (mask == nullptr || shape.batch * shape.spatial() == 0)) return io.result();
     const size_t bytes = static_cast<size_t>(io.x.numel()) * io.x.element_size();
     advise_huge_pages(io.input.mutable_data_ptr(), bytes);
     if (io.has_target) advise_huge_pages(io.target.mutable_data_ptr(), bytes);
+    if (mask != nullptr) advise_huge_pages(mask, static_cast<size_t>(shape.batch * shape.spatial()));
+    std::vector<SampleParams> params = draw_params(shape, cfg);
+    dispatch_storage(io.x.scalar_type(), [&](auto tag) {
+      using T = decltype(tag);
+      run_cpu<T>(static_cast<const T*>(io.x.const_data_ptr()), static_cast<T*>(io.input.mutable_data_ptr()),
+                 static_cast<T*>(io.target_ptr()), mask, shape, cfg, params);
+    });
+    return io.result();
+  }
+
+  static void run_mask(const Tensor&, const Shape& shape, const PipelineConfig& cfg, const char*, uint8_t* mask) {
+    if (shape.batch * shape.spatial() == 0) return;
+    run_mask_cpu(mask, shape, cfg, draw_params(shape, cfg));
+  }
+
+ private:
+  static std::vector<SampleParams> draw_params(const Shape& shape, const PipelineConfig& cfg) {
     std::vector<SampleParams> params(shape.batch);
     torch::stable::parallel_for(0, shape.batch, 64, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) params_body(cfg, shape, params.data(), b);
     });
-    dispatch_storage(io.x.scalar_type(), [&](auto tag) {
-      using T = decltype(tag);
-      run_cpu<T>(static_cast<const T*>(io.x.const_data_ptr()), static_cast<T*>(io.input.mutable_data_ptr()),
-                 static_cast<T*>(io.target_ptr()), shape, cfg, params);
-    });
-    return io.result();
+    return params;
   }
 };
 

@@ -191,31 +191,49 @@ bool painted_over(const SampleParams& p, const Box& w) {
   return false;
 }
 
+// The sample's windows (sc.windows) and pass 1, the claims, from the last window back, in
+// `taken` (zeroed first; sc.taken where null): sc.first per window.
+void claim_windows(const PipelineConfig& cfg, const Shape& shape, uint32_t sample, uint64_t* taken,
+                   ShuffleScratch& sc) {
+  const int64_t K = cfg.num_windows;
+  shuffle_windows(cfg, shape, sample, sc.windows);
+  const int32_t row_words = static_cast<int32_t>(claim_row_words(shape));
+  const size_t words = static_cast<size_t>(shape.dim[0] * shape.dim[1] * row_words);
+  if (taken == nullptr) {
+    sc.taken.assign(words, 0);
+    taken = sc.taken.data();
+  } else {
+    std::fill(taken, taken + words, uint64_t{0});
+  }
+  sc.first.resize(static_cast<size_t>(K));
+  for (int64_t k = K - 1; k >= 0; --k) {
+    const uint32_t pmin = claim_window(shape, sc.windows[k], taken, row_words);
+    sc.first[k] = pmin == kNoClaim ? 0u : std::max(1u, pmin);
+  }
+}
+
 }  // namespace
 
+void shuffle_claims(const PipelineConfig& cfg, const Shape& shape, int64_t b, uint64_t* claims, ShuffleScratch& sc) {
+  claim_windows(cfg, shape, sample_index(cfg, b), claims, sc);
+}
+
 void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b, const SampleParams& params,
-                        int32_t* src, ShuffleScratch& sc) {
+                        int32_t* src, ShuffleScratch& sc, uint64_t* claims) {
   const int64_t S = shape.spatial(), K = cfg.num_windows;
   const uint32_t sample = sample_index(cfg, b);
-  shuffle_windows(cfg, shape, sample, sc.windows);
   // Voxels outside every window keep their place.
   for (int64_t v = 0; v < S; ++v) src[v] = static_cast<int32_t>(v);
   // 1. Claims, from the last window back.
-  const int32_t row_words = static_cast<int32_t>((shape.dim[2] + 63) / 64);
-  sc.taken.assign(static_cast<size_t>(shape.dim[0] * shape.dim[1] * row_words), 0);
-  sc.first.resize(static_cast<size_t>(K));
+  claim_windows(cfg, shape, sample, claims, sc);
   sc.offsets.clear();
   sc.shape_begin.assign(static_cast<size_t>(std::max<int64_t>(1, shape.dim[0] / 10) *
                                             std::max<int64_t>(1, shape.dim[1] / 10) *
                                             std::max<int64_t>(1, shape.dim[2] / 10)),
                         -1);
-  for (int64_t k = K - 1; k >= 0; --k) {
-    const uint32_t pmin = claim_window(shape, sc.windows[k], sc.taken.data(), row_words);
-    sc.first[k] = pmin == kNoClaim ? 0u : std::max(1u, pmin);
-  }
   // 2. Permutations of the owning windows that painting does not cover, from the first on, in
   // batches. (The claims above still cover every window: a skipped window's voxels are painted
-  // whoever owns them.)
+  // whoever owns them, and the mask's shuffle bit stays the union of all windows.)
   const bool painting = params.paint != kPaintNone;
   sc.batch.clear();
   sc.lanes = 0;

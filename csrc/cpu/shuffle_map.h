@@ -43,11 +43,19 @@ struct ShuffleScratch {
   std::vector<int32_t> shape_begin;
 };
 
+// 64-bit words per row (z, y) of a claim bitmap: bit x % 64 of word x / 64 is voxel x of the row.
+inline int64_t claim_row_words(const Shape& shape) { return (shape.dim[2] + 63) / 64; }
+
 // src[0 .. spatial) of sample b (b's sample index is sample_index(cfg, b)), whose parameters are
 // `params`. Entries of voxels that b's painting replaces may hold any voxel: windows painted over
-// are not permuted.
+// are not permuted. With claims not null, the claim bitmap is built there (D x H x
+// claim_row_words(shape) words) instead of in sc.taken, and is, on return, the union of the
+// sample's windows: the voxels some window owns (the corruption mask's bit kMaskShuffled).
 void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b, const SampleParams& params,
-                        int32_t* src, ShuffleScratch& sc);
+                        int32_t* src, ShuffleScratch& sc, uint64_t* claims = nullptr);
+
+// Only that union, in claims (pass 1 alone: no permutation is drawn): shuffle_mask.
+void shuffle_claims(const PipelineConfig& cfg, const Shape& shape, int64_t b, uint64_t* claims, ShuffleScratch& sc);
 
 }  // namespace cpu
 }  // namespace genesis

@@ -122,23 +122,44 @@ struct CudaEngine {
   static constexpr const char* kSchemaPrefix = "";
 
   static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg,
-                                        const char* op) {
+                                        const char* op, uint8_t* mask) {
     STD_TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor");
     const torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
     EngineIO io(x, cfg.op);
-    if (io.empty()) return io.result();
-    check_device(x.get_device_index(), op);
-    const cudaStream_t stream = current_stream(x.get_device_index(), op);
-    // Scratch for only what this op runs (launch_plan): curve tables only where curves are built,
-    // the shuffle's owner map only where windows shuffle. One allocation, carved as planned.
-    const LaunchPlan plan = launch_plan(shape, cfg);
-    Tensor scratch = scratch_bytes(io.x, plan.scratch_bytes);
-    const Scratch s = carve_scratch(plan, shape.batch, scratch.mutable_data_ptr());
+    // With no channel there is no image to write, but a mask still has its voxels.
+    if (io.empty() && (mask == nullptr || shape.batch * shape.spatial() == 0)) return io.result();
+    const Launch l(io.x, shape, cfg, op);
     check_cuda(cuda::launch_pipeline(storage_of(io.x.scalar_type()), io.x.const_data_ptr(),
-                                     io.input.mutable_data_ptr(), io.target_ptr(), shape, cfg, plan, s, stream),
+                                     io.input.mutable_data_ptr(), io.target_ptr(), mask, shape, cfg, l.plan, l.s,
+                                     l.stream),
                op);
     return io.result();
   }
+
+  static void run_mask(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char* op,
+                       uint8_t* mask) {
+    STD_TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor");
+    const torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
+    if (shape.batch * shape.spatial() == 0) return;
+    const Launch l(x, shape, cfg, op);
+    check_cuda(cuda::launch_mask(mask, shape, cfg, l.plan, l.s, l.stream), op);
+  }
+
+ private:
+  // What a launch needs on x's device (under its guard): the device checked, the current stream,
+  // and scratch for only what this op runs (launch_plan): curve tables only where curves are built,
+  // the shuffle's owner map only where windows shuffle. One allocation, carved as planned.
+  struct [[gnu::visibility("hidden")]] Launch {
+    cudaStream_t stream;
+    LaunchPlan plan;
+    Tensor scratch;
+    Scratch s;
+    Launch(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char* op)
+        : stream((check_device(x.get_device_index(), op), current_stream(x.get_device_index(), op))),
+          plan(launch_plan(shape, cfg)),
+          scratch(scratch_bytes(x, plan.scratch_bytes)),
+          s(carve_scratch(plan, shape.batch, scratch.mutable_data_ptr())) {}
+  };
 };
 
 }  // namespace

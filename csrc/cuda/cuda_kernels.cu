@@ -61,21 +61,30 @@ __global__ void window_kernel(PipelineConfig cfg, Shape shape, const SampleParam
 
 // x: voxel groups of one sample; y: samples (grid-stride past 65535). At least 3 blocks of 256
 // per SM: ptxas then fits the 4 voxels' state in 72 registers without spilling (unbounded: 88).
-template <typename T>
-__global__ void __launch_bounds__(kLaunchThreads, 3) voxel_kernel(const T* x, T* input, T* target, Shape shape, PipelineConfig cfg,
+template <bool kMask, typename T>
+__global__ void __launch_bounds__(kLaunchThreads, 3) voxel_kernel(const T* x, T* input, T* target, uint8_t* mask,
+                             Shape shape, PipelineConfig cfg,
                              const SampleParams* params, const float* xs, const float* ys, const int32_t* grid,
                              const int32_t* owner, int64_t groups) {
   const int64_t g = global_thread();
   if (g >= groups) return;
   for (int64_t b = blockIdx.y; b < shape.batch; b += gridDim.y)
-    voxel_group_body(x, input, target, shape, cfg, params, xs, ys, grid, owner, b, g);
+    voxel_group_body<kMask>(x, input, target, mask, shape, cfg, params, xs, ys, grid, owner, b, g);
+}
+
+// The mask-only ops, on the voxel kernel's grid.
+__global__ void mask_kernel(Shape shape, PipelineConfig cfg, const SampleParams* params, const int32_t* owner,
+                            uint8_t* mask, int64_t groups) {
+  const int64_t g = global_thread();
+  if (g >= groups) return;
+  for (int64_t b = blockIdx.y; b < shape.batch; b += gridDim.y) mask_group_body(shape, cfg, params, owner, mask, b, g);
 }
 
 dim3 grid_of(const Grid& g) { return dim3(static_cast<unsigned>(g.x), static_cast<unsigned>(g.y)); }
 
-template <typename T>
-cudaError_t launch_typed(const void* x, void* input, void* target, const Shape& shape, const PipelineConfig& cfg,
-                         const LaunchPlan& p, const Scratch& s, cudaStream_t stream) {
+// Launches 1 to 4 (parameters, curve tables, shuffle owners and windows), as planned.
+cudaError_t launch_prepare(const Shape& shape, const PipelineConfig& cfg, const LaunchPlan& p, const Scratch& s,
+                           cudaStream_t stream) {
   // Each launch's error is returned at once, so that it is reported by this op and not by a
   // later, unrelated check.
   params_kernel<<<grid_of(p.params), p.params.threads, 0, stream>>>(cfg, shape, s.params);
@@ -88,31 +97,53 @@ cudaError_t launch_typed(const void* x, void* input, void* target, const Shape& 
     if (const cudaError_t err = cudaMemsetAsync(s.owner, 0xff, p.owner_bytes, stream)) return err;  // all -1
     owner_kernel<<<grid_of(p.owner), p.owner.threads, 0, stream>>>(cfg, shape, s.params, s.owner);
     if (const cudaError_t err = cudaGetLastError()) return err;
+  }
+  if (p.window.x > 0) {  // not for shuffle_mask
     window_kernel<<<grid_of(p.window), p.window.threads, p.window.shared_bytes, stream>>>(
         cfg, shape, s.params, s.owner, p.window_in_shared, p.window_capacity, s.window);
     if (const cudaError_t err = cudaGetLastError()) return err;
   }
-  voxel_kernel<T><<<grid_of(p.voxel), p.voxel.threads, 0, stream>>>(
-      static_cast<const T*>(x), static_cast<T*>(input), static_cast<T*>(target), shape, cfg, s.params, s.xs, s.ys,
-      s.grid, s.owner, p.voxel_groups);
+  return cudaSuccess;
+}
+
+template <typename T>
+cudaError_t launch_typed(const void* x, void* input, void* target, uint8_t* mask, const Shape& shape,
+                         const PipelineConfig& cfg, const LaunchPlan& p, const Scratch& s, cudaStream_t stream) {
+  if (const cudaError_t err = launch_prepare(shape, cfg, p, s, stream)) return err;
+  const auto kernel = mask != nullptr ? voxel_kernel<true, T> : voxel_kernel<false, T>;
+  kernel<<<grid_of(p.voxel), p.voxel.threads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(input),
+                                                           static_cast<T*>(target), mask, shape, cfg, s.params, s.xs,
+                                                           s.ys, s.grid, s.owner, p.voxel_groups);
   return cudaGetLastError();
 }
 
 }  // namespace
 
-cudaError_t launch_pipeline(Storage storage, const void* x, void* input, void* target, const Shape& shape,
-                            const PipelineConfig& cfg, const LaunchPlan& plan, const Scratch& scratch,
-                            cudaStream_t stream) {
-  if (shape.batch * shape.channels * shape.spatial() == 0) return cudaSuccess;
+cudaError_t launch_pipeline(Storage storage, const void* x, void* input, void* target, uint8_t* mask,
+                            const Shape& shape, const PipelineConfig& cfg, const LaunchPlan& plan,
+                            const Scratch& scratch, cudaStream_t stream) {
+  // With no channel there is no image to write, but a mask still has its voxels.
+  if (shape.batch * shape.spatial() == 0 || (shape.channels == 0 && mask == nullptr)) return cudaSuccess;
   // A launch error left pending by earlier, unrelated work would otherwise be reported as ours.
   (void)cudaGetLastError();
   switch (storage) {
-    case Storage::kFloat: return launch_typed<float>(x, input, target, shape, cfg, plan, scratch, stream);
-    case Storage::kDouble: return launch_typed<double>(x, input, target, shape, cfg, plan, scratch, stream);
-    case Storage::kHalf: return launch_typed<Half16>(x, input, target, shape, cfg, plan, scratch, stream);
-    case Storage::kBFloat16: return launch_typed<BFloat16>(x, input, target, shape, cfg, plan, scratch, stream);
+    case Storage::kFloat: return launch_typed<float>(x, input, target, mask, shape, cfg, plan, scratch, stream);
+    case Storage::kDouble: return launch_typed<double>(x, input, target, mask, shape, cfg, plan, scratch, stream);
+    case Storage::kHalf: return launch_typed<Half16>(x, input, target, mask, shape, cfg, plan, scratch, stream);
+    case Storage::kBFloat16:
+      return launch_typed<BFloat16>(x, input, target, mask, shape, cfg, plan, scratch, stream);
   }
   return cudaErrorInvalidValue;
+}
+
+cudaError_t launch_mask(uint8_t* mask, const Shape& shape, const PipelineConfig& cfg, const LaunchPlan& plan,
+                        const Scratch& scratch, cudaStream_t stream) {
+  if (shape.batch * shape.spatial() == 0) return cudaSuccess;
+  (void)cudaGetLastError();  // as in launch_pipeline
+  if (const cudaError_t err = launch_prepare(shape, cfg, plan, scratch, stream)) return err;
+  mask_kernel<<<grid_of(plan.voxel), plan.voxel.threads, 0, stream>>>(shape, cfg, scratch.params, scratch.owner, mask,
+                                                                      plan.voxel_groups);
+  return cudaGetLastError();
 }
 
 }  // namespace genesis::cuda

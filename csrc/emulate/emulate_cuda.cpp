@@ -25,12 +25,12 @@ void for_grid(const Grid& g, Body&& body) {
 // The launch sequence of csrc/cuda/cuda_kernels.cu over the grids of launch_plan, each kernel's
 // loops written as there. Kernels without barriers run thread by thread; the curve and window
 // kernels run phase by phase (every thread of a block finishes a phase before the next starts).
-std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const PipelineConfig& cfg) {
-  EngineIO io(x, cfg.op);
-  if (io.empty()) return io.result();
+// emulate_prepare: launches 1 to 4 (launch_prepare in cuda_kernels.cu), into scratch carved from
+// scratch_words; then emulate runs the voxel kernel, emulate_mask the mask-only kernel.
+Scratch emulate_prepare(const Shape& shape, const PipelineConfig& cfg, const LaunchPlan& plan,
+                        std::vector<uint64_t>& scratch_words) {
   const int64_t B = shape.batch;
-  const LaunchPlan plan = launch_plan(shape, cfg);
-  std::vector<uint64_t> scratch_words(static_cast<size_t>(plan.scratch_bytes / 8 + 1));
+  scratch_words.assign(static_cast<size_t>(plan.scratch_bytes / 8 + 1), 0);
   const Scratch s = carve_scratch(plan, B, scratch_words.data());
   const int64_t param_threads = plan.params.x * plan.params.threads;
   for_grid(plan.params, [&](int64_t bx, int64_t, int64_t t) {
@@ -58,7 +58,7 @@ std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const Pi
     std::vector<uint32_t> shared(plan.window_in_shared ? static_cast<size_t>(2 * plan.window_capacity) : 0);
     const int64_t cap = plan.window_capacity;
     const uint32_t lanes = static_cast<uint32_t>(plan.window.threads);
-    for (int64_t blk = 0; blk < plan.window.x; ++blk) {
+    for (int64_t blk = 0; blk < plan.window.x; ++blk) {  // no blocks for shuffle_mask
       uint32_t* perm = window_slice(plan.window_in_shared, cap, shared.data(), s.window, blk);
       uint32_t* draws = perm + cap;
       WindowState st{};  // __shared__ on the GPU: one per block
@@ -72,6 +72,17 @@ std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const Pi
       }
     }
   }
+  return s;
+}
+
+std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, uint8_t* mask) {
+  EngineIO io(x, cfg.op);
+  // With no channel there is no image to write, but a mask still has its voxels.
+  if (io.empty() && (mask == nullptr || shape.batch * shape.spatial() == 0)) return io.result();
+  const int64_t B = shape.batch;
+  const LaunchPlan plan = launch_plan(shape, cfg);
+  std::vector<uint64_t> scratch_words;
+  const Scratch s = emulate_prepare(shape, cfg, plan, scratch_words);
   dispatch_storage(io.x.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = static_cast<const T*>(io.x.const_data_ptr());
@@ -80,20 +91,42 @@ std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const Pi
     for_grid(plan.voxel, [&](int64_t bx, int64_t by, int64_t t) {
       const int64_t g = bx * plan.voxel.threads + t;
       if (g >= plan.voxel_groups) return;
-      for (int64_t b = by; b < B; b += plan.voxel.y)
-        voxel_group_body(xp, ip, tp, shape, cfg, s.params, s.xs, s.ys, s.grid, s.owner, b, g);
+      for (int64_t b = by; b < B; b += plan.voxel.y) {
+        if (mask != nullptr) {
+          voxel_group_body<true>(xp, ip, tp, mask, shape, cfg, s.params, s.xs, s.ys, s.grid, s.owner, b, g);
+        } else {
+          voxel_group_body<false>(xp, ip, tp, mask, shape, cfg, s.params, s.xs, s.ys, s.grid, s.owner, b, g);
+        }
+      }
     });
   });
   return io.result();
 }
 
-// The emulated launch as an engine (op_entries.h), registered for two ops: the fused pipeline
-// (drawn parameters, with a target) and bezier (given parameters, no target) take every path
-// of the CUDA kernels.
+// launch_mask (cuda_kernels.cu): the mask-only ops.
+void emulate_mask(const Shape& shape, const PipelineConfig& cfg, uint8_t* mask) {
+  if (shape.batch * shape.spatial() == 0) return;
+  const LaunchPlan plan = launch_plan(shape, cfg);
+  std::vector<uint64_t> scratch_words;
+  const Scratch s = emulate_prepare(shape, cfg, plan, scratch_words);
+  for_grid(plan.voxel, [&](int64_t bx, int64_t by, int64_t t) {
+    const int64_t g = bx * plan.voxel.threads + t;
+    if (g >= plan.voxel_groups) return;
+    for (int64_t b = by; b < shape.batch; b += plan.voxel.y) mask_group_body(shape, cfg, s.params, s.owner, mask, b, g);
+  });
+}
+
+// The emulated launch as an engine (op_entries.h), registered for the ops that take every path
+// of the CUDA kernels: the fused pipeline (drawn parameters, with a target; with and without the
+// mask), bezier (given parameters, no target) and the mask-only ops.
 struct EmulatedEngine {
   static constexpr const char* kSchemaPrefix = "_emulated_cuda_";
-  static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char*) {
-    return emulate(x, shape, cfg);
+  static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char*,
+                                        uint8_t* mask) {
+    return emulate(x, shape, cfg, mask);
+  }
+  static void run_mask(const Tensor&, const Shape& shape, const PipelineConfig& cfg, const char*, uint8_t* mask) {
+    emulate_mask(shape, cfg, mask);
   }
 };
 
@@ -132,6 +165,9 @@ std::vector<int64_t> launch_plan_hook(std::vector<int64_t> sizes, double shuffle
 STABLE_TORCH_LIBRARY_IMPL(genesis, CPU, m) {
   genesis::register_op<genesis::EmulatedEngine>(m, genesis::OpKind::kModelsGenesis);
   genesis::register_op<genesis::EmulatedEngine>(m, genesis::OpKind::kBezier);
+  genesis::register_op<genesis::EmulatedEngine>(m, genesis::OpKind::kModelsGenesis, true);
+  genesis::register_op<genesis::EmulatedEngine>(m, genesis::OpKind::kPaintMask);
+  genesis::register_op<genesis::EmulatedEngine>(m, genesis::OpKind::kShuffleMask);
 }
 
 // No tensor argument: registered for every backend at once.
