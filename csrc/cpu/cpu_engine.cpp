@@ -221,30 +221,27 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
       keep(0, W);
       continue;
     }
-    if (replaced < W) {  // the kept runs, found on the replace flags (sentinel at W)
-      for (int64_t a = 0; a < W;) {
-        while (a < W && replace[a]) ++a;
-        int64_t e = a;
-        while (!replace[e]) ++e;
-        if (e > a) keep(a, e);
-        a = e;
-      }
-    }
     // Fill noise: word v of stream c (noise_from_word). The row's Philox blocks are computed 8 at
-    // a time (vectorised), in voxel order, then converted and blended in branch-free loops.
+    // a time (vectorised), in voxel order.
     const int64_t first_block = row >> 2, last_block = (row + W - 1) >> 2;
     uint32_t* words = scratch.words.data();
     for (int64_t b0 = first_block; b0 <= last_block; b0 += 8)
       philox8(static_cast<uint32_t>(b0), static_cast<uint32_t>(c), sv.sample, kNoise, cfg.seed,
               words + 4 * (b0 - first_block));
     const uint32_t* row_words = words + (row - 4 * first_block);
-    if (replaced == W) {
-      for (int64_t xx = 0; xx < W; ++xx) out[xx] = FromFloat<T>::apply(noise_from_word(row_words[xx], lo, range));
-      continue;
+    const auto fill = [&](int64_t a, int64_t e) {
+      for (int64_t xx = a; xx < e; ++xx) out[xx] = FromFloat<T>::apply(noise_from_word(row_words[xx], lo, range));
+    };
+    // Alternating runs of replaced and kept voxels, found on the replace flags (sentinel at W).
+    for (int64_t a = 0; a < W;) {
+      int64_t e = a;
+      while (e < W && replace[e]) ++e;
+      fill(a, e);
+      a = e;
+      while (!replace[e]) ++e;
+      keep(a, e);
+      a = e;
     }
-    float* const noise = values;
-    for (int64_t xx = 0; xx < W; ++xx) noise[xx] = noise_from_word(row_words[xx], lo, range);
-    for (int64_t xx = 0; xx < W; ++xx) out[xx] = replace[xx] ? FromFloat<T>::apply(noise[xx]) : out[xx];
   }
 }
 
