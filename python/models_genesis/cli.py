@@ -75,6 +75,16 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _nonneg_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not (v >= 0 and v != float("inf")):  # also rejects nan
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {s}")
+    return v
+
+
 def _cube_side(s: str) -> int:
     v = _positive_int(s)
     if v % 8:
@@ -220,6 +230,10 @@ def _add_pretrain(sub) -> None:
     flag("nonlinear_p", type=_fraction, help="non-linear intensity probability (default: %(default)s)")
     flag("paint_p", type=_fraction, help="in/out-painting probability (default: %(default)s)")
     flag("inpaint_rate", type=_fraction, help="share of painting that is in-painting (default: %(default)s)")
+    flag("corrupted_weight", type=_nonneg_float, metavar="W",
+         help="weight the restoration loss by W on the voxels the corruption mask marks (shuffled windows, "
+              "painted noise) and by 1 elsewhere, normalised by the sum of the weights so it stays on the MSE "
+              "scale (W = 1: plain MSE; W = 0: corrupted voxels only). Default: plain MSE, as the paper")
     _add_data(flag)
     flag.group("cube sampling")
     flag("min_foreground", type=_fraction,
