@@ -45,8 +45,9 @@ def corruption_weighted_mse(pred: torch.Tensor, target: torch.Tensor, mask: torc
     rather than by the voxel count keeps the loss a weighted *mean* of squared errors, on the scale
     of the plain MSE whatever ``weight`` is and however much of the batch is corrupted: the
     learning rate tuned for the paper's MSE stays right, and losses of runs with different weights
-    compare. ``weight = 1`` is :func:`mse_loss` (up to float rounding); ``weight = 0`` is the MSE
-    over the corrupted voxels only (0, with zero gradients, for a batch with none).
+    compare. ``weight = 1`` is :func:`mse_loss` (up to float rounding); ``weight = 0`` ignores the
+    corrupted voxels (the MSE over the others; 0, with zero gradients, for a batch corrupted
+    everywhere); ``weight > 1`` stresses them.
 
     Args:
         pred: ``(B, C, *spatial)`` restoration (any float dtype).
@@ -71,7 +72,7 @@ def corruption_weighted_mse(pred: torch.Tensor, target: torch.Tensor, mask: torc
                          f"got {tuple(mask.shape)}")
     sq = (pred.float() - target.float()) ** 2
     w = torch.where(mask != 0, w_corrupt, 1.0).to(torch.float32).expand_as(sq)
-    # sum(w) is 0 only when weight is 0 and nothing is corrupted; the numerator is 0 then too
+    # sum(w) is 0 only when weight is 0 and every voxel is corrupted; the numerator is 0 then too
     return (w * sq).sum() / w.sum().clamp_min(torch.finfo(torch.float32).tiny)
 
 

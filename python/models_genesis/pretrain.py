@@ -273,15 +273,15 @@ class _PretrainTask:
             # previews may span several batches (--batch-size below --previews): predict each
             n = min(cfg.previews, len(self.val_inp))
             pred = torch.cat([p.float() for _, p in self._val_predictions(n)])[:n]
-            def rows(t):  # one row per cube and channel (cube 0 channel 0, cube 0 channel 1, ...)
-                return t[:n].float().cpu().numpy().reshape(-1, *t.shape[2:])
+            def rows(t, dtype=torch.float32):  # one row per cube and channel (cube 0 channel 0, cube 0 channel 1, ...)
+                return t[:n].to(dtype).cpu().numpy().reshape(-1, *t.shape[2:])
 
             c = self.val_inp.shape[1]
             what = ("validation patches: corrupted input / restoration / target / mask" if cfg.dims == 2 else
                     "validation cubes: corrupted input / restoration / target / mask (middle slice)")
             plots.restoration_grid(rows(self.val_inp), rows(pred), rows(self.val_tgt),
                                    os.path.join(out, "restorations.png"),
-                                   masks=rows(self.val_mask.expand(-1, c, *self.val_mask.shape[2:])),  # per channel
+                                   masks=rows(self.val_mask.expand(-1, c, *self.val_mask.shape[2:]), torch.uint8),
                                    title=what + (f"; rows: cube x channel ({c} channels)" if c > 1 else ""))
 
 
