@@ -15,8 +15,8 @@ import torch
 from genesis_ops import GenesisConfig
 
 from .data import Preprocessing, channel_names
-from .losses import check_corrupted_weight
 from .data2d import SINGLE_CHANNEL_2D
+from .losses import check_corrupted_weight
 from .utils import UsageError
 
 DEFAULT_PRETRAIN_OUT = os.path.join("runs", "pretrain")
