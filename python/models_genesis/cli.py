@@ -75,6 +75,16 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _nonneg_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not (v >= 0 and v != float("inf")):  # also rejects nan
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {s}")
+    return v
+
+
 def _cube_side(s: str) -> int:
     v = _positive_int(s)
     if v % 8:
@@ -220,6 +230,10 @@ def _add_pretrain(sub) -> None:
     flag("nonlinear_p", type=_fraction, help="non-linear intensity probability (default: %(default)s)")
     flag("paint_p", type=_fraction, help="in/out-painting probability (default: %(default)s)")
     flag("inpaint_rate", type=_fraction, help="share of painting that is in-painting (default: %(default)s)")
+    flag("corrupted_weight", type=_nonneg_float, metavar="W",
+         help="weight the restoration loss by W on the voxels the corruption mask marks (shuffled windows, "
+              "painted noise) and by 1 elsewhere, normalised by the sum of the weights so it stays on the MSE "
+              "scale (W = 1: plain MSE; W = 0: the corrupted voxels are ignored; W > 1: they count more). Default: plain MSE, as the paper")
     _add_data(flag)
     flag.group("cube sampling")
     flag("min_foreground", type=_fraction,
@@ -389,13 +403,13 @@ def config_from_args(cls, a: argparse.Namespace, **override: Any):
 
 def _cmd_pretrain(a) -> int:
     from .config import PretrainConfig
-    from .pretrain import pretrain
+    from .pretrain import loss_name, pretrain
 
     cfg = config_from_args(PretrainConfig, a)
     res = pretrain(cfg)
     h = [r for r in res["history"] if r.get("val_loss") is not None]
     if h and int(os.environ.get("RANK", "0")) == 0:
-        print(f"validation MSE: {h[0]['val_loss']:.5f} (epoch {h[0]['epoch']}) -> {h[-1]['val_loss']:.5f} "
+        print(f"validation {loss_name(cfg)}: {h[0]['val_loss']:.5f} (epoch {h[0]['epoch']}) -> {h[-1]['val_loss']:.5f} "
               f"(epoch {h[-1]['epoch']}), best {res['best_val']:.5f}; {res['time_s']:.1f}s")
     return 0
 

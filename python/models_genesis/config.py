@@ -16,6 +16,7 @@ from genesis_ops import GenesisConfig
 
 from .data import Preprocessing, channel_names
 from .data2d import SINGLE_CHANNEL_2D
+from .losses import check_corrupted_weight
 from .utils import UsageError
 
 DEFAULT_PRETRAIN_OUT = os.path.join("runs", "pretrain")
@@ -178,6 +179,9 @@ class PretrainConfig(RunConfig):
     nonlinear_p: float = GenesisConfig.nonlinear_p
     paint_p: float = GenesisConfig.paint_p
     inpaint_rate: float = GenesisConfig.inpaint_rate
+    # restoration loss: None = the paper's plain MSE; W = squared errors on the voxels the corruption
+    # mask marks (shuffled or painted) weigh W, the others 1 (losses.corruption_weighted_mse)
+    corrupted_weight: Optional[float] = None
     # cube sampling
     min_foreground: float = 0.5
     air_value: float = 0.05
@@ -206,6 +210,11 @@ class PretrainConfig(RunConfig):
             raise UsageError(f"--lr: expected a positive number, got {self.lr}")
         if self.patience < 0:
             raise UsageError(f"--patience: expected >= 0, got {self.patience}")
+        if self.corrupted_weight is not None:
+            try:
+                check_corrupted_weight(self.corrupted_weight, "--corrupted-weight")
+            except ValueError as e:
+                raise UsageError(str(e)) from None
         if self.lr_step_epochs < 1:
             raise UsageError(f"--lr-step-epochs: expected a positive integer, got {self.lr_step_epochs}")
 

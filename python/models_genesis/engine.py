@@ -21,7 +21,8 @@ import torch.nn as nn
 
 from .utils import DistInfo, Progress, append_jsonl, atomic_save, rng_state
 
-Batch = Tuple[torch.Tensor, torch.Tensor]
+# (inputs, targets, *extras): the extras (e.g. pretraining's corruption mask) go to the loss
+Batch = Tuple[torch.Tensor, ...]
 
 CHECKPOINT_FORMAT = "models_genesis"
 CHECKPOINT_VERSION = 1
@@ -126,7 +127,8 @@ class TrainStep:
         model: the module to call (possibly wrapped by :func:`prepare_model`).
         optimizer: optimiser over the model's parameters.
         device: the training device; batches are moved there.
-        loss_fn: ``loss_fn(prediction, target) -> scalar tensor``; called outside autocast.
+        loss_fn: ``loss_fn(prediction, target, *extras) -> scalar tensor`` (``extras``: what the
+            batch holds after the targets, e.g. a loss weight mask); called outside autocast.
         amp: mixed precision on CUDA (the dtype follows :func:`amp_dtype`).
         dtype: explicit autocast dtype, overriding ``amp`` (e.g. float16 on the CPU in tests).
         forward: ``forward(model, inputs) -> prediction`` (default ``model(inputs)``).
@@ -143,21 +145,21 @@ class TrainStep:
         self.scaler = make_scaler(self.device, self.dtype, **(scaler_kwargs or {}))
         self.steps = 0
 
-    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor, *extras: torch.Tensor) -> torch.Tensor:
         """Train on one batch.
 
         Args:
             inputs: ``(B, C, X, Y, Z)`` batch (any device; moved to the training device).
             targets: what ``loss_fn`` compares the prediction with (moved likewise).
+            *extras: further tensors ``loss_fn`` takes after the targets (moved likewise).
 
         Returns:
             The loss (a detached scalar tensor, before scaling).
         """
-        inputs = inputs.to(self.device, non_blocking=True)
-        targets = targets.to(self.device, non_blocking=True)
+        inputs, targets, *extras = (t.to(self.device, non_blocking=True) for t in (inputs, targets, *extras))
         with autocast(self.device, self.dtype):
             pred = self.forward(self.model, inputs)
-        loss = self.loss_fn(pred, targets)
+        loss = self.loss_fn(pred, targets, *extras)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -304,7 +306,7 @@ def run_epoch(step: TrainStep, next_batch: Callable[[], Batch], n_steps: int, pr
 
     Args:
         step: the training step.
-        next_batch: returns ``(inputs (B, C, X, Y, Z), targets)``.
+        next_batch: returns ``(inputs (B, C, X, Y, Z), targets, *extras)`` (:data:`Batch`).
         n_steps: steps to run; progress: the epoch's progress line; epoch: for messages.
         world_size: processes (progress counts samples over all of them).
 
@@ -316,8 +318,8 @@ def run_epoch(step: TrainStep, next_batch: Callable[[], Batch], n_steps: int, pr
     """
     total = 0.0
     for i in range(1, n_steps + 1):
-        x, y = next_batch()
-        lv = float(step(x, y).item())
+        x, *rest = next_batch()
+        lv = float(step(x, *rest).item())
         if not math.isfinite(lv):
             raise FloatingPointError(f"loss became {lv} at epoch {epoch} step {i}; "
                                      f"try a lower --lr (now {step.optimizer.param_groups[0]['lr']:g})")

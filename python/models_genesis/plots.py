@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -25,8 +25,9 @@ def _save(fig, path: str) -> None:
     os.replace(tmp, path)
 
 
-def loss_curve(history: List[Dict], path: str, title: str = "Models Genesis pretraining") -> None:
-    """Train and validation loss per epoch (epoch 0 = validation loss before training)."""
+def loss_curve(history: List[Dict], path: str, title: str = "Models Genesis pretraining", ylabel: str = "MSE") -> None:
+    """Train and validation loss per epoch (epoch 0 = validation loss before training), the loss
+    named ``ylabel``."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     tr = [(h["epoch"], h["train_loss"]) for h in history if h.get("train_loss") is not None]
@@ -36,7 +37,7 @@ def loss_curve(history: List[Dict], path: str, title: str = "Models Genesis pret
     if va:
         ax.plot(*zip(*va), "s-", label="validation")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE")
+    ax.set_ylabel(ylabel)
     ax.set_yscale("log")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
@@ -50,23 +51,61 @@ def _mid(a: np.ndarray) -> np.ndarray:
     return a if a.ndim == 2 else a[:, :, a.shape[2] // 2]  # a 2D patch is its own slice
 
 
+# Corruption-mask overlay colours (RGBA) by mask value: genesis_ops's bit 1 = shuffle window, bit 2 =
+# paint noise; a voxel can hold both (shuffled, then painted over).
+MASK_COLOURS = {1: ((0.1, 0.6, 1.0, 0.45), "shuffled window"), 2: ((1.0, 0.5, 0.0, 0.55), "paint noise"),
+                3: ((1.0, 0.1, 0.6, 0.55), "both")}
+
+
+def mask_overlay(mask: np.ndarray) -> np.ndarray:
+    """The RGBA image (..., 4) of :data:`MASK_COLOURS` for an integer corruption mask; transparent
+    where the mask is 0."""
+    m = np.asarray(mask).astype(np.uint8) & 3
+    rgba = np.zeros(m.shape + (4,), np.float32)
+    for v, (colour, _) in MASK_COLOURS.items():
+        rgba[m == v] = colour
+    return rgba
+
+
 def restoration_grid(inputs: np.ndarray, outputs: np.ndarray, targets: np.ndarray, path: str,
-                     title: str = "") -> None:
-    """One row per cube: corrupted input / restoration / target (middle axial slice)."""
+                     title: str = "", masks: Optional[np.ndarray] = None) -> None:
+    """One row per cube: corrupted input / restoration / target (middle axial slice), and with
+    ``masks`` a fourth column: the corruption mask over the target (:data:`MASK_COLOURS`, legend
+    below the grid).
+
+    Args:
+        inputs, outputs, targets: ``(n, X, Y, Z)`` (or ``(n, X, Y)`` for 2D patches) in [0, 1].
+        path: the PNG to write.
+        title: the figure's title.
+        masks: ``(n, *spatial)`` integer masks of ``genesis_ops.models_genesis(..., return_masks=True)``.
+    """
     n = len(inputs)
-    if not n or len(outputs) != n or len(targets) != n:
-        raise ValueError(f"restoration_grid: inputs, outputs and targets need the same number (>= 1) of cubes, "
-                         f"got {n}, {len(outputs)} and {len(targets)}")
+    if not n or len(outputs) != n or len(targets) != n or (masks is not None and len(masks) != n):
+        raise ValueError(f"restoration_grid: inputs, outputs, targets (and masks) need the same number (>= 1) "
+                         f"of cubes, got {n}, {len(outputs)}, {len(targets)}"
+                         + (f" and {len(masks)}" if masks is not None else ""))
     plt = _plt()
-    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
+    cols = 3 if masks is None else 4
+    fig, axes = plt.subplots(n, cols, figsize=(2.5 * cols, 2.5 * n), squeeze=False)
     for i in range(n):
-        for j, (name, arr) in enumerate((("input", inputs[i]), ("restoration", outputs[i]), ("target", targets[i]))):
+        panels_i = [("input", inputs[i]), ("restoration", outputs[i]), ("target", targets[i])]
+        if masks is not None:
+            panels_i.append(("corruption mask", targets[i]))
+        for j, (name, arr) in enumerate(panels_i):
             ax = axes[i][j]
             ax.imshow(np.rot90(_mid(arr)), cmap="gray", vmin=0, vmax=1)
+            if j == 3:
+                ax.imshow(np.rot90(mask_overlay(_mid(masks[i]))))  # the same slice as the target under it
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(name)
+    if masks is not None:
+        from matplotlib.patches import Patch
+
+        fig.legend(handles=[Patch(color=c, label=f"{v}: {what}") for v, (c, what) in MASK_COLOURS.items()],
+                   loc="lower center", ncol=3, fontsize=8, title="mask value", title_fontsize=8,
+                   bbox_to_anchor=(0.5, -0.02 - 0.08 / n))
     if title:
         fig.suptitle(title)
     _save(fig, path)

@@ -2,7 +2,8 @@
 
 Cubes are cut on the CPU from cached volumes (cheap slicing), moved to the training device, and
 corrupted there by ``genesis_ops.models_genesis`` (never in DataLoader workers); the U-Net learns
-to restore them under an MSE loss. Single process, or DDP under ``torchrun``. The loop, step,
+to restore them under an MSE loss (or, with ``corrupted_weight``, one weighted by the corruption
+mask the same call returns: :func:`losses.corruption_weighted_mse`). Single process, or DDP under ``torchrun``. The loop, step,
 checkpoints and early stopping are the shared engine's (:mod:`models_genesis.engine`).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from . import data2d
 from .config import PretrainConfig
 from .engine import (CheckpointWriter, Monitor, TrainStep, amp_dtype, autocast, checkpoint_payload, fit,
                      prepare_model)
+from .losses import restoration_loss
 from .model import UNETS, initialised_note, load_pretrained, read_checkpoint
 from .utils import DistInfo, Progress, UsageError, append_jsonl, derive_seed, log, resolve_device, set_rng_state
 
@@ -166,8 +168,14 @@ def _restore(ckpt, model, opt, sched, source: str, metrics_path: str, main: bool
             int(ckpt.get("bad_epochs", 0)), history)
 
 
+def loss_name(cfg: PretrainConfig) -> str:
+    """What the run's training loss is called in logs and plots."""
+    return "MSE" if cfg.corrupted_weight is None else f"corruption-weighted MSE (W={cfg.corrupted_weight:g})"
+
+
 class _PretrainTask:
-    """The pretraining side of :func:`engine.fit`: corrupted cubes in, MSE validation, pictures."""
+    """The pretraining side of :func:`engine.fit`: corrupted cubes in, validation of the training
+    loss (and the plain MSE) on fixed cubes, pictures."""
 
     def __init__(self, cfg, model, opt, sched, pre, device, dist_info, tr_vols, tr_regions, val_set,
                  monitor, history, out, say):
@@ -177,7 +185,10 @@ class _PretrainTask:
         self.cfg, self.model, self.opt, self.sched, self.pre = cfg, model, opt, sched, pre
         self.device, self.rank = device, dist_info.rank
         self.tr_vols, self.tr_regions = tr_vols, tr_regions
-        self.val_inp, self.val_tgt = val_set
+        self.val_inp, self.val_tgt, self.val_mask = val_set
+        # the masks are asked for only when the loss weighs them: the default step stays the plain op
+        self.weighted = cfg.corrupted_weight is not None
+        self.loss_fn, self.loss_name = restoration_loss(cfg.corrupted_weight), loss_name(cfg)
         self.dtype = amp_dtype(device, cfg.amp)
         self.monitor, self.history, self.out, self.say = monitor, history, out, say
         self.lr_now = cfg.lr
@@ -193,7 +204,8 @@ class _PretrainTask:
         def next_batch():
             cubes = data2d.drop_slice_axis(sampler.sample(cfg.batch_size), cfg.dims).to(self.device, non_blocking=True)
             seed = int(torch.randint(0, 2 ** 62, (1,), generator=seed_gen).item())
-            return self.go.models_genesis(cubes, config=self.gcfg, seed=seed)  # on the training device
+            # on the training device; (input, target) or, weighted, (input, target, mask) for the loss
+            return self.go.models_genesis(cubes, config=self.gcfg, seed=seed, return_masks=self.weighted)
         return next_batch, ""
 
     def _val_predictions(self, count: int):
@@ -207,23 +219,33 @@ class _PretrainTask:
                 with autocast(self.device, self.dtype):
                     yield i, self.model(self.val_inp[i:i + bs])
 
-    def evaluate(self) -> Optional[float]:
-        """Validation MSE over the fixed corrupted cubes (batch statistics), or None without any."""
+    def evaluate(self) -> Dict[str, Optional[float]]:
+        """Validation over the fixed corrupted cubes (batch statistics).
+
+        Returns:
+            ``{"val_loss": MSE}`` (None without validation cubes); with ``corrupted_weight``,
+            ``{"val_loss": the weighted loss (mean over the validation batches, as the training
+            loss is over steps), "val_mse": the plain MSE}``: the monitored ``val_loss`` is always
+            the quantity training minimises, ``val_mse`` compares with unweighted runs.
+        """
         if self.val_inp is None:
-            return None
-        tot, bs = 0.0, self.cfg.batch_size
+            return {"val_loss": None}
+        tot, weighted, bs = 0.0, [], self.cfg.batch_size
         for i, pred in self._val_predictions(len(self.val_inp)):
             tot += F.mse_loss(pred.float(), self.val_tgt[i:i + bs].float(), reduction="sum").item()
-        return tot / self.val_tgt.numel()
+            if self.weighted:
+                weighted.append(self.loss_fn(pred, self.val_tgt[i:i + bs], self.val_mask[i:i + bs]).item())
+        mse = tot / self.val_tgt.numel()
+        return {"val_loss": sum(weighted) / len(weighted), "val_mse": mse} if self.weighted else {"val_loss": mse}
 
     def end_epoch(self, epoch: int, step: int, train_loss: float, prog: Progress, epoch_time: float):
         self.lr_now = self.opt.param_groups[0]["lr"]
         self.sched.step()
-        val_loss = self.evaluate()
-        rec = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_loss": val_loss, "lr": self.lr_now,
+        val = self.evaluate()
+        rec = {"epoch": epoch, "step": step, "train_loss": train_loss, **val, "lr": self.lr_now,
                "samples_per_s": prog.rate(), "epoch_time_s": round(epoch_time, 3)}
         self.rate, self.epoch_time = prog.rate(), epoch_time
-        return rec, (val_loss if val_loss is not None else train_loss)
+        return rec, (val["val_loss"] if val["val_loss"] is not None else train_loss)
 
     def payload(self, epoch: int, step: int) -> Dict[str, Any]:
         best = self.monitor.best if self.monitor.best is not None else float("inf")
@@ -235,42 +257,47 @@ class _PretrainTask:
     def after_save(self, rec: Dict[str, Any]) -> None:
         cfg = self.cfg
         self.write_pngs()
-        self.say(f"epoch {rec['epoch']}/{cfg.epochs}: train MSE {rec['train_loss']:.5f}"
-                 + (f", validation MSE {rec['val_loss']:.5f}" if rec["val_loss"] is not None else "")
+        self.say(f"epoch {rec['epoch']}/{cfg.epochs}: train {self.loss_name} {rec['train_loss']:.5f}"
+                 + (f", validation {self.loss_name} {rec['val_loss']:.5f}" if rec["val_loss"] is not None else "")
+                 + (f" (MSE {rec['val_mse']:.5f})" if rec.get("val_mse") is not None else "")
                  + f", {self.rate:.1f} samples/s, {self.epoch_time:.1f}s" + (" (best)" if rec["best"] else ""))
 
     def write_pngs(self) -> None:
-        """loss_curve.png, and restorations.png of the first ``previews`` validation cubes."""
+        """loss_curve.png, and restorations.png of the first ``previews`` validation cubes with
+        their corruption masks."""
         from . import plots
 
         cfg, out = self.cfg, self.out
-        plots.loss_curve(self.history, os.path.join(out, "loss_curve.png"))
+        plots.loss_curve(self.history, os.path.join(out, "loss_curve.png"), ylabel=self.loss_name)
         if cfg.previews and self.val_inp is not None:
             # previews may span several batches (--batch-size below --previews): predict each
             n = min(cfg.previews, len(self.val_inp))
             pred = torch.cat([p.float() for _, p in self._val_predictions(n)])[:n]
-            def rows(t):  # one row per cube and channel (cube 0 channel 0, cube 0 channel 1, ...)
-                return t[:n].float().cpu().numpy().reshape(-1, *t.shape[2:])
+            def rows(t, dtype=torch.float32):  # one row per cube and channel (cube 0 channel 0, cube 0 channel 1, ...)
+                return t[:n].to(dtype).cpu().numpy().reshape(-1, *t.shape[2:])
 
             c = self.val_inp.shape[1]
-            what = ("validation patches: corrupted input / restoration / target" if cfg.dims == 2 else
-                    "validation cubes: corrupted input / restoration / target (middle slice)")
+            what = ("validation patches: corrupted input / restoration / target / mask" if cfg.dims == 2 else
+                    "validation cubes: corrupted input / restoration / target / mask (middle slice)")
             plots.restoration_grid(rows(self.val_inp), rows(pred), rows(self.val_tgt),
                                    os.path.join(out, "restorations.png"),
+                                   masks=rows(self.val_mask.expand(-1, c, *self.val_mask.shape[2:]), torch.uint8),
                                    title=what + (f"; rows: cube x channel ({c} channels)" if c > 1 else ""))
 
 
 def _validation_set(cfg: PretrainConfig, va_vols, va_regions, device, gcfg):
-    """Fixed validation pairs: the same cubes and the same corruption every epoch (None, None
-    without validation volumes)."""
+    """Fixed validation ``(input, target, mask)``: the same cubes and the same corruption every
+    epoch (None, None, None without validation volumes). The masks (made once, in the same pass)
+    serve the weighted validation loss and the pictures; input and target are those of a call
+    without them, bit for bit."""
     import genesis_ops as go
 
     if va_vols is None:
-        return None, None
+        return None, None, None
     vs = data.CubeSampler(va_vols, data2d.sampling_cube(cfg.cube), torch.Generator().manual_seed(derive_seed(cfg.seed, 7)),
                           air_value=cfg.air_value, min_foreground=cfg.min_foreground, regions=va_regions)
     v = data2d.drop_slice_axis(vs.sample(cfg.val_batches * cfg.batch_size), cfg.dims).to(device)
-    return go.models_genesis(v, config=gcfg, seed=derive_seed(cfg.seed, 8))
+    return go.models_genesis(v, config=gcfg, seed=derive_seed(cfg.seed, 8), return_masks=True)
 
 
 def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, say) -> Dict[str, Any]:
@@ -314,23 +341,23 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, sa
             ckpt, model, opt, sched, writer.last, metrics_path, main)
         say(f"resumed from {writer.last} at epoch {start_epoch - 1} (step {step_count})")
 
-    step = TrainStep(prepare_model(model, device, dist_info.enabled, cfg.compile), opt, device,
-                     loss_fn=lambda pred, target: F.mse_loss(pred.float(), target.float()), amp=cfg.amp)
-    step.steps = step_count
     monitor = Monitor("min", cfg.patience, best=best_val, bad_epochs=bad_epochs)
     val_set = _validation_set(cfg, va_vols, va_regions, device, genesis_config(cfg))
     task = _PretrainTask(cfg, model, opt, sched, pre, device, dist_info, tr_vols, tr_regions, val_set,
                          monitor, history, out, say)
+    step = TrainStep(prepare_model(model, device, dist_info.enabled, cfg.compile), opt, device,
+                     loss_fn=task.loss_fn, amp=cfg.amp)
+    step.steps = step_count
 
     if ckpt is None and main:
         if os.path.exists(metrics_path):
             os.remove(metrics_path)
         v0 = task.evaluate()
-        rec = {"epoch": 0, "step": 0, "train_loss": None, "val_loss": v0, "lr": cfg.lr}
+        rec = {"epoch": 0, "step": 0, "train_loss": None, **v0, "lr": cfg.lr}
         history.append(rec)
         append_jsonl(metrics_path, rec)
-        if v0 is not None:
-            say(f"epoch 0: validation MSE before training {v0:.5f}")
+        if v0["val_loss"] is not None:
+            say(f"epoch 0: validation {task.loss_name} before training {v0['val_loss']:.5f}")
 
     epoch, stopped = fit(step, task, model=model, epochs=cfg.epochs,
                          steps_per_epoch=cfg.steps_per_epoch, monitor=monitor, writer=writer, history=history,

@@ -53,7 +53,7 @@ PRETRAIN_ARGV = [
     "--init-weights", "w.pt", "--optimizer", "sgd", "--lr", "0.5", "--momentum", "0.8", "--weight-decay", "0.01",
     "--lr-step-epochs", "3", "--lr-gamma", "0.3", "--val-fraction", "0.1", "--val-batches", "2", "--patience", "0",
     "--compile", "--flip-p", "0.1", "--shuffle-p", "0.2", "--num-windows", "5", "--nonlinear-p", "0.3",
-    "--paint-p", "0.4", "--inpaint-rate", "0.6", "--modality", "mri", "--hu-window", "-100", "200",
+    "--paint-p", "0.4", "--inpaint-rate", "0.6", "--corrupted-weight", "2.5", "--modality", "mri", "--hu-window", "-100", "200",
     "--mri-norm", "minmax", "--spacing", "1", "2", "3", "--min-foreground", "0.2", "--air-value", "0.1",
     "--skip-bad", "--previews", "0", "--channels", "t1", "t2,flair", "--device", "cpu", "--seed", "7", "--no-amp", "--log-every", "3", "--quiet"]
 
@@ -75,7 +75,7 @@ def test_every_pretrain_flag_lands_in_its_field():
         width=4, norm="batch_stats", resume=True, init_weights="w.pt", optimizer="sgd", lr=0.5, momentum=0.8,
         weight_decay=0.01, lr_step_epochs=3, lr_gamma=0.3, val_fraction=0.1, val_batches=2, patience=0,
         compile=True, flip_p=0.1, shuffle_p=0.2, num_windows=5, nonlinear_p=0.3, paint_p=0.4, inpaint_rate=0.6,
-        modality="mri", hu_window=(-100.0, 200.0), mri_norm="minmax", spacing=(1.0, 2.0, 3.0), min_foreground=0.2,
+        corrupted_weight=2.5, modality="mri", hu_window=(-100.0, 200.0), mri_norm="minmax", spacing=(1.0, 2.0, 3.0), min_foreground=0.2,
         air_value=0.1, skip_bad=True, previews=0, channels=["t1", "t2,flair"], device="cpu", seed=7, amp=False, log_every=3, quiet=True)
     assert isinstance(cfg.cube, tuple) and isinstance(cfg.hu_window, tuple) and isinstance(cfg.spacing, tuple)
 
