@@ -440,29 +440,3 @@ def test_compile_fullgraph_masked_paths():
     torch.testing.assert_close(got[0], want[0])  # the loss: inductor may sum in another order
     for a, b in zip(got[1:], want[1:]):  # the ops' outputs: exact
         assert torch.equal(a, b)
-
-
-# ---- on a GPU (skipped without one) --------------------------------------------------------------
-
-cuda = pytest.mark.skipif("cuda" not in DEVICES, reason="needs a GPU and a CUDA build")
-
-
-@cuda
-@pytest.mark.parametrize("shape", [(4, 1, 64, 64, 32), (3, 2, 17, 9, 23), (2, 3, 40, 33), (3, 0, 5, 6, 7)])
-def test_cuda_masks_equal_cpu(shape):
-    x = torch.rand(shape)
-    cfg = go.GenesisConfig(shuffle_p=0.8, paint_p=0.9, inpaint_rate=0.5)
-    got = go.models_genesis(x.cuda(), cfg, seed=11, return_masks=True)
-    want = go.models_genesis(x, cfg, seed=11, return_masks=True)
-    assert got[2].device == x.cuda().device
-    for a, b in zip(got, want):
-        assert torch.equal(a.cpu(), b)
-    for name in ("local_shuffle", "inpaint", "outpaint"):
-        for a, b in zip(SINGLE[name](go, x.cuda(), 0.7, 11, 3, return_mask=True),
-                        SINGLE[name](go, x, 0.7, 11, 3, return_mask=True)):
-            assert torch.equal(a.cpu(), b)
-    for op in ("models_genesis", "inpaint", "outpaint"):
-        assert torch.equal(go.paint_mask(x.cuda(), 0.7, seed=11, op=op).cpu(), go.paint_mask(x, 0.7, seed=11, op=op))
-        assert torch.equal(go.paint_mask(shape, 0.7, seed=11, op=op, device="cuda").cpu(),
-                           go.paint_mask(x, 0.7, seed=11, op=op))
-    assert torch.equal(go.shuffle_mask(x.cuda(), 0.8, seed=11).cpu(), go.shuffle_mask(x, 0.8, seed=11))
