@@ -15,7 +15,8 @@ One sample per call, channel first, (C, H, W) or (C, D, H, W): it runs as a batc
 ``set_random_state``, ``Compose`` and ``monai.utils.set_determinism`` make it reproducible, and
 MONAI's ``DataLoader`` reseeds it in every worker as it does MONAI's own random transforms. Given that
 seed, (input, target) is exactly ``[t[0] for t in genesis_ops.models_genesis(x[None], config, seed)]``,
-whatever the process, thread count or device.
+whatever the process, thread count or device. ``return_mask=True`` (array form) or ``mask_key``
+(dictionary form) also gives the corruption mask of ``models_genesis(..., return_masks=True)``.
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def _like(out: torch.Tensor, img):
 
 
 class RandModelsGenesis(Randomizable):
-    """The Models Genesis pipeline on one channel-first sample: ``t(img) -> (input, target)``.
+    """The Models Genesis pipeline on one channel-first sample: ``t(img) -> (input, target)``, or
+    ``(input, target, mask)`` with ``return_mask=True``.
 
     ``target = flip(img)``, ``input = paint(nonlinear(shuffle(target)))`` (docs/SPEC.md); spatial
     randomness (windows, boxes, flips, curve) is shared by the channels, fill noise is drawn per
@@ -63,17 +65,24 @@ class RandModelsGenesis(Randomizable):
         config (GenesisConfig, optional): probabilities, sizes and ``value_range`` (the range the
             intensities live in: the curve's domain and the fill noise's range, default (0, 1); scale
             the data into it first, e.g. with ``ScaleIntensityRange``). None means GenesisConfig().
+        return_mask (bool): also return the corruption mask (docs/SPEC.md, 4.7): uint8 of shape
+            (1, H, W) or (1, D, H, W), bit value 1 where a shuffle window lies, 2 where fill noise
+            replaced the voxel, in the target's frame, shared by the channels. Default False.
 
     Input: a (C, H, W) or (C, D, H, W) numpy array, Tensor or MetaTensor of float16, bfloat16 (not
     numpy), float32 or float64, on the CPU or a CUDA device. Output: two new arrays of its type,
-    shape, dtype and device; a MetaTensor's metadata (affine included) is copied to both.
+    shape, dtype and device (and the mask, of its type and device); a MetaTensor's metadata
+    (affine included) is copied to each.
     """
 
-    def __init__(self, config: GenesisConfig | None = None):
+    def __init__(self, config: GenesisConfig | None = None, return_mask: bool = False):
         cfg = config if config is not None else GenesisConfig()
         if not isinstance(cfg, GenesisConfig):
             raise TypeError(f"config must be a GenesisConfig, got {type(cfg).__name__}")
+        if not isinstance(return_mask, bool):
+            raise TypeError(f"return_mask must be a bool, got {type(return_mask).__name__}")
         self.config = cfg
+        self.return_mask = return_mask
         self._seed: int | None = None
 
     def randomize(self, data=None) -> None:
@@ -81,14 +90,15 @@ class RandModelsGenesis(Randomizable):
         self._seed = int(self.R.randint(0, 2**64, dtype=np.uint64))
 
     def __call__(self, img, randomize: bool = True):
-        """Returns (input, target) for img; ``randomize=False`` reuses the last drawn seed."""
+        """Returns (input, target) for img, and the mask with ``return_mask``; ``randomize=False``
+        reuses the last drawn seed."""
         if randomize or self._seed is None:
             self.randomize()
         x = _as_plain_tensor(img, "img")
         if x.dim() not in (3, 4):
             raise ValueError(f"img must be channel first, (C, H, W) or (C, D, H, W), got shape {tuple(x.shape)}")
-        inp, target = models_genesis(x.unsqueeze(0), self.config, seed=self._seed)
-        return _like(inp[0], img), _like(target[0], img)
+        out = models_genesis(x.unsqueeze(0), self.config, seed=self._seed, return_masks=self.return_mask)
+        return tuple(_like(t[0], img) for t in out)
 
 
 class RandModelsGenesisd(Randomizable, MapTransform):
@@ -105,16 +115,27 @@ class RandModelsGenesisd(Randomizable, MapTransform):
         keys: the keys to corrupt.
         config (GenesisConfig, optional): see :class:`RandModelsGenesis` (``value_range`` included).
         target_suffix (str): the target of ``key`` goes to ``key + target_suffix``. Default "_target".
+        mask_key (str, optional): also write the sample's corruption mask (one for all keys: they
+            share the spatial randomness) to ``data[mask_key]``, as in :class:`RandModelsGenesis`
+            with ``return_mask=True`` (uint8, one channel; the first key's type, device and
+            metadata). Default None: no mask is computed.
         allow_missing_keys (bool): skip keys missing from the data instead of raising KeyError.
     """
 
     def __init__(self, keys: KeysCollection, config: GenesisConfig | None = None, target_suffix: str = "_target",
-                 allow_missing_keys: bool = False):
+                 allow_missing_keys: bool = False, mask_key: str | None = None):
         MapTransform.__init__(self, keys, allow_missing_keys)
         if not isinstance(target_suffix, str) or not target_suffix:
             raise ValueError(f"target_suffix must be a non-empty str, got {target_suffix!r}")
+        if mask_key is not None:
+            if not isinstance(mask_key, str) or not mask_key:
+                raise ValueError(f"mask_key must be a non-empty str or None, got {mask_key!r}")
+            written = set(self.keys) | {f"{k}{target_suffix}" for k in self.keys}
+            if mask_key in written:
+                raise ValueError(f"mask_key {mask_key!r} would overwrite a corrupted input or target")
         self.target_suffix = target_suffix
-        self.transform = RandModelsGenesis(config)
+        self.mask_key = mask_key
+        self.transform = RandModelsGenesis(config, return_mask=mask_key is not None)
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
         # The draws happen in the array transform: it takes the state MONAI (Compose, DataLoader
@@ -142,7 +163,9 @@ class RandModelsGenesisd(Randomizable, MapTransform):
                                  f"{xs[0].device}, data[{k!r}] is {tuple(x.shape)} on {x.device}")
         x = xs[0] if len(xs) == 1 else torch.cat(xs, dim=0)
         self.randomize()
-        inp, target = self.transform(x, randomize=False)
+        inp, target, *mask = self.transform(x, randomize=False)
+        if mask:
+            d[self.mask_key] = _like(_as_plain_tensor(mask[0], "mask"), imgs[0])
         start = 0
         for k, img, xk in zip(keys, imgs, xs):
             c = xk.shape[0]

@@ -119,6 +119,43 @@ def test_identical_keys_differ_only_by_fill_noise(state):
     assert differ.any() and (~differ).any()  # noise inside the painted region, the same data outside
 
 
+@pytest.mark.parametrize("numpy_in", [False, True])
+@pytest.mark.parametrize("state", range(4))
+def test_masks_are_those_of_models_genesis_under_the_drawn_seed(state, numpy_in):
+    x = torch.rand(2, 14, 12, 10, generator=torch.Generator().manual_seed(state))
+    want = go.models_genesis(x[None], OUTPAINT, seed=drawn_seed(state), return_masks=True)
+    got = RandModelsGenesis(OUTPAINT, return_mask=True).set_random_state(state)(x.numpy() if numpy_in else x)
+    assert len(got) == 3
+    if numpy_in:
+        assert all(isinstance(t, np.ndarray) for t in got)
+        got = [torch.from_numpy(t) for t in got]
+    assert got[2].dtype == torch.uint8 and got[2].shape == (1, 14, 12, 10)
+    for g, w in zip(got, want):
+        assert torch.equal(g, w[0])
+    assert (got[2] & 2).any() and (got[2] & 1).any()  # out-painted and shuffled: both bits occur
+    # The dictionary form: one mask for the sample's keys, the pairs as without it.
+    y = torch.rand(1, 14, 12, 10, generator=torch.Generator().manual_seed(state + 9))
+    m = MetaTensor(y, affine=torch.as_tensor(AFFINE))
+    plain = RandModelsGenesisd(["a", "b"], config=OUTPAINT).set_random_state(state)({"a": m, "b": x})
+    d = RandModelsGenesisd(["a", "b"], config=OUTPAINT, mask_key="mask").set_random_state(state)({"a": m, "b": x})
+    both = go.models_genesis(torch.cat([y, x])[None], OUTPAINT, seed=drawn_seed(state), return_masks=True)
+    assert isinstance(d["mask"], MetaTensor) and d["mask"].dtype == torch.uint8  # the first key's type
+    assert torch.equal(d["mask"].as_tensor(), both[2][0])
+    assert torch.equal(d["mask"].affine, torch.as_tensor(AFFINE, dtype=torch.float64))
+    for k in ("a", "a_target", "b", "b_target"):
+        assert torch.equal(torch.as_tensor(d[k]), torch.as_tensor(plain[k]))
+    assert "mask" not in plain
+
+
+def test_bad_mask_arguments():
+    with pytest.raises(TypeError, match="return_mask"):
+        RandModelsGenesis(return_mask=1)
+    with pytest.raises(ValueError, match="mask_key"):
+        RandModelsGenesisd("image", mask_key="")
+    with pytest.raises(ValueError, match="mask_key 'image_target'"):
+        RandModelsGenesisd("image", mask_key="image_target")
+
+
 def test_metatensor_metadata_kept_on_both_outputs():
     m = MetaTensor(torch.rand(1, 12, 10, 8), affine=torch.as_tensor(AFFINE), meta={"filename_or_obj": "ct.nii.gz"})
     d = RandModelsGenesisd("image").set_random_state(0)({"image": m})
