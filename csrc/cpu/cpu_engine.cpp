@@ -71,10 +71,10 @@ struct RowScratch {
   std::vector<uint32_t> words;   // Philox words of the row's fill noise, in voxel order
 };
 
-// A thread's buffers, kept across calls: allocated per call or per sample they cost page faults
-// (the kernel zero-fills fresh memory on first touch: a 4 MiB source map at 1x128x128x64 is
-// 1,024 faults, the curve tables of a batch of 32 about 1,600). Buffers over kKeptBytes are
-// released after use, so a thread keeps little memory between calls.
+// A thread's buffers, kept across calls: allocated per call or per sample (as they were) they
+// cost page faults, the kernel zero-filling fresh memory on first touch (a 4 MiB source map at
+// 1x128x128x64 is 1,024 faults, once per sample). Buffers over kKeptBytes are released after use,
+// so a thread keeps at most that much of each between calls.
 struct ThreadScratch {
   // Used by the thread's tasks.
   ShuffleScratch shuffle;
@@ -107,11 +107,6 @@ void release_if_large(V& buf) {
   if (buf.size() * sizeof(buf[0]) > kKeptBytes) V().swap(buf);
 }
 
-// Input row (z, y) of sample b, all channels. Same values as voxel_group_body (the GPU body),
-// organised for the CPU: targets are already written, so the shuffle reads the flipped volume
-// directly; painting is decided per row from the boxes; one Philox block serves 4 noise voxels.
-// Voxels that paint replaces are neither gathered nor mapped: out-painting replaces most of a
-// volume, and in a row outside every kept box all of it.
 // Which voxels of row (z, y) painting replaces (paint_replaces, per row from the boxes):
 // replace[0 .. W) = 0 or 1 (p.paint != kPaintNone). Returns how many. (A raw pointer: byte
 // stores through a vector's operator[] may alias the vector's own pointer, which the compiler
@@ -168,9 +163,8 @@ void mask_row_bytes(uint8_t* out, int64_t W, const uint64_t* claim_row, const ui
 // (claim_row: the row of the sample's claim bitmap, null where its shuffle did not run). Same
 // values as voxel_group_body (the GPU body), organised for the CPU: targets are already written,
 // so the shuffle reads the flipped volume directly; painting is decided per row from the boxes;
-// one Philox block serves 4 noise voxels.
-// Voxels that paint replaces are neither gathered nor mapped: out-painting replaces most of a
-// volume, and in a row outside every kept box all of it.
+// one Philox block serves 4 noise voxels. Voxels that paint replaces are neither gathered nor
+// mapped: out-painting replaces most of a volume, and in a row outside every kept box all of it.
 template <typename T>
 void input_row(const T* x, T* input, const T* target, const Shape& shape, const PipelineConfig& cfg,
                const SampleView& sv, const CurveCell* cells, const CurveSegment* segs, const int32_t* map, int64_t b,
