@@ -357,9 +357,10 @@ void run_cpu(const T* x, T* input, T* target, uint8_t* mask, const Shape& shape,
 void run_mask_cpu(uint8_t* mask, const Shape& shape, const PipelineConfig& cfg, const std::vector<SampleParams>& params) {
   const int64_t H = shape.dim[1], W = shape.dim[2], S = shape.spatial(), rows_per_sample = shape.dim[0] * H;
   const bool shuffle = cfg.op == OpKind::kShuffleMask;
+  const int64_t claim_words = shuffle ? rows_per_sample * claim_row_words(shape) : 0;
   parallel_dynamic(shape.batch, 1, [&](int64_t b0, int64_t b1) {
-    ShuffleScratch scratch;
-    std::vector<uint64_t> claims(shuffle ? rows_per_sample * claim_row_words(shape) : 0);
+    ThreadScratch& ts = thread_scratch();  // as in run_cpu: no fresh bitmap per sample
+    uint64_t* const claims = shuffle ? room_for(ts.claims, claim_words) : nullptr;
     for (int64_t b = b0; b < b1; ++b) {
       const SampleParams& p = params[b];
       uint8_t* m = mask + b * S;
@@ -367,16 +368,17 @@ void run_mask_cpu(uint8_t* mask, const Shape& shape, const PipelineConfig& cfg, 
         std::fill(m, m + S, uint8_t{0});
         continue;
       }
-      if (shuffle) shuffle_claims(cfg, shape, b, claims.data(), scratch);
+      if (shuffle) shuffle_claims(cfg, shape, b, claims, ts.shuffle);
       for (int64_t r = 0; r < rows_per_sample; ++r) {
         uint8_t* out = m + r * W;
         if (shuffle) {
-          mask_row_bytes(out, W, claims.data() + r * claim_row_words(shape), nullptr);
+          mask_row_bytes(out, W, claims + r * claim_row_words(shape), nullptr);
         } else {
           paint_row(p, r / H, r % H, W, out);
         }
       }
     }
+    release_if_large(ts.claims);
   });
 }
 
@@ -404,6 +406,7 @@ struct CpuEngine {
 
   static void run_mask(const Tensor&, const Shape& shape, const PipelineConfig& cfg, const char*, uint8_t* mask) {
     if (shape.batch * shape.spatial() == 0) return;
+    advise_huge_pages(mask, static_cast<size_t>(shape.batch * shape.spatial()));  // as run's outputs
     run_mask_cpu(mask, shape, cfg, draw_params(shape, cfg));
   }
 
