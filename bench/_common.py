@@ -10,7 +10,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict, List, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -26,14 +26,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def load_average() -> Optional[List[float]]:
+def load_average() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
     except (OSError, AttributeError):
         return None
 
 
-def mem_total_gib() -> Optional[float]:
+def mem_total_gib() -> float | None:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -44,7 +44,7 @@ def mem_total_gib() -> Optional[float]:
     return None
 
 
-def machine_info() -> Dict:
+def machine_info() -> dict:
     info = {
         "cpu_model": cpu_model(),
         "logical_cpus": os.cpu_count(),
@@ -70,7 +70,7 @@ def machine_info() -> Dict:
     return info
 
 
-def package_fingerprint(module) -> Dict:
+def package_fingerprint(module) -> dict:
     """Where the benchmarked package lives and which build it is (hash and mtime of its _C library)."""
     import glob
     import hashlib
@@ -85,7 +85,7 @@ def package_fingerprint(module) -> Dict:
     return out
 
 
-def set_threads(n: Optional[int]) -> int:
+def set_threads(n: int | None) -> int:
     """Pin torch's intra-op thread count (when given) and return the count in effect."""
     if n is not None:
         if n < 1:
@@ -107,8 +107,8 @@ def time_calls(
     min_reps: int = 3,
     max_reps: int = 30,
     budget_s: float = 2.0,
-    cpu_times: Optional[List[float]] = None,
-) -> List[float]:
+    cpu_times: list[float] | None = None,
+) -> list[float]:
     """Time ``fn(rep_index)`` and return one wall time in milliseconds per repetition.
 
     ``fn`` receives the repetition index (warm-up calls get negative indices) so callers can vary
@@ -134,7 +134,7 @@ def time_calls(
             break
     reps = int(budget_s / max(est, 1e-6))
     reps = max(min_reps, min(max_reps, reps))
-    times: List[float] = []
+    times: list[float] = []
     if is_cuda:
         for r in range(reps):
             start = torch.cuda.Event(enable_timing=True)
@@ -156,7 +156,7 @@ def time_calls(
     return times
 
 
-def summarize(times_ms: List[float], batch: int) -> Dict:
+def summarize(times_ms: list[float], batch: int) -> dict:
     med = statistics.median(times_ms)
     return {
         "ms_per_call": med,

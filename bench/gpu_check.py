@@ -36,6 +36,7 @@ that starts needing it fails here first.
 
 Exit status: 0 when no step failed (skipped steps and an unavailable sanitizer are not failures).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,6 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from typing import Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_BUDGET_S = 450  # the issue asks for under 8 minutes on a bare machine
@@ -57,9 +57,11 @@ TOTAL_BUDGET_S = 450  # the issue asks for under 8 minutes on a bare machine
 # and the bezier path at small, odd sizes, the single-op (no target) branch, views with offsets and
 # strides, and the masked and mask-only kernels (not their 64x64x32 case, shape0).
 SANITIZER_FILES = ("test_cuda.py", "test_cuda_masks.py")
-SANITIZER_TESTS = ("(test_cuda_equals_reference and float32) or test_single_op_is_its_pipeline_stage "
-                   "or test_bezier_equals_cpu_and_reference or test_independent_of_batch_split "
-                   "or (test_cuda_masks_equal_cpu and not shape0)")
+SANITIZER_TESTS = (
+    "(test_cuda_equals_reference and float32) or test_single_op_is_its_pipeline_stage "
+    "or test_bezier_equals_cpu_and_reference or test_independent_of_batch_split "
+    "or (test_cuda_masks_equal_cpu and not shape0)"
+)
 ENV_PROBE = r"""
 import json, os, sys
 d = {"python": sys.version.split()[0], "executable": sys.executable}
@@ -98,8 +100,8 @@ class Check:
         self.work = tempfile.mkdtemp(prefix="gpu_check_")
         self.site = os.path.join(self.work, "site")
         self.deadline = time.monotonic() + budget_s
-        self.steps: List[Dict] = []
-        self.info: Dict = {}
+        self.steps: list[dict] = []
+        self.info: dict = {}
         self.gpu = False
         self.built = False
         # every step: unbuffered output, and nibabel unimportable (the lent GPU machines have none)
@@ -107,10 +109,12 @@ class Check:
         os.makedirs(shim)
         with open(os.path.join(shim, "__init__.py"), "w") as f:
             f.write('raise ImportError("nibabel is blocked by bench/gpu_check.py: GPU machines may not have it")\n')
-        self.env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1",
-                        PIP_DISABLE_PIP_VERSION_CHECK="1")
+        self.env = dict(
+            os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", PIP_DISABLE_PIP_VERSION_CHECK="1"
+        )
         self.env["PYTHONPATH"] = os.pathsep.join(
-            [self.site, os.path.dirname(shim)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+            [self.site, os.path.dirname(shim)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+        )
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -119,7 +123,7 @@ class Check:
         """Seconds a step may take: at most cap, leaving reserve for the steps after it."""
         return min(cap, self.left() - reserve)
 
-    def run(self, name: str, cmd: List[str], timeout: float, env: Optional[Dict] = None, cwd: str = ROOT) -> Dict:
+    def run(self, name: str, cmd: list[str], timeout: float, env: dict | None = None, cwd: str = ROOT) -> dict:
         """Run cmd with its output in logs/NAME.log; kill its whole process group on timeout."""
         log = os.path.join(self.logs, f"{name}.log")
         timeout = max(1.0, timeout)  # the steps size their timeouts from the budget left
@@ -128,8 +132,9 @@ class Check:
             f.write(f"$ {' '.join(cmd)}\n")
             f.flush()
             start = f.tell()
-            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd, env=env or self.env,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd, env=env or self.env, start_new_session=True
+            )
             try:
                 rc = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -140,10 +145,17 @@ class Check:
         with open(log, errors="replace") as f:
             f.seek(start)
             text = f.read()  # this command's output only (a log can hold several commands)
-        return {"rc": rc, "seconds": round(time.monotonic() - t0, 1), "timed_out": rc is None, "output": text,
-                "command": " ".join(cmd), "log": os.path.relpath(log, self.out), "timeout_s": round(timeout)}
+        return {
+            "rc": rc,
+            "seconds": round(time.monotonic() - t0, 1),
+            "timed_out": rc is None,
+            "output": text,
+            "command": " ".join(cmd),
+            "log": os.path.relpath(log, self.out),
+            "timeout_s": round(timeout),
+        }
 
-    def step(self, name: str, fn) -> Dict:
+    def step(self, name: str, fn) -> dict:
         print(f"\n== {name} ({self.left():.0f} s of the budget left) ==", flush=True)
         t0 = time.monotonic()
         try:
@@ -157,7 +169,7 @@ class Check:
         return res
 
 
-def status_of(r: Dict, what: str) -> Dict:
+def status_of(r: dict, what: str) -> dict:
     if r["timed_out"]:
         return {"status": "failed", "note": f"{what}: timed out after {r['timeout_s']} s"}
     if r["rc"] != 0:
@@ -167,7 +179,7 @@ def status_of(r: Dict, what: str) -> Dict:
     return {"status": "ok", "note": what}
 
 
-def find_tool(name: str, nvcc: Optional[str] = None) -> Optional[str]:
+def find_tool(name: str, nvcc: str | None = None) -> str | None:
     """A CUDA tool on PATH, next to nvcc (compute-sanitizer often is not on PATH) or in the
     toolkit's usual places."""
     found = shutil.which(name)
@@ -191,7 +203,8 @@ def find_tool(name: str, nvcc: Optional[str] = None) -> Optional[str]:
 # The steps
 # ---------------------------------------------------------------------------------------------
 
-def step_env(c: Check) -> Dict:
+
+def step_env(c: Check) -> dict:
     r = c.run("env", [c.python, "-P", "-c", ENV_PROBE], 60)
     lines = [ln for ln in r["output"].splitlines() if ln.startswith("{")]
     if r["rc"] != 0 or not lines:
@@ -207,15 +220,16 @@ def step_env(c: Check) -> Dict:
         out = c.run("env", [nvcc, "--version"], 30)["output"]
         c.info["nvcc_version"] = next((ln for ln in out.splitlines() if "release" in ln), "").strip()
     if c.gpu:
-        note = f"GPU: {c.info.get('device_name')} (sm_{''.join(map(str, c.info.get('capability', [])))}), " \
-               f"torch {c.info.get('torch')} (CUDA {c.info.get('torch_cuda')})"
+        note = (
+            f"GPU: {c.info.get('device_name')} (sm_{''.join(map(str, c.info.get('capability', [])))}), "
+            f"torch {c.info.get('torch')} (CUDA {c.info.get('torch_cuda')})"
+        )
     else:
-        note = (f"NO GPU (torch {c.info.get('torch')}, torch.cuda.is_available() is False): dry run; "
-                "GPU numbers pending")
+        note = f"NO GPU (torch {c.info.get('torch')}, torch.cuda.is_available() is False): dry run; GPU numbers pending"
     return {"status": "ok", "note": note, "info": c.info}
 
 
-def step_build(c: Check) -> Dict:
+def step_build(c: Check) -> dict:
     cuda_build = bool(c.info.get("torch_cuda")) and bool(c.info.get("nvcc"))
     if c.gpu and not cuda_build:
         return {"status": "failed", "note": "a GPU is present but torch is not a CUDA build or nvcc is missing"}
@@ -227,8 +241,20 @@ def step_build(c: Check) -> Dict:
         env["GENESIS_WITH_CUDA"] = "ON"
     else:
         env["GENESIS_WITH_CUDA"] = "OFF"
-    cmd = [c.python, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index", "--no-cache-dir",
-           "--target", c.site, f"-Cbuild-dir={os.path.join(c.work, 'build')}", ROOT]
+    cmd = [
+        c.python,
+        "-m",
+        "pip",
+        "install",
+        "--no-build-isolation",
+        "--no-deps",
+        "--no-index",
+        "--no-cache-dir",
+        "--target",
+        c.site,
+        f"-Cbuild-dir={os.path.join(c.work, 'build')}",
+        ROOT,
+    ]
     r = c.run("build", cmd, c.time_for(300, reserve=150), env=env)
     res = status_of(r, "pip install")
     res.update(command=r["command"], log=r["log"], cuda_archs=env.get("CUDAARCHS"))
@@ -245,13 +271,16 @@ def step_build(c: Check) -> Dict:
     if cuda_build and not info.get("cuda_kernels"):
         return {**res, "status": "failed", "note": "built with GENESIS_WITH_CUDA=ON but has no CUDA kernels"}
     c.built = True
-    res["note"] = (f"CUDA kernels for {info.get('cuda_archs')} (nvcc {info.get('nvcc_version')}) against torch "
-                   f"{info.get('built_with_torch')}" if cuda_build else
-                   "CPU-only build: torch is not a CUDA build or nvcc is missing (CUDA build skipped)")
+    res["note"] = (
+        f"CUDA kernels for {info.get('cuda_archs')} (nvcc {info.get('nvcc_version')}) against torch "
+        f"{info.get('built_with_torch')}"
+        if cuda_build
+        else "CPU-only build: torch is not a CUDA build or nvcc is missing (CUDA build skipped)"
+    )
     return res
 
 
-def junit_counts(path: str) -> Dict:
+def junit_counts(path: str) -> dict:
     try:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError):
@@ -261,33 +290,46 @@ def junit_counts(path: str) -> Dict:
     return {k: sum(int(s.get(k, 0)) for s in suites) for k in keys}
 
 
-def cuda_test_files() -> List[str]:
+def cuda_test_files() -> list[str]:
     return sorted(glob.glob(os.path.join(ROOT, "tests", "**", "test_cuda*.py"), recursive=True))
 
 
-def pytest_cmd(c: Check, files: List[str], junit: str, extra: List[str] = ()) -> List[str]:
+def pytest_cmd(c: Check, files: list[str], junit: str, extra: list[str] = ()) -> list[str]:
     # -P: the repository root is not put on sys.path, so the unbuilt source directory cannot
     # shadow the build under test
-    return [c.python, "-P", "-m", "pytest", *files, "-rs", f"--junitxml={junit}",
-            "-o", f"cache_dir={os.path.join(c.work, 'pytest_cache')}", *extra]
+    return [
+        c.python,
+        "-P",
+        "-m",
+        "pytest",
+        *files,
+        "-rs",
+        f"--junitxml={junit}",
+        "-o",
+        f"cache_dir={os.path.join(c.work, 'pytest_cache')}",
+        *extra,
+    ]
 
 
-def step_tests(c: Check) -> Dict:
+def step_tests(c: Check) -> dict:
     if not c.built:
         return {"status": "skipped", "note": "no build to test"}
     files = cuda_test_files()
     junit = os.path.join(c.out, "junit_cuda.xml")
     r = c.run("tests", pytest_cmd(c, files, junit), c.time_for(240, reserve=150))
     counts = junit_counts(junit)
-    res = status_of(r, f"{counts.get('tests', '?')} tests: {counts.get('failures', '?')} failed, "
-                       f"{counts.get('errors', '?')} errors, {counts.get('skipped', '?')} skipped")
+    res = status_of(
+        r,
+        f"{counts.get('tests', '?')} tests: {counts.get('failures', '?')} failed, "
+        f"{counts.get('errors', '?')} errors, {counts.get('skipped', '?')} skipped",
+    )
     if res["status"] == "ok" and c.gpu and counts.get("tests") and counts.get("skipped") == counts.get("tests"):
         res = {"status": "failed", "note": "a GPU is present but every CUDA test skipped"}
     return {**res, "files": [os.path.relpath(f, ROOT) for f in files], "counts": counts, "log": r["log"]}
 
 
 def sanitizer_step(tool: str):
-    def step(c: Check) -> Dict:
+    def step(c: Check) -> dict:
         if not c.gpu:
             return {"status": "skipped", "note": "no GPU"}
         if not c.built:
@@ -305,79 +347,171 @@ def sanitizer_step(tool: str):
         cmd = [san, "--tool", tool, "--error-exitcode", "86", "--print-limit", "50"]
         if tool == "memcheck":
             cmd += ["--leak-check", "no"]
-        cmd += pytest_cmd(c, [os.path.join(ROOT, "tests", f) for f in SANITIZER_FILES], junit,
-                          ["-k", SANITIZER_TESTS, "-x"])
+        cmd += pytest_cmd(
+            c, [os.path.join(ROOT, "tests", f) for f in SANITIZER_FILES], junit, ["-k", SANITIZER_TESTS, "-x"]
+        )
         r = c.run(tool, cmd, timeout, env=env)
         out, counts = r["output"], junit_counts(junit)
         summary = [ln.strip(" =") for ln in out.splitlines() if "ERROR SUMMARY" in ln or "RACECHECK SUMMARY" in ln]
-        refused = any(s in out for s in ("Device not supported", "device not supported", "not supported on this",
-                                         "Unable to initialize", "error 999"))
+        refused = any(
+            s in out
+            for s in (
+                "Device not supported",
+                "device not supported",
+                "not supported on this",
+                "Unable to initialize",
+                "error 999",
+            )
+        )
         all_skipped = bool(counts.get("tests")) and counts.get("skipped") == counts.get("tests")
         if refused or (r["rc"] == 0 and all_skipped):
-            return {"status": "unavailable", "note": f"{tool}: the sanitizer refused the device or CUDA did not "
-                                                     f"start under it (see {r['log']})", "log": r["log"]}
-        res = status_of(r, f"{tool}: {'; '.join(summary) or 'no summary line'}; "
-                           f"{counts.get('tests', '?')} tests, {counts.get('failures', '?')} failed")
+            return {
+                "status": "unavailable",
+                "note": f"{tool}: the sanitizer refused the device or CUDA did not start under it (see {r['log']})",
+                "log": r["log"],
+            }
+        res = status_of(
+            r,
+            f"{tool}: {'; '.join(summary) or 'no summary line'}; "
+            f"{counts.get('tests', '?')} tests, {counts.get('failures', '?')} failed",
+        )
         if res["status"] == "ok" and not counts.get("tests"):
             res = {"status": "failed", "note": f"{tool}: no test ran under the sanitizer (see {r['log']})"}
         return {**res, "summary": summary, "counts": counts, "log": r["log"]}
+
     return step
 
 
-def bench_cmd(c: Check, script: str, args: List[str]) -> List[str]:
+def bench_cmd(c: Check, script: str, args: list[str]) -> list[str]:
     return [c.python, os.path.join(ROOT, "bench", script), "--out", c.bench, *args]
 
 
-def step_transforms(c: Check) -> Dict:
+def step_transforms(c: Check) -> dict:
     if not c.built:
         return {"status": "skipped", "note": "no build to measure"}
     # the grid stops starting measurements at the limit; 100 s stay for train_step and work_model
     limit = max(60.0, c.time_for(200, reserve=100))
     if c.gpu:
-        args = ["--devices", "cuda,cpu", "--shapes", "1x64x64x32,1x96x96x96,1x160x160x160",
-                "--batches", "32,128,512,1024", "--batches-at", "1x96x96x96=8,32",
-                "--batches-at", "1x160x160x160=4,16", "--dtypes", "float32,bfloat16", "--impls", "torch,genesis_ops",
-                "--budget", "0.25", "--max-reps", "20", "--time-limit", f"{limit:.0f}"]
+        args = [
+            "--devices",
+            "cuda,cpu",
+            "--shapes",
+            "1x64x64x32,1x96x96x96,1x160x160x160",
+            "--batches",
+            "32,128,512,1024",
+            "--batches-at",
+            "1x96x96x96=8,32",
+            "--batches-at",
+            "1x160x160x160=4,16",
+            "--dtypes",
+            "float32,bfloat16",
+            "--impls",
+            "torch,genesis_ops",
+            "--budget",
+            "0.25",
+            "--max-reps",
+            "20",
+            "--time-limit",
+            f"{limit:.0f}",
+        ]
     else:
-        args = ["--devices", "cpu", "--shapes", "1x64x64x32", "--batches", "32", "--dtypes", "float32",
-                "--impls", "torch,genesis_ops", "--budget", "0.1", "--max-reps", "5", "--time-limit", f"{limit:.0f}"]
+        args = [
+            "--devices",
+            "cpu",
+            "--shapes",
+            "1x64x64x32",
+            "--batches",
+            "32",
+            "--dtypes",
+            "float32",
+            "--impls",
+            "torch,genesis_ops",
+            "--budget",
+            "0.1",
+            "--max-reps",
+            "5",
+            "--time-limit",
+            f"{limit:.0f}",
+        ]
     r = c.run("transforms", bench_cmd(c, "transforms.py", args), limit + 60)
     res = status_of(r, "bench/transforms.md" + ("" if c.gpu else " (CPU half, quick)"))
     return {**res, "log": r["log"]}
 
 
-def step_train_step(c: Check) -> Dict:
+def step_train_step(c: Check) -> dict:
     if not c.built:
         return {"status": "skipped", "note": "no build to measure"}
     if c.gpu:
-        args = ["--device", "cuda", "--width", "32", "--batch", "6", "--amp", "bf16", "--steps", "20",
-                "--loop-steps", "30", "--modes", "model_only,device,workers_reference"]
+        args = [
+            "--device",
+            "cuda",
+            "--width",
+            "32",
+            "--batch",
+            "6",
+            "--amp",
+            "bf16",
+            "--steps",
+            "20",
+            "--loop-steps",
+            "30",
+            "--modes",
+            "model_only,device,workers_reference",
+        ]
     else:
-        args = ["--device", "cpu", "--quick", "--width", "2", "--batch", "2", "--shape", "1x32x32x16", "--amp", "bf16",
-                "--steps", "1", "--loop-steps", "1", "--modes", "model_only,device"]
+        args = [
+            "--device",
+            "cpu",
+            "--quick",
+            "--width",
+            "2",
+            "--batch",
+            "2",
+            "--shape",
+            "1x32x32x16",
+            "--amp",
+            "bf16",
+            "--steps",
+            "1",
+            "--loop-steps",
+            "1",
+            "--modes",
+            "model_only,device",
+        ]
     r = c.run("train_step", bench_cmd(c, "train_step.py", args), max(30.0, c.time_for(150, reserve=25)))
     res = status_of(r, "bench/train_step_" + ("gpu.md" if c.gpu else "cpu.md (CPU, tiny: the code path only)"))
     return {**res, "log": r["log"]}
 
 
-def step_work_model(c: Check) -> Dict:
+def step_work_model(c: Check) -> dict:
     if not c.built:
         return {"status": "skipped", "note": "no build to measure"}
-    r = c.run("work_model", bench_cmd(c, "work_model.py", ["--quick", "--budget", "0.5"]),
-              max(20.0, c.time_for(60, reserve=5)))
+    r = c.run(
+        "work_model",
+        bench_cmd(c, "work_model.py", ["--quick", "--budget", "0.5"]),
+        max(20.0, c.time_for(60, reserve=5)),
+    )
     return {**status_of(r, "bench/work_model.md (quick)"), "log": r["log"]}
 
 
-STEPS = [("env", step_env), ("build", step_build), ("tests", step_tests), ("memcheck", sanitizer_step("memcheck")),
-         ("racecheck", sanitizer_step("racecheck")), ("transforms", step_transforms),
-         ("train_step", step_train_step), ("work_model", step_work_model)]
+STEPS = [
+    ("env", step_env),
+    ("build", step_build),
+    ("tests", step_tests),
+    ("memcheck", sanitizer_step("memcheck")),
+    ("racecheck", sanitizer_step("racecheck")),
+    ("transforms", step_transforms),
+    ("train_step", step_train_step),
+    ("work_model", step_work_model),
+]
 
 
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
 
-def _load(path: str) -> Optional[Dict]:
+
+def _load(path: str) -> dict | None:
     try:
         with open(path) as f:
             return json.load(f)
@@ -385,19 +519,28 @@ def _load(path: str) -> Optional[Dict]:
         return None
 
 
-def key_numbers(c: Check) -> Dict:
+def key_numbers(c: Check) -> dict:
     """The figures PERFORMANCE.md needs, collected from the benchmarks' JSON."""
-    out: Dict = {}
+    out: dict = {}
     tr = _load(os.path.join(c.bench, "transforms.json"))
     if tr:
         out["targets"] = tr.get("targets", [])
         recs = [r for r in tr["records"] if r["impl"] in ("genesis_ops", "torch")]
-        out["fused"] = [{k: r[k] for k in ("device", "shape", "dtype", "batch", "ms_per_sample", "samples_per_s")}
-                        for r in recs if r["op"] == "models_genesis"]
-        out["vs_clone"] = [{k: r[k] for k in ("what", "device", "shape", "dtype", "batch", "time_ratio")}
-                           for r in tr.get("ratios", []) if "time_ratio" in r and r["device"].startswith("cuda")]
-        out["vs_cpu"] = [{k: r[k] for k in ("what", "shape", "dtype", "batch", "speedup")}
-                         for r in tr.get("ratios", []) if r["what"].endswith("vs cpu")]
+        out["fused"] = [
+            {k: r[k] for k in ("device", "shape", "dtype", "batch", "ms_per_sample", "samples_per_s")}
+            for r in recs
+            if r["op"] == "models_genesis"
+        ]
+        out["vs_clone"] = [
+            {k: r[k] for k in ("what", "device", "shape", "dtype", "batch", "time_ratio")}
+            for r in tr.get("ratios", [])
+            if "time_ratio" in r and r["device"].startswith("cuda")
+        ]
+        out["vs_cpu"] = [
+            {k: r[k] for k in ("what", "shape", "dtype", "batch", "speedup")}
+            for r in tr.get("ratios", [])
+            if r["what"].endswith("vs cpu")
+        ]
         out["transforms_skipped"] = tr.get("skipped", [])
     ts = _load(os.path.join(c.bench, f"train_step_{'gpu' if c.gpu else 'cpu'}.json"))
     if ts:
@@ -405,29 +548,46 @@ def key_numbers(c: Check) -> Dict:
         out["train_step_summary"] = ts.get("summary", [])
     wm = _load(os.path.join(c.bench, "work_model.json"))
     if wm:
-        out["work_model"] = [{k: r[k] for k in ("engine", "mode", "shape", "cpu_ns_per_voxel", "ratio_to_base")}
-                             for r in wm["records"]]
+        out["work_model"] = [
+            {k: r[k] for k in ("engine", "mode", "shape", "cpu_ns_per_voxel", "ratio_to_base")} for r in wm["records"]
+        ]
     return out
 
 
-def markdown(doc: Dict) -> str:
+def markdown(doc: dict) -> str:
     i, k = doc["env"], doc["numbers"]
-    lines = ["# genesis-ops GPU check", "",
-             f"- when: {doc['time_utc']}; wall time {doc['seconds']} s; exit status {doc['exit_status']}",
-             f"- GPU: **{i.get('device_name', 'none: dry run, GPU numbers pending')}**"
-             + (f", sm_{''.join(map(str, i['capability']))}, {i.get('memory_gib')} GiB, {i.get('device_count')} device(s)"
-                if i.get("capability") else ""),
-             f"- python {i.get('python')}, torch {i.get('torch')} (CUDA {i.get('torch_cuda')}), {i.get('nvcc_version')}, "
-             f"compute-sanitizer: {i.get('compute_sanitizer')}",
-             f"- command: `{doc['command']}`", "",
-             "## Steps", "", "| step | status | seconds | note |", "|---|---|---:|---|"]
+    lines = [
+        "# genesis-ops GPU check",
+        "",
+        f"- when: {doc['time_utc']}; wall time {doc['seconds']} s; exit status {doc['exit_status']}",
+        f"- GPU: **{i.get('device_name', 'none: dry run, GPU numbers pending')}**"
+        + (
+            f", sm_{''.join(map(str, i['capability']))}, {i.get('memory_gib')} GiB, {i.get('device_count')} device(s)"
+            if i.get("capability")
+            else ""
+        ),
+        f"- python {i.get('python')}, torch {i.get('torch')} (CUDA {i.get('torch_cuda')}), {i.get('nvcc_version')}, "
+        f"compute-sanitizer: {i.get('compute_sanitizer')}",
+        f"- command: `{doc['command']}`",
+        "",
+        "## Steps",
+        "",
+        "| step | status | seconds | note |",
+        "|---|---|---:|---|",
+    ]
     for s in doc["steps"]:
         lines.append(f"| {s['name']} | {s['status']} | {s['seconds']} | {s.get('note', '')} |")
     gpu_targets = [t for t in k.get("targets", []) if t["device"].startswith("cuda")]
     lines += ["", "## GPU targets (issue 8)", ""]
     if not gpu_targets:
-        lines.append("Not measured: " + ("no GPU in this run (GPU numbers pending)." if not doc["gpu"] else
-                                          "see the transforms step and bench/transforms.md."))
+        lines.append(
+            "Not measured: "
+            + (
+                "no GPU in this run (GPU numbers pending)."
+                if not doc["gpu"]
+                else "see the transforms step and bench/transforms.md."
+            )
+        )
     else:
         lines += ["| target | value | met |", "|---|---:|---|"]
         for t in gpu_targets:
@@ -435,39 +595,69 @@ def markdown(doc: Dict) -> str:
             lines.append(f"| {t['target']} | {t['value']:.4g} | {met} |")
     ts = k.get("train_step")
     if ts:
-        lines += ["", "## One training step (median)", "",
-                  f"{ts['device']}, width {ts['width']}, batch {ts['batch']} of {ts['shape']}, AMP {ts.get('amp')}: "
-                  f"transforms {ts['transform_ms']:.3f} ms, model {ts['model_ms']:.2f} ms, "
-                  f"transforms = **{100 * ts['transform_fraction']:.3f}%** of transforms + model "
-                  "(target on a GPU: < 2%)"]
+        lines += [
+            "",
+            "## One training step (median)",
+            "",
+            f"{ts['device']}, width {ts['width']}, batch {ts['batch']} of {ts['shape']}, AMP {ts.get('amp')}: "
+            f"transforms {ts['transform_ms']:.3f} ms, model {ts['model_ms']:.2f} ms, "
+            f"transforms = **{100 * ts['transform_fraction']:.3f}%** of transforms + model "
+            "(target on a GPU: < 2%)",
+        ]
     if k.get("fused"):
-        lines += ["", "## Fused pipeline", "", "| device | shape | dtype | batch | ms per sample | samples/s |",
-                  "|---|---|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Fused pipeline",
+            "",
+            "| device | shape | dtype | batch | ms per sample | samples/s |",
+            "|---|---|---|---:|---:|---:|",
+        ]
         for r in k["fused"]:
-            lines.append(f"| {r['device']} | {r['shape']} | {r['dtype']} | {r['batch']} | {r['ms_per_sample']:.4g} | "
-                         f"{r['samples_per_s']:.4g} |")
-    for key, title, col, unit in (("vs_clone", "GPU single ops against clone (time ratio; <= 2 is >= 50% of clone's "
-                                                "bandwidth)", "time_ratio", "x the time of clone"),
-                                  ("vs_cpu", "GPU against the CPU path (same batch and dtype)", "speedup", "x faster")):
+            lines.append(
+                f"| {r['device']} | {r['shape']} | {r['dtype']} | {r['batch']} | {r['ms_per_sample']:.4g} | "
+                f"{r['samples_per_s']:.4g} |"
+            )
+    for key, title, col, unit in (
+        (
+            "vs_clone",
+            "GPU single ops against clone (time ratio; <= 2 is >= 50% of clone's bandwidth)",
+            "time_ratio",
+            "x the time of clone",
+        ),
+        ("vs_cpu", "GPU against the CPU path (same batch and dtype)", "speedup", "x faster"),
+    ):
         if k.get(key):
             lines += ["", f"## {title}", "", "| what | shape | dtype | batch | value |", "|---|---|---|---:|---:|"]
             for r in k[key]:
                 lines.append(f"| {r['what']} | {r['shape']} | {r['dtype']} | {r['batch']} | {r[col]:.3g}{unit} |")
     if k.get("work_model"):
-        lines += ["", "## Work model (emulated CUDA bodies and the CPU engine, 1 thread)", "",
-                  "| engine | mode | shape | CPU ns per voxel | ratio |", "|---|---|---|---:|---:|"]
+        lines += [
+            "",
+            "## Work model (emulated CUDA bodies and the CPU engine, 1 thread)",
+            "",
+            "| engine | mode | shape | CPU ns per voxel | ratio |",
+            "|---|---|---|---:|---:|",
+        ]
         for r in k["work_model"]:
-            lines.append(f"| {r['engine']} | {r['mode']} | {r['shape']} | {r['cpu_ns_per_voxel']:.1f} | "
-                         f"{r['ratio_to_base']:.2f}x |")
+            lines.append(
+                f"| {r['engine']} | {r['mode']} | {r['shape']} | {r['cpu_ns_per_voxel']:.1f} | "
+                f"{r['ratio_to_base']:.2f}x |"
+            )
     lines += ["", "Details: `bench/transforms.md`, `bench/train_step_*.md`, `bench/work_model.md`, `logs/`.", ""]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", nargs="?", default=os.path.join(ROOT, "bench", "results", "gpu_check"),
-                    help="results folder (default bench/results/gpu_check)")
-    ap.add_argument("--budget", type=float, default=TOTAL_BUDGET_S, help=f"seconds for all steps (default {TOTAL_BUDGET_S})")
+    ap.add_argument(
+        "out",
+        nargs="?",
+        default=os.path.join(ROOT, "bench", "results", "gpu_check"),
+        help="results folder (default bench/results/gpu_check)",
+    )
+    ap.add_argument(
+        "--budget", type=float, default=TOTAL_BUDGET_S, help=f"seconds for all steps (default {TOTAL_BUDGET_S})"
+    )
     ap.add_argument("--keep-work", action="store_true", help="keep the scratch folder (the build) and print its path")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
@@ -482,16 +672,26 @@ def main(argv=None) -> int:
         else:
             shutil.rmtree(c.work, ignore_errors=True)
     failed = [s["name"] for s in c.steps if s["status"] == "failed"]
-    doc = {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(time.monotonic() - t0, 1),
-           "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "gpu": c.gpu, "env": c.info,
-           "steps": c.steps, "failed": failed, "exit_status": 1 if failed else 0, "numbers": key_numbers(c)}
+    doc = {
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.monotonic() - t0, 1),
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "gpu": c.gpu,
+        "env": c.info,
+        "steps": c.steps,
+        "failed": failed,
+        "exit_status": 1 if failed else 0,
+        "numbers": key_numbers(c),
+    }
     with open(os.path.join(c.out, "gpu_check.json"), "w") as f:
         json.dump(doc, f, indent=1)
     with open(os.path.join(c.out, "gpu_check.md"), "w") as f:
         f.write(markdown(doc))
-    print(f"\n# {'GPU check' if c.gpu else 'dry run (no GPU; GPU numbers pending)'} done in {doc['seconds']} s: "
-          + (f"FAILED steps: {', '.join(failed)}" if failed else "no step failed")
-          + f"; wrote {c.out}/gpu_check.md and gpu_check.json")
+    print(
+        f"\n# {'GPU check' if c.gpu else 'dry run (no GPU; GPU numbers pending)'} done in {doc['seconds']} s: "
+        + (f"FAILED steps: {', '.join(failed)}" if failed else "no step failed")
+        + f"; wrote {c.out}/gpu_check.md and gpu_check.json"
+    )
     return doc["exit_status"]
 
 

@@ -13,6 +13,7 @@ Run it as a script with the installed package::
     python bench/masks.py --threads 2                        # 1x64x64x32 batch 32, 1x128x128x64 batch 8
     python bench/masks.py --threads 2 --rounds 60 --out /tmp/masks
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,16 +82,22 @@ def main(argv=None) -> int:
             rec = {"config": name, "shape": "x".join(map(str, shape)), "batch": batch, "threads": threads}
             for v in VARIANTS:
                 wall, cpu = times[v]
-                rec[v] = {"wall_ms_per_sample": statistics.median(wall) / batch,
-                          "cpu_ms_per_sample": statistics.median(cpu) / batch,
-                          "min_wall_ms_per_sample": min(wall) / batch, "reps": len(wall)}
+                rec[v] = {
+                    "wall_ms_per_sample": statistics.median(wall) / batch,
+                    "cpu_ms_per_sample": statistics.median(cpu) / batch,
+                    "min_wall_ms_per_sample": min(wall) / batch,
+                    "reps": len(wall),
+                }
             rec["wall_ratio"] = rec["masks"]["wall_ms_per_sample"] / rec["no_masks"]["wall_ms_per_sample"]
             rec["cpu_ratio"] = rec["masks"]["cpu_ms_per_sample"] / rec["no_masks"]["cpu_ms_per_sample"]
             records.append(rec)
-            print(f"{name:7s} {rec['shape']:>13s} B={batch:<3d} no masks {rec['no_masks']['wall_ms_per_sample']:7.3f} "
-                  f"ms/sample (CPU {rec['no_masks']['cpu_ms_per_sample']:7.3f})  masks "
-                  f"{rec['masks']['wall_ms_per_sample']:7.3f} (CPU {rec['masks']['cpu_ms_per_sample']:7.3f})  "
-                  f"ratio wall {rec['wall_ratio']:.3f} CPU {rec['cpu_ratio']:.3f}", flush=True)
+            print(
+                f"{name:7s} {rec['shape']:>13s} B={batch:<3d} no masks {rec['no_masks']['wall_ms_per_sample']:7.3f} "
+                f"ms/sample (CPU {rec['no_masks']['cpu_ms_per_sample']:7.3f})  masks "
+                f"{rec['masks']['wall_ms_per_sample']:7.3f} (CPU {rec['masks']['cpu_ms_per_sample']:7.3f})  "
+                f"ratio wall {rec['wall_ratio']:.3f} CPU {rec['cpu_ratio']:.3f}",
+                flush=True,
+            )
     info["load_average_end"] = load_average()
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "masks.json"), "w") as f:
@@ -107,9 +114,11 @@ def main(argv=None) -> int:
     ]
     for r in records:
         a, b = r["no_masks"], r["masks"]
-        lines.append(f"| {r['config']} | {r['shape']} | {r['batch']} | {a['wall_ms_per_sample']:.3f} "
-                     f"({a['cpu_ms_per_sample']:.3f}) | {b['wall_ms_per_sample']:.3f} ({b['cpu_ms_per_sample']:.3f}) | "
-                     f"{r['wall_ratio']:.3f} | {r['cpu_ratio']:.3f} |")
+        lines.append(
+            f"| {r['config']} | {r['shape']} | {r['batch']} | {a['wall_ms_per_sample']:.3f} "
+            f"({a['cpu_ms_per_sample']:.3f}) | {b['wall_ms_per_sample']:.3f} ({b['cpu_ms_per_sample']:.3f}) | "
+            f"{r['wall_ratio']:.3f} | {r['cpu_ratio']:.3f} |"
+        )
     with open(os.path.join(args.out, "masks.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {args.out}/masks.md and masks.json")

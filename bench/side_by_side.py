@@ -38,7 +38,7 @@ import sys
 import time
 import types
 import warnings
-from typing import Callable, Dict, List, Optional
+from collections.abc import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
@@ -98,37 +98,42 @@ def parse_shape_batch(s: str):
     return parse_shape(shape), int(batch or 32)
 
 
-def median(v: List[float]) -> Optional[float]:
+def median(v: list[float]) -> float | None:
     return statistics.median(v) if v else None
 
 
-def run_shape(shape, batch: int, args, public, monai_mt) -> Dict:
+def run_shape(shape, batch: int, args, public, monai_mt) -> dict:
     cfg = go.GenesisConfig()
     gen = torch.Generator().manual_seed(0)
     x = torch.rand((batch,) + shape, generator=gen)
     x_np = x.numpy()
     bb = min(batch, args.baseline_batch)  # per-sample baselines: fewer samples per call
-    impls: Dict[str, Callable[[int], int]] = {}
+    impls: dict[str, Callable[[int], int]] = {}
 
     def ours(r):
         go.models_genesis(x, cfg, seed=1000 + r)
         return batch
+
     impls["genesis_ops"] = ours
 
     if public is not None:
         pcfg = PublicConfig(cfg, bb)
         import random
+
         def pub(r):
             random.seed(1000 + r)
             np.random.seed(1000 + r)
             next(public.generate_pair(x_np[:bb], bb, pcfg))
             return bb
+
         impls["public_code"] = pub
 
     if not args.no_reference:
+
         def refr(r):
             ref.models_genesis(x_np[:bb], cfg, seed=1000 + r)
             return bb
+
         impls["reference"] = refr
 
     if monai_mt is not None:
@@ -136,11 +141,13 @@ def run_shape(shape, batch: int, args, public, monai_mt) -> Dict:
             warnings.simplefilter("ignore")
             run = monai_fn("models_genesis", monai_transforms(monai_mt, shape[1:], cfg)["models_genesis"])
         xb = x[:bb]
+
         def mon(r):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 run(xb, 1000 + r)
             return bb
+
         impls["monai"] = mon
 
     for f in impls.values():  # warm-up
@@ -156,8 +163,12 @@ def run_shape(shape, batch: int, args, public, monai_mt) -> Dict:
             per_sample[name].append(1e3 * dt / n)
             cpu_per_sample[name].append(1e3 * dc / n)
     out = {
-        "shape": "x".join(map(str, shape)), "batch": batch, "baseline_batch": bb, "rounds": args.rounds,
-        "load_average_before": load_before, "load_average_after": load_average(),
+        "shape": "x".join(map(str, shape)),
+        "batch": batch,
+        "baseline_batch": bb,
+        "rounds": args.rounds,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
         "ms_per_sample_median": {k: median(v) for k, v in per_sample.items()},
         "ms_per_sample_all": per_sample,
         "ms_per_sample_mean": {k: statistics.fmean(v) for k, v in per_sample.items()},
@@ -172,20 +183,28 @@ def run_shape(shape, batch: int, args, public, monai_mt) -> Dict:
     return out
 
 
-def markdown(report: Dict) -> str:
-    lines = [f"# genesis-ops side by side ({report['date_utc']}, {report['threads']} torch threads)", "",
-             f"Machine: {report['machine'].get('cpu_model', '?')}, {report['machine'].get('logical_cpus', '?')} logical CPUs; "
-             f"torch {report['machine'].get('torch', '?')}; build {report['package'].get('lib_sha256_12', '?')}.", "",
-             "Per-sample times over interleaved rounds (the baselines at `baseline_batch` samples per call). "
-             "Wall time far above CPU time / threads means the process waited for a core (a loaded machine).", ""]
+def markdown(report: dict) -> str:
+    lines = [
+        f"# genesis-ops side by side ({report['date_utc']}, {report['threads']} torch threads)",
+        "",
+        f"Machine: {report['machine'].get('cpu_model', '?')}, {report['machine'].get('logical_cpus', '?')} logical CPUs; "
+        f"torch {report['machine'].get('torch', '?')}; build {report['package'].get('lib_sha256_12', '?')}.",
+        "",
+        "Per-sample times over interleaved rounds (the baselines at `baseline_batch` samples per call). "
+        "Wall time far above CPU time / threads means the process waited for a core (a loaded machine).",
+        "",
+    ]
     for r in report["results"]:
         ms, mean, cpu = r["ms_per_sample_median"], r["ms_per_sample_mean"], r["cpu_ms_per_sample_median"]
         sp, spm = r["speedup_of_genesis_ops_median"], r["speedup_of_genesis_ops_mean"]
-        lines += [f"## {r['shape']}, batch {r['batch']} (baselines {r['baseline_batch']}), {r['rounds']} rounds, "
-                  f"load average {r['load_average_before']} -> {r['load_average_after']}", "",
-                  "| implementation | ms per sample, median (wall) | mean (wall) | CPU ms per sample, median "
-                  "| genesis-ops is ... faster (medians) | (means) |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## {r['shape']}, batch {r['batch']} (baselines {r['baseline_batch']}), {r['rounds']} rounds, "
+            f"load average {r['load_average_before']} -> {r['load_average_after']}",
+            "",
+            "| implementation | ms per sample, median (wall) | mean (wall) | CPU ms per sample, median "
+            "| genesis-ops is ... faster (medians) | (means) |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for k in ms:
             ratio = "– | –" if k == "genesis_ops" else f"{sp[k]:.1f}x | {spm[k]:.1f}x"
             lines.append(f"| {k} | {ms[k]:.3f} | {mean[k]:.3f} | {cpu[k]:.3f} | {ratio} |")
@@ -196,12 +215,17 @@ def markdown(report: Dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--public-code", help="folder holding the public Models Genesis utils.py (not in this repository)")
-    ap.add_argument("--shapes", default="1x64x64x32:32,1x128x128x64:8",
-                    help="comma-separated CxDxHxW:batch (default %(default)s)")
+    ap.add_argument(
+        "--shapes", default="1x64x64x32:32,1x128x128x64:8", help="comma-separated CxDxHxW:batch (default %(default)s)"
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default %(default)s)")
-    ap.add_argument("--baseline-batch", type=int, default=4,
-                    help="samples per call of the per-sample baselines (default %(default)s)")
+    ap.add_argument(
+        "--baseline-batch",
+        type=int,
+        default=4,
+        help="samples per call of the per-sample baselines (default %(default)s)",
+    )
     ap.add_argument("--no-reference", action="store_true", help="skip the NumPy reference (slow at large sizes)")
     ap.add_argument("--no-monai", action="store_true", help="skip MONAI")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "side_by_side"), help="output folder")
@@ -218,7 +242,9 @@ def main(argv=None) -> int:
             print(f"MONAI: skipped ({monai_version})")
     report = {
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "threads": threads, "machine": machine_info(), "package": package_fingerprint(go),
+        "threads": threads,
+        "machine": machine_info(),
+        "package": package_fingerprint(go),
         "public_code": os.path.abspath(args.public_code) if args.public_code else None,
         "results": [],
     }
@@ -226,9 +252,23 @@ def main(argv=None) -> int:
         shape, batch = parse_shape_batch(spec)
         res = run_shape(shape, batch, args, public, monai_mt)
         report["results"].append(res)
-        print(json.dumps({k: res[k] for k in ("shape", "batch", "ms_per_sample_median", "speedup_of_genesis_ops_median",
-                                              "speedup_of_genesis_ops_mean", "load_average_before",
-                                              "load_average_after")}), flush=True)
+        print(
+            json.dumps(
+                {
+                    k: res[k]
+                    for k in (
+                        "shape",
+                        "batch",
+                        "ms_per_sample_median",
+                        "speedup_of_genesis_ops_median",
+                        "speedup_of_genesis_ops_mean",
+                        "load_average_before",
+                        "load_average_after",
+                    )
+                }
+            ),
+            flush=True,
+        )
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "side_by_side.json"), "w") as f:
         json.dump(report, f, indent=1)

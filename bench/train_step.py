@@ -30,14 +30,12 @@ Run as a script with the installed genesis_ops (and ``python/`` on PYTHONPATH fo
 from __future__ import annotations
 
 import argparse
-import contextlib
 import inspect
 import json
 import os
 import statistics
 import sys
 import time
-from typing import Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
@@ -49,7 +47,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from _common import load_average, machine_info, package_fingerprint, set_threads, sync, time_calls  # noqa: E402
+from _common import load_average, machine_info, set_threads, sync, time_calls  # noqa: E402
 
 try:
     import genesis_ops as go
@@ -80,10 +78,11 @@ def load_unet(width: int, allow_fallback: bool):
         UNet3D, TrainStep = _import_models_genesis()
     except ImportError as exc:
         if not allow_fallback:
-            sys.exit(f"models_genesis not importable ({exc}); "
-                     "set PYTHONPATH=python or pass --allow-fallback-model")
-        print(f"# WARNING: models_genesis not importable ({exc}); using the FALLBACK minimal "
-              "conv net: the model times are NOT those of the paper's U-Net")
+            sys.exit(f"models_genesis not importable ({exc}); set PYTHONPATH=python or pass --allow-fallback-model")
+        print(
+            f"# WARNING: models_genesis not importable ({exc}); using the FALLBACK minimal "
+            "conv net: the model times are NOT those of the paper's U-Net"
+        )
         return _FallbackNet(width), "FALLBACK minimal conv net (not the paper's U-Net)", _FallbackStep
     return UNet3D(in_channels=1, n_classes=1, width=width), f"models_genesis.model.UNet3D(width={width})", TrainStep
 
@@ -109,8 +108,9 @@ class _FallbackNet(nn.Module):
 
     def __init__(self, w):
         super().__init__()
-        self.enc = nn.Sequential(nn.Conv3d(1, w, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2),
-                                 nn.Conv3d(w, 2 * w, 3, padding=1), nn.ReLU())
+        self.enc = nn.Sequential(
+            nn.Conv3d(1, w, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2), nn.Conv3d(w, 2 * w, 3, padding=1), nn.ReLU()
+        )
         self.dec = nn.Sequential(nn.ConvTranspose3d(2 * w, w, 2, stride=2), nn.ReLU(), nn.Conv3d(w, 1, 1))
 
     def forward(self, x):
@@ -146,13 +146,15 @@ class WorkerTransformed(torch.utils.data.Dataset):
         # (seed, sample_offset=i): the same pairs the batched op would make
         j = i % self.pool.shape[0]
         if self.impl == "reference":
-            inp, tgt = ref.models_genesis(self.pool_np[j:j + 1], config=self.cfg, **_seed_kw(ref.models_genesis, self.seed, i))
+            inp, tgt = ref.models_genesis(
+                self.pool_np[j : j + 1], config=self.cfg, **_seed_kw(ref.models_genesis, self.seed, i)
+            )
             return torch.from_numpy(np.ascontiguousarray(inp[0])), torch.from_numpy(np.ascontiguousarray(tgt[0]))
-        inp, tgt = go.models_genesis(self.pool[j:j + 1], config=self.cfg, **_seed_kw(go.models_genesis, self.seed, i))
+        inp, tgt = go.models_genesis(self.pool[j : j + 1], config=self.cfg, **_seed_kw(go.models_genesis, self.seed, i))
         return inp[0], tgt[0]
 
 
-def _seed_kw(fn, seed: int, i: int) -> Dict:
+def _seed_kw(fn, seed: int, i: int) -> dict:
     try:
         if "sample_offset" in inspect.signature(fn).parameters:
             return {"seed": seed, "sample_offset": i}
@@ -212,18 +214,29 @@ def parse_args(argv=None):
     ap.add_argument("--batch", type=int, default=6, help="batch size (paper: 6)")
     ap.add_argument("--shape", type=parse_shape, default=(1, 64, 64, 32), help="per-sample C x spatial")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N) in the main process")
-    ap.add_argument("--workers", type=int, default=None,
-                    help="DataLoader workers for the usual setup (default: number of CPUs)")
+    ap.add_argument(
+        "--workers", type=int, default=None, help="DataLoader workers for the usual setup (default: number of CPUs)"
+    )
     ap.add_argument("--steps", type=int, default=None, help="timed repetitions for part 1")
     ap.add_argument("--loop-steps", type=int, default=None, help="timed training steps per loop mode in part 2")
-    ap.add_argument("--modes", default="model_only,device,workers_reference,workers_monai",
-                    help="part-2 modes: model_only,device,workers_reference,workers_monai,workers_genesis_ops")
+    ap.add_argument(
+        "--modes",
+        default="model_only,device,workers_reference,workers_monai",
+        help="part-2 modes: model_only,device,workers_reference,workers_monai,workers_genesis_ops",
+    )
     ap.add_argument("--lr", type=float, default=1.0, help="SGD learning rate (paper: 1.0)")
-    ap.add_argument("--amp", choices=["auto", "none", "bf16"], default="auto",
-                    help="mixed precision of the model step: auto (the engine's choice, as pretraining: "
-                         "bf16 autocast on CUDA where supported, float32 on the CPU), none (float32) or bf16")
-    ap.add_argument("--allow-fallback-model", action="store_true",
-                    help="development only: a minimal conv net when models_genesis is missing")
+    ap.add_argument(
+        "--amp",
+        choices=["auto", "none", "bf16"],
+        default="auto",
+        help="mixed precision of the model step: auto (the engine's choice, as pretraining: "
+        "bf16 autocast on CUDA where supported, float32 on the CPU), none (float32) or bf16",
+    )
+    ap.add_argument(
+        "--allow-fallback-model",
+        action="store_true",
+        help="development only: a minimal conv net when models_genesis is missing",
+    )
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--json", default=None)
@@ -249,7 +262,7 @@ class Bench:
         self.loop_steps = args.loop_steps or (3 if args.quick else (50 if self.on_gpu else 6))
         self.workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
         self.modes = list(args.modes)
-        self.notes: List[str] = []
+        self.notes: list[str] = []
         self.B, self.dims = args.batch, args.shape
         self.cfg = go.GenesisConfig()
 
@@ -273,56 +286,103 @@ class Bench:
         opt = torch.optim.SGD(self.model.parameters(), lr=args.lr, momentum=0.9, weight_decay=0.0)
         # --amp auto: the engine's choice (bf16 autocast on CUDA where supported, else fp16 with a
         # GradScaler; float32 on the CPU), the step pretraining runs
-        self.train_step = step_cls(self.model, opt, torch.device(self.device),
-                                   lambda pred, tgt: F.mse_loss(pred.float(), tgt.float()),
-                                   amp=args.amp != "none",
-                                   dtype=torch.bfloat16 if args.amp == "bf16" else None)
+        self.train_step = step_cls(
+            self.model,
+            opt,
+            torch.device(self.device),
+            lambda pred, tgt: F.mse_loss(pred.float(), tgt.float()),
+            amp=args.amp != "none",
+            dtype=torch.bfloat16 if args.amp == "bf16" else None,
+        )
         self.amp = str(self.train_step.dtype).replace("torch.", "") if self.train_step.dtype else "float32"
         self.pool = torch.rand((max(32, self.B),) + self.dims, generator=torch.Generator().manual_seed(args.seed))
 
-    def describe(self) -> Dict:
+    def describe(self) -> dict:
         meta = machine_info()
-        meta.update({"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "threads": self.threads,
-                     "device": self.device, "model": self.model_desc, "width": self.width,
-                     "parameters": self.n_params, "batch": self.B, "shape": "x".join(map(str, self.dims)),
-                     "optimizer": f"SGD lr={self.args.lr} momentum=0.9", "precision": self.amp,
-                     "loss": "MSE(model(input), target)", "workers": self.workers,
-                     "genesis_ops_file": getattr(go, "__file__", None)})
+        meta.update(
+            {
+                "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+                "threads": self.threads,
+                "device": self.device,
+                "model": self.model_desc,
+                "width": self.width,
+                "parameters": self.n_params,
+                "batch": self.B,
+                "shape": "x".join(map(str, self.dims)),
+                "optimizer": f"SGD lr={self.args.lr} momentum=0.9",
+                "precision": self.amp,
+                "loss": "MSE(model(input), target)",
+                "workers": self.workers,
+                "genesis_ops_file": getattr(go, "__file__", None),
+            }
+        )
         try:
             meta["genesis_ops_build_info"] = go.build_info()
         except Exception as exc:  # pragma: no cover
             meta["genesis_ops_build_info"] = f"unavailable: {exc}"
-        print(f"# train-step benchmark ({meta['time_utc']}): {self.model_desc}, {self.n_params:,} parameters, "
-              f"device {self.device}" + (f" ({meta.get('cuda_device')})" if self.on_gpu else "")
-              + f", precision {self.amp}")
-        print(f"# cpu: {meta['cpu_model']} x{meta['logical_cpus']}  torch {meta['torch']}  threads={self.threads}  "
-              f"load avg={meta['load_average_start']}  batch {self.B} of {meta['shape']}")
+        print(
+            f"# train-step benchmark ({meta['time_utc']}): {self.model_desc}, {self.n_params:,} parameters, "
+            f"device {self.device}"
+            + (f" ({meta.get('cuda_device')})" if self.on_gpu else "")
+            + f", precision {self.amp}"
+        )
+        print(
+            f"# cpu: {meta['cpu_model']} x{meta['logical_cpus']}  torch {meta['torch']}  threads={self.threads}  "
+            f"load avg={meta['load_average_start']}  batch {self.B} of {meta['shape']}"
+        )
         self.meta = meta
         return meta
 
     # ---------------- part 1: one step, split ---------------------------------------------------
-    def step_split(self) -> Dict:
+    def step_split(self) -> dict:
         """Median transform time, model time (forward + MSE + backward + step) and whole step."""
         args, cfg, device, B = self.args, self.cfg, self.device, self.B
         x = self.pool[:B].to(device)
         inp, tgt = go.models_genesis(x, config=cfg, seed=args.seed)
-        t_tr = time_calls(lambda r: go.models_genesis(x, config=cfg, seed=args.seed + 1000 + r), device,
-                          warmup=2, min_reps=max(self.steps, 5), max_reps=max(self.steps, 50), budget_s=1.0)
-        t_model = time_calls(lambda r: self.train_step(inp, tgt), device, warmup=2, min_reps=self.steps,
-                             max_reps=self.steps, budget_s=0.0)
+        t_tr = time_calls(
+            lambda r: go.models_genesis(x, config=cfg, seed=args.seed + 1000 + r),
+            device,
+            warmup=2,
+            min_reps=max(self.steps, 5),
+            max_reps=max(self.steps, 50),
+            budget_s=1.0,
+        )
+        t_model = time_calls(
+            lambda r: self.train_step(inp, tgt),
+            device,
+            warmup=2,
+            min_reps=self.steps,
+            max_reps=self.steps,
+            budget_s=0.0,
+        )
 
         def full_step(r):
             i, t = go.models_genesis(x, config=cfg, seed=args.seed + 5000 + r)
             return self.train_step(i, t)
+
         t_step = time_calls(full_step, device, warmup=1, min_reps=self.steps, max_reps=self.steps, budget_s=0.0)
         tr, mo, st = statistics.median(t_tr), statistics.median(t_model), statistics.median(t_step)
-        split = {"part": "step", "device": device, "width": self.width, "batch": B, "shape": self.meta["shape"],
-                 "amp": self.amp,
-                 "threads": self.threads, "transform_ms": tr, "model_ms": mo, "step_ms": st,
-                 "transform_fraction": tr / (tr + mo), "transform_reps": len(t_tr), "model_reps": len(t_model),
-                 "step_reps": len(t_step), "transform_ms_per_sample": tr / B}
-        print(f"\n## one pretraining step (median): transforms {tr:.3f} ms | model fwd+bwd+step {mo:.1f} ms | "
-              f"whole step {st:.1f} ms | transforms = {100 * split['transform_fraction']:.3f}% of transform+model")
+        split = {
+            "part": "step",
+            "device": device,
+            "width": self.width,
+            "batch": B,
+            "shape": self.meta["shape"],
+            "amp": self.amp,
+            "threads": self.threads,
+            "transform_ms": tr,
+            "model_ms": mo,
+            "step_ms": st,
+            "transform_fraction": tr / (tr + mo),
+            "transform_reps": len(t_tr),
+            "model_reps": len(t_model),
+            "step_reps": len(t_step),
+            "transform_ms_per_sample": tr / B,
+        }
+        print(
+            f"\n## one pretraining step (median): transforms {tr:.3f} ms | model fwd+bwd+step {mo:.1f} ms | "
+            f"whole step {st:.1f} ms | transforms = {100 * split['transform_fraction']:.3f}% of transform+model"
+        )
         return split
 
     # ---------------- part 2: whole loop --------------------------------------------------------
@@ -335,24 +395,40 @@ class Bench:
             pairs = [(a.to(device), b.to(device)) for a, b in pairs]
             return (pairs[k % 2] for k in range(self.loop_steps + warm)), 0
         if mode == "device":
-            dl = torch.utils.data.DataLoader(RawCubes(pool, n_total), batch_size=B, shuffle=True, num_workers=0,
-                                             pin_memory=self.on_gpu, drop_last=True,
-                                             generator=torch.Generator().manual_seed(args.seed))
-            return (go.models_genesis(xb.to(device, non_blocking=True), config=cfg, seed=args.seed + 10_000 + k)
-                    for k, xb in enumerate(dl)), 0
+            dl = torch.utils.data.DataLoader(
+                RawCubes(pool, n_total),
+                batch_size=B,
+                shuffle=True,
+                num_workers=0,
+                pin_memory=self.on_gpu,
+                drop_last=True,
+                generator=torch.Generator().manual_seed(args.seed),
+            )
+            return (
+                go.models_genesis(xb.to(device, non_blocking=True), config=cfg, seed=args.seed + 10_000 + k)
+                for k, xb in enumerate(dl)
+            ), 0
         if mode == "workers_monai":
             ds = WorkerMonai(pool, n_total, cfg, args.seed + 30_000)
         else:
             impl = "reference" if mode == "workers_reference" else "genesis_ops"
             ds = WorkerTransformed(pool, n_total, cfg, args.seed + 20_000, impl)
         w = self.workers
-        dl = torch.utils.data.DataLoader(ds, batch_size=B, shuffle=True, num_workers=w,
-                                         pin_memory=self.on_gpu, drop_last=True, worker_init_fn=_worker_init,
-                                         prefetch_factor=2 if w > 0 else None, persistent_workers=False,
-                                         generator=torch.Generator().manual_seed(args.seed))
+        dl = torch.utils.data.DataLoader(
+            ds,
+            batch_size=B,
+            shuffle=True,
+            num_workers=w,
+            pin_memory=self.on_gpu,
+            drop_last=True,
+            worker_init_fn=_worker_init,
+            prefetch_factor=2 if w > 0 else None,
+            persistent_workers=False,
+            generator=torch.Generator().manual_seed(args.seed),
+        )
         return ((a.to(device, non_blocking=True), b.to(device, non_blocking=True)) for a, b in dl), w
 
-    def run_loop(self, mode: str) -> Dict:
+    def run_loop(self, mode: str) -> dict:
         """``loop_steps`` timed training steps (after 2 warm-up steps) on the batches of ``mode``."""
         warm, device = 2, self.device
         it, nw = self.batches(mode, warm)
@@ -369,15 +445,29 @@ class Bench:
                 break
         sync(device)
         dt = time.perf_counter() - t0
-        rec = {"part": "loop", "mode": mode, "device": device, "width": self.width, "batch": self.B,
-               "shape": self.meta["shape"], "threads": self.threads, "workers": nw, "steps": done,
-               "seconds": dt, "samples_per_s": done * self.B / dt, "ms_per_step": 1e3 * dt / done}
-        print(f"  loop {mode:<20} workers={nw:<3} {done} steps in {dt:7.2f} s: {rec['samples_per_s']:9.2f} samples/s"
-              f"  ({rec['ms_per_step']:.1f} ms/step)", flush=True)
+        rec = {
+            "part": "loop",
+            "mode": mode,
+            "device": device,
+            "width": self.width,
+            "batch": self.B,
+            "shape": self.meta["shape"],
+            "threads": self.threads,
+            "workers": nw,
+            "steps": done,
+            "seconds": dt,
+            "samples_per_s": done * self.B / dt,
+            "ms_per_step": 1e3 * dt / done,
+        }
+        print(
+            f"  loop {mode:<20} workers={nw:<3} {done} steps in {dt:7.2f} s: {rec['samples_per_s']:9.2f} samples/s"
+            f"  ({rec['ms_per_step']:.1f} ms/step)",
+            flush=True,
+        )
         return rec
 
 
-def summarise(split: Dict, loops: List[Dict], workers: int, notes: List[str], on_gpu: bool) -> List[str]:
+def summarise(split: dict, loops: list[dict], workers: int, notes: list[str], on_gpu: bool) -> list[str]:
     """The summary lines: ratios between the loop modes and the transforms' share of a step."""
     by = {r["mode"]: r for r in loops}
     summary = []
@@ -390,18 +480,27 @@ def summarise(split: Dict, loops: List[Dict], workers: int, notes: List[str], on
     if "device" in by and "workers_monai" in by:
         v = by["device"]["samples_per_s"] / by["workers_monai"]["samples_per_s"]
         summary.append(f"transforms on the device vs MONAI composition in {workers} workers: {v:.2f}x the samples/s")
-    for m, name in (("workers_reference", "NumPy reference"), ("workers_monai", "MONAI composition"),
-                    ("workers_genesis_ops", "genesis_ops CPU per sample")):
+    for m, name in (
+        ("workers_reference", "NumPy reference"),
+        ("workers_monai", "MONAI composition"),
+        ("workers_genesis_ops", "genesis_ops CPU per sample"),
+    ):
         if m in by and "model_only" in by:
             v = by[m]["samples_per_s"] / by["model_only"]["samples_per_s"]
             summary.append(f"{name} in {workers} workers reaches {100 * v:.1f}% of the model-only rate")
     summary.extend(notes)
-    summary.append(f"transforms are {100 * split['transform_fraction']:.3f}% of a step's transform+model time"
-                   + (" (GPU target: < 2% of a paper U-Net step with AMP bf16)" if on_gpu else " (CPU, narrow width: not the GPU target)"))
+    summary.append(
+        f"transforms are {100 * split['transform_fraction']:.3f}% of a step's transform+model time"
+        + (
+            " (GPU target: < 2% of a paper U-Net step with AMP bf16)"
+            if on_gpu
+            else " (CPU, narrow width: not the GPU target)"
+        )
+    )
     return summary
 
 
-def write_outputs(doc: Dict, out: str, json_path, tag: str) -> None:
+def write_outputs(doc: dict, out: str, json_path, tag: str) -> None:
     """``train_step_{tag}.json`` and ``.md`` in ``out`` (and ``json_path`` when given)."""
     os.makedirs(out, exist_ok=True)
     for path in {os.path.join(out, f"train_step_{tag}.json"), json_path} - {None}:
@@ -434,32 +533,46 @@ def main(argv=None) -> int:
     for s in summary:
         print("  " + s)
     print(f"# load avg at end {meta['load_average_end']}")
-    write_outputs({"meta": meta, "records": [split] + loops, "summary": summary}, args.out, args.json,
-                  "gpu" if bench.on_gpu else "cpu")
+    write_outputs(
+        {"meta": meta, "records": [split] + loops, "summary": summary},
+        args.out,
+        args.json,
+        "gpu" if bench.on_gpu else "cpu",
+    )
     return 0
 
 
 def markdown(doc) -> str:
     m, recs = doc["meta"], doc["records"]
     s = recs[0]
-    out = ["# genesis-ops: one pretraining step and the whole loop", "",
-           f"- when: {m['time_utc']}; machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs"
-           + (f"; GPU {m['cuda_device']}" if m.get("cuda_device") else "")
-           + f"; load average start {m['load_average_start']}, end {m.get('load_average_end')}",
-           f"- torch {m['torch']}, threads **{m['threads']}**, device **{m['device']}**",
-           f"- model: {m['model']} ({m['parameters']:,} parameters); {m['optimizer']}; {m['loss']}; "
-           f"precision {m.get('precision', 'float32')}",
-           f"- batch {m['batch']} of {m['shape']}; DataLoader workers for the usual setup: {m['workers']}",
-           f"- command: `{m['command']}`", "",
-           "## One step (median)", "",
-           "| transforms (ms) | model fwd+bwd+step (ms) | whole step (ms) | transforms share |",
-           "|---:|---:|---:|---:|",
-           f"| {s['transform_ms']:.3f} | {s['model_ms']:.1f} | {s['step_ms']:.1f} | "
-           f"{100 * s['transform_fraction']:.3f}% |", "",
-           "## Whole loop", "",
-           "| mode | workers | steps | samples/s | ms/step |", "|---|---:|---:|---:|---:|"]
+    out = [
+        "# genesis-ops: one pretraining step and the whole loop",
+        "",
+        f"- when: {m['time_utc']}; machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs"
+        + (f"; GPU {m['cuda_device']}" if m.get("cuda_device") else "")
+        + f"; load average start {m['load_average_start']}, end {m.get('load_average_end')}",
+        f"- torch {m['torch']}, threads **{m['threads']}**, device **{m['device']}**",
+        f"- model: {m['model']} ({m['parameters']:,} parameters); {m['optimizer']}; {m['loss']}; "
+        f"precision {m.get('precision', 'float32')}",
+        f"- batch {m['batch']} of {m['shape']}; DataLoader workers for the usual setup: {m['workers']}",
+        f"- command: `{m['command']}`",
+        "",
+        "## One step (median)",
+        "",
+        "| transforms (ms) | model fwd+bwd+step (ms) | whole step (ms) | transforms share |",
+        "|---:|---:|---:|---:|",
+        f"| {s['transform_ms']:.3f} | {s['model_ms']:.1f} | {s['step_ms']:.1f} | "
+        f"{100 * s['transform_fraction']:.3f}% |",
+        "",
+        "## Whole loop",
+        "",
+        "| mode | workers | steps | samples/s | ms/step |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in recs[1:]:
-        out.append(f"| {r['mode']} | {r['workers']} | {r['steps']} | {r['samples_per_s']:.2f} | {r['ms_per_step']:.1f} |")
+        out.append(
+            f"| {r['mode']} | {r['workers']} | {r['steps']} | {r['samples_per_s']:.2f} | {r['ms_per_step']:.1f} |"
+        )
     out += ["", "## Summary", ""] + [f"- {x}" for x in doc["summary"]] + [""]
     return "\n".join(out)
 

@@ -28,7 +28,6 @@ import os
 import statistics
 import sys
 import time
-from typing import Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
@@ -59,8 +58,8 @@ def run_engine(engine: str, x: torch.Tensor, cfg, seed: int):
         return go.models_genesis(x, cfg, seed=seed)
     lo, hi = cfg.value_range
     return torch.ops.genesis._emulated_cuda_models_genesis(
-        x, cfg.flip_p, cfg.shuffle_p, cfg.num_windows, cfg.nonlinear_p, cfg.paint_p, cfg.inpaint_rate, lo, hi,
-        seed, 0)
+        x, cfg.flip_p, cfg.shuffle_p, cfg.num_windows, cfg.nonlinear_p, cfg.paint_p, cfg.inpaint_rate, lo, hi, seed, 0
+    )
 
 
 def voxels(shape: str) -> int:
@@ -70,7 +69,7 @@ def voxels(shape: str) -> int:
     return n
 
 
-def measure(engines: List[str], shapes: List[str], seed: int, budget: float, min_reps: int) -> List[Dict]:
+def measure(engines: list[str], shapes: list[str], seed: int, budget: float, min_reps: int) -> list[dict]:
     records = []
     gen = torch.Generator().manual_seed(seed)
     for shape in shapes:
@@ -80,21 +79,42 @@ def measure(engines: List[str], shapes: List[str], seed: int, budget: float, min
                 cfg = MODES[mode]
                 # the paper's mode is random per sample: more repetitions for a fair mean
                 lo = max(min_reps, 12) if mode == "paper" else min_reps
-                cpu_ms: List[float] = []
-                times = time_calls(lambda r: run_engine(engine, x, cfg, seed + r + (10**6 if r < 0 else 0)), "cpu",
-                                   warmup=1, min_reps=lo, max_reps=max(lo, 30), budget_s=budget, cpu_times=cpu_ms)
+                cpu_ms: list[float] = []
+                times = time_calls(
+                    lambda r: run_engine(engine, x, cfg, seed + r + (10**6 if r < 0 else 0)),
+                    "cpu",
+                    warmup=1,
+                    min_reps=lo,
+                    max_reps=max(lo, 30),
+                    budget_s=budget,
+                    cpu_times=cpu_ms,
+                )
                 med = statistics.median(times)
                 cpu_med = statistics.median(cpu_ms)
-                rec = {"engine": engine, "mode": mode, "shape": shape, "voxels": voxels(shape), "batch": 1,
-                       "threads": torch.get_num_threads(), "reps": len(times), "ms_median": med,
-                       "ms_mean": statistics.fmean(times), "ms_min": min(times), "ms_max": max(times),
-                       "ns_per_voxel": 1e6 * med / voxels(shape),
-                       "ns_per_voxel_mean": 1e6 * statistics.fmean(times) / voxels(shape),
-                       "cpu_ms_median": cpu_med, "cpu_ms_mean": statistics.fmean(cpu_ms),
-                       "cpu_ns_per_voxel": 1e6 * cpu_med / voxels(shape)}
+                rec = {
+                    "engine": engine,
+                    "mode": mode,
+                    "shape": shape,
+                    "voxels": voxels(shape),
+                    "batch": 1,
+                    "threads": torch.get_num_threads(),
+                    "reps": len(times),
+                    "ms_median": med,
+                    "ms_mean": statistics.fmean(times),
+                    "ms_min": min(times),
+                    "ms_max": max(times),
+                    "ns_per_voxel": 1e6 * med / voxels(shape),
+                    "ns_per_voxel_mean": 1e6 * statistics.fmean(times) / voxels(shape),
+                    "cpu_ms_median": cpu_med,
+                    "cpu_ms_mean": statistics.fmean(cpu_ms),
+                    "cpu_ns_per_voxel": 1e6 * cpu_med / voxels(shape),
+                }
                 records.append(rec)
-                print(f"{engine:<14}{mode:<9}{shape:<15}{rec['ms_median']:>11.3f} ms{rec['ns_per_voxel']:>10.1f} ns/voxel"
-                      f"{rec['cpu_ns_per_voxel']:>10.1f} CPU-ns/voxel  ({rec['reps']} reps)", flush=True)
+                print(
+                    f"{engine:<14}{mode:<9}{shape:<15}{rec['ms_median']:>11.3f} ms{rec['ns_per_voxel']:>10.1f} ns/voxel"
+                    f"{rec['cpu_ns_per_voxel']:>10.1f} CPU-ns/voxel  ({rec['reps']} reps)",
+                    flush=True,
+                )
     for r in records:
         base = [b for b in records if (b["engine"], b["mode"], b["shape"]) == (r["engine"], r["mode"], BASE_SHAPE)]
         # CPU time, not wall time: with 1 thread it is the work itself, and it does not grow when
@@ -103,28 +123,34 @@ def measure(engines: List[str], shapes: List[str], seed: int, budget: float, min
     return records
 
 
-def markdown(doc: Dict) -> str:
+def markdown(doc: dict) -> str:
     m = doc["meta"]
-    out = ["# genesis-ops work model: work per voxel against the volume", "",
-           f"- when: {m['time_utc']}; elapsed {m.get('elapsed_s')} s; machine: {m['cpu_model']}, "
-           f"{m['logical_cpus']} logical CPUs; load average start {m['load_average_start']}, end {m.get('load_average_end')}",
-           f"- torch {m['torch']}, torch threads **{m['threads']}**, batch 1; genesis_ops build `{m.get('genesis_ops_build')}`",
-           f"- command: `{m['command']}`",
-           "- `emulated_cuda`: the CUDA kernels' bodies over their launch grids, run sequentially on the CPU "
-           "(its time per voxel is the GPU path's work); `cpu`: the CPU engine, one sample per call "
-           "(a DataLoader worker's use)",
-           "- modes: `shuffle` = local shuffle only (p=1, 10,000 windows); `fused` = every stage on; "
-           "`paper` = `GenesisConfig()` (random stages per sample: read the mean)",
-           "- ns per voxel: wall time (median); CPU ns per voxel: the process's CPU time (median), which "
-           "is the work itself with 1 thread and does not grow when other processes share the core",
-           f"- ratio = CPU ns per voxel / CPU ns per voxel at {BASE_SHAPE} (same engine and mode)", "",
-           "| engine | mode | volume | voxels | ms per sample (median) | ms (mean) | CPU ms (mean) | ns per voxel "
-           "| CPU ns per voxel | ratio |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "# genesis-ops work model: work per voxel against the volume",
+        "",
+        f"- when: {m['time_utc']}; elapsed {m.get('elapsed_s')} s; machine: {m['cpu_model']}, "
+        f"{m['logical_cpus']} logical CPUs; load average start {m['load_average_start']}, end {m.get('load_average_end')}",
+        f"- torch {m['torch']}, torch threads **{m['threads']}**, batch 1; genesis_ops build `{m.get('genesis_ops_build')}`",
+        f"- command: `{m['command']}`",
+        "- `emulated_cuda`: the CUDA kernels' bodies over their launch grids, run sequentially on the CPU "
+        "(its time per voxel is the GPU path's work); `cpu`: the CPU engine, one sample per call "
+        "(a DataLoader worker's use)",
+        "- modes: `shuffle` = local shuffle only (p=1, 10,000 windows); `fused` = every stage on; "
+        "`paper` = `GenesisConfig()` (random stages per sample: read the mean)",
+        "- ns per voxel: wall time (median); CPU ns per voxel: the process's CPU time (median), which "
+        "is the work itself with 1 thread and does not grow when other processes share the core",
+        f"- ratio = CPU ns per voxel / CPU ns per voxel at {BASE_SHAPE} (same engine and mode)",
+        "",
+        "| engine | mode | volume | voxels | ms per sample (median) | ms (mean) | CPU ms (mean) | ns per voxel "
+        "| CPU ns per voxel | ratio |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in doc["records"]:
         ratio = f"{r['ratio_to_base']:.2f}x" if r["ratio_to_base"] is not None else ""
-        out.append(f"| {r['engine']} | {r['mode']} | {r['shape']} | {r['voxels']:,} | {r['ms_median']:.3f} | "
-                   f"{r['ms_mean']:.3f} | {r['cpu_ms_mean']:.3f} | {r['ns_per_voxel']:.1f} | {r['cpu_ns_per_voxel']:.1f} | {ratio} |")
+        out.append(
+            f"| {r['engine']} | {r['mode']} | {r['shape']} | {r['voxels']:,} | {r['ms_median']:.3f} | "
+            f"{r['ms_mean']:.3f} | {r['cpu_ms_mean']:.3f} | {r['ns_per_voxel']:.1f} | {r['cpu_ns_per_voxel']:.1f} | {ratio} |"
+        )
     out += ["", "Target (issue 8): emulated GPU work per voxel at 160^3 <= 1.5x that at 64x64x32.", ""]
     for t in doc["targets"]:
         out.append(f"- {t['target']}: {t['value']:.2f}x, {'MET' if t['met'] else 'NOT MET'}")
@@ -132,19 +158,27 @@ def markdown(doc: Dict) -> str:
     return "\n".join(out)
 
 
-def targets(records: List[Dict]) -> List[Dict]:
+def targets(records: list[dict]) -> list[dict]:
     out = []
     for r in records:
         if r["engine"] == "emulated_cuda" and r["shape"] == "1x160x160x160" and r["ratio_to_base"] is not None:
-            out.append({"target": f"emulated GPU work per voxel ({r['mode']}), 160^3 vs {BASE_SHAPE} <= 1.5x",
-                        "mode": r["mode"], "value": r["ratio_to_base"], "met": r["ratio_to_base"] <= 1.5})
+            out.append(
+                {
+                    "target": f"emulated GPU work per voxel ({r['mode']}), 160^3 vs {BASE_SHAPE} <= 1.5x",
+                    "mode": r["mode"],
+                    "value": r["ratio_to_base"],
+                    "met": r["ratio_to_base"] <= 1.5,
+                }
+            )
     return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_SHAPES)}")
-    ap.add_argument("--shapes", default=None, help="per-sample C x spatial, comma-separated (default: %s)" % ",".join(SHAPES))
+    ap.add_argument(
+        "--shapes", default=None, help="per-sample C x spatial, comma-separated (default: %s)" % ",".join(SHAPES)
+    )
     ap.add_argument("--engines", default="emulated_cuda,cpu", help="emulated_cuda,cpu")
     ap.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls per row (default 2)")
     ap.add_argument("--min-reps", type=int, default=3)
@@ -159,11 +193,20 @@ def main(argv=None) -> int:
     # 1 thread: the emulation is sequential anyway, and the CPU rows model one DataLoader worker
     threads = set_threads(1)
     meta = machine_info()
-    meta.update({"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "threads": threads,
-                 "genesis_ops_build": package_fingerprint(go), "seed": args.seed, "budget_s": args.budget,
-                 "modes": {k: dataclasses.asdict(v) for k, v in MODES.items()}})
-    print(f"# work model ({meta['time_utc']}): {meta['cpu_model']}, threads={threads}, "
-          f"load avg={meta['load_average_start']}")
+    meta.update(
+        {
+            "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+            "threads": threads,
+            "genesis_ops_build": package_fingerprint(go),
+            "seed": args.seed,
+            "budget_s": args.budget,
+            "modes": {k: dataclasses.asdict(v) for k, v in MODES.items()},
+        }
+    )
+    print(
+        f"# work model ({meta['time_utc']}): {meta['cpu_model']}, threads={threads}, "
+        f"load avg={meta['load_average_start']}"
+    )
     t0 = time.perf_counter()
     records = measure(engines, shapes, args.seed, args.budget, args.min_reps)
     meta["elapsed_s"] = round(time.perf_counter() - t0, 1)

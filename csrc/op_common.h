@@ -49,9 +49,9 @@ inline Shape check_shape(const Tensor& x, const char* op) {
 inline Shape check_input(const Tensor& x, const char* op) {
   const Shape s = check_shape(x, op);
   const ScalarType st = x.scalar_type();
-  STD_TORCH_CHECK(st == ScalarType::Float || st == ScalarType::Double || st == ScalarType::Half ||
-                      st == ScalarType::BFloat16,
-                  op, ": x must be float16, bfloat16, float32 or float64");
+  STD_TORCH_CHECK(
+      st == ScalarType::Float || st == ScalarType::Double || st == ScalarType::Half || st == ScalarType::BFloat16, op,
+      ": x must be float16, bfloat16, float32 or float64");
   return s;
 }
 
@@ -62,9 +62,9 @@ inline void check_probability(double p, const char* op, const char* name) {
 inline void check_range(double lo, double hi, const char* op) {
   STD_TORCH_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo < hi, op,
                   ": value range must be finite with lo < hi, got (", lo, ", ", hi, ")");
-  STD_TORCH_CHECK(static_cast<float>(lo) < static_cast<float>(hi) &&
-                      std::isfinite(static_cast<float>(hi) - static_cast<float>(lo)),
-                  op, ": value range (", lo, ", ", hi, ") is not representable in float32");
+  STD_TORCH_CHECK(
+      static_cast<float>(lo) < static_cast<float>(hi) && std::isfinite(static_cast<float>(hi) - static_cast<float>(lo)),
+      op, ": value range (", lo, ", ", hi, ") is not representable in float32");
 }
 
 inline void check_offset(int64_t sample_offset, const Shape& s, const char* op) {
@@ -93,8 +93,8 @@ inline PipelineConfig make_config(OpKind kind, const OpArgs& a, const Shape& s, 
   check_probability(a.inpaint_rate, op, "inpaint_rate");
   check_probability(a.inpaint_p, op, a.inpaint_p_name);
   check_probability(a.outpaint_p, op, a.outpaint_p_name);
-  STD_TORCH_CHECK(a.num_windows >= 0 && a.num_windows <= kMaxWindows, op, ": num_windows must be in [0, ",
-                  kMaxWindows, "], got ", a.num_windows);
+  STD_TORCH_CHECK(a.num_windows >= 0 && a.num_windows <= kMaxWindows, op, ": num_windows must be in [0, ", kMaxWindows,
+                  "], got ", a.num_windows);
   check_range(a.lo, a.hi, op);
   check_offset(a.sample_offset, s, op);
   PipelineConfig c{};
@@ -116,8 +116,7 @@ inline PipelineConfig make_config(OpKind kind, const OpArgs& a, const Shape& s, 
 }
 
 // Explicit Bezier parameters: control_points (B, 4) in [0, 1], increasing (B,) bool.
-inline void check_bezier_args(const Tensor& x, const Tensor& cp, const Tensor& inc, const Shape& s,
-                              const char* op) {
+inline void check_bezier_args(const Tensor& x, const Tensor& cp, const Tensor& inc, const Shape& s, const char* op) {
   STD_TORCH_CHECK(cp.dim() == 2 && cp.sizes()[0] == s.batch && cp.sizes()[1] == 4, op,
                   ": control_points must have shape (B, 4) = (", s.batch, ", 4)");
   STD_TORCH_CHECK(cp.scalar_type() == ScalarType::Double, op, ": control_points must be float64");
@@ -131,11 +130,20 @@ inline void check_bezier_args(const Tensor& x, const Tensor& cp, const Tensor& i
 template <typename F>
 void dispatch_storage(ScalarType st, F&& f) {
   switch (st) {
-    case ScalarType::Float: f(float{}); break;
-    case ScalarType::Double: f(double{}); break;
-    case ScalarType::Half: f(Half16{}); break;
-    case ScalarType::BFloat16: f(BFloat16{}); break;
-    default: STD_TORCH_CHECK(false, "genesis: unsupported dtype");
+    case ScalarType::Float:
+      f(float{});
+      break;
+    case ScalarType::Double:
+      f(double{});
+      break;
+    case ScalarType::Half:
+      f(Half16{});
+      break;
+    case ScalarType::BFloat16:
+      f(BFloat16{});
+      break;
+    default:
+      STD_TORCH_CHECK(false, "genesis: unsupported dtype");
   }
 }
 

@@ -20,9 +20,8 @@
 namespace genesis {
 
 // The ops' schema names (csrc/ops.cpp), in OpKind order.
-constexpr const char* kOpSchemaNames[kNumOps] = {"models_genesis", "flip",      "local_shuffle",
-                                                 "nonlinear",      "inpaint",   "outpaint",
-                                                 "bezier",         "paint_mask", "shuffle_mask"};
+constexpr const char* kOpSchemaNames[kNumOps] = {"models_genesis", "flip",   "local_shuffle", "nonlinear",   "inpaint",
+                                                 "outpaint",       "bezier", "paint_mask",    "shuffle_mask"};
 // The ops that also return the corruption mask have a second schema, the name + "_masked".
 constexpr OpKind kMaskedOps[] = {OpKind::kModelsGenesis, OpKind::kLocalShuffle, OpKind::kInpaint, OpKind::kOutpaint};
 constexpr int kNumMaskedOps = 4;
@@ -75,21 +74,21 @@ struct OpEntries {
   static std::tuple<Tensor, Tensor> models_genesis(Tensor x, double flip_p, double shuffle_p, int64_t num_windows,
                                                    double nonlinear_p, double paint_p, double inpaint_rate, double lo,
                                                    double hi, int64_t seed, int64_t sample_offset) {
-    const auto r = run(OpKind::kModelsGenesis, x,
-                       fused_args(flip_p, shuffle_p, num_windows, nonlinear_p, paint_p, inpaint_rate, lo, hi, seed,
-                                  sample_offset),
-                       false);
+    const auto r =
+        run(OpKind::kModelsGenesis, x,
+            fused_args(flip_p, shuffle_p, num_windows, nonlinear_p, paint_p, inpaint_rate, lo, hi, seed, sample_offset),
+            false);
     return {r.input, r.target};
   }
 
   static std::tuple<Tensor, Tensor, Tensor> models_genesis_masked(Tensor x, double flip_p, double shuffle_p,
-                                                                   int64_t num_windows, double nonlinear_p,
-                                                                   double paint_p, double inpaint_rate, double lo,
-                                                                   double hi, int64_t seed, int64_t sample_offset) {
-    const auto r = run(OpKind::kModelsGenesis, x,
-                       fused_args(flip_p, shuffle_p, num_windows, nonlinear_p, paint_p, inpaint_rate, lo, hi, seed,
-                                  sample_offset),
-                       true);
+                                                                  int64_t num_windows, double nonlinear_p,
+                                                                  double paint_p, double inpaint_rate, double lo,
+                                                                  double hi, int64_t seed, int64_t sample_offset) {
+    const auto r =
+        run(OpKind::kModelsGenesis, x,
+            fused_args(flip_p, shuffle_p, num_windows, nonlinear_p, paint_p, inpaint_rate, lo, hi, seed, sample_offset),
+            true);
     return {r.input, r.target, r.mask};
   }
 

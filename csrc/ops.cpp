@@ -36,8 +36,7 @@ STABLE_TORCH_LIBRARY(genesis, m) {
       "_emulated_cuda_models_genesis(Tensor x, float flip_p, float shuffle_p, int num_windows, "
       "float nonlinear_p, float paint_p, float inpaint_rate, float lo, float hi, int seed, "
       "int sample_offset) -> (Tensor, Tensor)");
-  m.def(
-      "_emulated_cuda_bezier(Tensor x, Tensor control_points, Tensor increasing, float lo, float hi) -> Tensor");
+  m.def("_emulated_cuda_bezier(Tensor x, Tensor control_points, Tensor increasing, float lo, float hi) -> Tensor");
   m.def(
       "_emulated_cuda_models_genesis_masked(Tensor x, float flip_p, float shuffle_p, int num_windows, "
       "float nonlinear_p, float paint_p, float inpaint_rate, float lo, float hi, int seed, "
@@ -47,8 +46,7 @@ STABLE_TORCH_LIBRARY(genesis, m) {
       "int seed, int sample_offset) -> Tensor");
   m.def("_emulated_cuda_shuffle_mask(Tensor x, float p, int num_windows, int seed, int sample_offset) -> Tensor");
   // Test hook: the CUDA launch plan (bodies/launch_plan.h) for a shape, without a tensor or a GPU.
-  m.def(
-      "_launch_plan(int[] sizes, float shuffle_p, int num_windows, float nonlinear_p, bool params_given) -> int[]");
+  m.def("_launch_plan(int[] sizes, float shuffle_p, int num_windows, float nonlinear_p, bool params_given) -> int[]");
 }
 
 // `import genesis_ops._C` dlopens this library, which runs the static registrations. No pybind11.

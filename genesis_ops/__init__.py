@@ -8,6 +8,7 @@ bezier}, the masked variants {models_genesis, local_shuffle, inpaint, outpaint}_
 mask-only paint_mask, shuffle_mask; NumPy reference with the same random stream: genesis_ops.reference. MONAI transforms:
 genesis_ops.monai (imported on demand only; needs the "monai" extra).
 """
+
 import importlib.machinery
 import importlib.util
 import os
@@ -24,8 +25,9 @@ def _installed_elsewhere():
     here = os.path.realpath(os.path.dirname(__file__))
     for entry in sys.path:
         d = os.path.realpath(os.path.join(entry or os.getcwd(), __name__))
-        if d != here and any(os.path.isfile(os.path.join(d, "_C" + suffix))
-                             for suffix in importlib.machinery.EXTENSION_SUFFIXES):
+        if d != here and any(
+            os.path.isfile(os.path.join(d, "_C" + suffix)) for suffix in importlib.machinery.EXTENSION_SUFFIXES
+        ):
             return d
     return None
 
@@ -35,8 +37,9 @@ if importlib.util.find_spec(f"{__name__}._C") is None and (_other := _installed_
     # its extension, so the two always agree. `import genesis_ops` returns what sys.modules
     # holds once this module finishes; the relative imports below resolve through sys.modules
     # too, so they bind the installed package's (already loaded) submodules.
-    _spec = importlib.util.spec_from_file_location(__name__, os.path.join(_other, "__init__.py"),
-                                                   submodule_search_locations=[_other])
+    _spec = importlib.util.spec_from_file_location(
+        __name__, os.path.join(_other, "__init__.py"), submodule_search_locations=[_other]
+    )
     _module = importlib.util.module_from_spec(_spec)
     sys.modules[__name__] = _module
     _spec.loader.exec_module(_module)
@@ -52,8 +55,17 @@ else:
 from . import _meta  # noqa: F401  (fake kernels)
 from . import reference
 from .config import GenesisConfig
-from .functional import (bezier, flip, inpaint, local_shuffle, models_genesis, nonlinear, outpaint, paint_mask,
-                         shuffle_mask)
+from .functional import (
+    bezier,
+    flip,
+    inpaint,
+    local_shuffle,
+    models_genesis,
+    nonlinear,
+    outpaint,
+    paint_mask,
+    shuffle_mask,
+)
 from .module import ModelsGenesis
 
 try:  # the version lives in pyproject.toml only; the installed distribution carries it

@@ -1,5 +1,6 @@
 """Argument checks of the Python API: every bad argument raises a clear TypeError/ValueError
 naming it, before anything reaches the C++ kernels (which check again)."""
+
 from __future__ import annotations
 
 import math
@@ -42,16 +43,20 @@ def check_shape_source(x_or_shape, device) -> torch.Tensor:
         if x.layout != torch.strided:
             raise TypeError(f"x_or_shape must be a dense (strided) tensor, got layout {x.layout}")
         if device is not None and _device(device) != x.device:
-            raise ValueError(f"device must be None or x's device ({x.device}) when x_or_shape is a tensor, got {device}")
+            raise ValueError(
+                f"device must be None or x's device ({x.device}) when x_or_shape is a tensor, got {device}"
+            )
         _check_spatial(x.shape, "x_or_shape")
         return x
     try:
         shape = tuple(x_or_shape)
     except TypeError:
-        raise TypeError(f"x_or_shape must be a torch.Tensor or a sequence of ints, got {type(x_or_shape).__name__}") \
-            from None
-    if len(shape) not in (4, 5) or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0
-                                       for n in shape):
+        raise TypeError(
+            f"x_or_shape must be a torch.Tensor or a sequence of ints, got {type(x_or_shape).__name__}"
+        ) from None
+    if len(shape) not in (4, 5) or any(
+        isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0 for n in shape
+    ):
         raise ValueError(f"x_or_shape must be a shape (B, C, H, W) or (B, C, D, H, W) of ints >= 0, got {shape!r}")
     shape = tuple(int(n) for n in shape)
     _check_spatial(shape, "x_or_shape")

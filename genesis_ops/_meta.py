@@ -6,6 +6,7 @@ from the mask-only ops.
 They check what they can see without data, as the C++ kernels do (csrc/op_common.h), with
 the same messages: a graph traced with bad tensors fails at trace time, naming the argument,
 instead of at run time. Scalar arguments are checked by the kernels when the graph runs."""
+
 import torch
 
 from ._checks import SUPPORTED_DTYPES
@@ -28,25 +29,31 @@ def _check_x(x, op):
 
 def _check_shape(x, op):
     """What the mask-only ops check: they read x's shape (any dtype) and device."""
-    torch._check(x.dim() in (4, 5),
-                 lambda: f"{op}: x must have shape (B, C, H, W) or (B, C, D, H, W), got {x.dim()} dims")
+    torch._check(
+        x.dim() in (4, 5), lambda: f"{op}: x must have shape (B, C, H, W) or (B, C, D, H, W), got {x.dim()} dims"
+    )
     spatial = 1
     for n in x.shape[2:]:
         spatial = spatial * n
-    torch._check(spatial <= _MAX_SPATIAL,
-                 lambda: f"{op}: x has {spatial} voxels per channel; at most 2^31 - 1 are supported")
+    torch._check(
+        spatial <= _MAX_SPATIAL, lambda: f"{op}: x has {spatial} voxels per channel; at most 2^31 - 1 are supported"
+    )
 
 
 def _check_bezier(x, control_points, increasing, op):
     _check_x(x, op)
     B = x.shape[0]
-    torch._check(control_points.dim() == 2 and control_points.shape[0] == B and control_points.shape[1] == 4,
-                 lambda: f"{op}: control_points must have shape (B, 4) = ({B}, 4)")
+    torch._check(
+        control_points.dim() == 2 and control_points.shape[0] == B and control_points.shape[1] == 4,
+        lambda: f"{op}: control_points must have shape (B, 4) = ({B}, 4)",
+    )
     torch._check(control_points.dtype == torch.float64, lambda: f"{op}: control_points must be float64")
     torch._check(increasing.dim() == 1 and increasing.shape[0] == B, lambda: f"{op}: increasing must have shape (B,)")
     torch._check(increasing.dtype == torch.bool, lambda: f"{op}: increasing must be a bool tensor")
-    torch._check(control_points.device == x.device and increasing.device == x.device,
-                 lambda: f"{op}: control_points and increasing must be on x's device")
+    torch._check(
+        control_points.device == x.device and increasing.device == x.device,
+        lambda: f"{op}: control_points and increasing must be on x's device",
+    )
 
 
 def _pair(x, op):
@@ -60,8 +67,9 @@ def _single(x, op):
 
 
 @torch.library.register_fake("genesis::models_genesis")
-def _models_genesis_fake(x, flip_p, shuffle_p, num_windows, nonlinear_p, paint_p, inpaint_rate, lo, hi, seed,
-                         sample_offset):
+def _models_genesis_fake(
+    x, flip_p, shuffle_p, num_windows, nonlinear_p, paint_p, inpaint_rate, lo, hi, seed, sample_offset
+):
     return _pair(x, "genesis::models_genesis")
 
 
@@ -97,8 +105,7 @@ def _bezier_fake(x, control_points, increasing, lo, hi):
 
 
 @torch.library.register_fake("genesis::_emulated_cuda_models_genesis")
-def _emulated_fake(x, flip_p, shuffle_p, num_windows, nonlinear_p, paint_p, inpaint_rate, lo, hi, seed,
-                   sample_offset):
+def _emulated_fake(x, flip_p, shuffle_p, num_windows, nonlinear_p, paint_p, inpaint_rate, lo, hi, seed, sample_offset):
     return _pair(x, "genesis::_emulated_cuda_models_genesis")
 
 
@@ -122,12 +129,14 @@ def _models_genesis_masked_fake(op):
     def fake(x, flip_p, shuffle_p, num_windows, nonlinear_p, paint_p, inpaint_rate, lo, hi, seed, sample_offset):
         _check_x(x, op)
         return _like(x), _like(x), _mask_like(x, torch.uint8)
+
     return fake
 
 
 for _prefix in ("", "_emulated_cuda_"):
     torch.library.register_fake(f"genesis::{_prefix}models_genesis_masked")(
-        _models_genesis_masked_fake(f"genesis::{_prefix}models_genesis_masked"))
+        _models_genesis_masked_fake(f"genesis::{_prefix}models_genesis_masked")
+    )
 
 
 @torch.library.register_fake("genesis::local_shuffle_masked")
@@ -148,19 +157,22 @@ def _outpaint_masked_fake(x, p, lo, hi, seed, sample_offset):
 def _paint_mask_fake(op):
     def fake(x, paint_p, inpaint_rate, inpaint_p, outpaint_p, seed, sample_offset):
         return _mask_only(x, op)
+
     return fake
 
 
 def _shuffle_mask_fake(op):
     def fake(x, p, num_windows, seed, sample_offset):
         return _mask_only(x, op)
+
     return fake
 
 
 for _prefix in ("", "_emulated_cuda_"):
     torch.library.register_fake(f"genesis::{_prefix}paint_mask")(_paint_mask_fake(f"genesis::{_prefix}paint_mask"))
     torch.library.register_fake(f"genesis::{_prefix}shuffle_mask")(
-        _shuffle_mask_fake(f"genesis::{_prefix}shuffle_mask"))
+        _shuffle_mask_fake(f"genesis::{_prefix}shuffle_mask")
+    )
 
 # genesis::_launch_plan takes no tensor and returns ints: it is registered for
 # CompositeExplicitAutograd (every backend, meta included), so it needs no fake kernel.

@@ -1,4 +1,5 @@
 """The pipeline configuration (paper defaults), shared by the ops and the NumPy reference."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ def paint_gates(p: float, inpaint_rate: float | None, op: str) -> tuple[float, f
     if op == "models_genesis":
         return p, 1.0 if inpaint_rate is None else inpaint_rate, 1.0, 1.0
     if inpaint_rate is not None:
-        raise ValueError(f"inpaint_rate must be None with op={op!r} (it implies {1 if op == 'inpaint' else 0}); "
-                         "it is the fused pipeline's argument (op='models_genesis')")
+        raise ValueError(
+            f"inpaint_rate must be None with op={op!r} (it implies {1 if op == 'inpaint' else 0}); "
+            "it is the fused pipeline's argument (op='models_genesis')"
+        )
     return (1.0, 1.0, p, 1.0) if op == "inpaint" else (1.0, 0.0, 1.0, p)

@@ -1,15 +1,33 @@
 """The functional API: thin wrappers over torch.ops.genesis.* that check arguments and turn
 seed=None into a seed drawn from a torch generator. Semantics: docs/SPEC.md."""
+
 from __future__ import annotations
 
 import torch
 
-from ._checks import (check_count, check_flag, check_probability, check_sample_offset, check_shape_source,
-                      check_value_range, check_x, resolve_seed)
+from ._checks import (
+    check_count,
+    check_flag,
+    check_probability,
+    check_sample_offset,
+    check_shape_source,
+    check_value_range,
+    check_x,
+    resolve_seed,
+)
 from .config import GenesisConfig, paint_gates
 
-__all__ = ["models_genesis", "nonlinear", "local_shuffle", "inpaint", "outpaint", "flip", "bezier", "paint_mask",
-           "shuffle_mask"]
+__all__ = [
+    "models_genesis",
+    "nonlinear",
+    "local_shuffle",
+    "inpaint",
+    "outpaint",
+    "flip",
+    "bezier",
+    "paint_mask",
+    "shuffle_mask",
+]
 
 _ops = torch.ops.genesis
 
@@ -31,7 +49,8 @@ _COMMON_ARGS = {
     "one_output": """Returns:
         Tensor: a new contiguous tensor of x's shape, dtype and device.
 
-    """ + _RAISES,
+    """
+    + _RAISES,
     "return_mask": """return_mask (bool): also return the corruption mask, written in the same pass
             (docs/SPEC.md, section 4.7). Default False.""",
     "masked_output": """Returns:
@@ -39,7 +58,8 @@ _COMMON_ARGS = {
         dtype and device; with return_mask also the mask, torch.uint8 of shape (B, 1, *spatial) on
         x's device, shared by all channels: {mask_bits}
 
-    """ + _RAISES,
+    """
+    + _RAISES,
     "shape_source": """x_or_shape (Tensor or sequence of int): a batch (only its shape and device are
             read; any dtype), or its shape (B, C, H, W) or (B, C, D, H, W).
         device (torch.device or str, optional): where the mask is made when x_or_shape is a
@@ -47,9 +67,9 @@ _COMMON_ARGS = {
 }
 _MASK_BITS = {
     "shuffle": "bit value 1 where a shuffle window covers the voxel (the union of the sample's\n"
-               "        windows when its shuffle ran; 0 elsewhere, and everywhere when it did not).",
+    "        windows when its shuffle ran; 0 elsewhere, and everywhere when it did not).",
     "paint": "bit value 2 where fill noise replaced the voxel (inside an in-painting box, or\n"
-             "        outside every kept window of out-painting).",
+    "        outside every kept window of out-painting).",
 }
 
 
@@ -65,8 +85,14 @@ def _masked(bits):
 
 
 @_documented
-def models_genesis(x: torch.Tensor, config: GenesisConfig | None = None, seed: int | None = None,
-                   generator: torch.Generator | None = None, sample_offset: int = 0, return_masks: bool = False):
+def models_genesis(
+    x: torch.Tensor,
+    config: GenesisConfig | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    sample_offset: int = 0,
+    return_masks: bool = False,
+):
     """One Models Genesis training pair per sample, fused in one pass over the data::
 
         target = flip(x);  input = paint(nonlinear(shuffle(target)))
@@ -110,17 +136,29 @@ def models_genesis(x: torch.Tensor, config: GenesisConfig | None = None, seed: i
     lo, hi = check_value_range(cfg.value_range, "config.value_range")
     op = _ops.models_genesis_masked if check_flag(return_masks, "return_masks") else _ops.models_genesis
     return op(
-        x, check_probability(cfg.flip_p, "config.flip_p"), check_probability(cfg.shuffle_p, "config.shuffle_p"),
+        x,
+        check_probability(cfg.flip_p, "config.flip_p"),
+        check_probability(cfg.shuffle_p, "config.shuffle_p"),
         check_count(cfg.num_windows, "config.num_windows"),
         check_probability(cfg.nonlinear_p, "config.nonlinear_p"),
         check_probability(cfg.paint_p, "config.paint_p"),
-        check_probability(cfg.inpaint_rate, "config.inpaint_rate"), lo, hi,
-        resolve_seed(seed, generator), check_sample_offset(sample_offset, x.shape[0]))
+        check_probability(cfg.inpaint_rate, "config.inpaint_rate"),
+        lo,
+        hi,
+        resolve_seed(seed, generator),
+        check_sample_offset(sample_offset, x.shape[0]),
+    )
 
 
 @_documented
-def nonlinear(x: torch.Tensor, p: float = 0.9, value_range=(0.0, 1.0), seed: int | None = None,
-              generator: torch.Generator | None = None, sample_offset: int = 0) -> torch.Tensor:
+def nonlinear(
+    x: torch.Tensor,
+    p: float = 0.9,
+    value_range=(0.0, 1.0),
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    sample_offset: int = 0,
+) -> torch.Tensor:
     """Random Bezier intensity map, applied to each sample with probability p.
 
     The cubic Bezier curve from (0, 0) to (1, 1) has inner control points uniform in the unit
@@ -140,13 +178,26 @@ def nonlinear(x: torch.Tensor, p: float = 0.9, value_range=(0.0, 1.0), seed: int
     """
     x = check_x(x)
     lo, hi = check_value_range(value_range)
-    return _ops.nonlinear(x, check_probability(p, "p"), lo, hi, resolve_seed(seed, generator),
-                          check_sample_offset(sample_offset, x.shape[0]))
+    return _ops.nonlinear(
+        x,
+        check_probability(p, "p"),
+        lo,
+        hi,
+        resolve_seed(seed, generator),
+        check_sample_offset(sample_offset, x.shape[0]),
+    )
 
 
 @_masked(_MASK_BITS["shuffle"])
-def local_shuffle(x: torch.Tensor, p: float = 0.5, num_windows: int = 10000, seed: int | None = None,
-                  generator: torch.Generator | None = None, sample_offset: int = 0, return_mask: bool = False):
+def local_shuffle(
+    x: torch.Tensor,
+    p: float = 0.5,
+    num_windows: int = 10000,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    sample_offset: int = 0,
+    return_mask: bool = False,
+):
     """Local pixel shuffling, applied to each sample with probability p.
 
     num_windows windows per sample, side uniform in 1..max(1, dim // 10) per spatial axis; each
@@ -164,13 +215,25 @@ def local_shuffle(x: torch.Tensor, p: float = 0.5, num_windows: int = 10000, see
     """
     x = check_x(x)
     op = _ops.local_shuffle_masked if check_flag(return_mask, "return_mask") else _ops.local_shuffle
-    return op(x, check_probability(p, "p"), check_count(num_windows, "num_windows"), resolve_seed(seed, generator),
-              check_sample_offset(sample_offset, x.shape[0]))
+    return op(
+        x,
+        check_probability(p, "p"),
+        check_count(num_windows, "num_windows"),
+        resolve_seed(seed, generator),
+        check_sample_offset(sample_offset, x.shape[0]),
+    )
 
 
 @_masked(_MASK_BITS["paint"])
-def inpaint(x: torch.Tensor, p: float = 1.0, value_range=(0.0, 1.0), seed: int | None = None,
-            generator: torch.Generator | None = None, sample_offset: int = 0, return_mask: bool = False):
+def inpaint(
+    x: torch.Tensor,
+    p: float = 1.0,
+    value_range=(0.0, 1.0),
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    sample_offset: int = 0,
+    return_mask: bool = False,
+):
     """In-painting, applied to each sample with probability p: up to 5 boxes (before each one,
     continue with probability 0.95), side dim // 6 .. dim // 3, 3 voxels from the border, filled
     with uniform noise in value_range (drawn per voxel and channel).
@@ -187,13 +250,26 @@ def inpaint(x: torch.Tensor, p: float = 1.0, value_range=(0.0, 1.0), seed: int |
     x = check_x(x)
     lo, hi = check_value_range(value_range)
     op = _ops.inpaint_masked if check_flag(return_mask, "return_mask") else _ops.inpaint
-    return op(x, check_probability(p, "p"), lo, hi, resolve_seed(seed, generator),
-              check_sample_offset(sample_offset, x.shape[0]))
+    return op(
+        x,
+        check_probability(p, "p"),
+        lo,
+        hi,
+        resolve_seed(seed, generator),
+        check_sample_offset(sample_offset, x.shape[0]),
+    )
 
 
 @_masked(_MASK_BITS["paint"])
-def outpaint(x: torch.Tensor, p: float = 1.0, value_range=(0.0, 1.0), seed: int | None = None,
-             generator: torch.Generator | None = None, sample_offset: int = 0, return_mask: bool = False):
+def outpaint(
+    x: torch.Tensor,
+    p: float = 1.0,
+    value_range=(0.0, 1.0),
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    sample_offset: int = 0,
+    return_mask: bool = False,
+):
     """Out-painting, applied to each sample with probability p: uniform noise in value_range
     everywhere except inside 1 + up to 4 windows (each extra one continues with probability
     0.95) of side dim - (3 * dim // 7 .. 4 * dim // 7), where the input is kept.
@@ -210,13 +286,24 @@ def outpaint(x: torch.Tensor, p: float = 1.0, value_range=(0.0, 1.0), seed: int 
     x = check_x(x)
     lo, hi = check_value_range(value_range)
     op = _ops.outpaint_masked if check_flag(return_mask, "return_mask") else _ops.outpaint
-    return op(x, check_probability(p, "p"), lo, hi, resolve_seed(seed, generator),
-              check_sample_offset(sample_offset, x.shape[0]))
+    return op(
+        x,
+        check_probability(p, "p"),
+        lo,
+        hi,
+        resolve_seed(seed, generator),
+        check_sample_offset(sample_offset, x.shape[0]),
+    )
 
 
 @_documented
-def flip(x: torch.Tensor, p: float = 0.4, seed: int | None = None, generator: torch.Generator | None = None,
-         sample_offset: int = 0) -> torch.Tensor:
+def flip(
+    x: torch.Tensor,
+    p: float = 0.4,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    sample_offset: int = 0,
+) -> torch.Tensor:
     """Random flips: up to 3 times per sample, continue with probability p and flip one
     uniformly chosen spatial axis (depth included). Values are moved, never changed.
 
@@ -230,8 +317,9 @@ def flip(x: torch.Tensor, p: float = 0.4, seed: int | None = None, generator: to
     {one_output}
     """
     x = check_x(x)
-    return _ops.flip(x, check_probability(p, "p"), resolve_seed(seed, generator),
-                     check_sample_offset(sample_offset, x.shape[0]))
+    return _ops.flip(
+        x, check_probability(p, "p"), resolve_seed(seed, generator), check_sample_offset(sample_offset, x.shape[0])
+    )
 
 
 @_documented
@@ -277,9 +365,17 @@ def bezier(x: torch.Tensor, control_points, increasing, value_range=(0.0, 1.0)) 
 
 
 @_documented
-def paint_mask(x_or_shape, p: float = 1.0, inpaint_rate: float | None = None, seed: int | None = None,
-               generator: torch.Generator | None = None, sample_offset: int = 0, device=None, *,
-               op: str = "models_genesis") -> torch.Tensor:
+def paint_mask(
+    x_or_shape,
+    p: float = 1.0,
+    inpaint_rate: float | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    sample_offset: int = 0,
+    device=None,
+    *,
+    op: str = "models_genesis",
+) -> torch.Tensor:
     """The voxels that painting replaces under this seed, as bool, with no image written: the
     same Philox words as the ops, so it equals, bit for bit, the painted region of
 
@@ -321,15 +417,29 @@ def paint_mask(x_or_shape, p: float = 1.0, inpaint_rate: float | None = None, se
     """
     x = check_shape_source(x_or_shape, device)
     paint_p, rate, inpaint_p, outpaint_p = paint_gates(
-        check_probability(p, "p"), None if inpaint_rate is None else check_probability(inpaint_rate, "inpaint_rate"),
-        op)
-    return _ops.paint_mask(x, paint_p, rate, inpaint_p, outpaint_p, resolve_seed(seed, generator),
-                           check_sample_offset(sample_offset, x.shape[0]))
+        check_probability(p, "p"), None if inpaint_rate is None else check_probability(inpaint_rate, "inpaint_rate"), op
+    )
+    return _ops.paint_mask(
+        x,
+        paint_p,
+        rate,
+        inpaint_p,
+        outpaint_p,
+        resolve_seed(seed, generator),
+        check_sample_offset(sample_offset, x.shape[0]),
+    )
 
 
 @_documented
-def shuffle_mask(x_or_shape, p: float = 0.5, num_windows: int = 10000, seed: int | None = None,
-                 generator: torch.Generator | None = None, sample_offset: int = 0, device=None) -> torch.Tensor:
+def shuffle_mask(
+    x_or_shape,
+    p: float = 0.5,
+    num_windows: int = 10000,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    sample_offset: int = 0,
+    device=None,
+) -> torch.Tensor:
     """The union of the local-shuffle windows of each sample whose shuffle gate passes, as bool,
     with no image written and no permutation drawn: bit for bit the voxels that
     ``local_shuffle(x, p, num_windows, seed)`` (``mask & 1`` of its return_mask) and
@@ -349,5 +459,10 @@ def shuffle_mask(x_or_shape, p: float = 0.5, num_windows: int = 10000, seed: int
     {raises}
     """
     x = check_shape_source(x_or_shape, device)
-    return _ops.shuffle_mask(x, check_probability(p, "p"), check_count(num_windows, "num_windows"),
-                             resolve_seed(seed, generator), check_sample_offset(sample_offset, x.shape[0]))
+    return _ops.shuffle_mask(
+        x,
+        check_probability(p, "p"),
+        check_count(num_windows, "num_windows"),
+        resolve_seed(seed, generator),
+        check_sample_offset(sample_offset, x.shape[0]),
+    )

@@ -1,4 +1,5 @@
 """nn.Module form of the pipeline, for use in a model or a transform list."""
+
 from __future__ import annotations
 
 import torch

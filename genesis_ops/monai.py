@@ -18,6 +18,7 @@ seed, (input, target) is exactly ``[t[0] for t in genesis_ops.models_genesis(x[N
 whatever the process, thread count or device. ``return_mask=True`` (array form) or ``mask_key``
 (dictionary form) also gives the corruption mask of ``models_genesis(..., return_masks=True)``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
@@ -122,8 +123,14 @@ class RandModelsGenesisd(Randomizable, MapTransform):
         allow_missing_keys (bool): skip keys missing from the data instead of raising KeyError.
     """
 
-    def __init__(self, keys: KeysCollection, config: GenesisConfig | None = None, target_suffix: str = "_target",
-                 allow_missing_keys: bool = False, mask_key: str | None = None):
+    def __init__(
+        self,
+        keys: KeysCollection,
+        config: GenesisConfig | None = None,
+        target_suffix: str = "_target",
+        allow_missing_keys: bool = False,
+        mask_key: str | None = None,
+    ):
         MapTransform.__init__(self, keys, allow_missing_keys)
         if not isinstance(target_suffix, str) or not target_suffix:
             raise ValueError(f"target_suffix must be a non-empty str, got {target_suffix!r}")
@@ -156,11 +163,15 @@ class RandModelsGenesisd(Randomizable, MapTransform):
         xs = [_as_plain_tensor(img, f"data[{k!r}]") for k, img in zip(keys, imgs)]
         for k, x in zip(keys, xs):
             if x.dim() not in (3, 4):
-                raise ValueError(f"data[{k!r}] must be channel first, (C, H, W) or (C, D, H, W), got shape {tuple(x.shape)}")
+                raise ValueError(
+                    f"data[{k!r}] must be channel first, (C, H, W) or (C, D, H, W), got shape {tuple(x.shape)}"
+                )
             if x.shape[1:] != xs[0].shape[1:] or x.device != xs[0].device:
-                raise ValueError(f"the keys of one sample share the spatial randomness, so they must have the same "
-                                 f"spatial shape and device: data[{keys[0]!r}] is {tuple(xs[0].shape)} on "
-                                 f"{xs[0].device}, data[{k!r}] is {tuple(x.shape)} on {x.device}")
+                raise ValueError(
+                    f"the keys of one sample share the spatial randomness, so they must have the same "
+                    f"spatial shape and device: data[{keys[0]!r}] is {tuple(xs[0].shape)} on "
+                    f"{xs[0].device}, data[{k!r}] is {tuple(x.shape)} on {x.device}"
+                )
         x = xs[0] if len(xs) == 1 else torch.cat(xs, dim=0)
         self.randomize()
         inp, target, *mask = self.transform(x, randomize=False)
@@ -170,7 +181,7 @@ class RandModelsGenesisd(Randomizable, MapTransform):
         for k, img, xk in zip(keys, imgs, xs):
             c = xk.shape[0]
             # Back to each key's own dtype (torch.cat promoted mixed dtypes), type and metadata.
-            d[k] = _like(inp[start:start + c].to(xk.dtype), img)
-            d[f"{k}{self.target_suffix}"] = _like(target[start:start + c].to(xk.dtype), img)
+            d[k] = _like(inp[start : start + c].to(xk.dtype), img)
+            d[f"{k}{self.target_suffix}"] = _like(target[start : start + c].to(xk.dtype), img)
             start += c
         return d

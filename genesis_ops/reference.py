@@ -14,6 +14,7 @@ where `sample` is the sample's index in the batch plus `sample_offset`. From a w
 Arithmetic on voxel values is float32 (inputs are converted to float32, results rounded once
 to the input dtype), matching the kernels bit for bit.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ CURVE_SEGMENTS = 2048
 CURVE_GRID = 4096
 # Bits of a corruption mask byte (docs/SPEC.md, section 4.7).
 MASK_SHUFFLED = 1  # the voxel lies in a shuffle window (the sample's shuffle ran)
-MASK_PAINTED = 2   # the voxel was replaced by fill noise
+MASK_PAINTED = 2  # the voxel was replaced by fill noise
 
 _M32 = np.uint64(0xFFFFFFFF)
 
@@ -448,8 +449,9 @@ def _documented(fn):
 
 
 @_documented
-def models_genesis(x, config: GenesisConfig | None = None, seed: int = 0, sample_offset: int = 0,
-                   return_masks: bool = False):
+def models_genesis(
+    x, config: GenesisConfig | None = None, seed: int = 0, sample_offset: int = 0, return_masks: bool = False
+):
     """NumPy version of genesis_ops.models_genesis: target = flip(x),
     input = paint(nonlinear(shuffle(target))), from the same words, so equal to the kernels.
 
@@ -466,14 +468,26 @@ def models_genesis(x, config: GenesisConfig | None = None, seed: int = 0, sample
         section 4.7).
     """
     c = config or GenesisConfig()
-    probs = _Probabilities(flip_p=c.flip_p, shuffle_p=c.shuffle_p, num_windows=c.num_windows,
-                           nonlinear_p=c.nonlinear_p, paint_p=c.paint_p, inpaint_rate=c.inpaint_rate)
+    probs = _Probabilities(
+        flip_p=c.flip_p,
+        shuffle_p=c.shuffle_p,
+        num_windows=c.num_windows,
+        nonlinear_p=c.nonlinear_p,
+        paint_p=c.paint_p,
+        inpaint_rate=c.inpaint_rate,
+    )
     inputs, targets, masks = _run(x, seed, probs, c.value_range, sample_offset)
     return (inputs, targets, masks) if return_masks else (inputs, targets)
 
 
-def paint_mask(shape, p: float = 1.0, inpaint_rate: float | None = None, seed: int = 0, sample_offset: int = 0,
-               op: str = "models_genesis"):
+def paint_mask(
+    shape,
+    p: float = 1.0,
+    inpaint_rate: float | None = None,
+    seed: int = 0,
+    sample_offset: int = 0,
+    op: str = "models_genesis",
+):
     """NumPy version of genesis_ops.paint_mask: the voxels the painting of `op` replaces, as bool
     (B, 1, *spatial), from the same words (p, inpaint_rate, op: see config.paint_gates).
 
@@ -524,8 +538,9 @@ def flip(x, p: float = 0.4, seed: int = 0, sample_offset: int = 0):
 
 
 @_documented
-def local_shuffle(x, p: float = 0.5, num_windows: int = 10000, seed: int = 0, sample_offset: int = 0,
-                  return_mask: bool = False):
+def local_shuffle(
+    x, p: float = 0.5, num_windows: int = 10000, seed: int = 0, sample_offset: int = 0, return_mask: bool = False
+):
     """NumPy local pixel shuffling (docs/SPEC.md, section 4.2); same words as
     genesis_ops.local_shuffle.
 
@@ -536,8 +551,9 @@ def local_shuffle(x, p: float = 0.5, num_windows: int = 10000, seed: int = 0, sa
         {seeding}
         {masked_output}
     """
-    return _single(_run(x, seed, _Probabilities(shuffle_p=p, num_windows=num_windows), sample_offset=sample_offset),
-                   return_mask)
+    return _single(
+        _run(x, seed, _Probabilities(shuffle_p=p, num_windows=num_windows), sample_offset=sample_offset), return_mask
+    )
 
 
 @_documented
@@ -557,8 +573,9 @@ def nonlinear(x, p: float = 0.9, value_range=(0.0, 1.0), seed: int = 0, sample_o
 
 
 @_documented
-def inpaint(x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_offset: int = 0,
-            return_mask: bool = False):
+def inpaint(
+    x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_offset: int = 0, return_mask: bool = False
+):
     """NumPy in-painting (docs/SPEC.md, section 4.4); same words as genesis_ops.inpaint.
 
     Args:
@@ -573,8 +590,9 @@ def inpaint(x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_off
 
 
 @_documented
-def outpaint(x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_offset: int = 0,
-             return_mask: bool = False):
+def outpaint(
+    x, p: float = 1.0, value_range=(0.0, 1.0), seed: int = 0, sample_offset: int = 0, return_mask: bool = False
+):
     """NumPy out-painting (docs/SPEC.md, section 4.5); same words as genesis_ops.outpaint.
 
     Args:

@@ -1,4 +1,5 @@
 """Shared test settings. Tests import the installed genesis_ops (pytest runs in importlib mode)."""
+
 import os
 
 from hypothesis import HealthCheck, settings

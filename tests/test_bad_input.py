@@ -1,5 +1,6 @@
 """Every bad argument in docs/SPEC.md's list (section 7) gives a Python exception naming it (or a
 correct result), never a crash or a hang; also through the raw torch.ops with their own C++ checks."""
+
 import pytest
 import torch
 
@@ -35,37 +36,64 @@ def test_bad_x(name, x, exc, match):
 
 
 @pytest.mark.parametrize("name", ["nonlinear", "local_shuffle", "inpaint", "outpaint", "flip"])
-@pytest.mark.parametrize("p,exc", [(-0.1, ValueError), (1.5, ValueError), (float("nan"), ValueError),
-                                   ("0.5", TypeError), (None, TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "p,exc",
+    [
+        (-0.1, ValueError),
+        (1.5, ValueError),
+        (float("nan"), ValueError),
+        ("0.5", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+    ],
+)
 def test_bad_probability(name, p, exc):
     with pytest.raises(exc, match="p must be"):
         ALL[name](X, p=p)
 
 
-@pytest.mark.parametrize("field,value,exc", [
-    ("flip_p", 2.0, ValueError), ("shuffle_p", -1.0, ValueError), ("nonlinear_p", float("inf"), ValueError),
-    ("paint_p", 1.01, ValueError), ("inpaint_rate", -0.5, ValueError), ("num_windows", -1, ValueError),
-    ("num_windows", 10**12, ValueError), ("num_windows", 2.5, TypeError), ("value_range", (1.0, 0.0), ValueError),
-    ("value_range", (0.0, float("nan")), ValueError), ("value_range", 3, TypeError),
-])
+@pytest.mark.parametrize(
+    "field,value,exc",
+    [
+        ("flip_p", 2.0, ValueError),
+        ("shuffle_p", -1.0, ValueError),
+        ("nonlinear_p", float("inf"), ValueError),
+        ("paint_p", 1.01, ValueError),
+        ("inpaint_rate", -0.5, ValueError),
+        ("num_windows", -1, ValueError),
+        ("num_windows", 10**12, ValueError),
+        ("num_windows", 2.5, TypeError),
+        ("value_range", (1.0, 0.0), ValueError),
+        ("value_range", (0.0, float("nan")), ValueError),
+        ("value_range", 3, TypeError),
+    ],
+)
 def test_bad_config(field, value, exc):
     with pytest.raises(exc, match=f"config.{field}"):
         go.models_genesis(X, go.GenesisConfig(**{field: value}))
 
 
-@pytest.mark.parametrize("kw,exc,match", [
-    ({"num_windows": -3}, ValueError, "num_windows"), ({"num_windows": 10**9}, ValueError, "num_windows"),
-    ({"seed": -1}, ValueError, "seed"), ({"seed": 2**64}, ValueError, "seed"), ({"seed": 1.5}, TypeError, "seed"),
-    ({"generator": "cpu"}, TypeError, "generator"), ({"sample_offset": -1}, ValueError, "sample_offset"),
-    ({"sample_offset": 2**32 - 1}, ValueError, "sample_offset"),
-])
+@pytest.mark.parametrize(
+    "kw,exc,match",
+    [
+        ({"num_windows": -3}, ValueError, "num_windows"),
+        ({"num_windows": 10**9}, ValueError, "num_windows"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"seed": 2**64}, ValueError, "seed"),
+        ({"seed": 1.5}, TypeError, "seed"),
+        ({"generator": "cpu"}, TypeError, "generator"),
+        ({"sample_offset": -1}, ValueError, "sample_offset"),
+        ({"sample_offset": 2**32 - 1}, ValueError, "sample_offset"),
+    ],
+)
 def test_bad_keywords(kw, exc, match):
     with pytest.raises(exc, match=match):
         go.local_shuffle(X, **kw)
 
 
-@pytest.mark.parametrize("value_range", [(1.0, 1.0), (2.0, 1.0), (0.0, float("inf")), (-1e39, 0.0), ("a", "b"),
-                                         (1.0, 1.0 + 1e-12)])
+@pytest.mark.parametrize(
+    "value_range", [(1.0, 1.0), (2.0, 1.0), (0.0, float("inf")), (-1e39, 0.0), ("a", "b"), (1.0, 1.0 + 1e-12)]
+)
 def test_bad_value_range(value_range):
     with pytest.raises((ValueError, TypeError), match="value_range"):
         go.nonlinear(X, value_range=value_range)
@@ -93,8 +121,10 @@ def test_raw_ops_check_arguments_too():
         (lambda: ops.local_shuffle(X, 0.5, 10, 0, -5), "sample_offset"),
         (lambda: ops.models_genesis(X, 0.4, 0.5, 10**9, 0.9, 0.9, 0.2, 0.0, 1.0, 0, 0), "num_windows"),
         (lambda: ops.bezier(X, torch.zeros(2, 4), torch.ones(2, dtype=torch.bool), 0.0, 1.0), "float64"),
-        (lambda: ops.bezier(X, torch.zeros(3, 4, dtype=torch.float64), torch.ones(3, dtype=torch.bool), 0.0, 1.0),
-         "control_points must have shape"),
+        (
+            lambda: ops.bezier(X, torch.zeros(3, 4, dtype=torch.float64), torch.ones(3, dtype=torch.bool), 0.0, 1.0),
+            "control_points must have shape",
+        ),
     ]
     for fn, match in cases:
         with pytest.raises(RuntimeError, match=match):

@@ -1,5 +1,6 @@
 """The installed build: one abi3 module, a torch requirement that keeps the user's torch, build
 facts that say what the build holds, and CUDA kernels (real or explaining) for every op."""
+
 import importlib.metadata
 import re
 
@@ -8,9 +9,21 @@ import torch
 
 import genesis_ops as go
 
-OPS = ["models_genesis", "flip", "local_shuffle", "nonlinear", "inpaint", "outpaint", "bezier",
-       "models_genesis_masked", "local_shuffle_masked", "inpaint_masked", "outpaint_masked", "paint_mask",
-       "shuffle_mask"]
+OPS = [
+    "models_genesis",
+    "flip",
+    "local_shuffle",
+    "nonlinear",
+    "inpaint",
+    "outpaint",
+    "bezier",
+    "models_genesis_masked",
+    "local_shuffle_masked",
+    "inpaint_masked",
+    "outpaint_masked",
+    "paint_mask",
+    "shuffle_mask",
+]
 X = torch.rand(2, 1, 6, 6, 4)
 CP = torch.rand(2, 4, dtype=torch.float64)
 INC = torch.tensor([True, False])

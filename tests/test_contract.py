@@ -1,6 +1,7 @@
 """The randomness contract and the op contract: pure function of (x, seed, parameters); seeds
 from generators; independent of thread count, batch split and memory layout; inputs untouched;
 the fused pipeline equals the composition of the single ops."""
+
 import numpy as np
 import pytest
 import torch

@@ -6,6 +6,7 @@ caller's current stream and on the input's device; accept any layout; agree acro
 and a single op (which writes no target: the kernels' ``target == nullptr`` branch) must equal its
 stage of the fused pipeline. ``bench/gpu_check.py`` runs this file, and a part of it under
 compute-sanitizer."""
+
 import numpy as np
 import pytest
 import torch
@@ -18,8 +19,15 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 SHAPES = [(4, 1, 64, 64, 32), (3, 2, 17, 9, 23), (2, 3, 224, 224), (2, 1, 1, 5, 3), (0, 1, 8, 8, 8)]
 SMALL_SHAPES = [(3, 2, 17, 9, 23), (2, 3, 24, 20), (2, 1, 1, 5, 3)]  # the NumPy reference is slow
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-DEVICES = ["cuda:0", pytest.param("cuda:1", marks=pytest.mark.skipif(
-    not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs a second GPU"))]
+DEVICES = [
+    "cuda:0",
+    pytest.param(
+        "cuda:1",
+        marks=pytest.mark.skipif(
+            not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs a second GPU"
+        ),
+    ),
+]
 
 
 def _id(v):
@@ -34,10 +42,10 @@ def _ops(windows=10000):
     return {
         "models_genesis": lambda m, x, s, o=0: tuple(m.models_genesis(x, cfg, seed=s, sample_offset=o)),
         "flip": lambda m, x, s, o=0: (m.flip(x, p=0.7, seed=s, sample_offset=o),),
-        "local_shuffle": lambda m, x, s, o=0: (m.local_shuffle(x, p=1.0, num_windows=windows, seed=s,
-                                                               sample_offset=o),),
-        "nonlinear": lambda m, x, s, o=0: (m.nonlinear(x, p=1.0, value_range=(-0.05, 1.1), seed=s,
-                                                       sample_offset=o),),
+        "local_shuffle": lambda m, x, s, o=0: (
+            m.local_shuffle(x, p=1.0, num_windows=windows, seed=s, sample_offset=o),
+        ),
+        "nonlinear": lambda m, x, s, o=0: (m.nonlinear(x, p=1.0, value_range=(-0.05, 1.1), seed=s, sample_offset=o),),
         "inpaint": lambda m, x, s, o=0: (m.inpaint(x, p=0.8, seed=s, sample_offset=o),),
         "outpaint": lambda m, x, s, o=0: (m.outpaint(x, p=0.8, seed=s, sample_offset=o),),
     }
@@ -60,7 +68,8 @@ def assert_bits_equal(actual, expected, what=""):
     assert actual.dtype == expected.dtype and actual.shape == expected.shape, what
     a, e = actual.contiguous().reshape(-1), expected.contiguous().reshape(-1)
     assert torch.equal(a.view(torch.uint8), e.view(torch.uint8)), (
-        f"{what}: {int((a != e).sum())} of {a.numel()} values differ")
+        f"{what}: {int((a != e).sum())} of {a.numel()} values differ"
+    )
 
 
 def assert_all_equal(actual, expected, what=""):
@@ -151,8 +160,7 @@ def test_bezier_equals_cpu_and_reference(dtype, value_range):
 
 def _layouts(x):
     """The same values in other memory layouts (none of them contiguous)."""
-    big = torch.zeros((x.shape[0] + 1, x.shape[1]) + tuple(d + 3 for d in x.shape[2:]), dtype=x.dtype,
-                      device=x.device)
+    big = torch.zeros((x.shape[0] + 1, x.shape[1]) + tuple(d + 3 for d in x.shape[2:]), dtype=x.dtype, device=x.device)
     window = (slice(1, None), slice(None)) + tuple(slice(2, 2 + d) for d in x.shape[2:])
     big[window] = x
     out = {

@@ -2,14 +2,16 @@
 so that bench/gpu_check.py, which runs tests/test_cuda*.py, runs them): the masked ops, paint_mask
 and shuffle_mask on CUDA equal the CPU kernels bit for bit (tests/test_masks.py checks the CPU and
 the emulated CUDA launch against the NumPy reference)."""
+
 import pytest
 import torch
 
 import genesis_ops as go
 
 # Like test_cuda.py: a GPU without CUDA kernels fails there (test_cuda_kernels_were_built), not here.
-pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and go.has_cuda_kernels()),
-                                reason="needs a GPU and a CUDA build")
+pytestmark = pytest.mark.skipif(
+    not (torch.cuda.is_available() and go.has_cuda_kernels()), reason="needs a GPU and a CUDA build"
+)
 
 SINGLE = {
     "local_shuffle": lambda x, **k: go.local_shuffle(x, p=0.7, num_windows=120, seed=11, sample_offset=3, **k),
@@ -32,6 +34,7 @@ def test_cuda_masks_equal_cpu(shape):
             assert torch.equal(a.cpu(), b), name
     for op in ("models_genesis", "inpaint", "outpaint"):
         assert torch.equal(go.paint_mask(x.cuda(), 0.7, seed=11, op=op).cpu(), go.paint_mask(x, 0.7, seed=11, op=op))
-        assert torch.equal(go.paint_mask(shape, 0.7, seed=11, op=op, device="cuda").cpu(),
-                           go.paint_mask(x, 0.7, seed=11, op=op))
+        assert torch.equal(
+            go.paint_mask(shape, 0.7, seed=11, op=op, device="cuda").cpu(), go.paint_mask(x, 0.7, seed=11, op=op)
+        )
     assert torch.equal(go.shuffle_mask(x.cuda(), 0.8, seed=11).cpu(), go.shuffle_mask(x, 0.8, seed=11))

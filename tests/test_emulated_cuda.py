@@ -2,6 +2,7 @@
 through the genesis::_launch_plan hook, and the emulated launch (csrc/emulate, the GPU's bodies over
 the GPU's grids) on the paths the small shapes of test_ops_vs_reference.py do not reach: the window
 kernel's global-memory fallback for large windows, and explicit control points outside [0, 1]."""
+
 import math
 
 import numpy as np
@@ -12,9 +13,26 @@ import genesis_ops as go
 from genesis_ops import reference as ref
 
 # The order of genesis::_launch_plan's result (csrc/emulate/emulate_cuda.cpp, launch_plan_hook).
-PLAN_FIELDS = ("params_x", "curve_x", "owner_x", "window_x", "window_threads", "window_shared_bytes", "voxel_x",
-               "voxel_y", "voxel_threads", "voxel_groups", "window_items", "window_capacity", "window_in_shared",
-               "params_bytes", "curve_bytes", "owner_bytes", "window_bytes", "scratch_bytes")
+PLAN_FIELDS = (
+    "params_x",
+    "curve_x",
+    "owner_x",
+    "window_x",
+    "window_threads",
+    "window_shared_bytes",
+    "voxel_x",
+    "voxel_y",
+    "voxel_threads",
+    "voxel_groups",
+    "window_items",
+    "window_capacity",
+    "window_in_shared",
+    "params_bytes",
+    "curve_bytes",
+    "owner_bytes",
+    "window_bytes",
+    "scratch_bytes",
+)
 MAX_GRID_X, MAX_GRID_Y = 2**31 - 1, 65535
 SAMPLE_PARAMS_BYTES = 176
 CURVE_BYTES_PER_SAMPLE = (2 * 2049 + 4097) * 4
@@ -43,13 +61,16 @@ def assert_grids_valid(p, sizes):
     assert p["params_x"] >= 1
 
 
-@pytest.mark.parametrize("sizes,num_windows", [
-    ((131072, 1, 20, 20), 10**7),     # B x windows = 1.3e12: wrapped the old 32-bit owner grid
-    ((54976, 1, 20, 20), 10**7),      # the old owner grid's first failing launch
-    ((2**32 - 1, 1, 1, 1), 10**7),    # the most samples sample_offset allows
-    ((3, 2, 1290, 1290, 1290), 10**7),  # about the largest volume (2^31 - 1 voxels per channel)
-    ((1, 1, 1, 1, 1), 1),
-])
+@pytest.mark.parametrize(
+    "sizes,num_windows",
+    [
+        ((131072, 1, 20, 20), 10**7),  # B x windows = 1.3e12: wrapped the old 32-bit owner grid
+        ((54976, 1, 20, 20), 10**7),  # the old owner grid's first failing launch
+        ((2**32 - 1, 1, 1, 1), 10**7),  # the most samples sample_offset allows
+        ((3, 2, 1290, 1290, 1290), 10**7),  # about the largest volume (2^31 - 1 voxels per channel)
+        ((1, 1, 1, 1, 1), 1),
+    ],
+)
 def test_launch_plan_within_cuda_limits_at_extreme_sizes(sizes, num_windows):
     p = plan(sizes, shuffle_p=1.0, num_windows=num_windows, nonlinear_p=0.9)
     assert_grids_valid(p, sizes)
@@ -100,8 +121,9 @@ def test_launch_plan_rejects_bad_sizes():
 
 
 def _emulated_shuffle(x, num_windows, seed):
-    return torch.ops.genesis._emulated_cuda_models_genesis(x, 0.0, 1.0, num_windows, 0.0, 0.0, 0.0, 0.0, 1.0, seed,
-                                                           0)[0]
+    return torch.ops.genesis._emulated_cuda_models_genesis(x, 0.0, 1.0, num_windows, 0.0, 0.0, 0.0, 0.0, 1.0, seed, 0)[
+        0
+    ]
 
 
 @pytest.mark.parametrize("shape,num_windows", [((2, 1, 800, 800), 40), ((1, 1, 20, 560, 560), 30)])

@@ -1,6 +1,7 @@
 """`import genesis_ops` works from the repository root, where the source directory (without a
 compiled extension, unless built in place) comes first on sys.path: the import hands over to
 the installed package, or an editable install supplies the extension."""
+
 import os
 import subprocess
 import sys

@@ -3,6 +3,7 @@ shuffle_mask, on the C++ CPU kernels and on the CUDA kernels' bodies run by the 
 against the NumPy reference, bit for bit. Also: the masked ops' images equal the plain ops', the
 mask-only ops equal the masks of the ops they mirror under the same seed, the mask is exact where a
 diff is not, bad arguments, opcheck, meta tensors and torch.compile(fullgraph=True)."""
+
 import numpy as np
 import pytest
 import torch
@@ -53,17 +54,30 @@ probabilities = st.sampled_from([0.0, 0.3, 0.5, 1.0])
 value_ranges = st.sampled_from([(0.0, 1.0), (-1.0, 1.0), (0.25, 0.5)])
 configs = st.builds(
     go.GenesisConfig,
-    flip_p=probabilities, shuffle_p=probabilities, num_windows=st.integers(0, 150), nonlinear_p=probabilities,
-    paint_p=probabilities, inpaint_rate=st.sampled_from([0.0, 0.2, 1.0]), value_range=value_ranges,
+    flip_p=probabilities,
+    shuffle_p=probabilities,
+    num_windows=st.integers(0, 150),
+    nonlinear_p=probabilities,
+    paint_p=probabilities,
+    inpaint_rate=st.sampled_from([0.0, 0.2, 1.0]),
+    value_range=value_ranges,
 )
 
 
 def _raw_fused_args(cfg):
-    return (cfg.flip_p, cfg.shuffle_p, cfg.num_windows, cfg.nonlinear_p, cfg.paint_p, cfg.inpaint_rate,
-            *cfg.value_range)
+    return (
+        cfg.flip_p,
+        cfg.shuffle_p,
+        cfg.num_windows,
+        cfg.nonlinear_p,
+        cfg.paint_p,
+        cfg.inpaint_rate,
+        *cfg.value_range,
+    )
 
 
 # ---- the fused pipeline ------------------------------------------------------------------------
+
 
 @given(volumes(), configs, st.integers(0, 1000))
 def test_models_genesis_masks_match_reference(v, cfg, offset):
@@ -115,7 +129,7 @@ def test_masks_on_both_cpu_schedules_and_any_thread_count():
             torch.set_num_threads(n)
             for batch in (x, x[:1], x[:2]):
                 mask = go.models_genesis(batch, cfg, seed=4, return_masks=True)[2]
-                assert_same(mask, want[:batch.shape[0]])
+                assert_same(mask, want[: batch.shape[0]])
     finally:
         torch.set_num_threads(threads)
 
@@ -139,8 +153,9 @@ def _window_union(shape, p, num_windows, seed, offset=0):
     dims = shape[2:]
     out = np.zeros((shape[0], 1) + tuple(dims), dtype=bool)
     for b in range(shape[0]):
-        params = ref.draw_sample_params(seed, offset + b, dims, ref._Probabilities(shuffle_p=p,
-                                                                                   num_windows=num_windows))
+        params = ref.draw_sample_params(
+            seed, offset + b, dims, ref._Probabilities(shuffle_p=p, num_windows=num_windows)
+        )
         if not params.shuffle:
             continue
         starts, sizes = ref.shuffle_windows(seed, offset + b, dims, num_windows)
@@ -156,13 +171,17 @@ def test_shuffle_bit_is_the_union_of_windows(v, p, num_windows, offset):
     _, mask = go.local_shuffle(x, p=p, num_windows=num_windows, seed=seed, sample_offset=offset, return_mask=True)
     assert_same(mask, want.astype(np.uint8))  # bit 1 exactly, no bit 2
     s = go._checks.resolve_seed(seed, None)
-    for got in (go.shuffle_mask(x, p, num_windows, seed=seed, sample_offset=offset),
-                go.shuffle_mask(tuple(x.shape), p, num_windows, seed=seed, sample_offset=offset),
-                ops._emulated_cuda_shuffle_mask(x, p, num_windows, s, offset)):
+    for got in (
+        go.shuffle_mask(x, p, num_windows, seed=seed, sample_offset=offset),
+        go.shuffle_mask(tuple(x.shape), p, num_windows, seed=seed, sample_offset=offset),
+        ops._emulated_cuda_shuffle_mask(x, p, num_windows, s, offset),
+    ):
         assert_mask(got, x, torch.bool)
         assert_same(got, want)
-    assert_same(go.shuffle_mask(x, p, num_windows, seed=seed, sample_offset=offset),
-                ref.shuffle_mask(x.shape, p, num_windows, seed=seed, sample_offset=offset))
+    assert_same(
+        go.shuffle_mask(x, p, num_windows, seed=seed, sample_offset=offset),
+        ref.shuffle_mask(x.shape, p, num_windows, seed=seed, sample_offset=offset),
+    )
 
 
 # ---- the single ops ----------------------------------------------------------------------------
@@ -190,8 +209,14 @@ def test_single_op_masks_match_reference(v, name, p, offset):
 
 # ---- paint_mask --------------------------------------------------------------------------------
 
-@given(volumes(max_side=20), probabilities, st.sampled_from([None, 0.0, 0.2, 1.0]),
-       st.sampled_from(["models_genesis", "inpaint", "outpaint"]), st.integers(0, 1000))
+
+@given(
+    volumes(max_side=20),
+    probabilities,
+    st.sampled_from([None, 0.0, 0.2, 1.0]),
+    st.sampled_from(["models_genesis", "inpaint", "outpaint"]),
+    st.integers(0, 1000),
+)
 def test_paint_mask_is_the_painted_region_of_the_op_it_names(v, p, rate, op, offset):
     """paint_mask(x, p, inpaint_rate, seed, op=...) is, bit for bit, the painted region of the call
     its docstring names: models_genesis(x, cfg with paint_p=p, inpaint_rate) or inpaint/outpaint(x, p)."""
@@ -203,8 +228,9 @@ def test_paint_mask_is_the_painted_region_of_the_op_it_names(v, p, rate, op, off
     assert_same(got, ref.paint_mask(x.shape, p, rate, seed=seed, sample_offset=offset, op=op))
     assert torch.equal(go.paint_mask(tuple(x.shape), p, rate, seed=seed, sample_offset=offset, op=op), got)
     if op == "models_genesis":
-        cfg = go.GenesisConfig(num_windows=30, shuffle_p=0.5, flip_p=0.5, paint_p=p,
-                               inpaint_rate=1.0 if rate is None else rate)
+        cfg = go.GenesisConfig(
+            num_windows=30, shuffle_p=0.5, flip_p=0.5, paint_p=p, inpaint_rate=1.0 if rate is None else rate
+        )
         mask = go.models_genesis(x, cfg, seed=seed, sample_offset=offset, return_masks=True)[2]
     else:
         mask = getattr(go, op)(x, p=p, seed=seed, sample_offset=offset, return_mask=True)[1]
@@ -222,8 +248,14 @@ def test_paint_mask_gates_are_the_ops_words():
     own = go.paint_mask(x, 0.5, seed=3, op="inpaint").flatten(1).any(1)
     assert not torch.equal(fused, own)
     assert torch.equal(own, go.inpaint(x, p=0.5, seed=3, return_mask=True)[1].flatten(1).any(1))
-    assert torch.equal(fused, go.models_genesis(x, go.GenesisConfig(paint_p=0.5, inpaint_rate=1.0, shuffle_p=0.0),
-                                                seed=3, return_masks=True)[2].flatten(1).any(1))
+    assert torch.equal(
+        fused,
+        go.models_genesis(x, go.GenesisConfig(paint_p=0.5, inpaint_rate=1.0, shuffle_p=0.0), seed=3, return_masks=True)[
+            2
+        ]
+        .flatten(1)
+        .any(1),
+    )
     # p = 1: every gate passes and the three calls agree
     assert torch.equal(go.paint_mask(x, seed=3), go.paint_mask(x, seed=3, op="inpaint"))
     assert torch.equal(go.paint_mask(x, 1.0, 0.0, seed=3), go.paint_mask(x, seed=3, op="outpaint"))
@@ -241,6 +273,7 @@ def test_filling_boxes_with_a_constant():
 
 
 # ---- the mask against a diff ---------------------------------------------------------------------
+
 
 def test_painted_bit_equals_changed_voxels_except_where_noise_equals_the_original():
     """Painting only, random float32 input: outside the painted region input == target bit for bit,
@@ -309,51 +342,57 @@ def test_mask_only_ops_read_only_the_shape():
 X = torch.rand(2, 1, 8, 8, 8)
 
 
-@pytest.mark.parametrize("call,exc,match", [
-    (lambda: go.models_genesis(X, return_masks=1), TypeError, "return_masks must be a bool"),
-    (lambda: go.inpaint(X, return_mask="yes"), TypeError, "return_mask must be a bool"),
-    (lambda: go.local_shuffle(X, return_mask=None), TypeError, "return_mask must be a bool"),
-    (lambda: go.paint_mask(X, p=1.5), ValueError, "p must be"),
-    (lambda: go.paint_mask(X, inpaint_rate=-0.1), ValueError, "inpaint_rate must be"),
-    (lambda: go.paint_mask(X, inpaint_rate=True), TypeError, "inpaint_rate must be"),
-    (lambda: go.paint_mask(X, op="flip"), ValueError, "op must be one of"),
-    (lambda: go.paint_mask(X, inpaint_rate=1.0, op="inpaint"), ValueError, "inpaint_rate must be None"),
-    (lambda: go.paint_mask(X, inpaint_rate=0.0, op="outpaint"), ValueError, "inpaint_rate must be None"),
-    (lambda: go.paint_mask((2, 1, 8)), ValueError, "x_or_shape must be a shape"),
-    (lambda: go.paint_mask((2, 1, -8, 8)), ValueError, "x_or_shape must be a shape"),
-    (lambda: go.paint_mask((2, 1, 8.0, 8)), ValueError, "x_or_shape must be a shape"),
-    (lambda: go.paint_mask((2, 1, 2048, 2048, 2048)), ValueError, "x_or_shape has"),
-    (lambda: go.paint_mask(3), TypeError, "x_or_shape must be a torch.Tensor or a sequence"),
-    (lambda: go.paint_mask(torch.rand(8, 8, 8)), ValueError, "x_or_shape must have shape"),
-    (lambda: go.paint_mask(X, device="meta"), ValueError, "device must be None or x's device"),
-    (lambda: go.paint_mask((2, 1, 8, 8), device=3.5), TypeError, "device must be"),
-    (lambda: go.paint_mask(X, seed=-1), ValueError, "seed"),
-    (lambda: go.paint_mask(X, sample_offset=2**32 - 1), ValueError, "sample_offset"),
-    (lambda: go.shuffle_mask(X, num_windows=-1), ValueError, "num_windows"),
-    (lambda: go.shuffle_mask(X, p="0.5"), TypeError, "p must be"),
-    (lambda: go.shuffle_mask([[1.0]]), ValueError, "x_or_shape must be a shape"),
-])
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda: go.models_genesis(X, return_masks=1), TypeError, "return_masks must be a bool"),
+        (lambda: go.inpaint(X, return_mask="yes"), TypeError, "return_mask must be a bool"),
+        (lambda: go.local_shuffle(X, return_mask=None), TypeError, "return_mask must be a bool"),
+        (lambda: go.paint_mask(X, p=1.5), ValueError, "p must be"),
+        (lambda: go.paint_mask(X, inpaint_rate=-0.1), ValueError, "inpaint_rate must be"),
+        (lambda: go.paint_mask(X, inpaint_rate=True), TypeError, "inpaint_rate must be"),
+        (lambda: go.paint_mask(X, op="flip"), ValueError, "op must be one of"),
+        (lambda: go.paint_mask(X, inpaint_rate=1.0, op="inpaint"), ValueError, "inpaint_rate must be None"),
+        (lambda: go.paint_mask(X, inpaint_rate=0.0, op="outpaint"), ValueError, "inpaint_rate must be None"),
+        (lambda: go.paint_mask((2, 1, 8)), ValueError, "x_or_shape must be a shape"),
+        (lambda: go.paint_mask((2, 1, -8, 8)), ValueError, "x_or_shape must be a shape"),
+        (lambda: go.paint_mask((2, 1, 8.0, 8)), ValueError, "x_or_shape must be a shape"),
+        (lambda: go.paint_mask((2, 1, 2048, 2048, 2048)), ValueError, "x_or_shape has"),
+        (lambda: go.paint_mask(3), TypeError, "x_or_shape must be a torch.Tensor or a sequence"),
+        (lambda: go.paint_mask(torch.rand(8, 8, 8)), ValueError, "x_or_shape must have shape"),
+        (lambda: go.paint_mask(X, device="meta"), ValueError, "device must be None or x's device"),
+        (lambda: go.paint_mask((2, 1, 8, 8), device=3.5), TypeError, "device must be"),
+        (lambda: go.paint_mask(X, seed=-1), ValueError, "seed"),
+        (lambda: go.paint_mask(X, sample_offset=2**32 - 1), ValueError, "sample_offset"),
+        (lambda: go.shuffle_mask(X, num_windows=-1), ValueError, "num_windows"),
+        (lambda: go.shuffle_mask(X, p="0.5"), TypeError, "p must be"),
+        (lambda: go.shuffle_mask([[1.0]]), ValueError, "x_or_shape must be a shape"),
+    ],
+)
 def test_bad_arguments_name_the_argument(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: ops.paint_mask(X, 1.0, 1.0, 2.0, 1.0, 0, 0), "inpaint_p must be"),
-    (lambda: ops.paint_mask(X, 1.0, 1.0, 1.0, -1.0, 0, 0), "outpaint_p must be"),
-    (lambda: ops.paint_mask(X, 1.5, 1.0, 1.0, 1.0, 0, 0), "paint_p must be"),
-    (lambda: ops.paint_mask(X, 1.0, float("nan"), 1.0, 1.0, 0, 0), "inpaint_rate must be"),
-    (lambda: ops.paint_mask(torch.rand(8, 8), 1.0, 1.0, 1.0, 1.0, 0, 0), "x must have shape"),
-    (lambda: ops.paint_mask(X, 1.0, 1.0, 1.0, 1.0, 0, -1), "sample_offset"),
-    (lambda: ops.shuffle_mask(X, 0.5, -1, 0, 0), "num_windows"),
-    (lambda: ops.shuffle_mask(X, 2.0, 10, 0, 0), "shuffle_p must be"),
-    (lambda: ops.models_genesis_masked(X.int(), 0.4, 0.5, 10, 0.9, 0.9, 0.2, 0.0, 1.0, 0, 0), "x must be float16"),
-    (lambda: ops.models_genesis_masked(X, 0.4, 0.5, 10, 0.9, 0.9, 0.2, 1.0, 0.0, 0, 0), "value range"),
-    (lambda: ops.local_shuffle_masked(X, 0.5, 10**9, 0, 0), "num_windows"),
-    (lambda: ops.inpaint_masked(X, -0.5, 0.0, 1.0, 0, 0), "p must be"),
-    (lambda: ops.outpaint_masked(torch.rand(2, 8, 8), 0.5, 0.0, 1.0, 0, 0), "x must have shape"),
-    (lambda: ops._emulated_cuda_paint_mask(X, 1.0, 1.0, 1.0, 7.0, 0, 0), "outpaint_p must be"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: ops.paint_mask(X, 1.0, 1.0, 2.0, 1.0, 0, 0), "inpaint_p must be"),
+        (lambda: ops.paint_mask(X, 1.0, 1.0, 1.0, -1.0, 0, 0), "outpaint_p must be"),
+        (lambda: ops.paint_mask(X, 1.5, 1.0, 1.0, 1.0, 0, 0), "paint_p must be"),
+        (lambda: ops.paint_mask(X, 1.0, float("nan"), 1.0, 1.0, 0, 0), "inpaint_rate must be"),
+        (lambda: ops.paint_mask(torch.rand(8, 8), 1.0, 1.0, 1.0, 1.0, 0, 0), "x must have shape"),
+        (lambda: ops.paint_mask(X, 1.0, 1.0, 1.0, 1.0, 0, -1), "sample_offset"),
+        (lambda: ops.shuffle_mask(X, 0.5, -1, 0, 0), "num_windows"),
+        (lambda: ops.shuffle_mask(X, 2.0, 10, 0, 0), "shuffle_p must be"),
+        (lambda: ops.models_genesis_masked(X.int(), 0.4, 0.5, 10, 0.9, 0.9, 0.2, 0.0, 1.0, 0, 0), "x must be float16"),
+        (lambda: ops.models_genesis_masked(X, 0.4, 0.5, 10, 0.9, 0.9, 0.2, 1.0, 0.0, 0, 0), "value range"),
+        (lambda: ops.local_shuffle_masked(X, 0.5, 10**9, 0, 0), "num_windows"),
+        (lambda: ops.inpaint_masked(X, -0.5, 0.0, 1.0, 0, 0), "p must be"),
+        (lambda: ops.outpaint_masked(torch.rand(2, 8, 8), 0.5, 0.0, 1.0, 0, 0), "x must have shape"),
+        (lambda: ops._emulated_cuda_paint_mask(X, 1.0, 1.0, 1.0, 7.0, 0, 0), "outpaint_p must be"),
+    ],
+)
 def test_raw_ops_check_arguments(call, match):
     with pytest.raises(RuntimeError, match=match):
         call()

@@ -1,6 +1,7 @@
 """genesis_ops.monai against the real MONAI package: equality with models_genesis under the drawn
 seed, shared spatial randomness of co-registered keys, metadata, a real NIfTI pipeline through a
 2-worker DataLoader, CacheDataset, reproducibility under set_determinism, and CUDA tensors."""
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -13,8 +14,15 @@ monai = pytest.importorskip("monai")  # in the test extra: CI installs it, so th
 import genesis_ops as go  # noqa: E402
 from genesis_ops.monai import RandModelsGenesis, RandModelsGenesisd  # noqa: E402
 from monai.data import CacheDataset, DataLoader, Dataset, MetaTensor  # noqa: E402
-from monai.transforms import (Compose, CopyItemsd, EnsureChannelFirstd, LoadImaged, RandSpatialCropd,  # noqa: E402
-                              ScaleIntensityRanged, ToDeviced)
+from monai.transforms import (
+    Compose,
+    CopyItemsd,
+    EnsureChannelFirstd,
+    LoadImaged,
+    RandSpatialCropd,  # noqa: E402
+    ScaleIntensityRanged,
+    ToDeviced,
+)
 from monai.utils import set_determinism  # noqa: E402
 
 ALL_ON = go.GenesisConfig(shuffle_p=1.0, nonlinear_p=1.0, paint_p=1.0)
@@ -45,7 +53,7 @@ def check_pairs(batch, cfg):
     """Each sample's (image, image_target) is models_genesis of its uncorrupted copy "orig" under the
     recorded seed, bit for bit, whatever process and thread count produced it."""
     for i, seed in enumerate(batch["seed"]):
-        inp, target = go.models_genesis(batch["orig"][i:i + 1].as_tensor(), cfg, seed=int(seed))
+        inp, target = go.models_genesis(batch["orig"][i : i + 1].as_tensor(), cfg, seed=int(seed))
         assert torch.equal(batch["image"][i].as_tensor(), inp[0])
         assert torch.equal(batch["image_target"][i].as_tensor(), target[0])
 
@@ -66,17 +74,23 @@ def nifti_files(tmp_path_factory):
 
 def pipeline(cfg=ALL_ON, crop=True):
     ours = RandModelsGenesisd("image", config=cfg)
-    ts = [LoadImaged("image", image_only=True), EnsureChannelFirstd("image"),
-          ScaleIntensityRanged("image", a_min=-1000, a_max=1000, b_min=0.0, b_max=1.0, clip=True)]
+    ts = [
+        LoadImaged("image", image_only=True),
+        EnsureChannelFirstd("image"),
+        ScaleIntensityRanged("image", a_min=-1000, a_max=1000, b_min=0.0, b_max=1.0, clip=True),
+    ]
     if crop:
         ts.append(RandSpatialCropd("image", CROP, random_size=False))
     ts += [CopyItemsd("image", names="orig"), ours, RecordSeed(ours)]
     return Compose(ts)
 
 
-@given(shape=st.sampled_from([(1, 9, 7), (3, 12, 10), (1, 10, 9, 7), (2, 8, 11, 6)]),
-       dtype=st.sampled_from([torch.float32, torch.float64, torch.float16]),
-       state=st.integers(0, 2**32 - 1), numpy_in=st.booleans())
+@given(
+    shape=st.sampled_from([(1, 9, 7), (3, 12, 10), (1, 10, 9, 7), (2, 8, 11, 6)]),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.float16]),
+    state=st.integers(0, 2**32 - 1),
+    numpy_in=st.booleans(),
+)
 def test_array_form_is_models_genesis_under_the_drawn_seed(shape, dtype, state, numpy_in):
     x = torch.rand(shape, generator=torch.Generator().manual_seed(state)).to(dtype)
     t = RandModelsGenesis(ALL_ON).set_random_state(state)
@@ -242,7 +256,9 @@ def test_bad_input():
         RandModelsGenesis()([[0.0]])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or not go.has_cuda_kernels(), reason="needs a CUDA device and kernels")
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or not go.has_cuda_kernels(), reason="needs a CUDA device and kernels"
+)
 def test_cuda_tensors_after_to_deviced():
     m = MetaTensor(torch.rand(2, 20, 18, 12), affine=torch.as_tensor(AFFINE))
     ours = RandModelsGenesisd("image", config=ALL_ON)
@@ -261,6 +277,7 @@ def test_the_package_does_not_import_monai():
     import subprocess
     import sys
     import tempfile
+
     code = "import sys, genesis_ops; assert 'monai' not in sys.modules, 'genesis_ops imported monai'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=tempfile.gettempdir())
 
@@ -269,6 +286,7 @@ def test_pickles_with_its_random_state():
     """Spawned DataLoader workers (macOS, Windows) receive the transform pickled: the copy carries
     the random state, so it draws what the original draws."""
     import pickle
+
     x = torch.rand(1, 10, 9, 8)
     t = RandModelsGenesisd("image", config=ALL_ON, target_suffix="_gt").set_random_state(11)
     u = pickle.loads(pickle.dumps(t))

@@ -1,6 +1,7 @@
 """DataLoader-worker use (one sample per call on the CPU): the CPU engine runs on torch's intra-op
 threads only, so in a DataLoader worker (torch sets 1 thread there) it starts no thread of its
 own, and its results do not depend on the number of workers. No MONAI needed here."""
+
 import os
 import subprocess
 import sys
@@ -54,14 +55,17 @@ class PerSample(torch.utils.data.Dataset):
 def test_thread_count_is_observable():
     """The check below can fail: in a fresh process the op at batch 1 starts threads with 2 torch
     threads and none with 1 (run in a subprocess: forked workers cannot raise their OpenMP threads)."""
-    code = ("import os, torch, genesis_ops as go\n"
-            "n = lambda: len(os.listdir('/proc/self/task'))  # no Python threads here\n"
-            "x = torch.rand(1, 1, 40, 36, 24)\n"
-            "torch.set_num_threads(1); a = n(); go.models_genesis(x, seed=0); b = n()\n"
-            "torch.set_num_threads(2); go.models_genesis(x, seed=0); c = n()\n"
-            "print(a, b, c)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120,
-                         cwd=tempfile.gettempdir())  # not the repository root: its unbuilt sources
+    code = (
+        "import os, torch, genesis_ops as go\n"
+        "n = lambda: len(os.listdir('/proc/self/task'))  # no Python threads here\n"
+        "x = torch.rand(1, 1, 40, 36, 24)\n"
+        "torch.set_num_threads(1); a = n(); go.models_genesis(x, seed=0); b = n()\n"
+        "torch.set_num_threads(2); go.models_genesis(x, seed=0); c = n()\n"
+        "print(a, b, c)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120, cwd=tempfile.gettempdir()
+    )  # not the repository root: its unbuilt sources
     a, b, c = map(int, out.stdout.split())
     assert b == a, "the op started threads with torch.set_num_threads(1)"
     assert c > b, "2 torch threads should start a thread: the thread count is not observable here"

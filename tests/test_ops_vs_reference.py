@@ -1,6 +1,7 @@
 """Kernels against the NumPy reference: bit-exact over shapes (2D and 3D, tiny and odd sizes),
 dtypes, channels, seeds and parameters; for the C++ CPU kernels and for the CUDA kernels' bodies
 run by the CPU emulation (csrc/emulate), so GPU code is checked on machines without a GPU."""
+
 import numpy as np
 import pytest
 import torch
@@ -40,7 +41,8 @@ def assert_same(actual, expected_np, like):
     expected = _from_ref(expected_np, like)
     assert actual.dtype == like.dtype and actual.shape == like.shape
     assert torch.equal(actual.view(-1).view(torch.uint8), expected.view(-1).view(torch.uint8)) or torch.equal(
-        actual, expected), f"max diff {(actual.double() - expected.double()).abs().max()}"
+        actual, expected
+    ), f"max diff {(actual.double() - expected.double()).abs().max()}"
 
 
 probabilities = st.sampled_from([0.0, 0.3, 0.5, 1.0])
@@ -59,8 +61,9 @@ def test_local_shuffle(v, p, num_windows):
     assert_same(got, ref.local_shuffle(_np(x), p=p, num_windows=num_windows, seed=seed), x)
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 4, 6, 130), (2, 1, 3, 5, 64), (2, 1, 3, 5, 65), (1, 2, 3, 2, 129),
-                                   (1, 1, 2, 700), (1, 1, 3, 1300)])
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 4, 6, 130), (2, 1, 3, 5, 64), (2, 1, 3, 5, 65), (1, 2, 3, 2, 129), (1, 1, 2, 700), (1, 1, 3, 1300)]
+)
 @pytest.mark.parametrize("num_windows", [1, 40, 300, 3000])
 def test_local_shuffle_long_rows(shape, num_windows):
     """Rows of more than 64 voxels: the CPU claims windows in a bitmap of 64-bit words per row,
@@ -85,21 +88,32 @@ def test_nonlinear(v, p, value_range):
 @given(volumes(), probabilities, value_ranges)
 def test_inpaint(v, p, value_range):
     x, seed = v
-    assert_same(go.inpaint(x, p=p, value_range=value_range, seed=seed),
-                ref.inpaint(_np(x), p=p, value_range=value_range, seed=seed), x)
+    assert_same(
+        go.inpaint(x, p=p, value_range=value_range, seed=seed),
+        ref.inpaint(_np(x), p=p, value_range=value_range, seed=seed),
+        x,
+    )
 
 
 @given(volumes(), probabilities, value_ranges)
 def test_outpaint(v, p, value_range):
     x, seed = v
-    assert_same(go.outpaint(x, p=p, value_range=value_range, seed=seed),
-                ref.outpaint(_np(x), p=p, value_range=value_range, seed=seed), x)
+    assert_same(
+        go.outpaint(x, p=p, value_range=value_range, seed=seed),
+        ref.outpaint(_np(x), p=p, value_range=value_range, seed=seed),
+        x,
+    )
 
 
 configs = st.builds(
     go.GenesisConfig,
-    flip_p=probabilities, shuffle_p=probabilities, num_windows=st.integers(0, 200), nonlinear_p=probabilities,
-    paint_p=probabilities, inpaint_rate=st.sampled_from([0.0, 0.2, 1.0]), value_range=value_ranges,
+    flip_p=probabilities,
+    shuffle_p=probabilities,
+    num_windows=st.integers(0, 200),
+    nonlinear_p=probabilities,
+    paint_p=probabilities,
+    inpaint_rate=st.sampled_from([0.0, 0.2, 1.0]),
+    value_range=value_ranges,
 )
 
 
@@ -115,8 +129,18 @@ def test_models_genesis(v, cfg, offset):
 def _emulated(x, cfg, seed, offset=0):
     lo, hi = cfg.value_range
     return torch.ops.genesis._emulated_cuda_models_genesis(
-        x, cfg.flip_p, cfg.shuffle_p, cfg.num_windows, cfg.nonlinear_p, cfg.paint_p, cfg.inpaint_rate, lo, hi,
-        go._checks.resolve_seed(seed, None), offset)
+        x,
+        cfg.flip_p,
+        cfg.shuffle_p,
+        cfg.num_windows,
+        cfg.nonlinear_p,
+        cfg.paint_p,
+        cfg.inpaint_rate,
+        lo,
+        hi,
+        go._checks.resolve_seed(seed, None),
+        offset,
+    )
 
 
 @given(volumes(max_side=20), configs, st.integers(0, 1000))
@@ -155,7 +179,8 @@ def test_bezier_explicit(batch, ctrl, increasing, value_range):
     got = go.bezier(x, cp, inc, value_range=value_range)
     assert_same(got, ref.bezier(x.numpy(), cp, inc, value_range), x)
     emu = torch.ops.genesis._emulated_cuda_bezier(
-        x, torch.tensor(cp, dtype=torch.float64), torch.tensor(inc), *value_range)
+        x, torch.tensor(cp, dtype=torch.float64), torch.tensor(inc), *value_range
+    )
     assert torch.equal(emu, got)
 
 

@@ -1,8 +1,8 @@
 """The statistics docs/SPEC.md quotes, within sampling error, and the shape of the curve."""
+
 import math
 
 import numpy as np
-import pytest
 import torch
 
 import genesis_ops as go

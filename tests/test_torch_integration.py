@@ -1,8 +1,10 @@
 """torch.library.opcheck, torch.compile(fullgraph=True) and meta tensors on every op."""
+
 import pytest
 import torch
 
 import genesis_ops as go
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 OPS = {
@@ -12,8 +14,13 @@ OPS = {
     "nonlinear": lambda x: (x, 1.0, 0.0, 1.0, 3, 0),
     "inpaint": lambda x: (x, 1.0, 0.0, 1.0, 3, 0),
     "outpaint": lambda x: (x, 1.0, 0.0, 1.0, 3, 0),
-    "bezier": lambda x: (x, torch.tensor([[0.2, 0.3, 0.6, 0.9]] * x.shape[0], dtype=torch.float64, device=x.device),
-                         torch.tensor([True] * x.shape[0], device=x.device), 0.0, 1.0),
+    "bezier": lambda x: (
+        x,
+        torch.tensor([[0.2, 0.3, 0.6, 0.9]] * x.shape[0], dtype=torch.float64, device=x.device),
+        torch.tensor([True] * x.shape[0], device=x.device),
+        0.0,
+        1.0,
+    ),
 }
 
 
@@ -42,7 +49,9 @@ def test_compile_fullgraph_all_ops():
         inp, tgt = go.models_genesis(x * 1.0, cfg, seed=7)
         y = go.flip(inp, p=0.5, seed=1) + go.local_shuffle(tgt, p=1.0, num_windows=50, seed=2)
         y = y + go.nonlinear(x, seed=3) + go.inpaint(x, seed=4) + go.outpaint(x, seed=5)
-        return y + go.bezier(x, torch.full((x.shape[0], 4), 0.5, dtype=torch.float64), torch.ones(x.shape[0], dtype=torch.bool))
+        return y + go.bezier(
+            x, torch.full((x.shape[0], 4), 0.5, dtype=torch.float64), torch.ones(x.shape[0], dtype=torch.bool)
+        )
 
     x = torch.rand(2, 1, 16, 16, 8)
     compiled = torch.compile(f, fullgraph=True)
@@ -68,13 +77,23 @@ def _bad_tensor_cases():
     """(op name, args builder on a device, message) for tensors every fake kernel must refuse."""
     good = torch.rand(2, 1, 8, 8, 8)
     cp, inc = torch.full((2, 4), 0.5, dtype=torch.float64), torch.ones(2, dtype=torch.bool)
-    cases = [(name, (lambda x, name=name: OPS[name](x)), bad, "x must have shape")
-             for name in OPS for bad in (torch.rand(2, 8, 8), torch.rand(1, 2, 3, 4, 5, 6))]
-    cases += [(name, (lambda x, name=name: OPS[name](x)), good.to(dt), "x must be float16")
-              for name in ("models_genesis", "nonlinear") for dt in (torch.int32, torch.bool, torch.complex64)]
-    bez = [((cp[:1], inc), "control_points must have shape"), ((cp[:, :3], inc), "control_points must have shape"),
-           ((cp.float(), inc), "control_points must be float64"), ((cp, inc[:1]), "increasing must have shape"),
-           ((cp, inc.to(torch.uint8)), "increasing must be a bool")]
+    cases = [
+        (name, (lambda x, name=name: OPS[name](x)), bad, "x must have shape")
+        for name in OPS
+        for bad in (torch.rand(2, 8, 8), torch.rand(1, 2, 3, 4, 5, 6))
+    ]
+    cases += [
+        (name, (lambda x, name=name: OPS[name](x)), good.to(dt), "x must be float16")
+        for name in ("models_genesis", "nonlinear")
+        for dt in (torch.int32, torch.bool, torch.complex64)
+    ]
+    bez = [
+        ((cp[:1], inc), "control_points must have shape"),
+        ((cp[:, :3], inc), "control_points must have shape"),
+        ((cp.float(), inc), "control_points must be float64"),
+        ((cp, inc[:1]), "increasing must have shape"),
+        ((cp, inc.to(torch.uint8)), "increasing must be a bool"),
+    ]
     for name in ("bezier", "_emulated_cuda_bezier"):
         cases += [(name, (lambda x, a=a: (x,) + a + (0.0, 1.0)), good, msg) for a, msg in bez]
     return cases

@@ -71,8 +71,8 @@ GENESIS_HD float curve_eval(const float* xs, const float* ys, const int32_t* gri
   if (g > kCurveGrid - 1) g = kCurveGrid - 1;
   const int lo = grid[g], hi = grid[g + 1];
   // Cells holding at most one breakpoint (the common case) need one branch-free comparison.
-  const int i = hi - lo <= 1 ? lo + (static_cast<int>(lo < hi) & static_cast<int>(xs[hi] <= t))
-                             : curve_segment(xs, lo, hi, t);
+  const int i =
+      hi - lo <= 1 ? lo + (static_cast<int>(lo < hi) & static_cast<int>(xs[hi] <= t)) : curve_segment(xs, lo, hi, t);
   const float dx = xs[i + 1] - xs[i];
   if (!(dx > 0.0f)) return ys[i + 1];
   return ys[i] + segment_slope(xs, ys, i) * (t - xs[i]);
@@ -80,8 +80,8 @@ GENESIS_HD float curve_eval(const float* xs, const float* ys, const int32_t* gri
 
 // The intensity map of one value: clamp to [lo, hi], normalise, map, scale back. NaN stays NaN.
 // inv_range = 1 / (hi - lo) in float32 (a multiplication per voxel instead of a division).
-GENESIS_HD float intensity_map(const float* xs, const float* ys, const int32_t* grid, float v, float lo,
-                               float range, float inv_range) {
+GENESIS_HD float intensity_map(const float* xs, const float* ys, const int32_t* grid, float v, float lo, float range,
+                               float inv_range) {
   if (v != v) return v;
   float t = (v - lo) * inv_range;
   if (t < 0.0f) t = 0.0f;

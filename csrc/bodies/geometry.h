@@ -18,12 +18,10 @@ struct Box {
   int32_t start[3];
   int32_t size[3];
   GENESIS_HD bool contains(int64_t z, int64_t y, int64_t x) const {
-    return z >= start[0] && z < start[0] + size[0] && y >= start[1] && y < start[1] + size[1] &&
-           x >= start[2] && x < start[2] + size[2];
+    return z >= start[0] && z < start[0] + size[0] && y >= start[1] && y < start[1] + size[1] && x >= start[2] &&
+           x < start[2] + size[2];
   }
-  GENESIS_HD int64_t volume() const {
-    return static_cast<int64_t>(size[0]) * size[1] * size[2];
-  }
+  GENESIS_HD int64_t volume() const { return static_cast<int64_t>(size[0]) * size[1] * size[2]; }
 };
 
 GENESIS_HD int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }

@@ -49,7 +49,7 @@ GENESIS_HD uint16_t float_to_half(float f) {
   const uint32_t abs = u & 0x7fffffffu;
   if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));  // nan
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to >= 65520: inf
-  if (abs < 0x38800000u) {  // below the smallest normal half (2^-14): subnormal or zero
+  if (abs < 0x38800000u) {               // below the smallest normal half (2^-14): subnormal or zero
     if (abs < 0x33000000u) return sign;  // < 2^-25 rounds to 0 (2^-25 exactly ties to even 0)
     // shift the 24-bit significand so that the unit is 2^-24, rounding to nearest even
     const uint32_t exp = abs >> 23;

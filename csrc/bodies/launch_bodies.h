@@ -59,8 +59,8 @@ GENESIS_HD void curve_grid_body(const SampleParams* params, const float* xs, int
 
 // Mark window k as the owner of its voxels where it is the latest window (atomic max).
 template <typename AtomicMax>
-GENESIS_HD void owner_body(const PipelineConfig& cfg, const Shape& shape, const SampleParams* params,
-                           int32_t* owner, int64_t b, int64_t k, AtomicMax atomic_max) {
+GENESIS_HD void owner_body(const PipelineConfig& cfg, const Shape& shape, const SampleParams* params, int32_t* owner,
+                           int64_t b, int64_t k, AtomicMax atomic_max) {
   if (!params[b].shuffle) return;
   const Box w = shuffle_window(cfg.seed, sample_index(cfg, b), static_cast<uint32_t>(k), shape);
   int32_t* own = owner + b * shape.spatial();
@@ -178,8 +178,7 @@ GENESIS_HD void window_writes(const Shape& shape, int32_t* owner, const WindowSt
 }
 
 // perm and draws of a block of the window kernel: shared memory, or its global slice.
-GENESIS_HD uint32_t* window_slice(bool in_shared, int64_t capacity, uint32_t* shared, uint32_t* global,
-                                  int64_t block) {
+GENESIS_HD uint32_t* window_slice(bool in_shared, int64_t capacity, uint32_t* shared, uint32_t* global, int64_t block) {
   return in_shared ? shared : global + block * 2 * capacity;
 }
 
@@ -217,7 +216,7 @@ GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input,
   bool any_noise = false;
   int64_t z, y, xx;
   unravel(shape, v0, z, y, xx);
-GENESIS_UNROLL
+  GENESIS_UNROLL
   for (int q = 0; q < kVoxelsPerThread; ++q) {
     if (q < count) {
       const int64_t v = v0 + q;
@@ -235,8 +234,7 @@ GENESIS_UNROLL
       }
       noise[q] = paint_replaces(p, z, y, xx);
       any_noise = any_noise || noise[q];
-      if (kMask)
-        mask[b * S + v] = static_cast<uint8_t>((covered ? kMaskShuffled : 0) | (noise[q] ? kMaskPainted : 0));
+      if (kMask) mask[b * S + v] = static_cast<uint8_t>((covered ? kMaskShuffled : 0) | (noise[q] ? kMaskPainted : 0));
       next_voxel(shape, z, y, xx);
     }
   }
@@ -245,7 +243,7 @@ GENESIS_UNROLL
     const int64_t plane = (b * shape.channels + c) * S;
     Words4 nw{{0u, 0u, 0u, 0u}};
     if (any_noise) nw = Stream(cfg.seed, sample, kNoise, static_cast<uint32_t>(c)).block(static_cast<uint32_t>(g));
-GENESIS_UNROLL
+    GENESIS_UNROLL
     for (int q = 0; q < kVoxelsPerThread; ++q) {
       if (q < count) {
         const int64_t v = v0 + q;
@@ -255,8 +253,8 @@ GENESIS_UNROLL
           out = FromFloat<T>::apply(noise_from_word(nw.w[q], cfg.lo, range));
         } else if (p.nonlinear) {
           out = FromFloat<T>::apply(intensity_map(xs + b * kCurvePoints, ys + b * kCurvePoints,
-                                                  grid + b * kCurveGridPoints, to_float(x[plane + in_src[q]]),
-                                                  cfg.lo, range, 1.0f / range));
+                                                  grid + b * kCurveGridPoints, to_float(x[plane + in_src[q]]), cfg.lo,
+                                                  range, 1.0f / range));
         } else {
           out = x[plane + in_src[q]];
         }
@@ -278,8 +276,8 @@ GENESIS_HD void mask_group_body(const Shape& shape, const PipelineConfig& cfg, c
   unravel(shape, v0, z, y, xx);
   for (int q = 0; q < count; ++q) {
     const int64_t v = v0 + q;
-    mask[b * S + v] = cfg.op == OpKind::kShuffleMask ? p.shuffle && owner_covers(owner[b * S + v])
-                                                     : paint_replaces(p, z, y, xx);
+    mask[b * S + v] =
+        cfg.op == OpKind::kShuffleMask ? p.shuffle && owner_covers(owner[b * S + v]) : paint_replaces(p, z, y, xx);
     next_voxel(shape, z, y, xx);
   }
 }

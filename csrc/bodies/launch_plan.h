@@ -16,11 +16,11 @@
 
 namespace genesis {
 
-constexpr int64_t kLaunchThreads = 256;      // threads per block (all kernels but the window kernel)
-constexpr int64_t kWarpSize = 32;            // the window kernel: one warp per block
-constexpr int64_t kMaxGridY = 65535;         // CUDA's limit (gridDim.x: 2^31 - 1, never reached)
-constexpr int64_t kGridStrideBlocks = 65536; // enough blocks to fill any current GPU many times
-constexpr int64_t kVoxelsPerThread = 4;      // one Philox block = the fill noise of 4 voxels
+constexpr int64_t kLaunchThreads = 256;       // threads per block (all kernels but the window kernel)
+constexpr int64_t kWarpSize = 32;             // the window kernel: one warp per block
+constexpr int64_t kMaxGridY = 65535;          // CUDA's limit (gridDim.x: 2^31 - 1, never reached)
+constexpr int64_t kGridStrideBlocks = 65536;  // enough blocks to fill any current GPU many times
+constexpr int64_t kVoxelsPerThread = 4;       // one Philox block = the fill noise of 4 voxels
 // A window's permutation and draws (2 x 4 bytes per position) go to dynamic shared memory while
 // it and the kernel's static state (WindowState, under 1 KB) stay within the 48 KB a block gets
 // without an opt-in attribute: windows up to 6016 voxels, i.e. volumes up to about 180^3. Larger
@@ -36,13 +36,13 @@ struct Grid {
 };
 
 struct LaunchPlan {
-  bool curves = false;       // curve tables (nonlinear, bezier, fused with nonlinear_p > 0)
-  bool shuffle = false;      // owner kernel, and window kernel unless the op is shuffle_mask
+  bool curves = false;   // curve tables (nonlinear, bezier, fused with nonlinear_p > 0)
+  bool shuffle = false;  // owner kernel, and window kernel unless the op is shuffle_mask
   Grid params, curve, owner, window, voxel;
-  int64_t voxel_groups = 0;      // kVoxelsPerThread-voxel groups per sample
-  int64_t window_items = 0;      // B x num_windows
-  int64_t window_capacity = 0;   // largest window volume
-  bool window_in_shared = false; // else global scratch (window_bytes)
+  int64_t voxel_groups = 0;       // kVoxelsPerThread-voxel groups per sample
+  int64_t window_items = 0;       // B x num_windows
+  int64_t window_capacity = 0;    // largest window volume
+  bool window_in_shared = false;  // else global scratch (window_bytes)
   // Scratch layout: byte offsets of each piece (256-byte aligned) and sizes; 0 bytes = absent.
   int64_t params_offset = 0, params_bytes = 0;
   int64_t curve_offset = 0, curve_bytes = 0;  // xs, ys (B x kCurvePoints floats each), grid
@@ -67,7 +67,7 @@ inline LaunchPlan launch_plan(const Shape& shape, const PipelineConfig& cfg) {
   p.curves = cfg.nonlinear_p > 0.0;  // the bezier op's config has nonlinear_p = 1
   p.shuffle = cfg.shuffle_p > 0.0 && cfg.num_windows > 0;
   p.params.x = min_i64(ceil_div(B, kLaunchThreads), kGridStrideBlocks);  // drawn or given (bezier)
-  if (p.curves) p.curve.x = min_i64(B, kGridStrideBlocks);  // one block per sample, grid-stride
+  if (p.curves) p.curve.x = min_i64(B, kGridStrideBlocks);               // one block per sample, grid-stride
   if (p.shuffle) {
     p.window_items = B * cfg.num_windows;
     p.owner.x = min_i64(ceil_div(p.window_items, kLaunchThreads), kGridStrideBlocks);

@@ -7,7 +7,7 @@
 
 namespace genesis {
 
-constexpr int kMaxPaintBoxes = 5;     // in-painting: up to 5 boxes; out-painting: 1 + up to 4
+constexpr int kMaxPaintBoxes = 5;  // in-painting: up to 5 boxes; out-painting: 1 + up to 4
 constexpr double kPaintContinue = 0.95;
 constexpr int kPaintMargin = 3;
 constexpr int kMaxFlips = 3;
@@ -19,7 +19,15 @@ constexpr int kMaxFlips = 3;
 // shuffle_mask) write no image: only the region that painting, or the shuffle's windows, would
 // cover (docs/SPEC.md, section 4.7), from the same words.
 enum class OpKind : int32_t {
-  kModelsGenesis, kFlip, kLocalShuffle, kNonlinear, kInpaint, kOutpaint, kBezier, kPaintMask, kShuffleMask
+  kModelsGenesis,
+  kFlip,
+  kLocalShuffle,
+  kNonlinear,
+  kInpaint,
+  kOutpaint,
+  kBezier,
+  kPaintMask,
+  kShuffleMask
 };
 constexpr int kNumOps = 9;
 
@@ -57,13 +65,13 @@ struct PipelineConfig {
 enum PaintMode : int32_t { kPaintNone = 0, kPaintIn = 1, kPaintOut = 2 };
 
 struct SampleParams {
-  int32_t flip_mask;  // bit a set: flip spatial axis a (0 = D, 1 = H, 2 = W)
-  int32_t shuffle;    // 1: local pixel shuffling applies
-  int32_t nonlinear;  // 1: Bezier map applies
-  int32_t increasing; // 1: f(Bx(s)) = By(s); 0: f(Bx(s)) = By(1 - s)
-  double ctrl[4];     // P1x, P1y, P2x, P2y
-  int32_t paint;      // PaintMode
-  int32_t num_boxes;  // boxes (in-painting) or windows (out-painting)
+  int32_t flip_mask;   // bit a set: flip spatial axis a (0 = D, 1 = H, 2 = W)
+  int32_t shuffle;     // 1: local pixel shuffling applies
+  int32_t nonlinear;   // 1: Bezier map applies
+  int32_t increasing;  // 1: f(Bx(s)) = By(s); 0: f(Bx(s)) = By(1 - s)
+  double ctrl[4];      // P1x, P1y, P2x, P2y
+  int32_t paint;       // PaintMode
+  int32_t num_boxes;   // boxes (in-painting) or windows (out-painting)
   Box boxes[kMaxPaintBoxes];
 };
 
@@ -116,8 +124,7 @@ GENESIS_HD Box draw_paint_box(const Stream& s, uint32_t base, const Shape& shape
       size = min64(dim, uniform_between(s.word(base + k), lo, hi));
     }
     box.size[a] = static_cast<int32_t>(size);
-    box.start[a] = static_cast<int32_t>(
-        margin_position(s.word(base + static_cast<uint32_t>(shape.nd) + k), dim, size));
+    box.start[a] = static_cast<int32_t>(margin_position(s.word(base + static_cast<uint32_t>(shape.nd) + k), dim, size));
   }
   return box;
 }
@@ -129,12 +136,12 @@ GENESIS_HD Box draw_paint_box(const Stream& s, uint32_t base, const Shape& shape
 template <int ND>
 GENESIS_HD Box window_from_words_nd(const uint32_t* w, const Shape& shape) {
   Box box;
-GENESIS_UNROLL
+  GENESIS_UNROLL
   for (int a = 0; a < 3; ++a) {
     box.start[a] = 0;
     box.size[a] = 1;
   }
-GENESIS_UNROLL
+  GENESIS_UNROLL
   for (int k_axis = 0; k_axis < ND; ++k_axis) {
     const int a = 3 - ND + k_axis;
     const int64_t dim = shape.dim[a];
@@ -173,8 +180,7 @@ GENESIS_HD SampleParams draw_sample_params(const PipelineConfig& cfg, const Shap
     }
   }
   // Local pixel shuffling gate (windows are drawn per window, see shuffle_window).
-  p.shuffle = uniform01(Stream(cfg.seed, sample, kShuffleGate, 0).word(0)) < cfg.shuffle_p &&
-              cfg.num_windows > 0;
+  p.shuffle = uniform01(Stream(cfg.seed, sample, kShuffleGate, 0).word(0)) < cfg.shuffle_p && cfg.num_windows > 0;
   // Non-linear intensity: gate, P1x, P1y, P2x, P2y, direction.
   {
     const Stream s(cfg.seed, sample, kNonlinear, 0);

@@ -17,8 +17,7 @@ GENESIS_HD void mulhilo32(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
   lo = static_cast<uint32_t>(p);
 }
 
-GENESIS_HD Words4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
-                                uint32_t k1) {
+GENESIS_HD Words4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
   constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
   constexpr uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
   for (int round = 0; round < 10; ++round) {
@@ -56,8 +55,11 @@ struct Stream {
   uint32_t k0, k1, sample, purpose, stream;
 
   GENESIS_HD Stream(uint64_t seed, uint32_t sample_, uint32_t purpose_, uint32_t stream_)
-      : k0(static_cast<uint32_t>(seed)), k1(static_cast<uint32_t>(seed >> 32)), sample(sample_),
-        purpose(purpose_), stream(stream_) {}
+      : k0(static_cast<uint32_t>(seed)),
+        k1(static_cast<uint32_t>(seed >> 32)),
+        sample(sample_),
+        purpose(purpose_),
+        stream(stream_) {}
 
   GENESIS_HD Words4 block(uint32_t block_index) const {
     return philox4x32_10(block_index, stream, sample, purpose, k0, k1);
@@ -69,9 +71,7 @@ struct Stream {
 GENESIS_HD double uniform01(uint32_t w) { return static_cast<double>(w) * (1.0 / 4294967296.0); }
 
 // Uniform float in [0, 1) with 24 random bits: (w >> 8) / 2^24 (exact).
-GENESIS_HD float uniform01f(uint32_t w) {
-  return static_cast<float>(w >> 8) * (1.0f / 16777216.0f);
-}
+GENESIS_HD float uniform01f(uint32_t w) { return static_cast<float>(w >> 8) * (1.0f / 16777216.0f); }
 
 // Uniform integer in {0, ..., n-1} for 1 <= n <= 2^32: floor(w * n / 2^32) (Lemire's
 // multiply-shift without rejection; the bias is below n / 2^32).

@@ -354,7 +354,8 @@ void run_cpu(const T* x, T* input, T* target, uint8_t* mask, const Shape& shape,
 
 // The mask-only ops: per sample, paint_mask from each row's boxes (paint_row), shuffle_mask from
 // the shuffle's claim bitmap (pass 1 of shuffle_map.h only); bool bytes.
-void run_mask_cpu(uint8_t* mask, const Shape& shape, const PipelineConfig& cfg, const std::vector<SampleParams>& params) {
+void run_mask_cpu(uint8_t* mask, const Shape& shape, const PipelineConfig& cfg,
+                  const std::vector<SampleParams>& params) {
   const int64_t H = shape.dim[1], W = shape.dim[2], S = shape.spatial(), rows_per_sample = shape.dim[0] * H;
   const bool shuffle = cfg.op == OpKind::kShuffleMask;
   const int64_t claim_words = shuffle ? rows_per_sample * claim_row_words(shape) : 0;

@@ -41,8 +41,8 @@ void curve_fast_tables(const float* xs, const float* ys, const int32_t* grid, Cu
 // The intensity map of n float32 values in place (intensity_map, organised for the CPU): the
 // normalisation and the final scaling run in loops the compiler vectorises; only the table
 // lookup is scalar. Blocks of 64 keep the intermediate arrays on the stack.
-GENESIS_AVX2_CLONE void map_values(float* vals, int64_t n, const CurveCell* cells, const CurveSegment* segs, const CurveTableView& curve,
-                float lo, float range, float inv_range) {
+GENESIS_AVX2_CLONE void map_values(float* vals, int64_t n, const CurveCell* cells, const CurveSegment* segs,
+                                   const CurveTableView& curve, float lo, float range, float inv_range) {
   constexpr int kBlock = 64;
   const float end = curve.ys[kCurveSegments];
   float ts[kBlock], fs[kBlock];

@@ -28,9 +28,10 @@ __attribute__((target("avx2"))) inline void mulhilo_avx2(__m256i a, __m256i m, _
 }
 
 __attribute__((target("avx2"))) void philox_lanes_avx2(int n, const uint32_t* block, const uint32_t* stream,
-                                                      uint32_t sample, uint32_t purpose, uint64_t seed,
-                                                      uint32_t (*out)[kLanes]) {
-  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u)), m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
+                                                       uint32_t sample, uint32_t purpose, uint64_t seed,
+                                                       uint32_t (*out)[kLanes]) {
+  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u)),
+                m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
   constexpr int G = 4;  // independent vectors per iteration, to hide the multiplies' latency
   for (int l0 = 0; l0 < n; l0 += 8 * G) {
     // A partial group (the tail) is padded with zero counters, computed but not stored.
@@ -79,8 +80,8 @@ __attribute__((target("avx2"))) void philox_lanes_avx2(int n, const uint32_t* bl
 // noise of a row needs runs of consecutive blocks, too few for philox_lanes' groups of 32.
 // out[4 * l + q] = word q of block block0 + l, i.e. the words in the order of their voxels.
 #if defined(__x86_64__)
-__attribute__((target("avx2"))) void philox8_avx2(uint32_t block0, uint32_t stream, uint32_t sample,
-                                                  uint32_t purpose, uint64_t seed, uint32_t* out) {
+__attribute__((target("avx2"))) void philox8_avx2(uint32_t block0, uint32_t stream, uint32_t sample, uint32_t purpose,
+                                                  uint64_t seed, uint32_t* out) {
   const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
   const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
   __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(block0)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));

@@ -35,7 +35,6 @@ void shuffle_windows(const PipelineConfig& cfg, const Shape& shape, uint32_t sam
   }
 }
 
-
 // Windows are permuted in batches that need about this many Philox blocks: enough for full
 // vector passes of philox_lanes, few enough that words and permutations stay in L1/L2.
 constexpr uint32_t kShuffleBatchLanes = 1024;
@@ -227,10 +226,10 @@ void shuffle_source_map(const PipelineConfig& cfg, const Shape& shape, int64_t b
   // 1. Claims, from the last window back.
   claim_windows(cfg, shape, sample, claims, sc);
   sc.offsets.clear();
-  sc.shape_begin.assign(static_cast<size_t>(std::max<int64_t>(1, shape.dim[0] / 10) *
-                                            std::max<int64_t>(1, shape.dim[1] / 10) *
-                                            std::max<int64_t>(1, shape.dim[2] / 10)),
-                        -1);
+  sc.shape_begin.assign(
+      static_cast<size_t>(std::max<int64_t>(1, shape.dim[0] / 10) * std::max<int64_t>(1, shape.dim[1] / 10) *
+                          std::max<int64_t>(1, shape.dim[2] / 10)),
+      -1);
   // 2. Permutations of the owning windows that painting does not cover, from the first on, in
   // batches. (The claims above still cover every window: a skipped window's voxels are painted
   // whoever owns them, and the mask's shuffle bit stays the union of all windows.)

@@ -30,9 +30,9 @@ namespace cpu {
 // most of the time).
 struct ShuffleScratch {
   std::vector<Box> windows;
-  std::vector<uint64_t> taken;  // claim bitmap: bit x % 64 of word x / 64 of row (z, y)
-  std::vector<uint32_t> first;  // per window: max(1, pmin), or 0 if it owns no voxel
-  std::vector<uint32_t> batch;  // windows of the current Philox batch
+  std::vector<uint64_t> taken;                           // claim bitmap: bit x % 64 of word x / 64 of row (z, y)
+  std::vector<uint32_t> first;                           // per window: max(1, pmin), or 0 if it owns no voxel
+  std::vector<uint32_t> batch;                           // windows of the current Philox batch
   std::vector<uint32_t> lane_block, lane_stream, words;  // Philox lanes of the batch (block, stream)
   uint32_t lanes = 0;                                    // and how many are used
   std::vector<int32_t> perm;

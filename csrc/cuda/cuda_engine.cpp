@@ -22,10 +22,14 @@ namespace {
 
 cuda::Storage storage_of(ScalarType st) {
   switch (st) {
-    case ScalarType::Double: return cuda::Storage::kDouble;
-    case ScalarType::Half: return cuda::Storage::kHalf;
-    case ScalarType::BFloat16: return cuda::Storage::kBFloat16;
-    default: return cuda::Storage::kFloat;
+    case ScalarType::Double:
+      return cuda::Storage::kDouble;
+    case ScalarType::Half:
+      return cuda::Storage::kHalf;
+    case ScalarType::BFloat16:
+      return cuda::Storage::kBFloat16;
+    default:
+      return cuda::Storage::kFloat;
   }
 }
 
@@ -121,23 +125,21 @@ void check_device(int device, const char* op) {
 struct CudaEngine {
   static constexpr const char* kSchemaPrefix = "";
 
-  static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg,
-                                        const char* op, uint8_t* mask) {
+  static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char* op,
+                                        uint8_t* mask) {
     STD_TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor");
     const torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
     EngineIO io(x, cfg.op);
     // With no channel there is no image to write, but a mask still has its voxels.
     if (io.empty() && (mask == nullptr || shape.batch * shape.spatial() == 0)) return io.result();
     const Launch l(io.x, shape, cfg, op);
-    check_cuda(cuda::launch_pipeline(storage_of(io.x.scalar_type()), io.x.const_data_ptr(),
-                                     io.input.mutable_data_ptr(), io.target_ptr(), mask, shape, cfg, l.plan, l.s,
-                                     l.stream),
+    check_cuda(cuda::launch_pipeline(storage_of(io.x.scalar_type()), io.x.const_data_ptr(), io.input.mutable_data_ptr(),
+                                     io.target_ptr(), mask, shape, cfg, l.plan, l.s, l.stream),
                op);
     return io.result();
   }
 
-  static void run_mask(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char* op,
-                       uint8_t* mask) {
+  static void run_mask(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char* op, uint8_t* mask) {
     STD_TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor");
     const torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
     if (shape.batch * shape.spatial() == 0) return;

@@ -62,10 +62,10 @@ __global__ void window_kernel(PipelineConfig cfg, Shape shape, const SampleParam
 // x: voxel groups of one sample; y: samples (grid-stride past 65535). At least 3 blocks of 256
 // per SM: ptxas then fits the 4 voxels' state in 72 registers without spilling (unbounded: 88).
 template <bool kMask, typename T>
-__global__ void __launch_bounds__(kLaunchThreads, 3) voxel_kernel(const T* x, T* input, T* target, uint8_t* mask,
-                             Shape shape, PipelineConfig cfg,
-                             const SampleParams* params, const float* xs, const float* ys, const int32_t* grid,
-                             const int32_t* owner, int64_t groups) {
+__global__ void __launch_bounds__(kLaunchThreads, 3)
+    voxel_kernel(const T* x, T* input, T* target, uint8_t* mask, Shape shape, PipelineConfig cfg,
+                 const SampleParams* params, const float* xs, const float* ys, const int32_t* grid,
+                 const int32_t* owner, int64_t groups) {
   const int64_t g = global_thread();
   if (g >= groups) return;
   for (int64_t b = blockIdx.y; b < shape.batch; b += gridDim.y)
@@ -127,9 +127,12 @@ cudaError_t launch_pipeline(Storage storage, const void* x, void* input, void* t
   // A launch error left pending by earlier, unrelated work would otherwise be reported as ours.
   (void)cudaGetLastError();
   switch (storage) {
-    case Storage::kFloat: return launch_typed<float>(x, input, target, mask, shape, cfg, plan, scratch, stream);
-    case Storage::kDouble: return launch_typed<double>(x, input, target, mask, shape, cfg, plan, scratch, stream);
-    case Storage::kHalf: return launch_typed<Half16>(x, input, target, mask, shape, cfg, plan, scratch, stream);
+    case Storage::kFloat:
+      return launch_typed<float>(x, input, target, mask, shape, cfg, plan, scratch, stream);
+    case Storage::kDouble:
+      return launch_typed<double>(x, input, target, mask, shape, cfg, plan, scratch, stream);
+    case Storage::kHalf:
+      return launch_typed<Half16>(x, input, target, mask, shape, cfg, plan, scratch, stream);
     case Storage::kBFloat16:
       return launch_typed<BFloat16>(x, input, target, mask, shape, cfg, plan, scratch, stream);
   }

@@ -22,7 +22,8 @@ void built_without_cuda(StableIValue*, uint64_t, uint64_t) {
   throw std::runtime_error(
       "genesis::" + entry_name<I, kMasked>() +
       ": got a CUDA tensor, but this genesis-ops was built without CUDA kernels (no CUDA compiler was "
-      "found when it was built, or GENESIS_WITH_CUDA=OFF was set). To get them, reinstall it in this environment with the CUDA toolkit's "
+      "found when it was built, or GENESIS_WITH_CUDA=OFF was set). To get them, reinstall it in this environment with "
+      "the CUDA toolkit's "
       "nvcc on PATH (or CUDACXX set): GENESIS_WITH_CUDA=ON pip install --no-cache-dir --force-reinstall "
       "--no-deps <genesis-ops or its source directory>. genesis_ops.build_info() shows what a build holds.");
 }

@@ -44,7 +44,8 @@ Scratch emulate_prepare(const Shape& shape, const PipelineConfig& cfg, const Lau
         for (int64_t t = 0; t < T; ++t)
           for (int64_t i = t; i < kCurvePoints; i += T) curve_point_body(s.params, s.xs, s.ys, b, static_cast<int>(i));
         for (int64_t t = 0; t < T; ++t)  // after __syncthreads
-          for (int64_t g = t; g < kCurveGridPoints; g += T) curve_grid_body(s.params, s.xs, s.grid, b, static_cast<int>(g));
+          for (int64_t g = t; g < kCurveGridPoints; g += T)
+            curve_grid_body(s.params, s.xs, s.grid, b, static_cast<int>(g));
       }
   }
   if (plan.shuffle) {
@@ -153,10 +154,24 @@ std::vector<int64_t> launch_plan_hook(std::vector<int64_t> sizes, double shuffle
     cfg.nonlinear_p = 1.0;
   }
   const LaunchPlan p = launch_plan(s, cfg);
-  return {p.params.x,  p.curve.x,       p.owner.x,         p.window.x,          p.window.threads,
-          p.window.shared_bytes, p.voxel.x, p.voxel.y,     p.voxel.threads,     p.voxel_groups,
-          p.window_items, p.window_capacity, p.window_in_shared ? 1 : 0, p.params_bytes, p.curve_bytes,
-          p.owner_bytes, p.window_bytes, p.scratch_bytes};
+  return {p.params.x,
+          p.curve.x,
+          p.owner.x,
+          p.window.x,
+          p.window.threads,
+          p.window.shared_bytes,
+          p.voxel.x,
+          p.voxel.y,
+          p.voxel.threads,
+          p.voxel_groups,
+          p.window_items,
+          p.window_capacity,
+          p.window_in_shared ? 1 : 0,
+          p.params_bytes,
+          p.curve_bytes,
+          p.owner_bytes,
+          p.window_bytes,
+          p.scratch_bytes};
 }
 
 }  // namespace

@@ -1,8 +1,18 @@
 """models_genesis: the Models Genesis 3D U-Net, pretraining on NIfTI volumes, fine-tuning and a
 command line (``genesis-ops``), built on the ``genesis_ops`` transforms."""
-from .model import (BatchStatsNorm2d, BatchStatsNorm3d, CheckpointError, GenesisClassifier, UNet2D, UNet3D,
-                    build_model, count_parameters, load_model, load_pretrained)
 
+from .model import (
+    BatchStatsNorm2d,
+    BatchStatsNorm3d,
+    CheckpointError,
+    GenesisClassifier,
+    UNet2D,
+    UNet3D,
+    build_model,
+    count_parameters,
+    load_model,
+    load_pretrained,
+)
 
 
 def __getattr__(name):
@@ -15,5 +25,16 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["UNet3D", "UNet2D", "GenesisClassifier", "BatchStatsNorm3d", "BatchStatsNorm2d", "CheckpointError",
-           "build_model", "count_parameters", "load_model", "load_pretrained", "__version__"]
+__all__ = [
+    "UNet3D",
+    "UNet2D",
+    "GenesisClassifier",
+    "BatchStatsNorm3d",
+    "BatchStatsNorm2d",
+    "CheckpointError",
+    "build_model",
+    "count_parameters",
+    "load_model",
+    "load_pretrained",
+    "__version__",
+]

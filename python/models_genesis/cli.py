@@ -1,4 +1,5 @@
 """The ``genesis-ops`` command line: pretrain, finetune, predict, evaluate, preview, info."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,8 @@ import platform
 import sys
 import typing
 from dataclasses import MISSING, fields
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any
+from collections.abc import Mapping
 
 # The settings modules (config, data) are imported inside the functions: config takes the
 # transform defaults from genesis_ops, whose compiled extension may be missing, and main() turns
@@ -22,10 +24,13 @@ def _cube_help() -> str:
 
     def j(c):
         return " ".join(map(str, c["cube"]))
-    return ("cube size in voxels along the three array axes of the canonical (RAS) volume, i.e. "
-            "rows cols depth (slices); each a multiple of 8. Paper: 64 64 32. Default: "
-            f"{j(CPU_AUTO)} on CPU, {j(GPU_AUTO)} on CUDA. With --dims 2: two sizes, rows cols of the "
-            f"2D patch ({j(CPU_AUTO_2D)} on CPU, {j(GPU_AUTO_2D)} on CUDA)")
+
+    return (
+        "cube size in voxels along the three array axes of the canonical (RAS) volume, i.e. "
+        "rows cols depth (slices); each a multiple of 8. Paper: 64 64 32. Default: "
+        f"{j(CPU_AUTO)} on CPU, {j(GPU_AUTO)} on CUDA. With --dims 2: two sizes, rows cols of the "
+        f"2D patch ({j(CPU_AUTO_2D)} on CPU, {j(GPU_AUTO_2D)} on CUDA)"
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,15 +97,16 @@ def _cube_side(s: str) -> int:
     return v
 
 
-def field_defaults(cls) -> Dict[str, Any]:
+def field_defaults(cls) -> dict[str, Any]:
     """``{field name: default}`` of a config dataclass (the single source of the flags' defaults)."""
     return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
 
-def signature_defaults(fn) -> Dict[str, Any]:
+def signature_defaults(fn) -> dict[str, Any]:
     """``{parameter: default}`` of a function (the flags of commands that call it directly)."""
-    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+    return {
+        k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty
+    }
 
 
 class _Flags:
@@ -113,26 +119,27 @@ class _Flags:
     def __init__(self, parser: argparse.ArgumentParser, defaults: Mapping[str, Any]):
         self.parser, self.defaults, self.group_ = parser, defaults, None
 
-    def group(self, title: str) -> "_Flags":
+    def group(self, title: str) -> _Flags:
         """Flags added next go to a new argument group ``title``."""
         self.group_ = self.parser.add_argument_group(title)
         return self
 
-    def __call__(self, name: str, flag: Optional[str] = None, **kw: Any) -> None:
+    def __call__(self, name: str, flag: str | None = None, **kw: Any) -> None:
         if "default" not in kw and not kw.get("required"):
             kw["default"] = self.defaults[name]
         (self.group_ or self.parser).add_argument(flag or "--" + name.replace("_", "-"), dest=name, **kw)
 
 
 def _schedule_help(what: str, demo_cpu, demo_gpu, full, key: str) -> str:
-    return (f"{what} (default: demo {demo_cpu[key]} on CPU / {demo_gpu[key]} on CUDA; "
-            f"else {full[key]})")
+    return f"{what} (default: demo {demo_cpu[key]} on CPU / {demo_gpu[key]} on CUDA; else {full[key]})"
 
 
-CHANNELS_HELP = ("co-registered modalities of each subject, stored as separate files: NAMEs substituted for "
-                 "{channel} in %s, e.g. %s 'brats/*/*_{channel}.nii.gz' --channels t1 t1ce t2 flair; each "
-                 "channel is normalised on its own. Without it, a 4D NIfTI file is one subject with its "
-                 "channels on the last axis%s")
+CHANNELS_HELP = (
+    "co-registered modalities of each subject, stored as separate files: NAMEs substituted for "
+    "{channel} in %s, e.g. %s 'brats/*/*_{channel}.nii.gz' --channels t1 t1ce t2 flair; each "
+    "channel is normalised on its own. Without it, a 4D NIfTI file is one subject with its "
+    "channels on the last axis%s"
+)
 
 
 def _add_channels(flag: _Flags, where: str, extra: str = "") -> None:
@@ -141,13 +148,24 @@ def _add_channels(flag: _Flags, where: str, extra: str = "") -> None:
 
 def _add_common(flag: _Flags) -> None:
     flag.group_ = None
-    flag("device", choices=["auto", "cpu", "cuda"],
-         help="training device: auto (CUDA when available), cpu or cuda (default: %(default)s)")
+    flag(
+        "device",
+        choices=["auto", "cpu", "cuda"],
+        help="training device: auto (CUDA when available), cpu or cuda (default: %(default)s)",
+    )
     flag("seed", type=int, help="random seed; a run is reproducible from it (default: %(default)s)")
-    flag("amp", "--no-amp", action="store_false",
-         help="disable mixed precision on CUDA (bfloat16, or float16 with loss scaling); CPU runs in float32")
-    flag("log_every", type=_positive_int, metavar="N",
-         help="print a progress line every N steps when not on a terminal (default: 5 lines per epoch)")
+    flag(
+        "amp",
+        "--no-amp",
+        action="store_false",
+        help="disable mixed precision on CUDA (bfloat16, or float16 with loss scaling); CPU runs in float32",
+    )
+    flag(
+        "log_every",
+        type=_positive_int,
+        metavar="N",
+        help="print a progress line every N steps when not on a terminal (default: 5 lines per epoch)",
+    )
     flag("quiet", action="store_true", help="print only errors and the final summary")
 
 
@@ -155,73 +173,150 @@ def _add_data(flag: _Flags) -> None:
     from .data import Preprocessing
 
     flag.group("data preprocessing")
-    flag("modality", choices=["ct", "mri"],
-         help="ct: clip to --hu-window and scale to [0, 1]; mri: per-volume normalisation (--mri-norm)")
-    flag("hu_window", nargs=2, type=float, metavar=("LO", "HI"),
-         help="CT window in HU mapped to [0, 1] (default: {} {}, as the paper)".format(
-             *(f"{v:g}" for v in Preprocessing.hu_window)))
-    flag("mri_norm", choices=["percentile", "minmax"],
-         help="MRI: clip to the 0.5/99.5 percentiles of non-zero voxels then scale, or per-volume min-max")
-    flag("spacing", nargs=3, type=_positive_float, metavar=("SX", "SY", "SZ"),
-         help="resample to this voxel spacing in mm before cutting cubes (default: keep the native grid)")
+    flag(
+        "modality",
+        choices=["ct", "mri"],
+        help="ct: clip to --hu-window and scale to [0, 1]; mri: per-volume normalisation (--mri-norm)",
+    )
+    flag(
+        "hu_window",
+        nargs=2,
+        type=float,
+        metavar=("LO", "HI"),
+        help="CT window in HU mapped to [0, 1] (default: {} {}, as the paper)".format(
+            *(f"{v:g}" for v in Preprocessing.hu_window)
+        ),
+    )
+    flag(
+        "mri_norm",
+        choices=["percentile", "minmax"],
+        help="MRI: clip to the 0.5/99.5 percentiles of non-zero voxels then scale, or per-volume min-max",
+    )
+    flag(
+        "spacing",
+        nargs=3,
+        type=_positive_float,
+        metavar=("SX", "SY", "SZ"),
+        help="resample to this voxel spacing in mm before cutting cubes (default: keep the native grid)",
+    )
 
 
 def _add_sizes(flag: _Flags, task: str) -> None:
     """--epochs, --steps-per-epoch, --batch-size, --cube (help built from the schedules)."""
-    from .config import (CPU_AUTO, FINETUNE_DEMO_CPU, FINETUNE_DEMO_GPU, FINETUNE_FULL, GPU_AUTO, PRETRAIN_DEMO_CPU,
-                         PRETRAIN_DEMO_GPU, PRETRAIN_FULL)
+    from .config import (
+        CPU_AUTO,
+        FINETUNE_DEMO_CPU,
+        FINETUNE_DEMO_GPU,
+        FINETUNE_FULL,
+        GPU_AUTO,
+        PRETRAIN_DEMO_CPU,
+        PRETRAIN_DEMO_GPU,
+        PRETRAIN_FULL,
+    )
 
-    sched = ((PRETRAIN_DEMO_CPU, PRETRAIN_DEMO_GPU, PRETRAIN_FULL) if task == "pretrain"
-             else (FINETUNE_DEMO_CPU, FINETUNE_DEMO_GPU, FINETUNE_FULL))
+    sched = (
+        (PRETRAIN_DEMO_CPU, PRETRAIN_DEMO_GPU, PRETRAIN_FULL)
+        if task == "pretrain"
+        else (FINETUNE_DEMO_CPU, FINETUNE_DEMO_GPU, FINETUNE_FULL)
+    )
     flag("epochs", type=_positive_int, metavar="N", help=_schedule_help("epochs", *sched, "epochs"))
-    flag("steps_per_epoch", type=_positive_int, metavar="N",
-         help=_schedule_help("optimiser steps per epoch" if task == "pretrain" else "steps per epoch", *sched,
-                             "steps_per_epoch"))
-    flag("batch_size", type=_positive_int, metavar="N",
-         help=("cubes per step per process" if task == "pretrain" else "cubes per step")
-         + f" (default: {CPU_AUTO['batch_size']} on CPU, {GPU_AUTO['batch_size']} on CUDA)")
+    flag(
+        "steps_per_epoch",
+        type=_positive_int,
+        metavar="N",
+        help=_schedule_help(
+            "optimiser steps per epoch" if task == "pretrain" else "steps per epoch", *sched, "steps_per_epoch"
+        ),
+    )
+    flag(
+        "batch_size",
+        type=_positive_int,
+        metavar="N",
+        help=("cubes per step per process" if task == "pretrain" else "cubes per step")
+        + f" (default: {CPU_AUTO['batch_size']} on CPU, {GPU_AUTO['batch_size']} on CUDA)",
+    )
     flag("cube", nargs="+", type=_cube_side, metavar="N", help=_cube_help())
-    flag("dims", type=int, choices=[2, 3],
-         help="3: the 3D U-Net on NIfTI cubes (default); 2: the same U-Net in 2D on patches of PNG/JPEG "
-              "images or of the axial slices of NIfTI volumes")
+    flag(
+        "dims",
+        type=int,
+        choices=[2, 3],
+        help="3: the 3D U-Net on NIfTI cubes (default); 2: the same U-Net in 2D on patches of PNG/JPEG "
+        "images or of the axial slices of NIfTI volumes",
+    )
 
 
 def _add_pretrain(sub) -> None:
     from .config import CPU_AUTO, GPU_AUTO, PretrainConfig
 
-    p = sub.add_parser("pretrain", help="self-supervised pretraining (no --data: short demo on the bundled CT)",
-                       description="Pretrain the 3D U-Net to restore Models-Genesis-corrupted cubes (MSE). "
-                                   "Without --data, runs a short demo on the bundled abdominal CT. Writes "
-                                   "last.pt, best.pt, metrics.jsonl, loss_curve.png and restorations.png to --out. "
-                                   "For several GPUs/nodes launch with torchrun (DDP).")
+    p = sub.add_parser(
+        "pretrain",
+        help="self-supervised pretraining (no --data: short demo on the bundled CT)",
+        description="Pretrain the 3D U-Net to restore Models-Genesis-corrupted cubes (MSE). "
+        "Without --data, runs a short demo on the bundled abdominal CT. Writes "
+        "last.pt, best.pt, metrics.jsonl, loss_curve.png and restorations.png to --out. "
+        "For several GPUs/nodes launch with torchrun (DDP).",
+    )
     flag = _Flags(p, field_defaults(PretrainConfig))
-    flag("data", nargs="+", action="extend", metavar="PATH",
-         help="NIfTI files, folders (searched recursively) or glob patterns; repeatable. With --dims 2 also "
-              "PNG/JPEG images (NIfTI volumes give their axial slices)")
+    flag(
+        "data",
+        nargs="+",
+        action="extend",
+        metavar="PATH",
+        help="NIfTI files, folders (searched recursively) or glob patterns; repeatable. With --dims 2 also "
+        "PNG/JPEG images (NIfTI volumes give their axial slices)",
+    )
     _add_channels(flag, "--data")
     flag("out", metavar="DIR", help="run folder (default: %(default)s)")
     _add_sizes(flag, "pretrain")
-    flag("width", type=_positive_int, metavar="N",
-         help="channels of the first convolution: 32 is the paper's 19.07M-parameter model "
-              f"(default: {CPU_AUTO['width']} on CPU, {GPU_AUTO['width']} on CUDA)")
-    flag("norm", choices=["batch", "batch_stats"],
-         help="batch: standard BatchNorm; batch_stats: always batch statistics, as the published model")
+    flag(
+        "width",
+        type=_positive_int,
+        metavar="N",
+        help="channels of the first convolution: 32 is the paper's 19.07M-parameter model "
+        f"(default: {CPU_AUTO['width']} on CPU, {GPU_AUTO['width']} on CUDA)",
+    )
+    flag(
+        "norm",
+        choices=["batch", "batch_stats"],
+        help="batch: standard BatchNorm; batch_stats: always batch statistics, as the published model",
+    )
     flag("resume", action="store_true", help="continue from DIR/last.pt (model, optimiser, scheduler, epoch, RNG)")
-    flag("init_weights", metavar="CKPT", help="start from these weights (ours or the published Genesis_Chest_CT.pt format)")
+    flag(
+        "init_weights",
+        metavar="CKPT",
+        help="start from these weights (ours or the published Genesis_Chest_CT.pt format)",
+    )
     flag.group("optimisation")
-    flag("optimizer", choices=["adam", "sgd"], help="adam (default, lr 1e-3) or sgd (the paper's: lr 1.0, momentum 0.9)")
+    flag(
+        "optimizer", choices=["adam", "sgd"], help="adam (default, lr 1e-3) or sgd (the paper's: lr 1.0, momentum 0.9)"
+    )
     flag("lr", type=_positive_float, help="learning rate (default: 1e-3 for adam, 1.0 for sgd)")
     flag("momentum", type=float, help="SGD momentum (default: %(default)s)")
     flag("weight_decay", type=float, help="weight decay (default: 0)")
-    flag("lr_step_epochs", type=_positive_int, metavar="N",
-         help="multiply the learning rate by --lr-gamma every N epochs (default: %(default)s, as the paper)")
+    flag(
+        "lr_step_epochs",
+        type=_positive_int,
+        metavar="N",
+        help="multiply the learning rate by --lr-gamma every N epochs (default: %(default)s, as the paper)",
+    )
     flag("lr_gamma", type=_positive_float, help="learning-rate decay factor (default: %(default)s)")
-    flag("val_fraction", type=float,
-         help="validation share: whole volumes when there are several, else the last slices (default: %(default)s; 0 = none)")
-    flag("val_batches", type=_positive_int, metavar="N",
-         help="fixed validation batches, evaluated with batch statistics after every epoch (default: %(default)s)")
-    flag("patience", type=_nonneg_int, metavar="N",
-         help="early stopping after N epochs without improvement (default: %(default)s; 0 = off)")
+    flag(
+        "val_fraction",
+        type=float,
+        help="validation share: whole volumes when there are several, else the last slices (default: %(default)s; 0 = none)",
+    )
+    flag(
+        "val_batches",
+        type=_positive_int,
+        metavar="N",
+        help="fixed validation batches, evaluated with batch statistics after every epoch (default: %(default)s)",
+    )
+    flag(
+        "patience",
+        type=_nonneg_int,
+        metavar="N",
+        help="early stopping after N epochs without improvement (default: %(default)s; 0 = off)",
+    )
     flag("compile", action="store_true", help="torch.compile the model")
     flag.group("transforms (paper defaults)")
     flag("flip_p", type=_fraction, help="flip loop probability (default: %(default)s)")
@@ -230,16 +325,26 @@ def _add_pretrain(sub) -> None:
     flag("nonlinear_p", type=_fraction, help="non-linear intensity probability (default: %(default)s)")
     flag("paint_p", type=_fraction, help="in/out-painting probability (default: %(default)s)")
     flag("inpaint_rate", type=_fraction, help="share of painting that is in-painting (default: %(default)s)")
-    flag("corrupted_weight", type=_nonneg_float, metavar="W",
-         help="weight the restoration loss by W on the voxels the corruption mask marks (shuffled windows, "
-              "painted noise) and by 1 elsewhere, normalised by the sum of the weights so it stays on the MSE "
-              "scale (W = 1: plain MSE; W = 0: the corrupted voxels are ignored; W > 1: they count more). Default: plain MSE, as the paper")
+    flag(
+        "corrupted_weight",
+        type=_nonneg_float,
+        metavar="W",
+        help="weight the restoration loss by W on the voxels the corruption mask marks (shuffled windows, "
+        "painted noise) and by 1 elsewhere, normalised by the sum of the weights so it stays on the MSE "
+        "scale (W = 1: plain MSE; W = 0: the corrupted voxels are ignored; W > 1: they count more). Default: plain MSE, as the paper",
+    )
     _add_data(flag)
     flag.group("cube sampling")
-    flag("min_foreground", type=_fraction,
-         help="reject cubes with less than this share of non-air voxels (default: %(default)s)")
-    flag("air_value", type=float,
-         help="normalised value below which a voxel counts as air (default: %(default)s, about -900 HU)")
+    flag(
+        "min_foreground",
+        type=_fraction,
+        help="reject cubes with less than this share of non-air voxels (default: %(default)s)",
+    )
+    flag(
+        "air_value",
+        type=float,
+        help="normalised value below which a voxel counts as air (default: %(default)s, about -900 HU)",
+    )
     flag("skip_bad", action="store_true", help="skip unreadable volumes with a warning instead of stopping")
     flag("previews", type=_nonneg_int, metavar="N", help="cubes shown in restorations.png (default: %(default)s)")
     _add_common(flag)
@@ -248,52 +353,97 @@ def _add_pretrain(sub) -> None:
 def _add_finetune(sub) -> None:
     from .config import CPU_AUTO, DEFAULT_PRETRAIN_OUT, GPU_AUTO, FinetuneConfig
 
-    f = sub.add_parser("finetune", help="fine-tune for segmentation or classification (--demo: bundled vertebrae)",
-                       description="Fine-tune from pretrained weights (ours or the published format) or from scratch. "
-                                   "Segmentation trains the full U-Net with Dice + BCE and reports Dice/IoU; "
-                                   "classification trains the encoder + an MLP head with BCE/CE and reports AUC/accuracy. "
-                                   "--demo segments the vertebrae of the bundled CT twice, from --weights "
-                                   f"(default {DEFAULT_PRETRAIN_OUT}/best.pt) and from scratch, and prints both Dice scores.")
+    f = sub.add_parser(
+        "finetune",
+        help="fine-tune for segmentation or classification (--demo: bundled vertebrae)",
+        description="Fine-tune from pretrained weights (ours or the published format) or from scratch. "
+        "Segmentation trains the full U-Net with Dice + BCE and reports Dice/IoU; "
+        "classification trains the encoder + an MLP head with BCE/CE and reports AUC/accuracy. "
+        "--demo segments the vertebrae of the bundled CT twice, from --weights "
+        f"(default {DEFAULT_PRETRAIN_OUT}/best.pt) and from scratch, and prints both Dice scores.",
+    )
     flag = _Flags(f, field_defaults(FinetuneConfig))
     flag("task", choices=["segmentation", "classification"], help="segmentation (default) or classification")
     flag("images", nargs="+", action="extend", metavar="PATH", help="image volumes (files, folders, globs)")
-    flag("labels", nargs="+", action="extend", metavar="L",
-         help="segmentation: label volumes in the same order as --images; classification: one integer class per image")
+    flag(
+        "labels",
+        nargs="+",
+        action="extend",
+        metavar="L",
+        help="segmentation: label volumes in the same order as --images; classification: one integer class per image",
+    )
     flag("csv", metavar="FILE", help="classification: CSV rows 'path,label' (instead of --images/--labels)")
     _add_channels(flag, "--images", " (the --csv paths take {channel} too)")
     flag.group("validation (default: split from the training data so that it holds foreground / every class)")
-    flag("val_images", nargs="+", action="extend", metavar="PATH",
-         help="validation image volumes (overrides the split; every --images volume then trains)")
-    flag("val_labels", nargs="+", action="extend", metavar="L",
-         help="segmentation: their label volumes, same order; classification: one integer class per validation image")
+    flag(
+        "val_images",
+        nargs="+",
+        action="extend",
+        metavar="PATH",
+        help="validation image volumes (overrides the split; every --images volume then trains)",
+    )
+    flag(
+        "val_labels",
+        nargs="+",
+        action="extend",
+        metavar="L",
+        help="segmentation: their label volumes, same order; classification: one integer class per validation image",
+    )
     flag("val_csv", metavar="FILE", help="classification: validation CSV rows 'path,label' (instead of --val-images)")
-    flag("val_fraction", type=float,
-         help="without --val-*: share held out for validation (default: %(default)s; 0 = validate on the training "
-              "data). Several volumes: whole volumes with foreground; one volume: a box at one end of its longest "
-              "workable axis, a one-cube gap from the training box, both holding foreground; classification: "
-              "stratified by class")
+    flag(
+        "val_fraction",
+        type=float,
+        help="without --val-*: share held out for validation (default: %(default)s; 0 = validate on the training "
+        "data). Several volumes: whole volumes with foreground; one volume: a box at one end of its longest "
+        "workable axis, a one-cube gap from the training box, both holding foreground; classification: "
+        "stratified by class",
+    )
     flag.group_ = None
-    flag("label_values", nargs="+", type=int, metavar="V",
-         help="segmentation: label values that count as foreground (default: every value > 0)")
-    flag("weights", metavar="CKPT",
-         help="initial weights: our checkpoint or the published Genesis_Chest_CT.pt format (default: scratch; "
-              f"with --demo: {DEFAULT_PRETRAIN_OUT}/best.pt)")
+    flag(
+        "label_values",
+        nargs="+",
+        type=int,
+        metavar="V",
+        help="segmentation: label values that count as foreground (default: every value > 0)",
+    )
+    flag(
+        "weights",
+        metavar="CKPT",
+        help="initial weights: our checkpoint or the published Genesis_Chest_CT.pt format (default: scratch; "
+        f"with --demo: {DEFAULT_PRETRAIN_OUT}/best.pt)",
+    )
     flag("demo", action="store_true", help="vertebra segmentation on the bundled CT, pretrained vs scratch")
     flag("out", metavar="DIR", help="run folder (default: %(default)s)")
     _add_sizes(flag, "finetune")
-    flag("width", type=_positive_int, metavar="N",
-         help="model width when training from scratch (default: as the weights; "
-              f"{CPU_AUTO['width']} on CPU, {GPU_AUTO['width']} on CUDA)")
+    flag(
+        "width",
+        type=_positive_int,
+        metavar="N",
+        help="model width when training from scratch (default: as the weights; "
+        f"{CPU_AUTO['width']} on CPU, {GPU_AUTO['width']} on CUDA)",
+    )
     flag("norm", choices=["batch", "batch_stats"], help="normalisation (see pretrain --help)")
-    flag("n_classes", type=_positive_int, metavar="N",
-         help="classification: classes (default: from the labels; 2 classes use one sigmoid output)")
+    flag(
+        "n_classes",
+        type=_positive_int,
+        metavar="N",
+        help="classification: classes (default: from the labels; 2 classes use one sigmoid output)",
+    )
     flag("lr", type=_positive_float, help="Adam learning rate (default: 1e-3)")
-    flag("freeze_encoder_epochs", type=_nonneg_int, metavar="N",
-         help="keep the encoder frozen for the first N epochs (default: %(default)s)")
-    flag("fg_fraction", type=_fraction, help="segmentation: share of cubes centred on foreground (default: %(default)s)")
+    flag(
+        "freeze_encoder_epochs",
+        type=_nonneg_int,
+        metavar="N",
+        help="keep the encoder frozen for the first N epochs (default: %(default)s)",
+    )
+    flag(
+        "fg_fraction", type=_fraction, help="segmentation: share of cubes centred on foreground (default: %(default)s)"
+    )
     flag("threshold", type=_fraction, help="probability threshold for masks/classes (default: %(default)s)")
     flag("overlap", type=float, help="sliding-window overlap for validation (default: %(default)s)")
-    flag("patience", type=_nonneg_int, metavar="N", help="early stopping patience in epochs (default: %(default)s = off)")
+    flag(
+        "patience", type=_nonneg_int, metavar="N", help="early stopping patience in epochs (default: %(default)s = off)"
+    )
     _add_data(flag)
     _add_common(flag)
 
@@ -301,24 +451,42 @@ def _add_finetune(sub) -> None:
 def _add_predict(sub) -> None:
     from .inferers import predict_volume
 
-    r = sub.add_parser("predict", help="sliding-window inference on a whole volume, written as NIfTI",
-                       description="Run a checkpoint over a whole NIfTI volume in overlapping cubes and write the result "
-                                   "with the input's affine: a uint8 mask for segmentation checkpoints (probabilities with "
-                                   "--probabilities), the restored [0, 1] volume for pretraining or published weights.")
+    r = sub.add_parser(
+        "predict",
+        help="sliding-window inference on a whole volume, written as NIfTI",
+        description="Run a checkpoint over a whole NIfTI volume in overlapping cubes and write the result "
+        "with the input's affine: a uint8 mask for segmentation checkpoints (probabilities with "
+        "--probabilities), the restored [0, 1] volume for pretraining or published weights.",
+    )
     flag = _Flags(r, signature_defaults(predict_volume))
     flag("weights", required=True, metavar="CKPT", help="checkpoint (ours or the published format)")
-    flag("input_path", "--input", required=True, metavar="NII",
-         help="input NIfTI volume (a 2D checkpoint also takes a PNG/JPEG image)")
-    flag("output_path", "--output", required=True, metavar="NII",
-         help="output NIfTI path (.nii or .nii.gz); .png for an image input")
+    flag(
+        "input_path",
+        "--input",
+        required=True,
+        metavar="NII",
+        help="input NIfTI volume (a 2D checkpoint also takes a PNG/JPEG image)",
+    )
+    flag(
+        "output_path",
+        "--output",
+        required=True,
+        metavar="NII",
+        help="output NIfTI path (.nii or .nii.gz); .png for an image input",
+    )
     _add_channels(flag, "--input", " (default: the channels the checkpoint was trained on)")
     flag("threshold", type=_fraction, help="mask threshold (default: %(default)s)")
     flag("probabilities", action="store_true", default=False, help="write float probabilities instead of a mask")
     flag("overlap", type=float, help="window overlap fraction in [0, 1) (default: %(default)s)")
     flag("batch_size", type=_positive_int, metavar="N", help="windows per forward pass (default: %(default)s)")
-    flag("cube", nargs="+", type=_cube_side, metavar="N",
-         help="window size, two sizes for a 2D checkpoint (default: the training cube stored in the checkpoint; "
-              "64 64 32 for published weights)")
+    flag(
+        "cube",
+        nargs="+",
+        type=_cube_side,
+        metavar="N",
+        help="window size, two sizes for a 2D checkpoint (default: the training cube stored in the checkpoint; "
+        "64 64 32 for published weights)",
+    )
     flag("device", choices=["auto", "cpu", "cuda"], help="device (default: %(default)s)")
     flag("amp", "--no-amp", action="store_false", help="disable mixed precision on CUDA")
 
@@ -326,20 +494,42 @@ def _add_predict(sub) -> None:
 def _add_evaluate(sub) -> None:
     from .metrics import evaluate_files
 
-    e = sub.add_parser("evaluate", help="score saved masks against labels: Dice, IoU, HD95 in mm",
-                       description="Compare predicted masks (e.g. from `genesis-ops predict`) with label volumes: Dice, "
-                                   "IoU and the symmetric 95th-percentile surface distance (HD95, mm, from the "
-                                   "affine) per case and pooled over the cases. Binary by default (prediction > 0 "
-                                   "against label > 0, or label in --label-values); --per-label scores each label "
-                                   "value separately in multi-label masks.")
+    e = sub.add_parser(
+        "evaluate",
+        help="score saved masks against labels: Dice, IoU, HD95 in mm",
+        description="Compare predicted masks (e.g. from `genesis-ops predict`) with label volumes: Dice, "
+        "IoU and the symmetric 95th-percentile surface distance (HD95, mm, from the "
+        "affine) per case and pooled over the cases. Binary by default (prediction > 0 "
+        "against label > 0, or label in --label-values); --per-label scores each label "
+        "value separately in multi-label masks.",
+    )
     flag = _Flags(e, {**signature_defaults(evaluate_files), "json": None, "device": "auto"})
-    flag("pred_paths", "--pred", required=True, nargs="+", action="extend", metavar="NII",
-         help="predicted masks (files, folders, globs; sorted within a folder or glob)")
-    flag("label_paths", "--labels", required=True, nargs="+", action="extend", metavar="NII",
-         help="label volumes, paired with --pred in order")
+    flag(
+        "pred_paths",
+        "--pred",
+        required=True,
+        nargs="+",
+        action="extend",
+        metavar="NII",
+        help="predicted masks (files, folders, globs; sorted within a folder or glob)",
+    )
+    flag(
+        "label_paths",
+        "--labels",
+        required=True,
+        nargs="+",
+        action="extend",
+        metavar="NII",
+        help="label volumes, paired with --pred in order",
+    )
     flag("per_label", action="store_true", help="score every non-zero value separately (same values in both files)")
-    flag("label_values", nargs="+", type=int, metavar="V",
-         help="label values that count as foreground (binary) or that are scored (--per-label) (default: all > 0)")
+    flag(
+        "label_values",
+        nargs="+",
+        type=int,
+        metavar="V",
+        help="label values that count as foreground (binary) or that are scored (--per-label) (default: all > 0)",
+    )
     flag("json", metavar="FILE", help="also write the cases and the summary as JSON to FILE")
     flag("device", choices=["auto", "cpu", "cuda"], help="where surface distances are computed (default: %(default)s)")
 
@@ -347,9 +537,12 @@ def _add_evaluate(sub) -> None:
 def _add_preview(sub) -> None:
     from .data import Preprocessing
 
-    v = sub.add_parser("preview", help="PNG of one slice through the original and each transform",
-                       description="Apply each Models Genesis transform (flip, local shuffle, non-linear, in-painting, "
-                                   "out-painting, and the full pipeline) to a volume and save one axial slice of each.")
+    v = sub.add_parser(
+        "preview",
+        help="PNG of one slice through the original and each transform",
+        description="Apply each Models Genesis transform (flip, local shuffle, non-linear, in-painting, "
+        "out-painting, and the full pipeline) to a volume and save one axial slice of each.",
+    )
     flag = _Flags(v, {**field_defaults(Preprocessing), "seed": 0, "device": "auto", "slice": None})
     flag("input", required=True, metavar="NII", help="input NIfTI volume")
     flag("output", required=True, metavar="PNG", help="output PNG path")
@@ -361,21 +554,33 @@ def _add_preview(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``genesis-ops`` parser: one subcommand per command, flags named after config fields."""
-    ap = _Parser(prog="genesis-ops",
-                 description="Models Genesis: self-supervised pretraining of a 3D U-Net on CT/MRI volumes "
-                             "(NIfTI), fine-tuning and inference. Transforms run on the training device "
-                             "through the genesis_ops kernels.")
+    ap = _Parser(
+        prog="genesis-ops",
+        description="Models Genesis: self-supervised pretraining of a 3D U-Net on CT/MRI volumes "
+        "(NIfTI), fine-tuning and inference. Transforms run on the training device "
+        "through the genesis_ops kernels.",
+    )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_pretrain(sub)
     _add_finetune(sub)
     _add_predict(sub)
     _add_evaluate(sub)
     _add_preview(sub)
-    i = sub.add_parser("info", help="versions, build information and devices",
-                       description="Print versions (models_genesis, genesis_ops, torch, numpy, nibabel), the genesis_ops "
-                                   "build information and the available devices.")
+    i = sub.add_parser(
+        "info",
+        help="versions, build information and devices",
+        description="Print versions (models_genesis, genesis_ops, torch, numpy, nibabel), the genesis_ops "
+        "build information and the available devices.",
+    )
     i.add_argument("--json", action="store_true", help="print one JSON object")
     return ap
+
+
+def _is_tuple_hint(hint: Any) -> bool:
+    """True for ``tuple[...]`` and ``tuple[...] | None``."""
+    if typing.get_origin(hint) is tuple:
+        return True
+    return any(typing.get_origin(h) is tuple for h in typing.get_args(hint))
 
 
 def config_from_args(cls, a: argparse.Namespace, **override: Any):
@@ -391,7 +596,7 @@ def config_from_args(cls, a: argparse.Namespace, **override: Any):
     kw = {}
     for f in fields(cls):
         v = getattr(a, f.name)
-        if isinstance(v, list) and "Tuple" in str(hints[f.name]):
+        if isinstance(v, list) and _is_tuple_hint(hints[f.name]):
             v = tuple(v)
         kw[f.name] = v
     kw.update(override)
@@ -409,8 +614,10 @@ def _cmd_pretrain(a) -> int:
     res = pretrain(cfg)
     h = [r for r in res["history"] if r.get("val_loss") is not None]
     if h and int(os.environ.get("RANK", "0")) == 0:
-        print(f"validation {loss_name(cfg)}: {h[0]['val_loss']:.5f} (epoch {h[0]['epoch']}) -> {h[-1]['val_loss']:.5f} "
-              f"(epoch {h[-1]['epoch']}), best {res['best_val']:.5f}; {res['time_s']:.1f}s")
+        print(
+            f"validation {loss_name(cfg)}: {h[0]['val_loss']:.5f} (epoch {h[0]['epoch']}) -> {h[-1]['val_loss']:.5f} "
+            f"(epoch {h[-1]['epoch']}), best {res['best_val']:.5f}; {res['time_s']:.1f}s"
+        )
     return 0
 
 
@@ -426,20 +633,25 @@ def _cmd_finetune(a) -> int:
     if a.demo:
         if a.task != "segmentation":
             from .utils import UsageError
+
             raise UsageError("--demo: the bundled demo is vertebra segmentation (--task segmentation)")
         res = finetune_demo(cfg)
         p, s = res["pretrained"], res["scratch"]
         pl, sl = p["history"][-1]["val_dice"], s["history"][-1]["val_dice"]
-        print(f"vertebra segmentation Dice on the held-out slices: from pretrained weights ({weights}) "
-              f"{p['dice']:.4f} best epoch / {pl:.4f} last epoch; from scratch {s['dice']:.4f} best / "
-              f"{sl:.4f} last; {res['time_s']:.1f}s")
+        print(
+            f"vertebra segmentation Dice on the held-out slices: from pretrained weights ({weights}) "
+            f"{p['dice']:.4f} best epoch / {pl:.4f} last epoch; from scratch {s['dice']:.4f} best / "
+            f"{sl:.4f} last; {res['time_s']:.1f}s"
+        )
         return 0
     res = finetune(cfg)
     if a.task == "segmentation":
         cases = res["best_metrics"].get("val_cases") or []
         per = "; ".join(f"{c['name']} {c['dice']:.4f}" for c in cases) if len(cases) > 1 else ""
-        print(f"best validation Dice {res['dice']:.4f}, IoU {res['iou']:.4f} (pooled over {len(cases)} validation "
-              f"volume(s){': ' + per if per else ''}); checkpoint {res['best']}")
+        print(
+            f"best validation Dice {res['dice']:.4f}, IoU {res['iou']:.4f} (pooled over {len(cases)} validation "
+            f"volume(s){': ' + per if per else ''}); checkpoint {res['best']}"
+        )
     else:
         print(f"best validation AUC {res['auc']:.4f}, accuracy {res['accuracy']:.4f}; checkpoint {res['best']}")
     return 0
@@ -448,13 +660,23 @@ def _cmd_finetune(a) -> int:
 def _cmd_predict(a) -> int:
     from .inferers import predict_volume
 
-    res = predict_volume(a.weights, a.input_path, a.output_path, device=a.device,
-                         threshold=None if a.probabilities else a.threshold, overlap=a.overlap,
-                         batch_size=a.batch_size, cube=tuple(a.cube) if a.cube else None, amp=a.amp,
-                         channels=a.channels)
+    res = predict_volume(
+        a.weights,
+        a.input_path,
+        a.output_path,
+        device=a.device,
+        threshold=None if a.probabilities else a.threshold,
+        overlap=a.overlap,
+        batch_size=a.batch_size,
+        cube=tuple(a.cube) if a.cube else None,
+        amp=a.amp,
+        channels=a.channels,
+    )
     what = "mask" if res["mask"] else "float volume"
-    print(f"wrote {what} {res['output']} (shape {'x'.join(map(str, res['shape']))}, {res['kind']} checkpoint, "
-          f"{res['time_s']:.1f}s)")
+    print(
+        f"wrote {what} {res['output']} (shape {'x'.join(map(str, res['shape']))}, {res['kind']} checkpoint, "
+        f"{res['time_s']:.1f}s)"
+    )
     return 0
 
 
@@ -463,8 +685,13 @@ def _cmd_evaluate(a) -> int:
     from .metrics import evaluate_files, format_table
     from .utils import resolve_device
 
-    res = evaluate_files(find_volumes(a.pred_paths), find_volumes(a.label_paths), per_label=a.per_label,
-                         label_values=a.label_values, device=resolve_device(a.device))
+    res = evaluate_files(
+        find_volumes(a.pred_paths),
+        find_volumes(a.label_paths),
+        per_label=a.per_label,
+        label_values=a.label_values,
+        device=resolve_device(a.device),
+    )
     print(format_table(res))
     if a.json:
         with open(a.json, "w") as f:
@@ -502,9 +729,13 @@ def _cmd_preview(a) -> int:
     inp, tgt = go.models_genesis(x, seed=s + 5)
     outs += [("pipeline input", inp), ("pipeline target", tgt)]
     imgs = [t[0, 0, :, :, k].float().cpu().numpy() for _, t in outs]
-    plots.panels(imgs, [n for n, _ in outs], a.output,
-                 title=f"{os.path.basename(a.input)}: axial slice {k} of {depth}"
-                 + (f", channel 0 of {vol.channels}" if vol.channels > 1 else ""))
+    plots.panels(
+        imgs,
+        [n for n, _ in outs],
+        a.output,
+        title=f"{os.path.basename(a.input)}: axial slice {k} of {depth}"
+        + (f", channel 0 of {vol.channels}" if vol.channels > 1 else ""),
+    )
     print(f"wrote {a.output} (slice {k}, seed {s})")
     return 0
 
@@ -516,10 +747,17 @@ def info_dict() -> dict:
     from . import __version__
     from .data import DEMO_CT, DEMO_LABELS
 
-    d = {"models_genesis": __version__, "python": platform.python_version(), "platform": platform.platform(),
-         "torch": torch.__version__, "numpy": np.__version__, "torch_cuda": torch.version.cuda,
-         "cuda_available": torch.cuda.is_available(), "cpu_threads": torch.get_num_threads(),
-         "demo_data": all(os.path.exists(p) for p in (DEMO_CT, DEMO_LABELS))}
+    d = {
+        "models_genesis": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "cpu_threads": torch.get_num_threads(),
+        "demo_data": all(os.path.exists(p) for p in (DEMO_CT, DEMO_LABELS)),
+    }
     try:
         import nibabel
 
@@ -539,10 +777,14 @@ def info_dict() -> dict:
         d["genesis_ops"] = f"not importable ({e})"
     if torch.cuda.is_available():
         d["cuda_devices"] = [
-            {"index": k, "name": torch.cuda.get_device_name(k),
-             "memory_gib": round(torch.cuda.get_device_properties(k).total_memory / 2 ** 30, 1),
-             "capability": ".".join(map(str, torch.cuda.get_device_capability(k)))}
-            for k in range(torch.cuda.device_count())]
+            {
+                "index": k,
+                "name": torch.cuda.get_device_name(k),
+                "memory_gib": round(torch.cuda.get_device_properties(k).total_memory / 2**30, 1),
+                "capability": ".".join(map(str, torch.cuda.get_device_capability(k))),
+            }
+            for k in range(torch.cuda.device_count())
+        ]
     return d
 
 
@@ -565,11 +807,17 @@ def _cmd_info(a) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": _cmd_pretrain, "finetune": _cmd_finetune, "predict": _cmd_predict, "evaluate": _cmd_evaluate,
-            "preview": _cmd_preview, "info": _cmd_info}
+COMMANDS = {
+    "pretrain": _cmd_pretrain,
+    "finetune": _cmd_finetune,
+    "predict": _cmd_predict,
+    "evaluate": _cmd_evaluate,
+    "preview": _cmd_preview,
+    "info": _cmd_info,
+}
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Entry point of ``genesis-ops``; returns the exit status (0 ok, 1 failure, 2 usage error)."""
     try:
         parser = build_parser()
@@ -593,8 +841,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (UsageError, ValueError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    except (VolumeError, CheckpointError, FloatingPointError, FileNotFoundError, PermissionError,
-            IsADirectoryError) as e:
+    except (
+        VolumeError,
+        CheckpointError,
+        FloatingPointError,
+        FileNotFoundError,
+        PermissionError,
+        IsADirectoryError,
+    ) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     except ImportError as e:

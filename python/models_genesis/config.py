@@ -4,12 +4,13 @@ Every default lives here, or where it belongs to a lower layer: the transforms' 
 ``genesis_ops.GenesisConfig``, the preprocessing's on :class:`data.Preprocessing`. The command line
 builds its flags and their defaults from these dataclasses' fields.
 """
+
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 from genesis_ops import GenesisConfig
@@ -23,12 +24,12 @@ DEFAULT_PRETRAIN_OUT = os.path.join("runs", "pretrain")
 DEFAULT_FINETUNE_OUT = os.path.join("runs", "finetune")
 
 # Sizes chosen when left as None: a narrow net and small cubes on the CPU, the paper's on CUDA.
-CPU_AUTO: Dict[str, Any] = {"width": 8, "cube": (32, 32, 16), "batch_size": 8}
-GPU_AUTO: Dict[str, Any] = {"width": 32, "cube": (64, 64, 32), "batch_size": 16}
+CPU_AUTO: dict[str, Any] = {"width": 8, "cube": (32, 32, 16), "batch_size": 8}
+GPU_AUTO: dict[str, Any] = {"width": 32, "cube": (64, 64, 32), "batch_size": 16}
 # 2D (--dims 2): the same widths; patches and batches sized for a 2D network (a 64x64 patch costs
 # about a twelfth of a 32x32x16 cube).
-CPU_AUTO_2D: Dict[str, Any] = {**CPU_AUTO, "cube": (64, 64), "batch_size": 16}
-GPU_AUTO_2D: Dict[str, Any] = {**GPU_AUTO, "cube": (128, 128), "batch_size": 64}
+CPU_AUTO_2D: dict[str, Any] = {**CPU_AUTO, "cube": (64, 64), "batch_size": 16}
+GPU_AUTO_2D: dict[str, Any] = {**GPU_AUTO, "cube": (128, 128), "batch_size": 64}
 
 # Schedules chosen when --epochs / --steps-per-epoch are left as None: a short demo on the bundled
 # data (shorter on the CPU), a full run on the user's own data.
@@ -40,14 +41,18 @@ FINETUNE_DEMO_GPU = {"epochs": 20, "steps_per_epoch": 50}
 FINETUNE_FULL = {"epochs": 50, "steps_per_epoch": 50}
 
 SCHEDULES = {
-    ("pretrain", True, "cpu"): PRETRAIN_DEMO_CPU, ("pretrain", True, "cuda"): PRETRAIN_DEMO_GPU,
-    ("pretrain", False, "cpu"): PRETRAIN_FULL, ("pretrain", False, "cuda"): PRETRAIN_FULL,
-    ("finetune", True, "cpu"): FINETUNE_DEMO_CPU, ("finetune", True, "cuda"): FINETUNE_DEMO_GPU,
-    ("finetune", False, "cpu"): FINETUNE_FULL, ("finetune", False, "cuda"): FINETUNE_FULL,
+    ("pretrain", True, "cpu"): PRETRAIN_DEMO_CPU,
+    ("pretrain", True, "cuda"): PRETRAIN_DEMO_GPU,
+    ("pretrain", False, "cpu"): PRETRAIN_FULL,
+    ("pretrain", False, "cuda"): PRETRAIN_FULL,
+    ("finetune", True, "cpu"): FINETUNE_DEMO_CPU,
+    ("finetune", True, "cuda"): FINETUNE_DEMO_GPU,
+    ("finetune", False, "cpu"): FINETUNE_FULL,
+    ("finetune", False, "cuda"): FINETUNE_FULL,
 }
 
 
-def auto_sizes(device: torch.device, dims: int = 3) -> Dict[str, Any]:
+def auto_sizes(device: torch.device, dims: int = 3) -> dict[str, Any]:
     """Width, cube and batch size used when left unset (:data:`CPU_AUTO` or :data:`GPU_AUTO`; the
     ``_2D`` ones for ``dims`` 2)."""
     if dims == 2:
@@ -67,7 +72,7 @@ def run_out(cfg: Any) -> str:
     return default_out(cfg.out, cfg.dims) if cfg.out == base else cfg.out
 
 
-def schedule(task: str, demo: bool, device: torch.device) -> Dict[str, int]:
+def schedule(task: str, demo: bool, device: torch.device) -> dict[str, int]:
     """Default ``epochs`` and ``steps_per_epoch`` of ``task`` ("pretrain" or "finetune")."""
     return SCHEDULES[(task, bool(demo), "cpu" if device.type == "cpu" else "cuda")]
 
@@ -106,8 +111,9 @@ def check_cube(cube, dims: int = 3) -> None:
         c = tuple(cube)
         if len(c) != dims or any((not isinstance(s, int)) or s < 8 or s % 8 for s in c):
             n = {2: "two", 3: "three"}[dims]
-            raise UsageError(f"--cube: expected {n} positive multiples of 8 with --dims {dims}, "
-                             f"got {' '.join(map(str, c))}")
+            raise UsageError(
+                f"--cube: expected {n} positive multiples of 8 with --dims {dims}, got {' '.join(map(str, c))}"
+            )
 
 
 @dataclass
@@ -119,29 +125,29 @@ class RunConfig:
     defaults from :class:`data.Preprocessing`; :meth:`data.Preprocessing.from_config` reads them.
     """
 
-    epochs: Optional[int] = None
-    steps_per_epoch: Optional[int] = None
-    batch_size: Optional[int] = None          # per process
-    cube: Optional[Tuple[int, ...]] = None     # (x, y, z); (x, y) with dims 2
-    dims: int = 3                             # 2: UNet2D on 2D patches (images, NIfTI axial slices)
-    width: Optional[int] = None
+    epochs: int | None = None
+    steps_per_epoch: int | None = None
+    batch_size: int | None = None  # per process
+    cube: tuple[int, ...] | None = None  # (x, y, z); (x, y) with dims 2
+    dims: int = 3  # 2: UNet2D on 2D patches (images, NIfTI axial slices)
+    width: int | None = None
     norm: str = "batch"
     device: str = "auto"
     seed: int = 0
-    amp: bool = True                          # CUDA only: bfloat16, or float16 with loss scaling
+    amp: bool = True  # CUDA only: bfloat16, or float16 with loss scaling
     val_fraction: float = 0.2
     # preprocessing
     modality: str = Preprocessing.modality
-    hu_window: Tuple[float, float] = Preprocessing.hu_window
+    hu_window: tuple[float, float] = Preprocessing.hu_window
     mri_norm: str = Preprocessing.mri_norm
-    spacing: Optional[Tuple[float, float, float]] = Preprocessing.spacing
+    spacing: tuple[float, float, float] | None = Preprocessing.spacing
     # co-registered modalities: names substituted for {channel} in the data paths (None: one file
     # per volume, 3D or 4D with the channels on the last axis)
-    channels: Optional[List[str]] = None
-    log_every: Optional[int] = None
+    channels: list[str] | None = None
+    log_every: int | None = None
     quiet: bool = False
 
-    def _fill(self, device: torch.device, task: str, demo: bool, sizes=("cube", "batch_size")) -> "RunConfig":
+    def _fill(self, device: torch.device, task: str, demo: bool, sizes=("cube", "batch_size")) -> RunConfig:
         """A copy with the None sizes and schedule filled for ``device``."""
         auto, sched = auto_sizes(device, self.dims), schedule(task, demo, device)
         c = replace(self)
@@ -160,17 +166,17 @@ class RunConfig:
 class PretrainConfig(RunConfig):
     """Settings of :func:`pretrain.pretrain` (one field per ``genesis-ops pretrain`` flag)."""
 
-    data: Optional[List[str]] = None          # None: the bundled demo CT
+    data: list[str] | None = None  # None: the bundled demo CT
     out: str = DEFAULT_PRETRAIN_OUT
     resume: bool = False
-    optimizer: str = "adam"                   # "adam" (default) or "sgd" (the paper's)
-    lr: Optional[float] = None                # adam 1e-3, sgd 1.0
+    optimizer: str = "adam"  # "adam" (default) or "sgd" (the paper's)
+    lr: float | None = None  # adam 1e-3, sgd 1.0
     momentum: float = 0.9
     weight_decay: float = 0.0
-    lr_step_epochs: int = 40                  # StepLR: multiply by lr_gamma every N epochs
+    lr_step_epochs: int = 40  # StepLR: multiply by lr_gamma every N epochs
     lr_gamma: float = 0.5
     val_batches: int = 4
-    patience: int = 20                        # early stopping; 0 disables
+    patience: int = 20  # early stopping; 0 disables
     compile: bool = False
     # transforms (the paper's settings, as genesis_ops.GenesisConfig's defaults)
     flip_p: float = GenesisConfig.flip_p
@@ -181,18 +187,17 @@ class PretrainConfig(RunConfig):
     inpaint_rate: float = GenesisConfig.inpaint_rate
     # restoration loss: None = the paper's plain MSE; W = squared errors on the voxels the corruption
     # mask marks (shuffled or painted) weigh W, the others 1 (losses.corruption_weighted_mse)
-    corrupted_weight: Optional[float] = None
+    corrupted_weight: float | None = None
     # cube sampling
     min_foreground: float = 0.5
     air_value: float = 0.05
     skip_bad: bool = False
-    init_weights: Optional[str] = None       # start from these weights (ours or published)
+    init_weights: str | None = None  # start from these weights (ours or published)
     previews: int = 4
 
     def validate(self) -> None:
         """Raise :class:`UsageError` (naming the flag) on a bad value."""
-        check_positive_ints(self, ("epochs", "steps_per_epoch", "batch_size", "width", "val_batches",
-                                   "num_windows"))
+        check_positive_ints(self, ("epochs", "steps_per_epoch", "batch_size", "width", "val_batches", "num_windows"))
         if self.previews != 0:
             check_positive_ints(self, ("previews",))
         check_channels(self.channels)
@@ -218,7 +223,7 @@ class PretrainConfig(RunConfig):
         if self.lr_step_epochs < 1:
             raise UsageError(f"--lr-step-epochs: expected a positive integer, got {self.lr_step_epochs}")
 
-    def resolved(self, device: torch.device) -> "PretrainConfig":
+    def resolved(self, device: torch.device) -> PretrainConfig:
         """A copy with the settings left as None filled: width, cube and batch for ``device``, the
         demo schedule without ``data`` (else the full one), the optimiser's default lr."""
         c = self._fill(device, "pretrain", self.data is None, sizes=("width", "cube", "batch_size"))
@@ -231,18 +236,18 @@ class PretrainConfig(RunConfig):
 class FinetuneConfig(RunConfig):
     """Settings of :func:`finetune.finetune` (one field per ``genesis-ops finetune`` flag)."""
 
-    task: str = "segmentation"                # or "classification"
-    images: Optional[List[str]] = None
-    labels: Optional[List[str]] = None        # segmentation: label volumes; classification: class ids
-    csv: Optional[str] = None                 # classification: rows "path,label"
+    task: str = "segmentation"  # or "classification"
+    images: list[str] | None = None
+    labels: list[str] | None = None  # segmentation: label volumes; classification: class ids
+    csv: str | None = None  # classification: rows "path,label"
     # validation given explicitly (overrides the split of the training data by val_fraction)
-    val_images: Optional[List[str]] = None
-    val_labels: Optional[List[str]] = None    # segmentation: label volumes; classification: class ids
-    val_csv: Optional[str] = None             # classification: rows "path,label"
-    label_values: Optional[List[int]] = None  # segmentation foreground values (default: any > 0)
-    weights: Optional[str] = None             # ours or published; None = from scratch
+    val_images: list[str] | None = None
+    val_labels: list[str] | None = None  # segmentation: label volumes; classification: class ids
+    val_csv: str | None = None  # classification: rows "path,label"
+    label_values: list[int] | None = None  # segmentation foreground values (default: any > 0)
+    weights: str | None = None  # ours or published; None = from scratch
     out: str = DEFAULT_FINETUNE_OUT
-    n_classes: Optional[int] = None           # classification (default: from the labels)
+    n_classes: int | None = None  # classification (default: from the labels)
     lr: float = 1e-3
     freeze_encoder_epochs: int = 0
     fg_fraction: float = 0.5
@@ -281,8 +286,7 @@ class FinetuneConfig(RunConfig):
         if bool(self.val_images) != bool(self.val_labels):
             raise UsageError("--val-images and --val-labels: give both (one label per validation image)")
 
-    def resolved(self, device: torch.device) -> "FinetuneConfig":
+    def resolved(self, device: torch.device) -> FinetuneConfig:
         """A copy with cube, batch size and schedule filled for ``device`` (the width stays None
         here: it comes from the weights, see :func:`finetune.finetune`)."""
         return self._fill(device, "finetune", self.demo)
-

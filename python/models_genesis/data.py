@@ -8,6 +8,7 @@ as the paper), MRI by per-volume percentiles or min-max. Arrays keep the canonic
 Loaded volumes are cached in memory (float16 by default: half the RAM, well below the 1/2000 HU
 quantisation of the window) so epochs never re-read or re-decode files.
 """
+
 from __future__ import annotations
 
 import glob
@@ -15,7 +16,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ def is_nifti(path: str) -> bool:
     return path.lower().endswith(NIFTI_SUFFIXES)
 
 
-def find_volumes(paths: Sequence[str], accept=is_nifti, kinds: str = ".nii/.nii.gz") -> List[str]:
+def find_volumes(paths: Sequence[str], accept=is_nifti, kinds: str = ".nii/.nii.gz") -> list[str]:
     """Expand files, folders (searched recursively for .nii/.nii.gz) and glob patterns.
 
     ``accept(path)`` decides which files folders and patterns yield (named ``kinds`` in errors;
@@ -48,7 +49,7 @@ def find_volumes(paths: Sequence[str], accept=is_nifti, kinds: str = ".nii/.nii.
     matches nothing."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    out: List[str] = []
+    out: list[str] = []
     for p in paths:
         p = os.fspath(p)
         if any(c in p for c in "*?["):
@@ -57,8 +58,9 @@ def find_volumes(paths: Sequence[str], accept=is_nifti, kinds: str = ".nii/.nii.
                 raise VolumeError(f"{p}: pattern matches no {kinds} file")
             out.extend(hits)
         elif os.path.isdir(p):
-            hits = sorted(h for h in glob.glob(os.path.join(p, "**", "*"), recursive=True)
-                          if os.path.isfile(h) and accept(h))
+            hits = sorted(
+                h for h in glob.glob(os.path.join(p, "**", "*"), recursive=True) if os.path.isfile(h) and accept(h)
+            )
             if not hits:
                 raise VolumeError(f"{p}: folder contains no {kinds} file")
             out.extend(hits)
@@ -86,10 +88,10 @@ class Preprocessing:
     """
 
     modality: str = "ct"
-    hu_window: Tuple[float, float] = (-1000.0, 1000.0)
+    hu_window: tuple[float, float] = (-1000.0, 1000.0)
     mri_norm: str = "percentile"
-    percentiles: Tuple[float, float] = (0.5, 99.5)
-    spacing: Optional[Tuple[float, float, float]] = None
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    spacing: tuple[float, float, float] | None = None
 
     def __post_init__(self):
         if self.modality not in ("ct", "mri"):
@@ -110,13 +112,17 @@ class Preprocessing:
         self.hu_window = (float(lo), float(hi))
         self.percentiles = (float(plo), float(phi))
 
-    def to_dict(self) -> Dict:
-        return {"modality": self.modality, "hu_window": list(self.hu_window), "mri_norm": self.mri_norm,
-                "percentiles": list(self.percentiles),
-                "spacing": list(self.spacing) if self.spacing is not None else None}
+    def to_dict(self) -> dict:
+        return {
+            "modality": self.modality,
+            "hu_window": list(self.hu_window),
+            "mri_norm": self.mri_norm,
+            "percentiles": list(self.percentiles),
+            "spacing": list(self.spacing) if self.spacing is not None else None,
+        }
 
     @classmethod
-    def from_config(cls, cfg) -> "Preprocessing":
+    def from_config(cls, cfg) -> Preprocessing:
         """The preprocessing a run config asks for.
 
         Args:
@@ -127,11 +133,15 @@ class Preprocessing:
         Returns:
             A validated :class:`Preprocessing` (default percentiles).
         """
-        return cls(modality=cfg.modality, hu_window=tuple(cfg.hu_window), mri_norm=cfg.mri_norm,
-                   spacing=tuple(cfg.spacing) if cfg.spacing else None)
+        return cls(
+            modality=cfg.modality,
+            hu_window=tuple(cfg.hu_window),
+            mri_norm=cfg.mri_norm,
+            spacing=tuple(cfg.spacing) if cfg.spacing else None,
+        )
 
     @classmethod
-    def from_dict(cls, d: Optional[Dict]) -> "Preprocessing":
+    def from_dict(cls, d: dict | None) -> Preprocessing:
         if not d:
             return cls()
         d = dict(d)
@@ -149,18 +159,18 @@ class Volume:
     data: np.ndarray
     affine: np.ndarray  # affine of ``data`` (canonical, possibly resampled)
     original_affine: np.ndarray
-    original_shape: Tuple[int, int, int]
-    canonical_shape: Tuple[int, int, int]
+    original_shape: tuple[int, int, int]
+    canonical_shape: tuple[int, int, int]
     header: object = field(default=None, repr=False)
     # () : ``data`` is (X, Y, Z); else ``data`` is (C, X, Y, Z), one named channel per entry
-    channel_names: Tuple[str, ...] = ()
+    channel_names: tuple[str, ...] = ()
 
     @property
     def channels(self) -> int:
         return len(self.channel_names) or 1
 
     @property
-    def spatial_shape(self) -> Tuple[int, ...]:
+    def spatial_shape(self) -> tuple[int, ...]:
         return tuple(self.data.shape[1:] if self.channel_names else self.data.shape)
 
     def channel_first(self) -> np.ndarray:
@@ -245,7 +255,7 @@ def normalise(arr: np.ndarray, pre: Preprocessing) -> np.ndarray:
     return ((np.clip(arr, lo, hi) - lo) / (hi - lo)).astype(np.float32)
 
 
-def load_volume(path: str, pre: Optional[Preprocessing] = None, label: bool = False) -> Volume:
+def load_volume(path: str, pre: Preprocessing | None = None, label: bool = False) -> Volume:
     """Read, reorient, resample and normalise one NIfTI volume (labels: no normalisation,
     nearest-neighbour resampling). An image file with 4 axes is a multi-channel volume (last axis =
     channels, as MONAI reads NIfTI): see :func:`load_channels_file`."""
@@ -266,10 +276,15 @@ def load_volume(path: str, pre: Optional[Preprocessing] = None, label: bool = Fa
         arr = np.rint(arr).astype(np.float32)
     else:
         arr = normalise(arr, pre)
-    return Volume(path=os.fspath(path), data=arr, affine=affine,
-                  original_affine=np.asarray(img.affine, dtype=np.float64),
-                  original_shape=tuple(int(s) for s in img.shape[:3]), canonical_shape=canonical_shape,
-                  header=img.header)
+    return Volume(
+        path=os.fspath(path),
+        data=arr,
+        affine=affine,
+        original_affine=np.asarray(img.affine, dtype=np.float64),
+        original_shape=tuple(int(s) for s in img.shape[:3]),
+        canonical_shape=canonical_shape,
+        header=img.header,
+    )
 
 
 def to_original_grid(arr: np.ndarray, vol: Volume, label: bool = False) -> np.ndarray:
@@ -306,7 +321,7 @@ def save_like(arr: np.ndarray, vol: Volume, path: str, label: bool = False) -> N
     os.replace(tmp, path)
 
 
-def pad_to(arr: np.ndarray, shape: Sequence[int], value: float = 0.0) -> Tuple[np.ndarray, Tuple]:
+def pad_to(arr: np.ndarray, shape: Sequence[int], value: float = 0.0) -> tuple[np.ndarray, tuple]:
     """Pad (centred) to at least ``shape``; returns the array and the (before, after) pads."""
     pads = []
     for n, c in zip(arr.shape, shape):
@@ -324,7 +339,7 @@ class VolumeCache:
     def __init__(self, dtype=np.float16, loader=None):
         self.dtype = dtype
         self.loader = loader or load_volume
-        self._store: Dict[Tuple, Volume] = {}
+        self._store: dict[tuple, Volume] = {}
         self.reads = 0
 
     def get(self, path, pre: Preprocessing, label: bool = False) -> Volume:
@@ -344,9 +359,15 @@ class VolumeCache:
         return len(self._store)
 
 
-def load_volumes(paths: Sequence[str], pre: Optional[Preprocessing] = None, skip_bad: bool = False,
-                 cache: Optional[VolumeCache] = None, log=print, channels: Optional[Sequence[str]] = None,
-                 find=find_volumes) -> List[Volume]:
+def load_volumes(
+    paths: Sequence[str],
+    pre: Preprocessing | None = None,
+    skip_bad: bool = False,
+    cache: VolumeCache | None = None,
+    log=print,
+    channels: Sequence[str] | None = None,
+    find=find_volumes,
+) -> list[Volume]:
     """Load many volumes; a bad file raises :class:`VolumeError` unless ``skip_bad`` (then warns).
 
     ``channels``: names substituted for ``{channel}`` in ``paths`` (see :func:`image_sources`).
@@ -382,9 +403,16 @@ class CubeSampler:
     All randomness comes from ``generator`` (a CPU ``torch.Generator``) so runs resume exactly.
     """
 
-    def __init__(self, volumes: Sequence[Volume], cube: Sequence[int], generator: Optional[torch.Generator] = None,
-                 air_value: float = 0.05, min_foreground: float = 0.5, max_tries: int = 20,
-                 regions: Optional[Sequence[Optional[Tuple[slice, slice, slice]]]] = None):
+    def __init__(
+        self,
+        volumes: Sequence[Volume],
+        cube: Sequence[int],
+        generator: torch.Generator | None = None,
+        air_value: float = 0.05,
+        min_foreground: float = 0.5,
+        max_tries: int = 20,
+        regions: Sequence[tuple[slice, slice, slice] | None] | None = None,
+    ):
         if not volumes:
             raise ValueError("volumes: need at least one volume")
         self.cube = tuple(int(c) for c in cube)
@@ -430,10 +458,10 @@ class CubeSampler:
         cubes = [np.asarray(self.sample_one(), dtype=np.float32) for _ in range(batch_size)]
         return torch.from_numpy(np.stack(cubes))
 
-    def state_dict(self) -> Dict:
+    def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
 
-    def load_state_dict(self, state: Dict) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
 
 
@@ -449,8 +477,9 @@ class PairSampler:
             volume has any); otherwise its position is uniform.
     """
 
-    def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cube, generator,
-                 fg_fraction: float = 0.5):
+    def __init__(
+        self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cube, generator, fg_fraction: float = 0.5
+    ):
         self.cube = tuple(cube)
         self.images = [channels_first(a, len(self.cube)) for a in images]
         self.images = [pad_to(a, (a.shape[0],) + self.cube, 0.0)[0] for a in self.images]
@@ -464,7 +493,7 @@ class PairSampler:
     def _rand(self, hi: int) -> int:
         return int(torch.randint(0, hi, (1,), generator=self.gen).item()) if hi > 1 else 0
 
-    def sample(self, batch_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(images, labels)``, float32 ``(B, C, *cube)`` and ``(B, 1, *cube)`` CPU tensors."""
         xs, ys = [], []
         for _ in range(batch_size):
@@ -507,7 +536,7 @@ CHANNEL_KEY = "{channel}"
 AFFINE_ATOL = 1e-3
 
 
-def channel_names(channels) -> Optional[Tuple[str, ...]]:
+def channel_names(channels) -> tuple[str, ...] | None:
     """Validated channel names (None stays None); ``["t1,t2", "flair"]`` -> ``("t1", "t2", "flair")``."""
     if channels is None:
         return None
@@ -529,11 +558,11 @@ class Subject:
     ``brats/BraTS_001/BraTS_001_{channel}.nii.gz``); errors name the subject by it."""
 
     name: str
-    paths: Tuple[str, ...]
-    channels: Tuple[str, ...]
+    paths: tuple[str, ...]
+    channels: tuple[str, ...]
 
 
-def _pattern_regex(pattern: str, channel: str) -> "re.Pattern":
+def _pattern_regex(pattern: str, channel: str) -> re.Pattern:
     """A regex matching what ``glob`` matches for ``pattern`` with ``{channel}`` = ``channel``, one
     group per wildcard (``**``, ``*``, ``?``, ``[...]``): the groups identify the subject."""
     out, i = [], 0
@@ -553,9 +582,9 @@ def _pattern_regex(pattern: str, channel: str) -> "re.Pattern":
         elif pattern[i] == "?":
             out.append("([^/])")
             i += 1
-        elif pattern[i] == "[" and "]" in pattern[i + 2:]:
+        elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
             j = pattern.index("]", i + 2)
-            body = pattern[i + 1:j]
+            body = pattern[i + 1 : j]
             out.append("([" + ("^" + body[1:] if body.startswith("!") else body) + "])")
             i = j + 1
         else:
@@ -571,7 +600,7 @@ def _fill(pattern: str, groups: Sequence[str]) -> str:
     return "".join(p if (i % 2 == 0 or p == CHANNEL_KEY) else next(it, p) for i, p in enumerate(parts))
 
 
-def find_subjects(patterns: Sequence[str], channels: Sequence[str]) -> List[Subject]:
+def find_subjects(patterns: Sequence[str], channels: Sequence[str]) -> list[Subject]:
     """Group channel files into subjects.
 
     Each pattern holds ``{channel}`` and may hold glob wildcards, e.g.
@@ -586,12 +615,14 @@ def find_subjects(patterns: Sequence[str], channels: Sequence[str]) -> List[Subj
     names = channel_names(channels)
     if isinstance(patterns, (str, os.PathLike)):
         patterns = [patterns]
-    subjects: List[Subject] = []
+    subjects: list[Subject] = []
     for pat in map(os.fspath, patterns):
         if CHANNEL_KEY not in pat:
-            raise ValueError(f"{pat}: with channels, each path is a pattern holding {CHANNEL_KEY} "
-                             f"(for example sub*/{{channel}}.nii.gz); or give one 4D file per subject without channels")
-        found: Dict[Tuple[str, ...], Dict[str, str]] = {}
+            raise ValueError(
+                f"{pat}: with channels, each path is a pattern holding {CHANNEL_KEY} "
+                f"(for example sub*/{{channel}}.nii.gz); or give one 4D file per subject without channels"
+            )
+        found: dict[tuple[str, ...], dict[str, str]] = {}
         for c in names:
             rx = _pattern_regex(pat, c)
             for hit in glob.glob(pat.replace(CHANNEL_KEY, c), recursive=True):
@@ -604,13 +635,14 @@ def find_subjects(patterns: Sequence[str], channels: Sequence[str]) -> List[Subj
             name, files = _fill(pat, key), found[key]
             missing = [c for c in names if c not in files]
             if missing:
-                raise VolumeError(f"subject {name}: missing channel {missing[0]} "
-                                  f"(no file {name.replace(CHANNEL_KEY, missing[0])})")
+                raise VolumeError(
+                    f"subject {name}: missing channel {missing[0]} (no file {name.replace(CHANNEL_KEY, missing[0])})"
+                )
             subjects.append(Subject(name, tuple(files[c] for c in names), names))
     return subjects
 
 
-def image_sources(paths: Sequence[str], channels: Optional[Sequence[str]] = None, find=find_volumes) -> list:
+def image_sources(paths: Sequence[str], channels: Sequence[str] | None = None, find=find_volumes) -> list:
     """What to load: paths expanded by ``find`` (NIfTI: :func:`find_volumes`) without ``channels``,
     else :class:`Subject` s (:func:`find_subjects`). A ``{channel}`` pattern without channel names
     is an error."""
@@ -624,8 +656,9 @@ def image_sources(paths: Sequence[str], channels: Optional[Sequence[str]] = None
     return find_subjects(paths, channels)
 
 
-def _stack_channels(arrays: Sequence[np.ndarray], names: Sequence[str], can, img, path: str,
-                    pre: Preprocessing) -> Volume:
+def _stack_channels(
+    arrays: Sequence[np.ndarray], names: Sequence[str], can, img, path: str, pre: Preprocessing
+) -> Volume:
     """Resample and normalise each canonical (X, Y, Z) channel on its own, stack to (C, X, Y, Z)."""
     affine = np.asarray(can.affine, dtype=np.float64)
     canonical_shape = tuple(int(s) for s in arrays[0].shape)
@@ -637,13 +670,19 @@ def _stack_channels(arrays: Sequence[np.ndarray], names: Sequence[str], can, img
         out.append(normalise(a, pre))
     if pre.spacing is not None:
         affine = _resampled_affine(affine, canonical_shape, out[0].shape)
-    return Volume(path=path, data=np.stack(out), affine=affine,
-                  original_affine=np.asarray(img.affine, dtype=np.float64),
-                  original_shape=tuple(int(s) for s in img.shape[:3]), canonical_shape=canonical_shape,
-                  header=img.header, channel_names=tuple(names))
+    return Volume(
+        path=path,
+        data=np.stack(out),
+        affine=affine,
+        original_affine=np.asarray(img.affine, dtype=np.float64),
+        original_shape=tuple(int(s) for s in img.shape[:3]),
+        canonical_shape=canonical_shape,
+        header=img.header,
+        channel_names=tuple(names),
+    )
 
 
-def load_channels_file(path: str, pre: Optional[Preprocessing] = None) -> Optional[Volume]:
+def load_channels_file(path: str, pre: Preprocessing | None = None) -> Volume | None:
     """A 4D NIfTI file with several volumes as a (C, X, Y, Z) volume (channels named "0", "1", ...);
     None when the file holds a single volume (then it is read as usual)."""
     import nibabel as nib
@@ -661,7 +700,7 @@ def load_channels_file(path: str, pre: Optional[Preprocessing] = None) -> Option
     return _stack_channels([arr[..., k] for k in range(c)], [str(k) for k in range(c)], can, img, path, pre)
 
 
-def load_subject(subject: Subject, pre: Optional[Preprocessing] = None) -> Volume:
+def load_subject(subject: Subject, pre: Preprocessing | None = None) -> Volume:
     """Read a subject's channel files into one (C, X, Y, Z) volume.
 
     Raises :class:`VolumeError` naming the subject when a channel file is missing or unreadable,
@@ -678,18 +717,22 @@ def load_subject(subject: Subject, pre: Optional[Preprocessing] = None) -> Volum
         else:
             c0, _, can0, shape0 = first
             if arr.shape != shape0:
-                raise VolumeError(f"subject {subject.name}: channel {c} has shape {arr.shape}, channel {c0} "
-                                  f"{shape0} (channels must be co-registered)")
+                raise VolumeError(
+                    f"subject {subject.name}: channel {c} has shape {arr.shape}, channel {c0} "
+                    f"{shape0} (channels must be co-registered)"
+                )
             diff = float(np.abs(np.asarray(can.affine) - np.asarray(can0.affine)).max())
             if diff > AFFINE_ATOL:
-                raise VolumeError(f"subject {subject.name}: channel {c} affine differs from channel {c0}'s "
-                                  f"(by up to {diff:.3g}; channels must be co-registered)")
+                raise VolumeError(
+                    f"subject {subject.name}: channel {c} affine differs from channel {c0}'s "
+                    f"(by up to {diff:.3g}; channels must be co-registered)"
+                )
         arrays.append(arr)
     _, img, can, _ = first
     return _stack_channels(arrays, subject.channels, can, img, subject.name, pre)
 
 
-def load_image(source, pre: Optional[Preprocessing] = None) -> Volume:
+def load_image(source, pre: Preprocessing | None = None) -> Volume:
     """Load a NIfTI path (3D, or 4D = channels) or a :class:`Subject`."""
     return load_subject(source, pre) if isinstance(source, Subject) else load_volume(source, pre)
 
@@ -720,8 +763,8 @@ class VolumeSplit:
     ``gap`` voxels between them that neither uses, and the foreground voxels each side holds."""
 
     axis: int
-    train: Tuple[slice, slice, slice]
-    val: Tuple[slice, slice, slice]
+    train: tuple[slice, slice, slice]
+    val: tuple[slice, slice, slice]
     gap: int
     train_fg: int
     val_fg: int
@@ -732,13 +775,15 @@ class VolumeSplit:
         return f"{a} {v.start}..{v.stop - 1} (training {a} {t.start}..{t.stop - 1}, gap {self.gap})"
 
 
-def _box(axis: int, lo: int, hi: int) -> Tuple[slice, slice, slice]:
+def _box(axis: int, lo: int, hi: int) -> tuple[slice, slice, slice]:
     s = [slice(None)] * 3
     s[axis] = slice(int(lo), int(hi))
     return tuple(s)
 
 
-def split_one_volume(mask: np.ndarray, cube: Sequence[int], val_fraction: float, name: str = "the label") -> VolumeSplit:
+def split_one_volume(
+    mask: np.ndarray, cube: Sequence[int], val_fraction: float, name: str = "the label"
+) -> VolumeSplit:
     """Cut one labelled volume into a training and a validation box that both hold foreground.
 
     Axes are tried longest first; on an axis of length ``n`` with cube side ``c`` the validation box
@@ -768,7 +813,7 @@ def split_one_volume(mask: np.ndarray, cube: Sequence[int], val_fraction: float,
     for pref, axis in enumerate(sorted(range(3), key=lambda a: -m.shape[a])):
         n, c = m.shape[axis], int(cube[axis])
         per = m.sum(axis=tuple(a for a in range(3) if a != axis)).astype(np.int64)
-        cum = np.concatenate([[0], np.cumsum(per)])   # cum[k]: foreground in [0, k)
+        cum = np.concatenate([[0], np.cumsum(per)])  # cum[k]: foreground in [0, k)
         g = c
         # validation at the high end: train [0, t), val [t + g, n)
         for t in range(c, n - g):
@@ -791,10 +836,13 @@ def split_one_volume(mask: np.ndarray, cube: Sequence[int], val_fraction: float,
     raise SplitError(
         f"{name}: no split of this single volume keeps enough foreground on both sides of a one-cube gap "
         f"(foreground spans {span} in a {'x'.join(map(str, m.shape))} volume, cube {' '.join(map(str, cube))}); "
-        "pass a labelled validation volume with --val-images/--val-labels, or a smaller --cube")
+        "pass a labelled validation volume with --val-images/--val-labels, or a smaller --cube"
+    )
 
 
-def choose_validation_volumes(fg_voxels: Sequence[int], val_fraction: float, names: Sequence[str]) -> Tuple[List[int], List[int]]:
+def choose_validation_volumes(
+    fg_voxels: Sequence[int], val_fraction: float, names: Sequence[str]
+) -> tuple[list[int], list[int]]:
     """Hold out whole volumes so that validation and training both have foreground.
 
     ``round(n * val_fraction)`` volumes (at least 1, at most n - 1) are held out, taken from the end
@@ -816,8 +864,10 @@ def choose_validation_volumes(fg_voxels: Sequence[int], val_fraction: float, nam
     with_fg = [i for i in range(n) if fg_voxels[i] > 0]
     if len(with_fg) < 2:
         which = f"only {os.path.basename(names[with_fg[0]])}" if with_fg else "none"
-        raise SplitError(f"{which} of the {n} label volumes has foreground, and training and validation both need "
-                         "some: pass a labelled validation volume with --val-images/--val-labels")
+        raise SplitError(
+            f"{which} of the {n} label volumes has foreground, and training and validation both need "
+            "some: pass a labelled validation volume with --val-images/--val-labels"
+        )
     nv = min(max(1, int(round(n * val_fraction))), n - 1)
     val = [with_fg[-1]]
     fg_left = len(with_fg) - 1
@@ -832,7 +882,9 @@ def choose_validation_volumes(fg_voxels: Sequence[int], val_fraction: float, nam
     return [i for i in range(n) if i not in val], val
 
 
-def stratified_split(classes: Sequence[int], val_fraction: float, generator: torch.Generator) -> Tuple[List[int], List[int]]:
+def stratified_split(
+    classes: Sequence[int], val_fraction: float, generator: torch.Generator
+) -> tuple[list[int], list[int]]:
     """Hold out ``round(n_c * val_fraction)`` random cases of every class ``c`` (at least 1, at most
     ``n_c - 1``), so that validation and training both see every class.
 
@@ -846,8 +898,10 @@ def stratified_split(classes: Sequence[int], val_fraction: float, generator: tor
     for c in sorted(set(classes)):
         idx = [i for i, y in enumerate(classes) if y == c]
         if len(idx) < 2:
-            raise SplitError(f"class {c} has {len(idx)} case, so validation would miss it (or training would): "
-                             "add cases of it, or pass --val-images/--val-labels or --val-csv with every class")
+            raise SplitError(
+                f"class {c} has {len(idx)} case, so validation would miss it (or training would): "
+                "add cases of it, or pass --val-images/--val-labels or --val-csv with every class"
+            )
         perm = torch.randperm(len(idx), generator=generator).tolist()
         nv = min(max(1, int(round(len(idx) * val_fraction))), len(idx) - 1)
         val += [idx[k] for k in perm[:nv]]

@@ -6,10 +6,11 @@ A 2D input is held as a :class:`data.Volume` whose ``data`` is ``(X, Y, Z)``: a 
 dropped, so the 3D samplers (:class:`data.CubeSampler`, :class:`data.PairSampler`), the region
 split and the sliding window serve 2D unchanged; this module holds only what differs.
 """
+
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -20,8 +21,10 @@ from .utils import UsageError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # multi-channel 2D (a (C, X, Y) patch through the (px, py, 1) trick) is not wired through the 2D
 # loaders and previews; refused in one line rather than silently using channel 0
-SINGLE_CHANNEL_2D = ("--dims 2 takes single-channel inputs only (no --channels, no multi-channel 4D NIfTI); "
-                     "use --dims 3 for multi-channel inputs")
+SINGLE_CHANNEL_2D = (
+    "--dims 2 takes single-channel inputs only (no --channels, no multi-channel 4D NIfTI); "
+    "use --dims 3 for multi-channel inputs"
+)
 
 
 def is_image(path: str) -> bool:
@@ -33,7 +36,7 @@ def is_input_2d(path: str) -> bool:
     return is_image(path) or data.is_nifti(path)
 
 
-def find_inputs(paths: Sequence[str]) -> List[str]:
+def find_inputs(paths: Sequence[str]) -> list[str]:
     """:func:`data.find_volumes` for 2D: files, folders and patterns of images and NIfTI volumes."""
     return data.find_volumes(paths, accept=is_input_2d, kinds=".png/.jpg/.jpeg/.nii/.nii.gz")
 
@@ -83,7 +86,7 @@ def read_image(path: str, label: bool = False) -> np.ndarray:
     return np.asarray(arr, dtype=np.float32)
 
 
-def load_input(path: str, pre: Optional[data.Preprocessing] = None, label: bool = False) -> data.Volume:
+def load_input(path: str, pre: data.Preprocessing | None = None, label: bool = False) -> data.Volume:
     """One 2D input as a :class:`data.Volume`: an image as ``(rows, cols, 1)`` (the preprocessing
     options are for NIfTI and do not apply), a NIfTI volume as :func:`data.load_volume` reads it."""
     path = os.fspath(path)
@@ -97,18 +100,21 @@ def load_input(path: str, pre: Optional[data.Preprocessing] = None, label: bool 
         arr = np.rint(arr)
     shape = (int(arr.shape[0]), int(arr.shape[1]), 1)
     eye = np.eye(4)
-    return data.Volume(path=path, data=arr[:, :, None], affine=eye, original_affine=eye, original_shape=shape,
-                       canonical_shape=shape)
+    return data.Volume(
+        path=path, data=arr[:, :, None], affine=eye, original_affine=eye, original_shape=shape, canonical_shape=shape
+    )
 
 
-def load_inputs(paths: Sequence[str], pre: Optional[data.Preprocessing] = None, skip_bad: bool = False,
-                log=print) -> List[data.Volume]:
+def load_inputs(
+    paths: Sequence[str], pre: data.Preprocessing | None = None, skip_bad: bool = False, log=print
+) -> list[data.Volume]:
     """:func:`data.load_volumes` for 2D inputs (images and NIfTI volumes), float16 in memory."""
-    return data.load_volumes(paths, pre, skip_bad=skip_bad, cache=data.VolumeCache(loader=load_input), log=log,
-                             find=find_inputs)
+    return data.load_volumes(
+        paths, pre, skip_bad=skip_bad, cache=data.VolumeCache(loader=load_input), log=log, find=find_inputs
+    )
 
 
-def sampling_cube(cube: Sequence[int]) -> Tuple[int, ...]:
+def sampling_cube(cube: Sequence[int]) -> tuple[int, ...]:
     """The 3D cube the samplers cut: ``(px, py, 1)`` for a 2D patch, the cube itself in 3D."""
     c = tuple(int(s) for s in cube)
     return c + (1,) if len(c) == 2 else c

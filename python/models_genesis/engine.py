@@ -7,6 +7,7 @@ writer (:class:`CheckpointWriter`). A task (pretraining, segmentation, classific
 what differs: how a batch is made, how it is evaluated, and what its records and checkpoints hold
 (the :class:`Task` protocol).
 """
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,8 @@ import os
 import shutil
 import time
 from dataclasses import asdict, is_dataclass
-from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Protocol
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -22,7 +24,7 @@ import torch.nn as nn
 from .utils import DistInfo, Progress, append_jsonl, atomic_save, rng_state
 
 # (inputs, targets, *extras): the extras (e.g. pretraining's corruption mask) go to the loss
-Batch = Tuple[torch.Tensor, ...]
+Batch = tuple[torch.Tensor, ...]
 
 CHECKPOINT_FORMAT = "models_genesis"
 CHECKPOINT_VERSION = 1
@@ -32,7 +34,7 @@ CHECKPOINT_VERSION = 1
 # mixed precision
 
 
-def amp_dtype(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
+def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     """The autocast dtype training uses on ``device``.
 
     Args:
@@ -48,7 +50,7 @@ def amp_dtype(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
     return None
 
 
-def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+def autocast(device: torch.device, dtype: torch.dtype | None):
     """An autocast context for ``device`` in ``dtype``; a disabled one when ``dtype`` is None.
 
     Args:
@@ -60,7 +62,7 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def make_scaler(device: torch.device, dtype: Optional[torch.dtype], **kwargs: Any) -> Optional[torch.amp.GradScaler]:
+def make_scaler(device: torch.device, dtype: torch.dtype | None, **kwargs: Any) -> torch.amp.GradScaler | None:
     """A GradScaler when ``dtype`` is float16 (its gradients underflow without loss scaling), else None.
 
     Args:
@@ -84,8 +86,9 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(m, "module", m)
 
 
-def prepare_model(model: nn.Module, device: torch.device, distributed: bool = False,
-                  compile: bool = False) -> nn.Module:
+def prepare_model(
+    model: nn.Module, device: torch.device, distributed: bool = False, compile: bool = False
+) -> nn.Module:
     """The module the training step calls.
 
     Args:
@@ -100,8 +103,7 @@ def prepare_model(model: nn.Module, device: torch.device, distributed: bool = Fa
     """
     out = model
     if distributed:
-        out = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+        out = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if compile:
         out = torch.compile(out)
     return out
@@ -135,10 +137,17 @@ class TrainStep:
         scaler_kwargs: passed to the GradScaler (only used with float16).
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], amp: bool = True,
-                 dtype: Optional[torch.dtype] = None, forward: Callable = _call,
-                 scaler_kwargs: Optional[Dict[str, Any]] = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        amp: bool = True,
+        dtype: torch.dtype | None = None,
+        forward: Callable = _call,
+        scaler_kwargs: dict[str, Any] | None = None,
+    ):
         self.model, self.optimizer, self.device = model, optimizer, torch.device(device)
         self.loss_fn, self.forward = loss_fn, forward
         self.dtype = dtype if dtype is not None else amp_dtype(self.device, amp)
@@ -186,14 +195,14 @@ class Monitor:
         bad_epochs: epochs without improvement so far (when resuming).
     """
 
-    def __init__(self, mode: str = "min", patience: int = 0, best: Optional[float] = None, bad_epochs: int = 0):
+    def __init__(self, mode: str = "min", patience: int = 0, best: float | None = None, bad_epochs: int = 0):
         if mode not in ("min", "max"):
             raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
         self.mode, self.patience = mode, int(patience)
         self.best = best if best is not None and math.isfinite(best) else None
         self.bad_epochs = int(bad_epochs)
 
-    def update(self, value: Optional[float]) -> bool:
+    def update(self, value: float | None) -> bool:
         """Record one epoch's value; returns True when it is the best so far. An undefined value
         (None, NaN, inf) never improves."""
         defined = value is not None and math.isfinite(value)
@@ -224,8 +233,9 @@ def plain(d: Any) -> Any:
     return d
 
 
-def checkpoint_payload(kind: str, model: nn.Module, optimizer: torch.optim.Optimizer, config: Any,
-                       epoch: int, step: int, **extra: Any) -> Dict[str, Any]:
+def checkpoint_payload(
+    kind: str, model: nn.Module, optimizer: torch.optim.Optimizer, config: Any, epoch: int, step: int, **extra: Any
+) -> dict[str, Any]:
     """The dict every checkpoint holds (loadable with ``torch.load(..., weights_only=True)``).
 
     Args:
@@ -240,9 +250,19 @@ def checkpoint_payload(kind: str, model: nn.Module, optimizer: torch.optim.Optim
         ``{format, kind, version, model, model_config, optimizer, epoch, step, rng, config, **extra}``.
     """
     m = unwrap(model)
-    return {"format": CHECKPOINT_FORMAT, "kind": kind, "version": CHECKPOINT_VERSION,
-            "model": m.state_dict(), "model_config": m.config(), "optimizer": optimizer.state_dict(),
-            "epoch": int(epoch), "step": int(step), "rng": rng_state(), "config": plain(config), **extra}
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "kind": kind,
+        "version": CHECKPOINT_VERSION,
+        "model": m.state_dict(),
+        "model_config": m.config(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": int(epoch),
+        "step": int(step),
+        "rng": rng_state(),
+        "config": plain(config),
+        **extra,
+    }
 
 
 class CheckpointWriter:
@@ -259,7 +279,7 @@ class CheckpointWriter:
         self.last = os.path.join(out, "last.pt")
         self.best = os.path.join(out, "best.pt")
 
-    def save(self, payload: Dict[str, Any], is_best: bool) -> None:
+    def save(self, payload: dict[str, Any], is_best: bool) -> None:
         """Write ``payload`` as ``last.pt``, and as ``best.pt`` too when ``is_best``."""
         if is_best:
             atomic_save(payload, self.best)
@@ -285,23 +305,25 @@ class CheckpointWriter:
 class Task(Protocol):
     """What a training task supplies to :func:`fit`."""
 
-    def begin_epoch(self, epoch: int) -> Tuple[Callable[[], Batch], str]:
+    def begin_epoch(self, epoch: int) -> tuple[Callable[[], Batch], str]:
         """Set the model up for ``epoch``; return a batch maker and a suffix for the progress label."""
 
-    def end_epoch(self, epoch: int, step: int, train_loss: float, progress: Progress, epoch_time: float
-                  ) -> Tuple[Dict[str, Any], Optional[float]]:
+    def end_epoch(
+        self, epoch: int, step: int, train_loss: float, progress: Progress, epoch_time: float
+    ) -> tuple[dict[str, Any], float | None]:
         """Evaluate after ``epoch`` (``step`` optimiser steps so far; ``train_loss`` its mean loss);
         return the epoch's metrics record (without ``best``) and the monitored value."""
 
-    def payload(self, epoch: int, step: int) -> Dict[str, Any]:
+    def payload(self, epoch: int, step: int) -> dict[str, Any]:
         """The checkpoint payload after ``epoch`` (see :func:`checkpoint_payload`)."""
 
-    def after_save(self, record: Dict[str, Any]) -> None:
+    def after_save(self, record: dict[str, Any]) -> None:
         """Main process, after the checkpoints: pictures, the epoch's log line."""
 
 
-def run_epoch(step: TrainStep, next_batch: Callable[[], Batch], n_steps: int, progress: Progress,
-              epoch: int, world_size: int = 1) -> float:
+def run_epoch(
+    step: TrainStep, next_batch: Callable[[], Batch], n_steps: int, progress: Progress, epoch: int, world_size: int = 1
+) -> float:
     """``n_steps`` training steps on batches from ``next_batch()``.
 
     Args:
@@ -321,17 +343,32 @@ def run_epoch(step: TrainStep, next_batch: Callable[[], Batch], n_steps: int, pr
         x, *rest = next_batch()
         lv = float(step(x, *rest).item())
         if not math.isfinite(lv):
-            raise FloatingPointError(f"loss became {lv} at epoch {epoch} step {i}; "
-                                     f"try a lower --lr (now {step.optimizer.param_groups[0]['lr']:g})")
+            raise FloatingPointError(
+                f"loss became {lv} at epoch {epoch} step {i}; "
+                f"try a lower --lr (now {step.optimizer.param_groups[0]['lr']:g})"
+            )
         total += lv
         progress.update(i, lv, x.shape[0] * world_size)
     return total / n_steps
 
 
-def fit(step: TrainStep, task: Task, *, model: nn.Module, epochs: int, steps_per_epoch: int,
-        monitor: Monitor, writer: CheckpointWriter, history: List[Dict[str, Any]], metrics_path: str,
-        start_epoch: int = 1, dist: Optional[DistInfo] = None, show_progress: bool = True,
-        log_every: Optional[int] = None, say: Callable[[str], None] = print) -> Tuple[int, bool]:
+def fit(
+    step: TrainStep,
+    task: Task,
+    *,
+    model: nn.Module,
+    epochs: int,
+    steps_per_epoch: int,
+    monitor: Monitor,
+    writer: CheckpointWriter,
+    history: list[dict[str, Any]],
+    metrics_path: str,
+    start_epoch: int = 1,
+    dist: DistInfo | None = None,
+    show_progress: bool = True,
+    log_every: int | None = None,
+    say: Callable[[str], None] = print,
+) -> tuple[int, bool]:
     """The epoch loop of every task: train, evaluate, track the best epoch, write checkpoints and
     metrics (main process only), stop early on ``monitor``'s patience (agreed across processes).
 
@@ -355,8 +392,9 @@ def fit(step: TrainStep, task: Task, *, model: nn.Module, epochs: int, steps_per
     for epoch in range(start_epoch, epochs + 1):
         next_batch, suffix = task.begin_epoch(epoch)
         model.train()
-        prog = Progress(steps_per_epoch, f"epoch {epoch}/{epochs}{suffix}", enabled=main and show_progress,
-                        every=log_every)
+        prog = Progress(
+            steps_per_epoch, f"epoch {epoch}/{epochs}{suffix}", enabled=main and show_progress, every=log_every
+        )
         t0 = time.perf_counter()
         train_loss = run_epoch(step, next_batch, steps_per_epoch, prog, epoch, dist.world_size)
         epoch_time = time.perf_counter() - t0

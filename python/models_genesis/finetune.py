@@ -5,6 +5,7 @@ the shared engine's (:mod:`models_genesis.engine`), whole-volume inference is
 :mod:`models_genesis.inferers`, metrics :mod:`models_genesis.metrics`, losses
 :mod:`models_genesis.losses`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,8 @@ import math
 import os
 import time
 from dataclasses import replace
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,8 +27,16 @@ from .engine import CheckpointWriter, Monitor, TrainStep, checkpoint_payload, fi
 from .inferers import sliding_window
 from .losses import classification_loss, dice_bce_loss
 from .metrics import DiceIoU, dice_iou, roc_auc
-from .model import (UNETS, CheckpointError, GenesisClassifier, encoder_modules, extract_state_dict,
-                    initialised_note, load_pretrained, read_checkpoint)
+from .model import (
+    UNETS,
+    CheckpointError,
+    GenesisClassifier,
+    encoder_modules,
+    extract_state_dict,
+    initialised_note,
+    load_pretrained,
+    read_checkpoint,
+)
 from .utils import Progress, UsageError, derive_seed, log, resolve_device
 
 __all__ = ["FinetuneConfig", "finetune", "finetune_demo", "weights_info", "build_model_for"]
@@ -36,13 +46,13 @@ __all__ = ["FinetuneConfig", "finetune", "finetune_demo", "weights_info", "build
 # data
 
 
-def _foreground(lab: np.ndarray, values: Optional[Sequence[int]]) -> np.ndarray:
+def _foreground(lab: np.ndarray, values: Sequence[int] | None) -> np.ndarray:
     if values:
         return np.isin(np.rint(lab).astype(np.int64), list(values)).astype(np.float32)
     return (lab > 0).astype(np.float32)
 
 
-def _read_csv(path: str, flag: str = "--csv") -> Tuple[List[str], List[int]]:
+def _read_csv(path: str, flag: str = "--csv") -> tuple[list[str], list[int]]:
     if not os.path.isfile(path):
         raise UsageError(f"{flag}: {path}: no such file")
     imgs, labs = [], []
@@ -77,7 +87,9 @@ def _load_pairs(img_paths: Sequence, lab_paths: Sequence[str], cfg: FinetuneConf
         v = load(ip, pre)
         lv = load_label(lp, pre, label=True)
         if v.spatial_shape != lv.data.shape:
-            raise data.VolumeError(f"{lp}: label shape {lv.data.shape} differs from image {v.path} shape {v.spatial_shape}")
+            raise data.VolumeError(
+                f"{lp}: label shape {lv.data.shape} differs from image {v.path} shape {v.spatial_shape}"
+            )
         vols.append(v)
         imgs.append(v.channel_first())  # (C, X, Y, Z)
         labs.append(_foreground(lv.data, cfg.label_values))
@@ -85,7 +97,7 @@ def _load_pairs(img_paths: Sequence, lab_paths: Sequence[str], cfg: FinetuneConf
     return imgs, labs
 
 
-def _label_paths(cfg: FinetuneConfig, images, labels, flag: str) -> Tuple[list, List[str]]:
+def _label_paths(cfg: FinetuneConfig, images, labels, flag: str) -> tuple[list, list[str]]:
     """Image sources (files, or channel subjects with ``--channels``; 2D: images or volumes of
     slices) and their label files, one per image."""
     find = data2d.find_inputs if cfg.dims == 2 else data.find_volumes
@@ -121,8 +133,10 @@ def _segmentation_data(cfg: FinetuneConfig, pre: data.Preprocessing):
         vimgs, vlabs = _load_pairs(vi, vl, cfg, pre)
         va = [(os.path.basename(getattr(p, "name", p)), a, b) for p, a, b in zip(vi, vimgs, vlabs)]
         if not any(b.any() for _, _, b in va):
-            raise data.SplitError("--val-labels: the validation labels have no foreground voxels, so Dice would "
-                                  "measure nothing; pass validation volumes that contain the structure")
+            raise data.SplitError(
+                "--val-labels: the validation labels have no foreground voxels, so Dice would "
+                "measure nothing; pass validation volumes that contain the structure"
+            )
         return img_paths, list(zip(imgs, labs)), va, f"{len(va)} volume(s) from --val-images"
     fg = [int(b.sum()) for b in labs]
     if cfg.val_fraction <= 0:
@@ -139,7 +153,7 @@ def _segmentation_data(cfg: FinetuneConfig, pre: data.Preprocessing):
     return img_paths, tr, va, f"{names[0]} {sp.describe()}"
 
 
-def _classification_data(cfg: FinetuneConfig, csv_path: Optional[str], images, labels, flag: str):
+def _classification_data(cfg: FinetuneConfig, csv_path: str | None, images, labels, flag: str):
     """Image paths (or channel subjects) and integer class labels from a CSV or from images plus
     ``labels`` (``flag`` names the labels' option in errors)."""
     names = data.channel_names(cfg.channels)
@@ -169,7 +183,7 @@ def _classification_data(cfg: FinetuneConfig, csv_path: Optional[str], images, l
 # model
 
 
-def weights_info(weights: str) -> Dict[str, Any]:
+def weights_info(weights: str) -> dict[str, Any]:
     """What a weights file says about its model.
 
     Args:
@@ -193,14 +207,15 @@ def weights_info(weights: str) -> Dict[str, Any]:
     return info
 
 
-def _check_dims(cfg: FinetuneConfig, winfo: Dict[str, Any]) -> Dict[str, Any]:
+def _check_dims(cfg: FinetuneConfig, winfo: dict[str, Any]) -> dict[str, Any]:
     if winfo["dims"] != cfg.dims:
         raise UsageError(f"--dims {cfg.dims}: {cfg.weights} holds {winfo['dims']}D weights")
     return winfo
 
 
-def build_model_for(cfg: FinetuneConfig, n_out: int, say: Callable[[str], None] = print,
-                    in_channels: int = 1) -> nn.Module:
+def build_model_for(
+    cfg: FinetuneConfig, n_out: int, say: Callable[[str], None] = print, in_channels: int = 1
+) -> nn.Module:
     """The task's model, initialised from ``cfg.weights`` when given (head re-initialised).
 
     Args:
@@ -221,8 +236,9 @@ def build_model_for(cfg: FinetuneConfig, n_out: int, say: Callable[[str], None] 
         width = winfo["width"]
         norm = winfo["norm"] if cfg.norm == "batch" else cfg.norm
         if winfo["in_channels"] not in (1, in_channels):
-            raise UsageError(f"--weights {cfg.weights}: trained on {winfo['in_channels']} channel(s), "
-                             f"the data has {in_channels}")
+            raise UsageError(
+                f"--weights {cfg.weights}: trained on {winfo['in_channels']} channel(s), the data has {in_channels}"
+            )
     if width is None:
         width = auto_sizes(resolve_device(cfg.device), cfg.dims)["width"]
     if cfg.task == "segmentation":
@@ -230,10 +246,12 @@ def build_model_for(cfg: FinetuneConfig, n_out: int, say: Callable[[str], None] 
     else:
         model = GenesisClassifier(in_channels=in_channels, n_classes=n_out, width=width, norm=norm)
     if winfo is not None:
-        load_pretrained(model, winfo["obj"], strict=True, skip_head=True, source=cfg.weights,
-                        adapt_single_channel=True)
-        say(f"initialised from {cfg.weights} (width {width}; head re-initialised"
-            + initialised_note(winfo["obj"], in_channels) + ")")
+        load_pretrained(model, winfo["obj"], strict=True, skip_head=True, source=cfg.weights, adapt_single_channel=True)
+        say(
+            f"initialised from {cfg.weights} (width {width}; head re-initialised"
+            + initialised_note(winfo["obj"], in_channels)
+            + ")"
+        )
     else:
         say(f"training from scratch (width {width})")
     return model
@@ -261,7 +279,7 @@ class _FinetuneTask:
     def __init__(self, cfg: FinetuneConfig, model, opt, sample_fn, eval_fn, key: str, meta, say):
         self.cfg, self.model, self.opt = cfg, model, opt
         self.sample_fn, self.eval_fn, self.key, self.meta, self.say = sample_fn, eval_fn, key, meta, say
-        self.metrics: Dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
 
     def begin_epoch(self, epoch: int):
         self.frozen = epoch <= self.cfg.freeze_encoder_epochs
@@ -270,22 +288,39 @@ class _FinetuneTask:
 
     def end_epoch(self, epoch: int, step: int, train_loss: float, prog: Progress, epoch_time: float):
         self.metrics = self.eval_fn(self.model)
-        rec = {"epoch": epoch, "step": step, "train_loss": train_loss, **self.metrics,
-               "samples_per_s": prog.rate(), "encoder_frozen": self.frozen}
+        rec = {
+            "epoch": epoch,
+            "step": step,
+            "train_loss": train_loss,
+            **self.metrics,
+            "samples_per_s": prog.rate(),
+            "encoder_frozen": self.frozen,
+        }
         return rec, self.metrics.get(self.key)
 
-    def payload(self, epoch: int, step: int) -> Dict[str, Any]:
-        return checkpoint_payload(f"finetune-{self.cfg.task}", self.model, self.opt, self.cfg, epoch, step,
-                                  metrics=dict(self.metrics), **self.meta)
+    def payload(self, epoch: int, step: int) -> dict[str, Any]:
+        return checkpoint_payload(
+            f"finetune-{self.cfg.task}",
+            self.model,
+            self.opt,
+            self.cfg,
+            epoch,
+            step,
+            metrics=dict(self.metrics),
+            **self.meta,
+        )
 
-    def after_save(self, rec: Dict[str, Any]) -> None:
-        self.say(f"epoch {rec['epoch']}/{self.cfg.epochs}: train loss {rec['train_loss']:.4f}, "
-                 + ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items() if isinstance(v, float))
-                 + (" (best)" if rec["best"] else ""))
+    def after_save(self, rec: dict[str, Any]) -> None:
+        self.say(
+            f"epoch {rec['epoch']}/{self.cfg.epochs}: train loss {rec['train_loss']:.4f}, "
+            + ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items() if isinstance(v, float))
+            + (" (best)" if rec["best"] else "")
+        )
 
 
-def _train(cfg: FinetuneConfig, model: nn.Module, device, say, sample_fn, loss_fn, eval_fn, key: str,
-           meta: Dict[str, Any]) -> Dict[str, Any]:
+def _train(
+    cfg: FinetuneConfig, model: nn.Module, device, say, sample_fn, loss_fn, eval_fn, key: str, meta: dict[str, Any]
+) -> dict[str, Any]:
     """Train ``model`` with the shared engine; ``best.pt`` is the epoch with the highest ``key``."""
     out = os.path.abspath(cfg.out)
     os.makedirs(out, exist_ok=True)
@@ -297,19 +332,36 @@ def _train(cfg: FinetuneConfig, model: nn.Module, device, say, sample_fn, loss_f
     step = TrainStep(prepare_model(model, device), opt, device, loss_fn, amp=cfg.amp, forward=_logits)
     monitor, writer, history = Monitor("max", cfg.patience), CheckpointWriter(out), []
     t_start = time.perf_counter()
-    fit(step, _FinetuneTask(cfg, model, opt, sample_fn, eval_fn, key, meta, say), model=model, epochs=cfg.epochs,
-        steps_per_epoch=cfg.steps_per_epoch, monitor=monitor, writer=writer, history=history,
-        metrics_path=metrics_path, show_progress=not cfg.quiet, log_every=cfg.log_every, say=say)
+    fit(
+        step,
+        _FinetuneTask(cfg, model, opt, sample_fn, eval_fn, key, meta, say),
+        model=model,
+        epochs=cfg.epochs,
+        steps_per_epoch=cfg.steps_per_epoch,
+        monitor=monitor,
+        writer=writer,
+        history=history,
+        metrics_path=metrics_path,
+        show_progress=not cfg.quiet,
+        log_every=cfg.log_every,
+        say=say,
+    )
     writer.finish(had_best=monitor.best is not None)
     if monitor.best is None:
         say(f"warning: {key} was undefined in every epoch, so no epoch was chosen; best.pt is a copy of last.pt")
     best = [r for r in history if r["best"]]
-    return {"out": out, "best": writer.best, "last": writer.last, "metrics": metrics_path,
-            "best_metrics": best[-1] if best else history[-1], "history": history,
-            "time_s": time.perf_counter() - t_start}
+    return {
+        "out": out,
+        "best": writer.best,
+        "last": writer.last,
+        "metrics": metrics_path,
+        "best_metrics": best[-1] if best else history[-1],
+        "history": history,
+        "time_s": time.perf_counter() - t_start,
+    }
 
 
-def finetune(cfg: FinetuneConfig) -> Dict[str, Any]:
+def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune one model.
 
     Args:
@@ -328,50 +380,62 @@ def finetune(cfg: FinetuneConfig) -> Dict[str, Any]:
         if cube:
             cfg = replace(cfg, cube=tuple(int(c) for c in cube))
     cfg = cfg.resolved(device)
-    say = (lambda m: log(m, not cfg.quiet))
+    say = lambda m: log(m, not cfg.quiet)
     torch.manual_seed(derive_seed(cfg.seed, 11))
     if cfg.task == "segmentation":
         return _finetune_seg(cfg, device, say)
     return _finetune_cls(cfg, device, say)
 
 
-def _finetune_seg(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
+def _finetune_seg(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
     import genesis_ops as go
 
     pre = data.Preprocessing.from_config(cfg)
     img_paths, tr, va, val_desc = _segmentation_data(cfg, pre)
     val_fg, train_fg = sum(int(b.sum()) for _, _, b in va), sum(int(b.sum()) for _, b in tr)
-    say(f"genesis-ops finetune segmentation{' (2D)' if cfg.dims == 2 else ''}: {len(img_paths)} input(s) "
+    say(
+        f"genesis-ops finetune segmentation{' (2D)' if cfg.dims == 2 else ''}: {len(img_paths)} input(s) "
         f"({'bundled demo' if cfg.demo else 'user data'}), "
         f"foreground {'labels ' + str(cfg.label_values) if cfg.label_values else 'label > 0'}, "
         f"{val_fg} validation foreground voxels (validation: {val_desc}; {train_fg} training foreground voxels), "
-        f"device {device}")
+        f"device {device}"
+    )
     model = build_model_for(cfg, 1, say, in_channels=tr[0][0].shape[0])
     cube = data2d.sampling_cube(cfg.cube)  # 2D: (px, py, 1) windows of the slice stacks
-    sampler = data.PairSampler([a for a, _ in tr], [b for _, b in tr], cube,
-                               torch.Generator().manual_seed(derive_seed(cfg.seed, 12)), cfg.fg_fraction)
+    sampler = data.PairSampler(
+        [a for a, _ in tr],
+        [b for _, b in tr],
+        cube,
+        torch.Generator().manual_seed(derive_seed(cfg.seed, 12)),
+        cfg.fg_fraction,
+    )
     flip_seeds = torch.Generator().manual_seed(derive_seed(cfg.seed, 13))
 
     def sample_fn():
         x, y = sampler.sample(cfg.batch_size)
         both = data2d.drop_slice_axis(torch.cat([x, y], dim=1), cfg.dims).to(device)
-        s = int(torch.randint(0, 2 ** 62, (1,), generator=flip_seeds).item())
+        s = int(torch.randint(0, 2**62, (1,), generator=flip_seeds).item())
         both = go.flip(both, p=0.4, seed=s)  # same flips for image and label (shared per sample)
-        return both[:, :x.shape[1]], both[:, x.shape[1]:]
+        return both[:, : x.shape[1]], both[:, x.shape[1] :]
 
     def eval_fn(m):
         overall, cases = DiceIoU(), []
         for name, a, b in va:
-            prob = sliding_window(m, a, cube, cfg.overlap, cfg.batch_size, device, cfg.amp,
-                                  fn=data2d.per_slice if cfg.dims == 2 else None)
+            prob = sliding_window(
+                m, a, cube, cfg.overlap, cfg.batch_size, device, cfg.amp, fn=data2d.per_slice if cfg.dims == 2 else None
+            )
             pred, truth = prob >= cfg.threshold, b > 0.5
             overall.update(pred, truth)
             d, i = dice_iou(pred, truth)
             cases.append({"name": name, "dice": d, "iou": i, "foreground": int(truth.sum())})
         dice, iou = overall.compute()
         # overall: counts pooled over the validation volumes; mean: the mean of their scores
-        return {"val_dice": dice, "val_iou": iou, "val_dice_mean": float(np.mean([c["dice"] for c in cases])),
-                "val_cases": cases}
+        return {
+            "val_dice": dice,
+            "val_iou": iou,
+            "val_dice_mean": float(np.mean([c["dice"] for c in cases])),
+            "val_cases": cases,
+        }
 
     meta = {"preprocessing": pre.to_dict(), "label_values": cfg.label_values, "validation": val_desc}
     res = _train(cfg, model, device, say, sample_fn, dice_bce_loss, eval_fn, "val_dice", meta)
@@ -380,7 +444,7 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
     return res
 
 
-def _finetune_cls(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
+def _finetune_cls(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
     pre = data.Preprocessing.from_config(cfg)
     if cfg.demo:
         raise UsageError("--demo: the bundled demo is a segmentation task (use --task segmentation)")
@@ -390,8 +454,10 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
         vpaths, vys = _classification_data(cfg, cfg.val_csv, cfg.val_images, cfg.val_labels, "--val-labels")
         missing = sorted(set(ys) - set(vys))
         if missing:
-            raise data.SplitError(f"--val-labels: class(es) {', '.join(map(str, missing))} of the training data are "
-                                  "missing from the validation data; pass validation cases of every class")
+            raise data.SplitError(
+                f"--val-labels: class(es) {', '.join(map(str, missing))} of the training data are "
+                "missing from the validation data; pass validation cases of every class"
+            )
         tr_idx, va_idx = list(range(len(paths))), list(range(len(paths), len(paths) + len(vpaths)))
         paths, ys, val_desc = paths + vpaths, ys + vys, "given by --val-" + ("csv" if cfg.val_csv else "images")
     elif cfg.val_fraction > 0 and len(paths) >= 2:
@@ -407,9 +473,11 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
     n_ch = data.channel_count(loaded)
     vols = [data.pad_to(v.channel_first(), (n_ch,) + tuple(cfg.cube), 0.0)[0] for v in loaded]  # (C, X, Y, Z)
     counts = lambda idx: "/".join(str(sum(ys[k] == c for k in idx)) for c in sorted(set(ys)))  # noqa: E731
-    say(f"genesis-ops finetune classification: {len(paths)} volume(s), {n_classes if n_classes > 1 else 2} classes, "
+    say(
+        f"genesis-ops finetune classification: {len(paths)} volume(s), {n_classes if n_classes > 1 else 2} classes, "
         f"{len(tr_idx)} train / {len(va_idx)} validation (validation: {val_desc}; cases per class "
-        f"{counts(tr_idx)} train, {counts(va_idx)} validation), device {device}")
+        f"{counts(tr_idx)} train, {counts(va_idx)} validation), device {device}"
+    )
     model = build_model_for(cfg, n_classes, say, in_channels=n_ch)
     cube = cfg.cube
 
@@ -418,7 +486,7 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
             o = [int(torch.randint(0, n - c + 1, (1,), generator=gen).item()) for n, c in zip(a.shape[1:], cube)]
         else:
             o = [(n - c) // 2 for n, c in zip(a.shape[1:], cube)]
-        return np.asarray(a[:, o[0]:o[0] + cube[0], o[1]:o[1] + cube[1], o[2]:o[2] + cube[2]], dtype=np.float32)
+        return np.asarray(a[:, o[0] : o[0] + cube[0], o[1] : o[1] + cube[1], o[2] : o[2] + cube[2]], dtype=np.float32)
 
     def sample_fn():
         pick = torch.randint(0, len(tr_idx), (cfg.batch_size,), generator=gen).tolist()
@@ -460,7 +528,7 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> Dict[str, Any]:
     return res
 
 
-def finetune_demo(cfg: FinetuneConfig, say: Callable[[str], None] = print) -> Dict[str, Any]:
+def finetune_demo(cfg: FinetuneConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """The demo: vertebra segmentation on the bundled CT, from the pretrained weights and from
     scratch with the same seed and schedule.
 
@@ -474,9 +542,11 @@ def finetune_demo(cfg: FinetuneConfig, say: Callable[[str], None] = print) -> Di
     cfg.validate()
     if not cfg.weights:
         d2 = " --dims 2" if cfg.dims == 2 else ""
-        raise UsageError(f"finetune --demo: no pretrained weights; run `genesis-ops pretrain{d2}` first "
-                         f"(it writes {os.path.join(default_out(DEFAULT_PRETRAIN_OUT, cfg.dims), 'best.pt')}) "
-                         "or pass --weights")
+        raise UsageError(
+            f"finetune --demo: no pretrained weights; run `genesis-ops pretrain{d2}` first "
+            f"(it writes {os.path.join(default_out(DEFAULT_PRETRAIN_OUT, cfg.dims), 'best.pt')}) "
+            "or pass --weights"
+        )
     base = run_out(cfg)
     res = {}
     t0 = time.perf_counter()

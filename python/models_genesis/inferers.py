@@ -1,9 +1,11 @@
 """Whole-volume inference: overlapping windows (:func:`sliding_window`) and the ``predict`` command's
 :func:`predict_volume` (checkpoint in, NIfTI out)."""
+
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +23,7 @@ PUBLISHED_CUBE = (64, 64, 32)
 DEFAULT_PATCH_2D = (64, 64)
 
 
-def window_starts(n: int, c: int, stride: int) -> List[int]:
+def window_starts(n: int, c: int, stride: int) -> list[int]:
     """Start offsets of windows of size ``c`` with ``stride`` along an axis of length ``n``; the last
     window ends at ``n`` exactly (so every voxel is covered). ``[0]`` when ``n <= c``."""
     if n <= c:
@@ -33,10 +35,17 @@ def window_starts(n: int, c: int, stride: int) -> List[int]:
 
 
 @torch.no_grad()
-def sliding_window(model: nn.Module, volume: np.ndarray, cube: Sequence[int], overlap: float = 0.5,
-                   batch_size: int = 4, device: Any = "cpu", amp: bool = True,
-                   fn: Optional[Callable[[nn.Module, torch.Tensor], torch.Tensor]] = None,
-                   all_channels: bool = False) -> np.ndarray:
+def sliding_window(
+    model: nn.Module,
+    volume: np.ndarray,
+    cube: Sequence[int],
+    overlap: float = 0.5,
+    batch_size: int = 4,
+    device: Any = "cpu",
+    amp: bool = True,
+    fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+    all_channels: bool = False,
+) -> np.ndarray:
     """Apply ``model`` to a whole volume in overlapping cubes and average the overlaps.
 
     Args:
@@ -70,26 +79,34 @@ def sliding_window(model: nn.Module, volume: np.ndarray, cube: Sequence[int], ov
     fn = fn or (lambda m, x: m(x))
     t = torch.from_numpy(vol)
     for i in range(0, len(coords), batch_size):
-        chunk = coords[i:i + batch_size]
-        batch = torch.stack([t[:, a:a + cube[0], b:b + cube[1], c:c + cube[2]] for a, b, c in chunk])
+        chunk = coords[i : i + batch_size]
+        batch = torch.stack([t[:, a : a + cube[0], b : b + cube[1], c : c + cube[2]] for a, b, c in chunk])
         with autocast(device, dtype):
             out = fn(model, batch.to(device))
         out = (out if all_channels else out[:, :1]).float().cpu().numpy()
         if acc is None:
             acc = np.zeros((out.shape[1],) + spatial, dtype=np.float32)
         for (a, b, c), o in zip(chunk, out):
-            acc[:, a:a + cube[0], b:b + cube[1], c:c + cube[2]] += o
-            cnt[a:a + cube[0], b:b + cube[1], c:c + cube[2]] += 1
+            acc[:, a : a + cube[0], b : b + cube[1], c : c + cube[2]] += o
+            cnt[a : a + cube[0], b : b + cube[1], c : c + cube[2]] += 1
     model.train(was_training)
     res = acc / np.maximum(cnt, 1)
     sl = (slice(None),) + tuple(slice(p0, n - p1) for (p0, p1), n in zip(pads[1:], spatial))
     return res[sl] if all_channels else res[sl][0]
 
 
-def predict_volume(weights: str, input_path: str, output_path: str, device: str = "auto",
-                   threshold: Optional[float] = 0.5, overlap: float = 0.5, batch_size: int = 4,
-                   cube: Optional[Sequence[int]] = None, amp: bool = True,
-                   channels: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+def predict_volume(
+    weights: str,
+    input_path: str,
+    output_path: str,
+    device: str = "auto",
+    threshold: float | None = 0.5,
+    overlap: float = 0.5,
+    batch_size: int = 4,
+    cube: Sequence[int] | None = None,
+    amp: bool = True,
+    channels: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Whole-volume sliding-window inference; writes a NIfTI on the input's grid and affine.
 
     A 2D checkpoint (:class:`UNet2D`) runs slice by slice over a NIfTI volume (axial slices), or
@@ -135,25 +152,49 @@ def predict_volume(weights: str, input_path: str, output_path: str, device: str 
         raise UsageError(f"--output: a 2D image input gives a PNG, got {output_path}")
     if model.dims == 2 and data.channel_names(channels) is not None:
         raise UsageError(data2d.SINGLE_CHANNEL_2D)
-    vol = _load_input(input_path, pre, channels, obj, model.in_channels, weights,
-                      load=data2d.load_input if model.dims == 2 else data.load_volume)
+    vol = _load_input(
+        input_path,
+        pre,
+        channels,
+        obj,
+        model.in_channels,
+        weights,
+        load=data2d.load_input if model.dims == 2 else data.load_volume,
+    )
     model.to(dev)
     t0 = time.perf_counter()
     seg = kind.startswith("finetune-segmentation")
     # a multi-channel restoration model restores every channel: written as a 4D file
-    prob = sliding_window(model, vol.data, data2d.sampling_cube(cube), overlap, batch_size, dev, amp,
-                          fn=data2d.per_slice if model.dims == 2 else None, all_channels=not seg)
+    prob = sliding_window(
+        model,
+        vol.data,
+        data2d.sampling_cube(cube),
+        overlap,
+        batch_size,
+        dev,
+        amp,
+        fn=data2d.per_slice if model.dims == 2 else None,
+        all_channels=not seg,
+    )
     if prob.shape[0] == 1 and not seg:
         prob = prob[0]
     if image:
-        data2d.save_image(prob[:, :, 0] >= threshold if seg and threshold is not None else prob[:, :, 0],
-                          output_path, mask=bool(seg and threshold is not None))
+        data2d.save_image(
+            prob[:, :, 0] >= threshold if seg and threshold is not None else prob[:, :, 0],
+            output_path,
+            mask=bool(seg and threshold is not None),
+        )
     elif seg and threshold is not None:
         data.save_like((prob >= threshold).astype(np.uint8), vol, output_path, label=True)
     else:
         data.save_like(prob.astype(np.float32), vol, output_path, label=False)
-    return {"output": output_path, "kind": kind, "shape": vol.original_shape, "time_s": time.perf_counter() - t0,
-            "mask": bool(seg and threshold is not None)}
+    return {
+        "output": output_path,
+        "kind": kind,
+        "shape": vol.original_shape,
+        "time_s": time.perf_counter() - t0,
+        "mask": bool(seg and threshold is not None),
+    }
 
 
 def _load_input(input_path: str, pre, channels, ckpt, in_channels: int, weights: str, load=data.load_volume):
@@ -164,8 +205,9 @@ def _load_input(input_path: str, pre, channels, ckpt, in_channels: int, weights:
     if names is None and data.CHANNEL_KEY in input_path:
         names = data.channel_names((ckpt.get("config") or {}).get("channels"))
         if names is None:
-            raise UsageError(f"--input {input_path}: a {data.CHANNEL_KEY} pattern needs --channels "
-                             f"(the checkpoint records none)")
+            raise UsageError(
+                f"--input {input_path}: a {data.CHANNEL_KEY} pattern needs --channels (the checkpoint records none)"
+            )
     if names is not None:
         subjects = data.find_subjects([input_path], names)
         if len(subjects) != 1:
@@ -174,6 +216,7 @@ def _load_input(input_path: str, pre, channels, ckpt, in_channels: int, weights:
     else:
         vol = load(input_path, pre)
     if vol.channels != in_channels:
-        raise UsageError(f"--input {input_path}: {vol.channels} channel(s), but the model of {weights} takes "
-                         f"{in_channels}")
+        raise UsageError(
+            f"--input {input_path}: {vol.channels} channel(s), but the model of {weights} takes {in_channels}"
+        )
     return vol

@@ -1,9 +1,10 @@
 """Training losses: pretraining's restoration losses and the fine-tuning tasks'."""
+
 from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +34,9 @@ def check_corrupted_weight(weight, name: str = "weight") -> float:
     return w
 
 
-def corruption_weighted_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                            weight: float) -> torch.Tensor:
+def corruption_weighted_mse(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weight: float
+) -> torch.Tensor:
     """Squared error weighted by ``weight`` on corrupted voxels and 1 elsewhere, normalised by the
     sum of the weights::
 
@@ -66,17 +68,22 @@ def corruption_weighted_mse(pred: torch.Tensor, target: torch.Tensor, mask: torc
     w_corrupt = check_corrupted_weight(weight)
     if pred.shape != target.shape:
         raise ValueError(f"target: expected the shape of pred {tuple(pred.shape)}, got {tuple(target.shape)}")
-    if (mask.dim() != pred.dim() or mask.shape[0] != pred.shape[0] or mask.shape[2:] != pred.shape[2:]
-            or mask.shape[1] not in (1, pred.shape[1])):
-        raise ValueError(f"mask: expected shape (B, 1 or C, *spatial) matching pred {tuple(pred.shape)}, "
-                         f"got {tuple(mask.shape)}")
+    if (
+        mask.dim() != pred.dim()
+        or mask.shape[0] != pred.shape[0]
+        or mask.shape[2:] != pred.shape[2:]
+        or mask.shape[1] not in (1, pred.shape[1])
+    ):
+        raise ValueError(
+            f"mask: expected shape (B, 1 or C, *spatial) matching pred {tuple(pred.shape)}, got {tuple(mask.shape)}"
+        )
     sq = (pred.float() - target.float()) ** 2
     w = torch.where(mask != 0, w_corrupt, 1.0).to(torch.float32).expand_as(sq)
     # sum(w) is 0 only when weight is 0 and every voxel is corrupted; the numerator is 0 then too
     return (w * sq).sum() / w.sum().clamp_min(torch.finfo(torch.float32).tiny)
 
 
-def restoration_loss(corrupted_weight: Optional[float] = None) -> Callable[..., torch.Tensor]:
+def restoration_loss(corrupted_weight: float | None = None) -> Callable[..., torch.Tensor]:
     """Pretraining's loss function.
 
     Args:
@@ -86,8 +93,9 @@ def restoration_loss(corrupted_weight: Optional[float] = None) -> Callable[..., 
     """
     if corrupted_weight is None:
         return mse_loss
-    return functools.partial(corruption_weighted_mse, weight=check_corrupted_weight(corrupted_weight,
-                                                                                     "corrupted_weight"))
+    return functools.partial(
+        corruption_weighted_mse, weight=check_corrupted_weight(corrupted_weight, "corrupted_weight")
+    )
 
 
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:

@@ -1,10 +1,12 @@
 """Validation metrics: Dice and IoU of binary masks, ROC AUC of scores (NumPy, CPU); the surface
 distance of masks in mm (torch, any device); and :func:`evaluate_files`, the ``evaluate`` command."""
+
 from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -21,7 +23,7 @@ class DiceIoU:
     def __init__(self):
         self.inter = self.pred_sum = self.truth_sum = self.union = 0.0
 
-    def update(self, pred: np.ndarray, truth: np.ndarray) -> "DiceIoU":
+    def update(self, pred: np.ndarray, truth: np.ndarray) -> DiceIoU:
         """Add one pair of masks of the same shape (anything convertible to bool arrays)."""
         pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
         if pred.shape != truth.shape:
@@ -32,7 +34,7 @@ class DiceIoU:
         self.truth_sum += float(truth.sum())
         return self
 
-    def compute(self) -> Tuple[float, float]:
+    def compute(self) -> tuple[float, float]:
         """Returns ``(dice, iou)``: 2|P∩T| / (|P| + |T|) and |P∩T| / |P∪T|."""
         s = self.pred_sum + self.truth_sum
         dice = 2 * self.inter / s if s > 0 else 1.0
@@ -40,7 +42,7 @@ class DiceIoU:
         return dice, iou
 
 
-def dice_iou(pred: np.ndarray, truth: np.ndarray) -> Tuple[float, float]:
+def dice_iou(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """Dice and IoU of two binary masks of the same shape (1.0 when both are empty).
 
     Args:
@@ -75,7 +77,7 @@ def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
         j = i
         while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
         i = j + 1
     return float((ranks[y].sum() - npos * (npos + 1) / 2.0) / (npos * nneg))
 
@@ -107,13 +109,13 @@ def directed_distances(a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 24) -
     out = torch.empty(len(a), dtype=a.dtype, device=a.device)
     rows = max(1, chunk // max(1, len(b)))
     for i in range(0, len(a), rows):
-        blk = a[i:i + rows]
+        blk = a[i : i + rows]
         nearest = torch.cdist(blk, b).argmin(dim=1)
-        out[i:i + rows] = (blk - b[nearest]).norm(dim=1)
+        out[i : i + rows] = (blk - b[nearest]).norm(dim=1)
     return out
 
 
-def hd95(pred: np.ndarray, truth: np.ndarray, affine: Optional[np.ndarray] = None, device: Any = "cpu") -> float:
+def hd95(pred: np.ndarray, truth: np.ndarray, affine: np.ndarray | None = None, device: Any = "cpu") -> float:
     """Symmetric 95th-percentile Hausdorff distance between the surfaces of two masks, in mm.
 
     Surfaces are the voxels with a face neighbour outside their mask (:func:`surface_voxels`);
@@ -145,17 +147,29 @@ def hd95(pred: np.ndarray, truth: np.ndarray, affine: Optional[np.ndarray] = Non
     return float(max(np.percentile(d.cpu().numpy(), 95) for d in (d1, d2)))
 
 
-def mask_scores(pred: np.ndarray, truth: np.ndarray, affine: Optional[np.ndarray] = None, device: Any = "cpu") -> Dict[str, Any]:
+def mask_scores(
+    pred: np.ndarray, truth: np.ndarray, affine: np.ndarray | None = None, device: Any = "cpu"
+) -> dict[str, Any]:
     """Dice, IoU, HD95 (mm) and the voxel counts of one pair of masks (see :func:`hd95`)."""
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     d, i = dice_iou(pred, truth)
     h = hd95(pred, truth, affine, device)
-    return {"dice": d, "iou": i, "hd95_mm": None if math.isnan(h) else h,
-            "pred_voxels": int(pred.sum()), "label_voxels": int(truth.sum())}
+    return {
+        "dice": d,
+        "iou": i,
+        "hd95_mm": None if math.isnan(h) else h,
+        "pred_voxels": int(pred.sum()),
+        "label_voxels": int(truth.sum()),
+    }
 
 
-def evaluate_files(pred_paths: Sequence[str], label_paths: Sequence[str], per_label: bool = False,
-                   label_values: Optional[Sequence[int]] = None, device: Any = "cpu") -> Dict[str, Any]:
+def evaluate_files(
+    pred_paths: Sequence[str],
+    label_paths: Sequence[str],
+    per_label: bool = False,
+    label_values: Sequence[int] | None = None,
+    device: Any = "cpu",
+) -> dict[str, Any]:
     """Score saved masks against label volumes (the ``genesis-ops evaluate`` command).
 
     Both files of a pair are read on their closest canonical (RAS) grid, so a mask stored in another
@@ -179,15 +193,17 @@ def evaluate_files(pred_paths: Sequence[str], label_paths: Sequence[str], per_la
 
     if len(pred_paths) != len(label_paths):
         raise ValueError(f"--labels: got {len(label_paths)} label volume(s) for {len(pred_paths)} prediction(s)")
-    cases: List[Dict[str, Any]] = []
-    pooled: Dict[Any, DiceIoU] = {}
+    cases: list[dict[str, Any]] = []
+    pooled: dict[Any, DiceIoU] = {}
     for pp, lp in zip(pred_paths, label_paths):
         _, pc, parr = data.read_nifti(os.fspath(pp))
         _, lc, larr = data.read_nifti(os.fspath(lp))
         if parr.shape != larr.shape:
             raise data.VolumeError(f"{pp}: shape {parr.shape} differs from the labels' {larr.shape} ({lp})")
         if not np.allclose(pc.affine, lc.affine, atol=1e-3):
-            raise data.VolumeError(f"{pp}: affine differs from the labels' ({lp}); resample the mask onto the label grid")
+            raise data.VolumeError(
+                f"{pp}: affine differs from the labels' ({lp}); resample the mask onto the label grid"
+            )
         pi, li = np.rint(parr).astype(np.int64), np.rint(larr).astype(np.int64)
         if per_label:
             values = sorted((set(np.unique(pi).tolist()) | set(np.unique(li).tolist())) - {0})
@@ -198,31 +214,50 @@ def evaluate_files(pred_paths: Sequence[str], label_paths: Sequence[str], per_la
             truth = np.isin(li, list(label_values)) if label_values else li > 0
             pairs = [("fg", pi > 0, truth)]
         for name, p, t in pairs:
-            cases.append({"pred": os.fspath(pp), "label_file": os.fspath(lp), "label": name,
-                          **mask_scores(p, t, pc.affine, device)})
+            cases.append(
+                {
+                    "pred": os.fspath(pp),
+                    "label_file": os.fspath(lp),
+                    "label": name,
+                    **mask_scores(p, t, pc.affine, device),
+                }
+            )
             pooled.setdefault(name, DiceIoU()).update(p, t)
     summary = []
     for name, acc in pooled.items():
         mine = [c for c in cases if c["label"] == name]
         hs = [c["hd95_mm"] for c in mine if c["hd95_mm"] is not None]
         d, i = acc.compute()
-        summary.append({"label": name, "cases": len(mine), "dice": d, "iou": i,
-                        "dice_mean": float(np.mean([c["dice"] for c in mine])),
-                        "hd95_mm_mean": float(np.mean(hs)) if hs else None, "hd95_undefined": len(mine) - len(hs)})
+        summary.append(
+            {
+                "label": name,
+                "cases": len(mine),
+                "dice": d,
+                "iou": i,
+                "dice_mean": float(np.mean([c["dice"] for c in mine])),
+                "hd95_mm_mean": float(np.mean(hs)) if hs else None,
+                "hd95_undefined": len(mine) - len(hs),
+            }
+        )
     return {"cases": cases, "summary": summary}
 
 
-def format_table(result: Dict[str, Any]) -> str:
+def format_table(result: dict[str, Any]) -> str:
     """The result of :func:`evaluate_files` as a plain-text table (one row per case and label, then
     one summary row per label)."""
+
     def f(v, nd=4):
         return "n/a" if v is None else f"{v:.{nd}f}"
 
     lines = [f"{'case':<32} {'label':>6} {'dice':>7} {'iou':>7} {'hd95_mm':>9} {'pred_vox':>9} {'label_vox':>9}"]
     for c in result["cases"]:
-        lines.append(f"{os.path.basename(c['pred'])[:32]:<32} {str(c['label']):>6} {f(c['dice']):>7} {f(c['iou']):>7} "
-                     f"{f(c['hd95_mm'], 2):>9} {c['pred_voxels']:>9} {c['label_voxels']:>9}")
+        lines.append(
+            f"{os.path.basename(c['pred'])[:32]:<32} {str(c['label']):>6} {f(c['dice']):>7} {f(c['iou']):>7} "
+            f"{f(c['hd95_mm'], 2):>9} {c['pred_voxels']:>9} {c['label_voxels']:>9}"
+        )
     for s in result["summary"]:
-        lines.append(f"{'ALL (' + str(s['cases']) + ' cases, pooled)':<32} {str(s['label']):>6} {f(s['dice']):>7} "
-                     f"{f(s['iou']):>7} {f(s['hd95_mm_mean'], 2):>9}")
+        lines.append(
+            f"{'ALL (' + str(s['cases']) + ' cases, pooled)':<32} {str(s['label']):>6} {f(s['dice']):>7} "
+            f"{f(s['iou']):>7} {f(s['hd95_mm_mean'], 2):>9}"
+        )
     return "\n".join(lines)

@@ -8,10 +8,12 @@ canonical (RAS) volume, i.e. the paper's ``rows x cols x depth`` (64 x 64 x 32 b
 Every spatial side must be divisible by 8 (three 2x poolings). :class:`UNet2D` is the same network
 built from 2D layers, on ``(B, C, H, W)``.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Mapping, Optional
+from typing import Any
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
@@ -50,10 +52,20 @@ class BatchStatsNorm2d(_BatchStats, nn.BatchNorm2d):
 
 # The layer types of each dimensionality: the 2D and 3D networks are one definition built from these.
 _LAYERS = {
-    3: {"conv": nn.Conv3d, "up": nn.ConvTranspose3d, "pool": F.max_pool3d,
-        "batch": nn.BatchNorm3d, "batch_stats": BatchStatsNorm3d},
-    2: {"conv": nn.Conv2d, "up": nn.ConvTranspose2d, "pool": F.max_pool2d,
-        "batch": nn.BatchNorm2d, "batch_stats": BatchStatsNorm2d},
+    3: {
+        "conv": nn.Conv3d,
+        "up": nn.ConvTranspose3d,
+        "pool": F.max_pool3d,
+        "batch": nn.BatchNorm3d,
+        "batch_stats": BatchStatsNorm3d,
+    },
+    2: {
+        "conv": nn.Conv2d,
+        "up": nn.ConvTranspose2d,
+        "pool": F.max_pool2d,
+        "batch": nn.BatchNorm2d,
+        "batch_stats": BatchStatsNorm2d,
+    },
 }
 
 
@@ -165,8 +177,14 @@ class _UNet(_Encoder):
 
     arch = ""
 
-    def __init__(self, in_channels: int = 1, n_classes: int = 1, width: int = 32,
-                 norm: str = "batch", activation: str = "sigmoid"):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        n_classes: int = 1,
+        width: int = 32,
+        norm: str = "batch",
+        activation: str = "sigmoid",
+    ):
         super().__init__()
         _check_args(in_channels=in_channels, n_classes=n_classes, width=width)
         if norm not in NORMS:
@@ -182,10 +200,16 @@ class _UNet(_Encoder):
         self.up_tr64 = UpBlock(4 * w, 2 * w, 2 * w, norm, d)
         self.out_tr = OutBlock(2 * w, n_classes, d)
 
-    def config(self) -> Dict[str, Any]:
+    def config(self) -> dict[str, Any]:
         """Constructor arguments, stored in our checkpoints."""
-        return {"arch": self.arch, "in_channels": self.in_channels, "n_classes": self.n_classes,
-                "width": self.width, "norm": self.norm, "activation": self.activation}
+        return {
+            "arch": self.arch,
+            "in_channels": self.in_channels,
+            "n_classes": self.n_classes,
+            "width": self.width,
+            "norm": self.norm,
+            "activation": self.activation,
+        }
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         out512, (s64, s128, s256) = self.encode(x)
@@ -202,20 +226,23 @@ class _UNet(_Encoder):
             return torch.softmax(y, dim=1)
         return y
 
-    def encoder_state_dict(self) -> Dict[str, torch.Tensor]:
+    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.state_dict().items() if k.startswith("down_tr")}
 
 
 class UNet3D(_UNet):
-    __doc__ = ("The paper's 3D U-Net on ``(B, C, X, Y, Z)`` (key names of the published weights)."
-               + _UNet.__doc__.split("\n", 1)[1])
+    __doc__ = (
+        "The paper's 3D U-Net on ``(B, C, X, Y, Z)`` (key names of the published weights)."
+        + _UNet.__doc__.split("\n", 1)[1]
+    )
     dims, arch = 3, "unet3d"
 
 
 class UNet2D(_UNet):
-    __doc__ = ("The same U-Net in 2D on ``(B, C, H, W)``: the same depth, widths and key names, 2D layers "
-               "(3x3 convolutions, 2x2 pooling). Width 32 has 6,821,953 parameters."
-               + _UNet.__doc__.split("\n", 1)[1])
+    __doc__ = (
+        "The same U-Net in 2D on ``(B, C, H, W)``: the same depth, widths and key names, 2D layers "
+        "(3x3 convolutions, 2x2 pooling). Width 32 has 6,821,953 parameters." + _UNet.__doc__.split("\n", 1)[1]
+    )
     dims, arch = 2, "unet2d"
 
 
@@ -228,8 +255,15 @@ class GenesisClassifier(_Encoder):
     Encoder keys equal the U-Net's, so pretrained U-Net weights load into it. Returns logits.
     """
 
-    def __init__(self, in_channels: int = 1, n_classes: int = 1, width: int = 32,
-                 norm: str = "batch", hidden: int = 1024, dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        n_classes: int = 1,
+        width: int = 32,
+        norm: str = "batch",
+        hidden: int = 1024,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         _check_args(in_channels=in_channels, n_classes=n_classes, width=width, hidden=hidden)
         if norm not in NORMS:
@@ -237,12 +271,20 @@ class GenesisClassifier(_Encoder):
         self.in_channels, self.n_classes, self.width, self.norm = in_channels, n_classes, width, norm
         self.hidden, self.dropout = hidden, dropout
         self._build_encoder(in_channels, width, norm)
-        self.head = nn.Sequential(nn.Linear(16 * width, hidden), nn.ReLU(inplace=True),
-                                  nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+        self.head = nn.Sequential(
+            nn.Linear(16 * width, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, n_classes)
+        )
 
-    def config(self) -> Dict[str, Any]:
-        return {"arch": "classifier", "in_channels": self.in_channels, "n_classes": self.n_classes,
-                "width": self.width, "norm": self.norm, "hidden": self.hidden, "dropout": self.dropout}
+    def config(self) -> dict[str, Any]:
+        return {
+            "arch": "classifier",
+            "in_channels": self.in_channels,
+            "n_classes": self.n_classes,
+            "width": self.width,
+            "norm": self.norm,
+            "hidden": self.hidden,
+            "dropout": self.dropout,
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         out512, _ = self.encode(x)
@@ -277,7 +319,7 @@ def build_model(config: Mapping[str, Any]) -> nn.Module:
 # checkpoint reading
 
 
-def read_checkpoint(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
+def read_checkpoint(path: str, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a checkpoint file safely (``weights_only=True``); one-line errors naming the file."""
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -294,7 +336,7 @@ def read_checkpoint(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
     return dict(obj)
 
 
-def extract_state_dict(obj: Mapping[str, Any], source: str = "checkpoint") -> Dict[str, torch.Tensor]:
+def extract_state_dict(obj: Mapping[str, Any], source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Find the state dict in our format (``model``), the published one (``state_dict``) or a bare one,
     and strip ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
     if "model" in obj and isinstance(obj["model"], Mapping):
@@ -304,15 +346,17 @@ def extract_state_dict(obj: Mapping[str, Any], source: str = "checkpoint") -> Di
     elif obj and all(torch.is_tensor(v) for v in obj.values()):
         sd = obj
     else:
-        raise CheckpointError(f"{source}: no model weights found (expected a 'model' or 'state_dict' "
-                              f"entry or a bare state dict; top-level keys: {sorted(obj)[:8]})")
+        raise CheckpointError(
+            f"{source}: no model weights found (expected a 'model' or 'state_dict' "
+            f"entry or a bare state dict; top-level keys: {sorted(obj)[:8]})"
+        )
     out = {}
     for k, v in sd.items():
         if not torch.is_tensor(v):
             raise CheckpointError(f"{source}: entry {k!r} is not a tensor")
         for prefix in ("module.", "_orig_mod."):
             while k.startswith(prefix):
-                k = k[len(prefix):]
+                k = k[len(prefix) :]
         out[k] = v
     return out
 
@@ -327,7 +371,7 @@ FIRST_CONV = "down_tr64.ops.0.conv1.weight"
 HEAD_KEYS = ("out_tr.final_conv.weight", "out_tr.final_conv.bias")
 
 
-def adapt_channels(sd: Dict[str, torch.Tensor], in_channels: int, n_out: Optional[int] = None) -> Dict[str, torch.Tensor]:
+def adapt_channels(sd: dict[str, torch.Tensor], in_channels: int, n_out: int | None = None) -> dict[str, torch.Tensor]:
     """Single-channel weights made to fit a ``in_channels``-channel model (restoring ``n_out``
     channels when given): the first convolution's kernel is repeated over the input channels and
     divided by their number, so an input whose channels are all equal gives exactly the
@@ -345,19 +389,27 @@ def adapt_channels(sd: Dict[str, torch.Tensor], in_channels: int, n_out: Optiona
 
 
 def initialised_note(weights: Any, in_channels: int) -> str:
-    """"" or the log note saying that single-channel ``weights`` were adapted to ``in_channels``
+    """ "" or the log note saying that single-channel ``weights`` were adapted to ``in_channels``
     (:func:`adapt_channels`), for the commands' "initialised from ..." line."""
     obj = read_checkpoint(weights) if isinstance(weights, (str, os.PathLike)) else weights
     w = extract_state_dict(obj).get(FIRST_CONV)
     if w is None or w.shape[1] == in_channels:
         return ""
-    return (f"; single-channel weights adapted to {in_channels} channels: first convolution's kernel repeated "
-            f"over the channels and divided by {in_channels} (a one-output restoration head repeated per channel)")
+    return (
+        f"; single-channel weights adapted to {in_channels} channels: first convolution's kernel repeated "
+        f"over the channels and divided by {in_channels} (a one-output restoration head repeated per channel)"
+    )
 
 
-def load_pretrained(model: nn.Module, weights: Any, strict: bool = True, skip_head: bool = False,
-                    map_location: Any = "cpu", source: Optional[str] = None,
-                    adapt_single_channel: bool = False) -> Dict[str, Any]:
+def load_pretrained(
+    model: nn.Module,
+    weights: Any,
+    strict: bool = True,
+    skip_head: bool = False,
+    map_location: Any = "cpu",
+    source: str | None = None,
+    adapt_single_channel: bool = False,
+) -> dict[str, Any]:
     """Load weights into ``model`` from a path or an already loaded checkpoint dict.
 
     Accepts our checkpoints (``{'model': ..., 'model_config': ...}``), the published format
@@ -381,8 +433,9 @@ def load_pretrained(model: nn.Module, weights: Any, strict: bool = True, skip_he
     target = getattr(target, "_orig_mod", target)
     own = target.state_dict()
     if adapt_single_channel:
-        sd = adapt_channels(sd, target.in_channels,
-                            None if skip_head or isinstance(target, GenesisClassifier) else target.n_classes)
+        sd = adapt_channels(
+            sd, target.in_channels, None if skip_head or isinstance(target, GenesisClassifier) else target.n_classes
+        )
     if isinstance(target, GenesisClassifier) and not any(k.startswith("head.") for k in sd):
         sd = {k: v for k, v in sd.items() if k.startswith("down_tr")}
         own_keys = {k for k in own if k.startswith("down_tr")}
@@ -397,14 +450,19 @@ def load_pretrained(model: nn.Module, weights: Any, strict: bool = True, skip_he
     if "down_tr64.ops.0.conv1.weight" in sd and "down_tr64.ops.0.conv1.weight" in own:
         a, b = sd["down_tr64.ops.0.conv1.weight"].shape, own["down_tr64.ops.0.conv1.weight"].shape
         if len(a) != len(b):
-            raise CheckpointError(f"{source}: weights of a {len(a) - 2}D model, the model is {len(b) - 2}D "
-                                  f"(--dims {len(b) - 2})")
+            raise CheckpointError(
+                f"{source}: weights of a {len(a) - 2}D model, the model is {len(b) - 2}D (--dims {len(b) - 2})"
+            )
         if a != b:
-            hint = ("; single-channel weights can initialise it with adapt_single_channel=True"
-                    if a[1] == 1 and a[0] == b[0] else "")
+            hint = (
+                "; single-channel weights can initialise it with adapt_single_channel=True"
+                if a[1] == 1 and a[0] == b[0]
+                else ""
+            )
             raise CheckpointError(
                 f"{source}: first convolution has shape {tuple(a)} (width {a[0]}, {a[1]} input channel(s)) "
-                f"but the model expects {tuple(b)} (width {b[0]}, {b[1]} input channel(s)){hint}")
+                f"but the model expects {tuple(b)} (width {b[0]}, {b[1]} input channel(s)){hint}"
+            )
     if strict and (missing or unexpected):
         parts = []
         if missing:
@@ -414,14 +472,13 @@ def load_pretrained(model: nn.Module, weights: Any, strict: bool = True, skip_he
         raise CheckpointError(f"{source}: weights do not match the model ({'; '.join(parts)})")
     for k, v in sd.items():
         if k in own and own[k].shape != v.shape:
-            raise CheckpointError(f"{source}: {k} has shape {tuple(v.shape)}, the model expects "
-                                  f"{tuple(own[k].shape)}")
+            raise CheckpointError(f"{source}: {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
     sd = {k: v for k, v in sd.items() if k in own}
     target.load_state_dict(sd, strict=False)
     return {k: v for k, v in obj.items() if k not in ("model", "state_dict", "optimizer", "scheduler")}
 
 
-def load_model(weights: Any, map_location: Any = "cpu", source: Optional[str] = None, **defaults: Any) -> nn.Module:
+def load_model(weights: Any, map_location: Any = "cpu", source: str | None = None, **defaults: Any) -> nn.Module:
     """Build a model from a checkpoint: our checkpoints carry their config; a published or bare
     state dict is taken as a U-Net whose width/channels are inferred from the weights."""
     if source is None:

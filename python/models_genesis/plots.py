@@ -1,8 +1,9 @@
 """PNG figures (matplotlib, Agg backend; written atomically)."""
+
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -25,7 +26,7 @@ def _save(fig, path: str) -> None:
     os.replace(tmp, path)
 
 
-def loss_curve(history: List[Dict], path: str, title: str = "Models Genesis pretraining", ylabel: str = "MSE") -> None:
+def loss_curve(history: list[dict], path: str, title: str = "Models Genesis pretraining", ylabel: str = "MSE") -> None:
     """Train and validation loss per epoch (epoch 0 = validation loss before training), the loss
     named ``ylabel``."""
     plt = _plt()
@@ -53,8 +54,11 @@ def _mid(a: np.ndarray) -> np.ndarray:
 
 # Corruption-mask overlay colours (RGBA) by mask value: genesis_ops's bit 1 = shuffle window, bit 2 =
 # paint noise; a voxel can hold both (shuffled, then painted over).
-MASK_COLOURS = {1: ((0.1, 0.6, 1.0, 0.45), "shuffled window"), 2: ((1.0, 0.5, 0.0, 0.55), "paint noise"),
-                3: ((1.0, 0.1, 0.6, 0.55), "both")}
+MASK_COLOURS = {
+    1: ((0.1, 0.6, 1.0, 0.45), "shuffled window"),
+    2: ((1.0, 0.5, 0.0, 0.55), "paint noise"),
+    3: ((1.0, 0.1, 0.6, 0.55), "both"),
+}
 
 
 def mask_overlay(mask: np.ndarray) -> np.ndarray:
@@ -67,8 +71,14 @@ def mask_overlay(mask: np.ndarray) -> np.ndarray:
     return rgba
 
 
-def restoration_grid(inputs: np.ndarray, outputs: np.ndarray, targets: np.ndarray, path: str,
-                     title: str = "", masks: Optional[np.ndarray] = None) -> None:
+def restoration_grid(
+    inputs: np.ndarray,
+    outputs: np.ndarray,
+    targets: np.ndarray,
+    path: str,
+    title: str = "",
+    masks: np.ndarray | None = None,
+) -> None:
     """One row per cube: corrupted input / restoration / target (middle axial slice), and with
     ``masks`` a fourth column: the corruption mask over the target (:data:`MASK_COLOURS`, legend
     below the grid).
@@ -81,9 +91,10 @@ def restoration_grid(inputs: np.ndarray, outputs: np.ndarray, targets: np.ndarra
     """
     n = len(inputs)
     if not n or len(outputs) != n or len(targets) != n or (masks is not None and len(masks) != n):
-        raise ValueError(f"restoration_grid: inputs, outputs, targets (and masks) need the same number (>= 1) "
-                         f"of cubes, got {n}, {len(outputs)}, {len(targets)}"
-                         + (f" and {len(masks)}" if masks is not None else ""))
+        raise ValueError(
+            f"restoration_grid: inputs, outputs, targets (and masks) need the same number (>= 1) "
+            f"of cubes, got {n}, {len(outputs)}, {len(targets)}" + (f" and {len(masks)}" if masks is not None else "")
+        )
     plt = _plt()
     cols = 3 if masks is None else 4
     fig, axes = plt.subplots(n, cols, figsize=(2.5 * cols, 2.5 * n), squeeze=False)
@@ -103,16 +114,21 @@ def restoration_grid(inputs: np.ndarray, outputs: np.ndarray, targets: np.ndarra
     if masks is not None:
         from matplotlib.patches import Patch
 
-        fig.legend(handles=[Patch(color=c, label=f"{v}: {what}") for v, (c, what) in MASK_COLOURS.items()],
-                   loc="lower center", ncol=3, fontsize=8, title="mask value", title_fontsize=8,
-                   bbox_to_anchor=(0.5, -0.02 - 0.08 / n))
+        fig.legend(
+            handles=[Patch(color=c, label=f"{v}: {what}") for v, (c, what) in MASK_COLOURS.items()],
+            loc="lower center",
+            ncol=3,
+            fontsize=8,
+            title="mask value",
+            title_fontsize=8,
+            bbox_to_anchor=(0.5, -0.02 - 0.08 / n),
+        )
     if title:
         fig.suptitle(title)
     _save(fig, path)
 
 
-def panels(images: Sequence[np.ndarray], names: Sequence[str], path: str, title: str = "",
-           vrange=(0.0, 1.0)) -> None:
+def panels(images: Sequence[np.ndarray], names: Sequence[str], path: str, title: str = "", vrange=(0.0, 1.0)) -> None:
     """A row of 2D images with titles."""
     plt = _plt()
     n = len(images)

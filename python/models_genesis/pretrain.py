@@ -6,13 +6,15 @@ to restore them under an MSE loss (or, with ``corrupted_weight``, one weighted b
 mask the same call returns: :func:`losses.corruption_weighted_mse`). Single process, or DDP under ``torchrun``. The loop, step,
 checkpoints and early stopping are the shared engine's (:mod:`models_genesis.engine`).
 """
+
 from __future__ import annotations
 
 import json
 import os
 import time
 from dataclasses import asdict
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -21,8 +23,7 @@ import torch.nn.functional as F
 from . import data
 from . import data2d
 from .config import PretrainConfig
-from .engine import (CheckpointWriter, Monitor, TrainStep, amp_dtype, autocast, checkpoint_payload, fit,
-                     prepare_model)
+from .engine import CheckpointWriter, Monitor, TrainStep, amp_dtype, autocast, checkpoint_payload, fit, prepare_model
 from .losses import restoration_loss
 from .model import UNETS, initialised_note, load_pretrained, read_checkpoint
 from .utils import DistInfo, Progress, UsageError, append_jsonl, derive_seed, log, resolve_device, set_rng_state
@@ -34,9 +35,15 @@ def genesis_config(cfg: PretrainConfig):
     """The ``genesis_ops.GenesisConfig`` of the run's transform settings (values in [0, 1])."""
     import genesis_ops as go
 
-    return go.GenesisConfig(flip_p=cfg.flip_p, shuffle_p=cfg.shuffle_p, num_windows=cfg.num_windows,
-                            nonlinear_p=cfg.nonlinear_p, paint_p=cfg.paint_p,
-                            inpaint_rate=cfg.inpaint_rate, value_range=(0.0, 1.0))
+    return go.GenesisConfig(
+        flip_p=cfg.flip_p,
+        shuffle_p=cfg.shuffle_p,
+        num_windows=cfg.num_windows,
+        nonlinear_p=cfg.nonlinear_p,
+        paint_p=cfg.paint_p,
+        inpaint_rate=cfg.inpaint_rate,
+        value_range=(0.0, 1.0),
+    )
 
 
 def make_optimizer(cfg: PretrainConfig, params):
@@ -63,8 +70,9 @@ def _split(cfg: PretrainConfig, volumes: Sequence[data.Volume]):
         nv = min(nv, len(volumes) - 1)
         return volumes[:-nv], None, volumes[-nv:], None
     shape = volumes[0].spatial_shape
-    tr, va = data.split_regions(shape, cfg.val_fraction, data2d.sampling_cube(cfg.cube),
-                                axis=data2d.split_axis(shape, cfg.dims))
+    tr, va = data.split_regions(
+        shape, cfg.val_fraction, data2d.sampling_cube(cfg.cube), axis=data2d.split_axis(shape, cfg.dims)
+    )
     if va is None:
         return volumes, None, None, None
     return volumes, [tr], volumes, [va]
@@ -85,8 +93,14 @@ class batch_stats_eval:
         self.model.eval()
         for m in self.model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                self.saved.append((m, m.training, m.momentum,
-                                   m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None))
+                self.saved.append(
+                    (
+                        m,
+                        m.training,
+                        m.momentum,
+                        m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None,
+                    )
+                )
                 m.train()
                 m.momentum = 0.0  # running = 1 * running + 0 * batch: unchanged
         return self.model
@@ -101,7 +115,7 @@ class batch_stats_eval:
         return False
 
 
-def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
+def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Run (or resume) pretraining.
 
     Args:
@@ -120,14 +134,14 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
         torch.cuda.set_device(device)
     dist_info.init(device.type)
     main = dist_info.is_main
-    say = (lambda m: log(m, main and not cfg.quiet))
+    say = lambda m: log(m, main and not cfg.quiet)
     try:
         return _pretrain(cfg.resolved(device), device, dist_info, say)
     finally:
         dist_info.close()
 
 
-def _read_resume(cfg: PretrainConfig, last_path: str) -> Optional[Dict[str, Any]]:
+def _read_resume(cfg: PretrainConfig, last_path: str) -> dict[str, Any] | None:
     """The checkpoint to resume from (None without --resume); its width, norm and cube must match."""
     if not cfg.resume:
         return None
@@ -164,8 +178,13 @@ def _restore(ckpt, model, opt, sched, source: str, metrics_path: str, main: bool
             for rec in history:
                 f.write(json.dumps(rec) + "\n")
         os.replace(tmp, metrics_path)
-    return (int(ckpt["epoch"]) + 1, int(ckpt["step"]), float(ckpt.get("best_val", float("inf"))),
-            int(ckpt.get("bad_epochs", 0)), history)
+    return (
+        int(ckpt["epoch"]) + 1,
+        int(ckpt["step"]),
+        float(ckpt.get("best_val", float("inf"))),
+        int(ckpt.get("bad_epochs", 0)),
+        history,
+    )
 
 
 def loss_name(cfg: PretrainConfig) -> str:
@@ -177,8 +196,9 @@ class _PretrainTask:
     """The pretraining side of :func:`engine.fit`: corrupted cubes in, validation of the training
     loss (and the plain MSE) on fixed cubes, pictures."""
 
-    def __init__(self, cfg, model, opt, sched, pre, device, dist_info, tr_vols, tr_regions, val_set,
-                 monitor, history, out, say):
+    def __init__(
+        self, cfg, model, opt, sched, pre, device, dist_info, tr_vols, tr_regions, val_set, monitor, history, out, say
+    ):
         import genesis_ops as go
 
         self.go, self.gcfg = go, genesis_config(cfg)
@@ -193,19 +213,26 @@ class _PretrainTask:
         self.monitor, self.history, self.out, self.say = monitor, history, out, say
         self.lr_now = cfg.lr
 
-    def begin_epoch(self, epoch: int) -> Tuple[Callable, str]:
+    def begin_epoch(self, epoch: int) -> tuple[Callable, str]:
         # per-(seed, rank, epoch) streams: a resumed run draws exactly the cubes it would have drawn
         cfg = self.cfg
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, epoch, 2))
-        sampler = data.CubeSampler(self.tr_vols, data2d.sampling_cube(cfg.cube), gen, air_value=cfg.air_value,
-                                   min_foreground=cfg.min_foreground, regions=self.tr_regions)
+        sampler = data.CubeSampler(
+            self.tr_vols,
+            data2d.sampling_cube(cfg.cube),
+            gen,
+            air_value=cfg.air_value,
+            min_foreground=cfg.min_foreground,
+            regions=self.tr_regions,
+        )
         seed_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, epoch, 3))
 
         def next_batch():
             cubes = data2d.drop_slice_axis(sampler.sample(cfg.batch_size), cfg.dims).to(self.device, non_blocking=True)
-            seed = int(torch.randint(0, 2 ** 62, (1,), generator=seed_gen).item())
+            seed = int(torch.randint(0, 2**62, (1,), generator=seed_gen).item())
             # on the training device; (input, target) or, weighted, (input, target, mask) for the loss
             return self.go.models_genesis(cubes, config=self.gcfg, seed=seed, return_masks=self.weighted)
+
         return next_batch, ""
 
     def _val_predictions(self, count: int):
@@ -217,9 +244,9 @@ class _PretrainTask:
         with torch.no_grad(), batch_stats_eval(self.model):
             for i in range(0, count, bs):
                 with autocast(self.device, self.dtype):
-                    yield i, self.model(self.val_inp[i:i + bs])
+                    yield i, self.model(self.val_inp[i : i + bs])
 
-    def evaluate(self) -> Dict[str, Optional[float]]:
+    def evaluate(self) -> dict[str, float | None]:
         """Validation over the fixed corrupted cubes (batch statistics).
 
         Returns:
@@ -232,9 +259,9 @@ class _PretrainTask:
             return {"val_loss": None}
         tot, weighted, bs = 0.0, [], self.cfg.batch_size
         for i, pred in self._val_predictions(len(self.val_inp)):
-            tot += F.mse_loss(pred.float(), self.val_tgt[i:i + bs].float(), reduction="sum").item()
+            tot += F.mse_loss(pred.float(), self.val_tgt[i : i + bs].float(), reduction="sum").item()
             if self.weighted:
-                weighted.append(self.loss_fn(pred, self.val_tgt[i:i + bs], self.val_mask[i:i + bs]).item())
+                weighted.append(self.loss_fn(pred, self.val_tgt[i : i + bs], self.val_mask[i : i + bs]).item())
         mse = tot / self.val_tgt.numel()
         return {"val_loss": sum(weighted) / len(weighted), "val_mse": mse} if self.weighted else {"val_loss": mse}
 
@@ -242,25 +269,44 @@ class _PretrainTask:
         self.lr_now = self.opt.param_groups[0]["lr"]
         self.sched.step()
         val = self.evaluate()
-        rec = {"epoch": epoch, "step": step, "train_loss": train_loss, **val, "lr": self.lr_now,
-               "samples_per_s": prog.rate(), "epoch_time_s": round(epoch_time, 3)}
+        rec = {
+            "epoch": epoch,
+            "step": step,
+            "train_loss": train_loss,
+            **val,
+            "lr": self.lr_now,
+            "samples_per_s": prog.rate(),
+            "epoch_time_s": round(epoch_time, 3),
+        }
         self.rate, self.epoch_time = prog.rate(), epoch_time
         return rec, (val["val_loss"] if val["val_loss"] is not None else train_loss)
 
-    def payload(self, epoch: int, step: int) -> Dict[str, Any]:
+    def payload(self, epoch: int, step: int) -> dict[str, Any]:
         best = self.monitor.best if self.monitor.best is not None else float("inf")
-        return checkpoint_payload("pretrain", self.model, self.opt, self.cfg, epoch, step,
-                                  scheduler=self.sched.state_dict(), best_val=float(best),
-                                  bad_epochs=int(self.monitor.bad_epochs), preprocessing=self.pre.to_dict(),
-                                  history=self.history)
+        return checkpoint_payload(
+            "pretrain",
+            self.model,
+            self.opt,
+            self.cfg,
+            epoch,
+            step,
+            scheduler=self.sched.state_dict(),
+            best_val=float(best),
+            bad_epochs=int(self.monitor.bad_epochs),
+            preprocessing=self.pre.to_dict(),
+            history=self.history,
+        )
 
-    def after_save(self, rec: Dict[str, Any]) -> None:
+    def after_save(self, rec: dict[str, Any]) -> None:
         cfg = self.cfg
         self.write_pngs()
-        self.say(f"epoch {rec['epoch']}/{cfg.epochs}: train {self.loss_name} {rec['train_loss']:.5f}"
-                 + (f", validation {self.loss_name} {rec['val_loss']:.5f}" if rec["val_loss"] is not None else "")
-                 + (f" (MSE {rec['val_mse']:.5f})" if rec.get("val_mse") is not None else "")
-                 + f", {self.rate:.1f} samples/s, {self.epoch_time:.1f}s" + (" (best)" if rec["best"] else ""))
+        self.say(
+            f"epoch {rec['epoch']}/{cfg.epochs}: train {self.loss_name} {rec['train_loss']:.5f}"
+            + (f", validation {self.loss_name} {rec['val_loss']:.5f}" if rec["val_loss"] is not None else "")
+            + (f" (MSE {rec['val_mse']:.5f})" if rec.get("val_mse") is not None else "")
+            + f", {self.rate:.1f} samples/s, {self.epoch_time:.1f}s"
+            + (" (best)" if rec["best"] else "")
+        )
 
     def write_pngs(self) -> None:
         """loss_curve.png, and restorations.png of the first ``previews`` validation cubes with
@@ -273,16 +319,24 @@ class _PretrainTask:
             # previews may span several batches (--batch-size below --previews): predict each
             n = min(cfg.previews, len(self.val_inp))
             pred = torch.cat([p.float() for _, p in self._val_predictions(n)])[:n]
+
             def rows(t, dtype=torch.float32):  # one row per cube and channel (cube 0 channel 0, cube 0 channel 1, ...)
                 return t[:n].to(dtype).cpu().numpy().reshape(-1, *t.shape[2:])
 
             c = self.val_inp.shape[1]
-            what = ("validation patches: corrupted input / restoration / target / mask" if cfg.dims == 2 else
-                    "validation cubes: corrupted input / restoration / target / mask (middle slice)")
-            plots.restoration_grid(rows(self.val_inp), rows(pred), rows(self.val_tgt),
-                                   os.path.join(out, "restorations.png"),
-                                   masks=rows(self.val_mask.expand(-1, c, *self.val_mask.shape[2:]), torch.uint8),
-                                   title=what + (f"; rows: cube x channel ({c} channels)" if c > 1 else ""))
+            what = (
+                "validation patches: corrupted input / restoration / target / mask"
+                if cfg.dims == 2
+                else "validation cubes: corrupted input / restoration / target / mask (middle slice)"
+            )
+            plots.restoration_grid(
+                rows(self.val_inp),
+                rows(pred),
+                rows(self.val_tgt),
+                os.path.join(out, "restorations.png"),
+                masks=rows(self.val_mask.expand(-1, c, *self.val_mask.shape[2:]), torch.uint8),
+                title=what + (f"; rows: cube x channel ({c} channels)" if c > 1 else ""),
+            )
 
 
 def _validation_set(cfg: PretrainConfig, va_vols, va_regions, device, gcfg):
@@ -294,13 +348,19 @@ def _validation_set(cfg: PretrainConfig, va_vols, va_regions, device, gcfg):
 
     if va_vols is None:
         return None, None, None
-    vs = data.CubeSampler(va_vols, data2d.sampling_cube(cfg.cube), torch.Generator().manual_seed(derive_seed(cfg.seed, 7)),
-                          air_value=cfg.air_value, min_foreground=cfg.min_foreground, regions=va_regions)
+    vs = data.CubeSampler(
+        va_vols,
+        data2d.sampling_cube(cfg.cube),
+        torch.Generator().manual_seed(derive_seed(cfg.seed, 7)),
+        air_value=cfg.air_value,
+        min_foreground=cfg.min_foreground,
+        regions=va_regions,
+    )
     v = data2d.drop_slice_axis(vs.sample(cfg.val_batches * cfg.batch_size), cfg.dims).to(device)
     return go.models_genesis(v, config=gcfg, seed=derive_seed(cfg.seed, 8), return_masks=True)
 
 
-def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, say) -> Dict[str, Any]:
+def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, say) -> dict[str, Any]:
     t_start = time.perf_counter()
     main = dist_info.is_main
     out = os.path.abspath(cfg.out)
@@ -315,17 +375,23 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, sa
     if cfg.dims == 2:  # images, and the axial slices of volumes (single-channel: config.check_dims)
         volumes = data2d.load_inputs(paths, pre, skip_bad=cfg.skip_bad, log=(print if main else None))
     else:
-        volumes = data.load_volumes(paths, pre, skip_bad=cfg.skip_bad, cache=data.VolumeCache(),
-                                    log=(print if main else None),
-                                    channels=None if demo else data.channel_names(cfg.channels))
+        volumes = data.load_volumes(
+            paths,
+            pre,
+            skip_bad=cfg.skip_bad,
+            cache=data.VolumeCache(),
+            log=(print if main else None),
+            channels=None if demo else data.channel_names(cfg.channels),
+        )
     n_ch = data.channel_count(volumes)
-    say(f"genesis-ops pretrain{' (2D)' if cfg.dims == 2 else ''}: "
+    say(
+        f"genesis-ops pretrain{' (2D)' if cfg.dims == 2 else ''}: "
         f"{'demo CT (bundled)' if demo else f'{len(volumes)} input(s)'}, "
         + (f"{n_ch} channels ({', '.join(volumes[0].channel_names)}), " if n_ch > 1 else "")
-        + 
-        f"device {device}, world size {dist_info.world_size}, width {cfg.width}, cube {'x'.join(map(str, cfg.cube))}, "
+        + f"device {device}, world size {dist_info.world_size}, width {cfg.width}, cube {'x'.join(map(str, cfg.cube))}, "
         f"batch {cfg.batch_size}/process, {cfg.epochs} epochs x {cfg.steps_per_epoch} steps, "
-        f"{cfg.optimizer} lr {cfg.lr:g}, out {out}")
+        f"{cfg.optimizer} lr {cfg.lr:g}, out {out}"
+    )
 
     tr_vols, tr_regions, va_vols, va_regions = _split(cfg, volumes)
     torch.manual_seed(derive_seed(cfg.seed, dist_info.rank, 1))
@@ -338,15 +404,18 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, sa
     start_epoch, step_count, best_val, bad_epochs, history = 1, 0, float("inf"), 0, []
     if ckpt is not None:
         start_epoch, step_count, best_val, bad_epochs, history = _restore(
-            ckpt, model, opt, sched, writer.last, metrics_path, main)
+            ckpt, model, opt, sched, writer.last, metrics_path, main
+        )
         say(f"resumed from {writer.last} at epoch {start_epoch - 1} (step {step_count})")
 
     monitor = Monitor("min", cfg.patience, best=best_val, bad_epochs=bad_epochs)
     val_set = _validation_set(cfg, va_vols, va_regions, device, genesis_config(cfg))
-    task = _PretrainTask(cfg, model, opt, sched, pre, device, dist_info, tr_vols, tr_regions, val_set,
-                         monitor, history, out, say)
-    step = TrainStep(prepare_model(model, device, dist_info.enabled, cfg.compile), opt, device,
-                     loss_fn=task.loss_fn, amp=cfg.amp)
+    task = _PretrainTask(
+        cfg, model, opt, sched, pre, device, dist_info, tr_vols, tr_regions, val_set, monitor, history, out, say
+    )
+    step = TrainStep(
+        prepare_model(model, device, dist_info.enabled, cfg.compile), opt, device, loss_fn=task.loss_fn, amp=cfg.amp
+    )
     step.steps = step_count
 
     if ckpt is None and main:
@@ -359,17 +428,41 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, sa
         if v0["val_loss"] is not None:
             say(f"epoch 0: validation {task.loss_name} before training {v0['val_loss']:.5f}")
 
-    epoch, stopped = fit(step, task, model=model, epochs=cfg.epochs,
-                         steps_per_epoch=cfg.steps_per_epoch, monitor=monitor, writer=writer, history=history,
-                         metrics_path=metrics_path, start_epoch=start_epoch, dist=dist_info,
-                         show_progress=not cfg.quiet, log_every=cfg.log_every, say=say)
+    epoch, stopped = fit(
+        step,
+        task,
+        model=model,
+        epochs=cfg.epochs,
+        steps_per_epoch=cfg.steps_per_epoch,
+        monitor=monitor,
+        writer=writer,
+        history=history,
+        metrics_path=metrics_path,
+        start_epoch=start_epoch,
+        dist=dist_info,
+        show_progress=not cfg.quiet,
+        log_every=cfg.log_every,
+        say=say,
+    )
     if main:
         writer.finish(had_best=monitor.best is not None)
     best = monitor.best if monitor.best is not None else float("inf")
-    result: Dict[str, Any] = {"out": out, "last": writer.last, "best": writer.best, "metrics": metrics_path,
-                              "stopped_early": stopped, "epochs_done": epoch, "step": step.steps, "best_val": best,
-                              "history": history, "time_s": time.perf_counter() - t_start, "config": asdict(cfg)}
+    result: dict[str, Any] = {
+        "out": out,
+        "last": writer.last,
+        "best": writer.best,
+        "metrics": metrics_path,
+        "stopped_early": stopped,
+        "epochs_done": epoch,
+        "step": step.steps,
+        "best_val": best,
+        "history": history,
+        "time_s": time.perf_counter() - t_start,
+        "config": asdict(cfg),
+    }
     if main:
-        say(f"done in {result['time_s']:.1f}s: checkpoints {writer.last}, {writer.best}; metrics {metrics_path}; "
-            f"pictures {os.path.join(out, 'loss_curve.png')}, {os.path.join(out, 'restorations.png')}")
+        say(
+            f"done in {result['time_s']:.1f}s: checkpoints {writer.last}, {writer.best}; metrics {metrics_path}; "
+            f"pictures {os.path.join(out, 'loss_curve.png')}, {os.path.join(out, 'restorations.png')}"
+        )
     return result

@@ -1,11 +1,12 @@
 """Small helpers shared by pretraining, fine-tuning and the command line."""
+
 from __future__ import annotations
 
 import json
 import os
 import sys
 import time
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -15,7 +16,7 @@ class UsageError(ValueError):
     """A bad option value (reported by the command line as a one-line error)."""
 
 
-def resolve_device(device: Optional[str]) -> torch.device:
+def resolve_device(device: str | None) -> torch.device:
     """``auto``/None -> CUDA when available, else CPU. Validates explicit choices."""
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -24,8 +25,10 @@ def resolve_device(device: Optional[str]) -> torch.device:
     except (RuntimeError, TypeError) as e:
         raise UsageError(f"--device: not a device: {device!r} ({e})") from None
     if d.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: CUDA is not available on this machine (torch "
-                         f"{torch.__version__}, built with CUDA: {torch.version.cuda is not None})")
+        raise UsageError(
+            "--device cuda: CUDA is not available on this machine (torch "
+            f"{torch.__version__}, built with CUDA: {torch.version.cuda is not None})"
+        )
     if d.type not in ("cpu", "cuda"):
         raise UsageError(f"--device: expected cpu or cuda, got {device!r}")
     return d
@@ -56,7 +59,7 @@ def atomic_save(obj: Any, path: str) -> None:
         pass
 
 
-def append_jsonl(path: str, record: Dict[str, Any]) -> None:
+def append_jsonl(path: str, record: dict[str, Any]) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
@@ -76,14 +79,14 @@ def read_jsonl(path: str):
     return out
 
 
-def rng_state() -> Dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     st = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
 
 
-def set_rng_state(st: Dict[str, Any]) -> None:
+def set_rng_state(st: dict[str, Any]) -> None:
     if "torch" in st:
         torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():
@@ -117,7 +120,7 @@ class DistInfo:
         self.initialised_here = False
 
     @classmethod
-    def single(cls) -> "DistInfo":
+    def single(cls) -> DistInfo:
         """A single process, whatever the environment says (for tasks that do not run under DDP)."""
         d = cls.__new__(cls)
         d.world_size, d.rank, d.local_rank, d.enabled, d.initialised_here = 1, 0, 0, False, False
@@ -164,8 +167,7 @@ class Progress:
     """Plain-text progress: a self-rewriting line on a terminal, a line every ``every`` steps
     otherwise (logs, CI). Shows steps, loss and samples/s."""
 
-    def __init__(self, total: int, prefix: str, enabled: bool = True, every: Optional[int] = None,
-                 stream=None):
+    def __init__(self, total: int, prefix: str, enabled: bool = True, every: int | None = None, stream=None):
         self.total, self.prefix, self.enabled = total, prefix, enabled
         self.stream = stream or sys.stdout
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -183,8 +185,10 @@ class Progress:
         n = 28
         filled = int(n * step / max(self.total, 1))
         bar = "#" * filled + "." * (n - filled)
-        line = (f"{self.prefix} [{bar}] step {step}/{self.total} loss {loss:.5f} "
-                f"{self.samples / dt:.1f} samples/s{(' ' + extra) if extra else ''}")
+        line = (
+            f"{self.prefix} [{bar}] step {step}/{self.total} loss {loss:.5f} "
+            f"{self.samples / dt:.1f} samples/s{(' ' + extra) if extra else ''}"
+        )
         if self.tty:
             self.stream.write("\r" + line + ("\n" if step == self.total else ""))
         else:

@@ -1,4 +1,5 @@
 """Shared fixtures for the models_genesis tests (CPU, tiny models)."""
+
 import os
 import sys
 import types

@@ -1,4 +1,5 @@
 """2D: UNet2D, PNG/JPEG and NIfTI-slice inputs, pretrain / finetune / predict with --dims 2."""
+
 import json
 import os
 
@@ -7,16 +8,37 @@ import numpy as np
 import pytest
 import torch
 
-from models_genesis import (BatchStatsNorm2d, CheckpointError, UNet2D, UNet3D, build_model, count_parameters,
-                            load_model, load_pretrained)
+from models_genesis import (
+    BatchStatsNorm2d,
+    CheckpointError,
+    UNet2D,
+    UNet3D,
+    build_model,
+    count_parameters,
+    load_model,
+    load_pretrained,
+)
 from models_genesis import data
 from models_genesis import data2d
 from models_genesis.cli import main
 
 PIL = pytest.importorskip("PIL.Image")
 
-TINY2D = ["--dims", "2", "--cube", "32", "32", "--width", "4", "--device", "cpu", "--batch-size", "4",
-          "--log-every", "1000"]
+TINY2D = [
+    "--dims",
+    "2",
+    "--cube",
+    "32",
+    "32",
+    "--width",
+    "4",
+    "--device",
+    "cpu",
+    "--batch-size",
+    "4",
+    "--log-every",
+    "1000",
+]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -63,8 +85,7 @@ def test_unet2d_checkpoints_round_trip_and_refuse_3d_weights(tmp_path):
     assert isinstance(loaded, UNet2D) and loaded.width == 4
     for k, v in m.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v)
-    torch.save({"state_dict": {"module." + k: v for k, v in UNet3D(width=4).state_dict().items()}},
-               tmp_path / "w3d.pt")
+    torch.save({"state_dict": {"module." + k: v for k, v in UNet3D(width=4).state_dict().items()}}, tmp_path / "w3d.pt")
     with pytest.raises(CheckpointError, match="3D model, the model is 2D"):
         load_pretrained(UNet2D(width=4), str(tmp_path / "w3d.pt"))
     assert isinstance(load_model(str(tmp_path / "w3d.pt")), UNet3D)  # published-format 3D still loads
@@ -139,7 +160,7 @@ def test_nifti_slice_patches_come_from_one_axial_slice(tmp_path):
     zs = set()
     for patch in b[:, 0].numpy().astype(np.int64):
         x0, y0, z0 = patch[0, 0] // 1000, (patch[0, 0] // 10) % 100, patch[0, 0] % 10
-        np.testing.assert_array_equal(patch, code[x0:x0 + 16, y0:y0 + 24, z0])
+        np.testing.assert_array_equal(patch, code[x0 : x0 + 16, y0 : y0 + 24, z0])
         zs.add(int(z0))
     assert len(zs) > 1  # patches come from several slices
 
@@ -164,8 +185,28 @@ def png_folder(tmp_path):
 
 def test_pretrain_2d_on_pngs_then_finetune_on_nifti_slices_and_predict(tmp_path, png_folder, lung_ct, capsys):
     out = tmp_path / "pre"
-    assert main(["pretrain", "--data", str(png_folder), "--out", str(out), "--epochs", "2",
-                 "--steps-per-epoch", "3", "--val-batches", "1", "--previews", "2", "--quiet"] + TINY2D) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--data",
+                str(png_folder),
+                "--out",
+                str(out),
+                "--epochs",
+                "2",
+                "--steps-per-epoch",
+                "3",
+                "--val-batches",
+                "1",
+                "--previews",
+                "2",
+                "--quiet",
+            ]
+            + TINY2D
+        )
+        == 0
+    )
     ck = torch.load(out / "best.pt", weights_only=True)
     assert ck["model_config"]["arch"] == "unet2d" and tuple(ck["config"]["cube"]) == (32, 32)
     assert ck["config"]["dims"] == 2
@@ -174,15 +215,56 @@ def test_pretrain_2d_on_pngs_then_finetune_on_nifti_slices_and_predict(tmp_path,
     assert (out / "restorations.png").stat().st_size > 0
     assert isinstance(load_model(str(out / "best.pt")), UNet2D)
     # resume with another dimensionality is refused
-    assert main(["pretrain", "--data", str(png_folder), "--out", str(out), "--resume", "--cube", "32", "32", "16",
-                 "--width", "4", "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "pretrain",
+                "--data",
+                str(png_folder),
+                "--out",
+                str(out),
+                "--resume",
+                "--cube",
+                "32",
+                "32",
+                "16",
+                "--width",
+                "4",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "--resume: dims" in capsys.readouterr().err
 
     # fine-tune on the slices of a NIfTI volume (lesion label), from the 2D weights
     ft = tmp_path / "ft"
-    assert main(["finetune", "--images", lung_ct.image, "--labels", lung_ct.labels, "--weights", str(out / "best.pt"),
-                 "--out", str(ft), "--epochs", "2", "--steps-per-epoch", "2", "--val-fraction", "0.5",
-                 "--quiet"] + TINY2D[:2] + ["--device", "cpu", "--batch-size", "4"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--images",
+                lung_ct.image,
+                "--labels",
+                lung_ct.labels,
+                "--weights",
+                str(out / "best.pt"),
+                "--out",
+                str(ft),
+                "--epochs",
+                "2",
+                "--steps-per-epoch",
+                "2",
+                "--val-fraction",
+                "0.5",
+                "--quiet",
+            ]
+            + TINY2D[:2]
+            + ["--device", "cpu", "--batch-size", "4"]
+        )
+        == 0
+    )
     msg = capsys.readouterr().out
     assert "best validation Dice" in msg
     fck = torch.load(ft / "best.pt", weights_only=True)
@@ -192,19 +274,61 @@ def test_pretrain_2d_on_pngs_then_finetune_on_nifti_slices_and_predict(tmp_path,
 
     # predict: slice by slice over a NIfTI volume (written on its grid), and on a PNG
     mask = tmp_path / "mask.nii.gz"
-    assert main(["predict", "--weights", str(ft / "best.pt"), "--input", lung_ct.image, "--output", str(mask),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(ft / "best.pt"),
+                "--input",
+                lung_ct.image,
+                "--output",
+                str(mask),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     m = nib.load(str(mask))
     assert m.shape == lung_ct.shape and np.allclose(m.affine, nib.load(lung_ct.image).affine)
     assert set(np.unique(np.asarray(m.dataobj))) <= {0, 1}
     png_out = tmp_path / "mask.png"
-    assert main(["predict", "--weights", str(ft / "best.pt"), "--input", str(png_folder / "x0.png"),
-                 "--output", str(png_out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(ft / "best.pt"),
+                "--input",
+                str(png_folder / "x0.png"),
+                "--output",
+                str(png_out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     got = np.asarray(PIL.open(png_out))
     assert got.shape == (64, 72) and set(np.unique(got)) <= {0, 255}
     rest = tmp_path / "rest.png"  # pretraining weights: the restored image
-    assert main(["predict", "--weights", str(out / "best.pt"), "--input", str(png_folder / "x1.png"),
-                 "--output", str(rest), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(out / "best.pt"),
+                "--input",
+                str(png_folder / "x1.png"),
+                "--output",
+                str(rest),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert np.asarray(PIL.open(rest)).shape == (64, 72)
 
 
@@ -212,21 +336,41 @@ def test_pretrain_2d_on_ct_slices_lowers_the_validation_loss(tmp_path):
     from models_genesis.config import PretrainConfig
     from models_genesis.pretrain import pretrain
 
-    res = pretrain(PretrainConfig(dims=2, cube=(32, 32), width=4, batch_size=8, epochs=4, steps_per_epoch=6,
-                                  val_batches=2, previews=0, device="cpu", out=str(tmp_path / "p"), quiet=True))
+    res = pretrain(
+        PretrainConfig(
+            dims=2,
+            cube=(32, 32),
+            width=4,
+            batch_size=8,
+            epochs=4,
+            steps_per_epoch=6,
+            val_batches=2,
+            previews=0,
+            device="cpu",
+            out=str(tmp_path / "p"),
+            quiet=True,
+        )
+    )
     v = [h["val_loss"] for h in res["history"]]
     assert res["config"]["dims"] == 2 and res["best_val"] < v[0]
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["pretrain", "--dims", "2", "--cube", "64", "64", "32"],
-     "--cube: expected two positive multiples of 8 with --dims 2"),
-    (["pretrain", "--cube", "64", "64"], "--cube: expected three positive multiples of 8 with --dims 3"),
-    (["pretrain", "--dims", "4"], "--dims"),
-    (["finetune", "--dims", "2", "--cube", "16", "16", "16", "--demo"], "--cube: expected two"),
-    (["finetune", "--dims", "2", "--task", "classification", "--images", "a.png", "--labels", "0"],
-     "2D fine-tuning is segmentation only"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (
+            ["pretrain", "--dims", "2", "--cube", "64", "64", "32"],
+            "--cube: expected two positive multiples of 8 with --dims 2",
+        ),
+        (["pretrain", "--cube", "64", "64"], "--cube: expected three positive multiples of 8 with --dims 3"),
+        (["pretrain", "--dims", "4"], "--dims"),
+        (["finetune", "--dims", "2", "--cube", "16", "16", "16", "--demo"], "--cube: expected two"),
+        (
+            ["finetune", "--dims", "2", "--task", "classification", "--images", "a.png", "--labels", "0"],
+            "2D fine-tuning is segmentation only",
+        ),
+    ],
+)
 def test_bad_2d_usage_gives_one_line_errors(argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -240,11 +384,43 @@ def test_2d_finetune_refuses_3d_weights_and_predict_checks_the_output(tmp_path, 
     assert "--dims 2: " + str(w3) + " holds 3D weights" in capsys.readouterr().err
     w2 = tmp_path / "w2.pt"
     torch.save(UNet2D(width=4).state_dict(), w2)
-    assert main(["predict", "--weights", str(w2), "--input", str(png_folder / "x0.png"),
-                 "--output", str(tmp_path / "o.nii.gz"), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(w2),
+                "--input",
+                str(png_folder / "x0.png"),
+                "--output",
+                str(tmp_path / "o.nii.gz"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "a 2D image input gives a PNG" in capsys.readouterr().err
-    assert main(["predict", "--weights", str(w2), "--input", str(png_folder / "x0.png"), "--cube", "16", "16", "8",
-                 "--output", str(tmp_path / "o.png"), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(w2),
+                "--input",
+                str(png_folder / "x0.png"),
+                "--cube",
+                "16",
+                "16",
+                "8",
+                "--output",
+                str(tmp_path / "o.png"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "2D checkpoint needs 2 sizes" in capsys.readouterr().err
 
 
@@ -257,7 +433,8 @@ def test_dims_flag_lands_in_the_config():
     assert cfg.dims == 2 and cfg.cube == (64, 48)
     assert run_out(cfg) == os.path.join("runs", "pretrain2d")  # the 3D demo's folder stays the 3D one's
     assert run_out(config_from_args(PretrainConfig, build_parser().parse_args(["pretrain"]))) == os.path.join(
-        "runs", "pretrain")
+        "runs", "pretrain"
+    )
     f = config_from_args(FinetuneConfig, build_parser().parse_args(["finetune", "--dims", "2", "--demo"]))
     assert f.dims == 2 and run_out(f) == os.path.join("runs", "finetune2d")
     assert run_out(FinetuneConfig(dims=2, out="mine")) == "mine"

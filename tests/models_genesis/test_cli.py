@@ -33,8 +33,18 @@ def test_every_flag_is_in_help(capsys):
                 assert opt in text, (name, opt)
             if action.option_strings and action.help is not None:
                 assert action.help.strip(), (name, action.option_strings)
-    for flag in ("--data", "--out", "--epochs", "--steps-per-epoch", "--batch-size", "--cube", "--width",
-                 "--device", "--seed", "--resume"):
+    for flag in (
+        "--data",
+        "--out",
+        "--epochs",
+        "--steps-per-epoch",
+        "--batch-size",
+        "--cube",
+        "--width",
+        "--device",
+        "--seed",
+        "--resume",
+    ):
         assert flag in subs["pretrain"].format_help()
     for flag in ("--task", "--labels", "--weights", "--demo"):
         assert flag in subs["finetune"].format_help()
@@ -42,18 +52,21 @@ def test_every_flag_is_in_help(capsys):
     assert "pretrain" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["pretrain", "--epochs", "0"], "--epochs"),
-    (["pretrain", "--cube", "30", "32", "32"], "--cube"),
-    (["pretrain", "--cube", "32", "32"], "--cube"),
-    (["pretrain", "--shuffle-p", "1.5"], "--shuffle-p"),
-    (["pretrain", "--device", "tpu"], "--device"),
-    (["pretrain", "--bogus"], "--bogus"),
-    (["pretrain", "--lr", "-1"], "--lr"),
-    (["predict", "--weights", "w.pt"], "--input"),
-    (["finetune", "--task", "detection"], "--task"),
-    (["frobnicate"], "frobnicate"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["pretrain", "--epochs", "0"], "--epochs"),
+        (["pretrain", "--cube", "30", "32", "32"], "--cube"),
+        (["pretrain", "--cube", "32", "32"], "--cube"),
+        (["pretrain", "--shuffle-p", "1.5"], "--shuffle-p"),
+        (["pretrain", "--device", "tpu"], "--device"),
+        (["pretrain", "--bogus"], "--bogus"),
+        (["pretrain", "--lr", "-1"], "--lr"),
+        (["predict", "--weights", "w.pt"], "--input"),
+        (["finetune", "--task", "detection"], "--task"),
+        (["frobnicate"], "frobnicate"),
+    ],
+)
 def test_bad_flags_give_one_line_errors(argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -72,8 +85,20 @@ def test_bad_files_give_one_line_errors(tmp_path, capsys, demo_file):
     assert len(err.splitlines()) == 1 and str(bad) in err
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"nope")
-    assert main(["predict", "--weights", str(junk), "--input", demo_file("ct_abdomen.nii.gz"),
-                 "--output", str(tmp_path / "p.nii.gz")]) == 1
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(junk),
+                "--input",
+                demo_file("ct_abdomen.nii.gz"),
+                "--output",
+                str(tmp_path / "p.nii.gz"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(junk) in err
     assert main(["preview", "--input", str(tmp_path / "notes.txt"), "--output", str(tmp_path / "x.png")]) == 1
@@ -87,8 +112,26 @@ def test_bad_files_give_one_line_errors(tmp_path, capsys, demo_file):
 def test_skip_bad_continues_with_a_warning(tmp_path, capsys, demo_file):
     bad = tmp_path / "corrupt.nii.gz"
     bad.write_bytes(b"not gzip")
-    rc = main(["pretrain", "--data", str(bad), demo_file("ct_abdomen.nii.gz"), "--skip-bad",
-               "--out", str(tmp_path / "o"), "--epochs", "1", "--steps-per-epoch", "1", "--val-fraction", "0", "--previews", "0"] + TINY)
+    rc = main(
+        [
+            "pretrain",
+            "--data",
+            str(bad),
+            demo_file("ct_abdomen.nii.gz"),
+            "--skip-bad",
+            "--out",
+            str(tmp_path / "o"),
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "1",
+            "--val-fraction",
+            "0",
+            "--previews",
+            "0",
+        ]
+        + TINY
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "skipping" in out and "corrupt.nii.gz" in out
@@ -110,30 +153,87 @@ def test_info_and_preview(tmp_path, capsys, demo_file):
 def test_pretrain_finetune_demo_and_predict_through_the_cli(tmp_path, capsys, demo_file):
     pre = tmp_path / "pre"
     # no --data: the bundled demo CT
-    assert main(["pretrain", "--out", str(pre), "--epochs", "1", "--steps-per-epoch", "2", "--val-batches", "1",
-                 "--seed", "3"] + TINY) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--out",
+                str(pre),
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "2",
+                "--val-batches",
+                "1",
+                "--seed",
+                "3",
+            ]
+            + TINY
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "demo CT (bundled)" in out and "validation MSE" in out
     for f in ("last.pt", "best.pt", "metrics.jsonl", "loss_curve.png", "restorations.png"):
         assert (pre / f).exists(), f
     ft = tmp_path / "ft"
-    assert main(["finetune", "--demo", "--weights", str(pre / "best.pt"), "--out", str(ft), "--epochs", "1",
-                 "--steps-per-epoch", "2", "--cube", "16", "16", "16", "--batch-size", "2", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--demo",
+                "--weights",
+                str(pre / "best.pt"),
+                "--out",
+                str(ft),
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "2",
+                "--cube",
+                "16",
+                "16",
+                "16",
+                "--batch-size",
+                "2",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "from pretrained weights" in out and "from scratch" in out
     import re
+
     summary = [line for line in out.splitlines() if line.startswith("vertebra segmentation Dice")]
     assert len(summary) == 1 and len(re.findall(r"\d\.\d{4} (?:best|last)", summary[0])) == 4
     assert (ft / "pretrained" / "best.pt").exists() and (ft / "scratch" / "best.pt").exists()
     assert read_checkpoint(str(ft / "scratch" / "best.pt"))["model_config"]["width"] == 4
     # predict with a fine-tuned checkpoint and with a pretraining checkpoint (restoration)
     ct = demo_file("ct_abdomen.nii.gz")
-    assert main(["predict", "--weights", str(ft / "pretrained" / "best.pt"), "--input", ct, "--output",
-                 str(tmp_path / "mask.nii.gz"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(ft / "pretrained" / "best.pt"),
+                "--input",
+                ct,
+                "--output",
+                str(tmp_path / "mask.nii.gz"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     m = nib.load(str(tmp_path / "mask.nii.gz"))
     assert m.shape == nib.load(ct).shape and m.get_data_dtype() == np.uint8
-    assert main(["predict", "--weights", str(pre / "best.pt"), "--input", ct, "--output",
-                 str(tmp_path / "restored.nii")]) == 0
+    assert (
+        main(["predict", "--weights", str(pre / "best.pt"), "--input", ct, "--output", str(tmp_path / "restored.nii")])
+        == 0
+    )
     r = np.asarray(nib.load(str(tmp_path / "restored.nii")).dataobj)
     assert r.dtype == np.float32 and r.shape == nib.load(ct).shape
     assert "wrote" in capsys.readouterr().out
@@ -146,6 +246,12 @@ def test_finetune_demo_without_weights_explains(tmp_path, capsys, monkeypatch):
 
 
 def test_console_module_entry_point(tmp_path, subprocess_env):
-    p = subprocess.run([sys.executable, "-m", "models_genesis", "pretrain", "--epochs", "0"], env=subprocess_env,
-                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "models_genesis", "pretrain", "--epochs", "0"],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert p.returncode == 2 and "--epochs" in p.stderr and "Traceback" not in p.stderr

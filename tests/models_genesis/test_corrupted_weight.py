@@ -2,6 +2,7 @@
 computations), its edge weights (1 = MSE, 0 = corrupted voxels only), bad weights, the mask carried
 through the training step (float16 loss scaling too), and pretraining runs with and without it
 (masks requested only when weighted; restorations.png's mask column)."""
+
 import math
 
 import numpy as np
@@ -56,13 +57,19 @@ def test_weighted_loss_by_hand():
     mask2 = torch.tensor([[1, 0, 0, 0], [0, 0, 0, 1]], dtype=torch.uint8).view(1, 2, 4)
     pred3 = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]]).view(1, 2, 4)
     assert corruption_weighted_mse(pred3, torch.zeros(1, 2, 4), mask2, 2.0).item() == pytest.approx(
-        (2 * 1 + 1 + 2 * 4) / 10)
+        (2 * 1 + 1 + 2 * 4) / 10
+    )
 
 
 @settings(max_examples=25, deadline=None)
-@given(b=st.integers(1, 3), c=st.integers(1, 3), spatial=st.sampled_from([(8, 8, 8), (16, 8, 8), (8, 16)]),
-       weight=st.one_of(st.sampled_from([0.0, 1.0]), st.floats(0.0, 100.0)), seed=st.integers(0, 2 ** 31),
-       half=st.booleans())
+@given(
+    b=st.integers(1, 3),
+    c=st.integers(1, 3),
+    spatial=st.sampled_from([(8, 8, 8), (16, 8, 8), (8, 16)]),
+    weight=st.one_of(st.sampled_from([0.0, 1.0]), st.floats(0.0, 100.0)),
+    seed=st.integers(0, 2**31),
+    half=st.booleans(),
+)
 def test_weighted_loss_matches_a_float64_computation(b, c, spatial, weight, seed, half):
     pred, target, mask = _pair_and_mask((b, *spatial), seed, c)
     if half:  # autocast outputs: the loss works in float32 whatever the prediction's dtype
@@ -78,15 +85,15 @@ def test_weighted_loss_matches_a_float64_computation(b, c, spatial, weight, seed
 
 
 @settings(max_examples=15, deadline=None)
-@given(b=st.integers(1, 3), c=st.integers(1, 2), seed=st.integers(0, 2 ** 31))
+@given(b=st.integers(1, 3), c=st.integers(1, 2), seed=st.integers(0, 2**31))
 def test_weight_one_is_the_plain_mse(b, c, seed):
     pred, target, mask = _pair_and_mask((b, 16, 8, 8), seed, c)
     pred.requires_grad_(True)
     got = corruption_weighted_mse(pred, target, mask, 1.0)
     want = F.mse_loss(pred, target)
     assert torch.allclose(got, want, rtol=1e-6, atol=0)
-    g_got, = torch.autograd.grad(got, pred)
-    g_want, = torch.autograd.grad(want, pred)
+    (g_got,) = torch.autograd.grad(got, pred)
+    (g_want,) = torch.autograd.grad(want, pred)
     assert torch.allclose(g_got, g_want, rtol=1e-5, atol=1e-12)
 
 
@@ -97,7 +104,7 @@ def test_weight_zero_ignores_the_corrupted_voxels():
     pred = pred.clone().requires_grad_(True)
     loss = corruption_weighted_mse(pred, target, mask, 0.0)
     assert loss.item() == pytest.approx(((pred - target)[~corrupted] ** 2).mean().item(), rel=1e-6)
-    grad, = torch.autograd.grad(loss, pred)
+    (grad,) = torch.autograd.grad(loss, pred)
     assert (grad[corrupted] == 0).all() and (grad[~corrupted] != 0).any()
     # changing the prediction on corrupted voxels changes nothing
     moved = torch.where(corrupted, pred.detach() + 5.0, pred.detach())
@@ -175,8 +182,9 @@ def test_train_step_passes_the_mask_to_the_loss(dtype):
         return loss_fn(pred, tgt, m)
 
     m = _net()
-    step = TrainStep(m, torch.optim.SGD(m.parameters(), lr=0.1), CPU, spy, dtype=dtype,
-                     scaler_kwargs={"init_scale": 2.0 ** 8})
+    step = TrainStep(
+        m, torch.optim.SGD(m.parameters(), lr=0.1), CPU, spy, dtype=dtype, scaler_kwargs={"init_scale": 2.0**8}
+    )
     assert (step.scaler is not None) == (dtype == torch.float16)
     loss = step(x, target, mask)
     assert len(seen) == 1 and torch.equal(seen[0], mask) and step.steps == 1
@@ -230,8 +238,9 @@ def _png_size(path):
 def test_default_pretraining_requests_no_training_masks(tmp_path, demo_file, monkeypatch):
     calls = _spy_models_genesis(monkeypatch)
     grid = _spy_grid(monkeypatch)
-    res = pretrain(PretrainConfig(data=[demo_file("ct_abdomen.nii.gz")], out=str(tmp_path), epochs=1,
-                                  steps_per_epoch=3, **TINY))
+    res = pretrain(
+        PretrainConfig(data=[demo_file("ct_abdomen.nii.gz")], out=str(tmp_path), epochs=1, steps_per_epoch=3, **TINY)
+    )
     train = [c for c in calls if c[0] == TINY["batch_size"] and c != calls[0]]
     # one validation call (masks made once, for the pictures), then plain training batches
     assert calls[0][1] is True and len(calls) == 4 and not any(c[1] for c in calls[1:]), calls
@@ -248,9 +257,38 @@ def test_weighted_pretraining_through_the_cli(tmp_path, demo_file, monkeypatch, 
     calls = _spy_models_genesis(monkeypatch)
     grid = _spy_grid(monkeypatch)
     out = tmp_path / "run"
-    assert main(["pretrain", "--data", demo_file("ct_abdomen.nii.gz"), "--out", str(out), "--batch-size", "2",
-                 "--cube", "16", "16", "16", "--width", "4", "--epochs", "2", "--steps-per-epoch", "2",
-                 "--val-batches", "1", "--previews", "2", "--device", "cpu", "--corrupted-weight", "5"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--data",
+                demo_file("ct_abdomen.nii.gz"),
+                "--out",
+                str(out),
+                "--batch-size",
+                "2",
+                "--cube",
+                "16",
+                "16",
+                "16",
+                "--width",
+                "4",
+                "--epochs",
+                "2",
+                "--steps-per-epoch",
+                "2",
+                "--val-batches",
+                "1",
+                "--previews",
+                "2",
+                "--device",
+                "cpu",
+                "--corrupted-weight",
+                "5",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "corruption-weighted MSE (W=5)" in text
     assert len(calls) == 1 + 2 * 2 and all(c[1] for c in calls)  # every batch brings its mask

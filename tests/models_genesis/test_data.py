@@ -48,8 +48,9 @@ def test_resampling_to_a_spacing(ct_path, demo_file):
     assert v.data.shape == (61, round(101 * 3 / 6), 84)
     assert np.allclose(np.abs(np.diag(v.affine)[:3]), [6, 6, 4], rtol=0.02)  # field of view kept exactly
     assert 0 <= v.data.min() and v.data.max() <= 1
-    lab = data.load_volume(demo_file("ct_abdomen_vertebrae.nii.gz"), data.Preprocessing(spacing=(6.0, 6.0, 4.0)),
-                           label=True)
+    lab = data.load_volume(
+        demo_file("ct_abdomen_vertebrae.nii.gz"), data.Preprocessing(spacing=(6.0, 6.0, 4.0)), label=True
+    )
     assert lab.data.shape == v.data.shape
     assert set(np.unique(lab.data)) <= {0, 26, 27, 28, 29, 30, 31, 32, 33}  # nearest neighbour: no new labels
 
@@ -144,8 +145,14 @@ def test_cubes_skip_air_and_are_reproducible(ct_path):
 
 
 def test_small_volume_is_padded():
-    small = data.Volume(path="small", data=np.full((10, 40, 5), 0.7, np.float32), affine=np.eye(4),
-                        original_affine=np.eye(4), original_shape=(10, 40, 5), canonical_shape=(10, 40, 5))
+    small = data.Volume(
+        path="small",
+        data=np.full((10, 40, 5), 0.7, np.float32),
+        affine=np.eye(4),
+        original_affine=np.eye(4),
+        original_shape=(10, 40, 5),
+        canonical_shape=(10, 40, 5),
+    )
     s = data.CubeSampler([small], (16, 32, 8), torch.Generator().manual_seed(0), min_foreground=0.0)
     x = s.sample(3)
     assert x.shape == (3, 1, 16, 32, 8)

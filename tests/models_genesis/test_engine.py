@@ -1,5 +1,6 @@
 """The shared training engine: the float16 loss-scaling path (checked on the CPU), the finite-loss
 check, best-epoch tracking and the atomic checkpoint writer."""
+
 import math
 import os
 
@@ -9,8 +10,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models_genesis import UNet3D, load_model
-from models_genesis.engine import (CheckpointWriter, Monitor, TrainStep, amp_dtype, checkpoint_payload, plain,
-                                   run_epoch, unwrap)
+from models_genesis.engine import (
+    CheckpointWriter,
+    Monitor,
+    TrainStep,
+    amp_dtype,
+    checkpoint_payload,
+    plain,
+    run_epoch,
+    unwrap,
+)
 from models_genesis.model import read_checkpoint
 from models_genesis.utils import Progress
 
@@ -33,9 +42,15 @@ def _params(m):
 def test_float16_step_scales_the_loss_and_unscales_the_gradients():
     x, y = torch.rand(2, 1, 8, 8, 8), torch.rand(2, 1, 8, 8, 8)
     m = _net()
-    step = TrainStep(m, torch.optim.SGD(m.parameters(), lr=0.1), CPU, _mse, dtype=torch.float16,
-                     scaler_kwargs={"init_scale": 2.0 ** 10})
-    assert isinstance(step.scaler, torch.amp.GradScaler) and step.scaler.get_scale() == 2.0 ** 10
+    step = TrainStep(
+        m,
+        torch.optim.SGD(m.parameters(), lr=0.1),
+        CPU,
+        _mse,
+        dtype=torch.float16,
+        scaler_kwargs={"init_scale": 2.0**10},
+    )
+    assert isinstance(step.scaler, torch.amp.GradScaler) and step.scaler.get_scale() == 2.0**10
     before = _params(m)
     loss = step(x, y)
     assert math.isfinite(float(loss)) and step.steps == 1
@@ -55,14 +70,20 @@ def test_float16_step_skips_the_update_and_lowers_the_scale_when_gradients_overf
     x, y = torch.rand(2, 1, 8, 8, 8), torch.rand(2, 1, 8, 8, 8)
     m = _net()
     # a scale this large turns the float16 gradients into inf
-    step = TrainStep(m, torch.optim.SGD(m.parameters(), lr=0.1), CPU, _mse, dtype=torch.float16,
-                     scaler_kwargs={"init_scale": 2.0 ** 60})
+    step = TrainStep(
+        m,
+        torch.optim.SGD(m.parameters(), lr=0.1),
+        CPU,
+        _mse,
+        dtype=torch.float16,
+        scaler_kwargs={"init_scale": 2.0**60},
+    )
     before = _params(m)
     loss = step(x, y)
     assert math.isfinite(float(loss))  # the loss itself is fine: no FloatingPointError, a skipped step
     for p, b in zip(m.parameters(), before):
         assert torch.equal(p.detach(), b)
-    assert step.scaler.get_scale() == 2.0 ** 59
+    assert step.scaler.get_scale() == 2.0**59
     # the scale keeps halving until the gradients fit, then training proceeds
     for _ in range(60):
         step(x, y)
@@ -70,7 +91,7 @@ def test_float16_step_skips_the_update_and_lowers_the_scale_when_gradients_overf
             break
     else:
         pytest.fail("the scaler never recovered from the overflow")
-    assert step.scaler.get_scale() < 2.0 ** 59
+    assert step.scaler.get_scale() < 2.0**59
 
 
 def test_no_scaler_without_float16():

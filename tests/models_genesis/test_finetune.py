@@ -48,10 +48,19 @@ def _fake_published(path, width=4):
 
 def test_segmentation_from_published_weights_with_frozen_encoder(tmp_path, demo_file):
     src = _fake_published(tmp_path / "pub.pt")
-    res = finetune(FinetuneConfig(task="segmentation", images=[demo_file("ct_abdomen.nii.gz")],
-                                  labels=[demo_file("ct_abdomen_vertebrae.nii.gz")], weights=str(tmp_path / "pub.pt"),
-                                  out=str(tmp_path / "ft"), epochs=2, steps_per_epoch=2, freeze_encoder_epochs=2,
-                                  **TINY))
+    res = finetune(
+        FinetuneConfig(
+            task="segmentation",
+            images=[demo_file("ct_abdomen.nii.gz")],
+            labels=[demo_file("ct_abdomen_vertebrae.nii.gz")],
+            weights=str(tmp_path / "pub.pt"),
+            out=str(tmp_path / "ft"),
+            epochs=2,
+            steps_per_epoch=2,
+            freeze_encoder_epochs=2,
+            **TINY,
+        )
+    )
     assert 0.0 <= res["dice"] <= 1.0 and 0.0 <= res["iou"] <= res["dice"] + 1e-9
     ck = read_checkpoint(res["last"])
     assert ck["kind"] == "finetune-segmentation" and ck["model_config"]["width"] == 4
@@ -65,9 +74,21 @@ def test_segmentation_from_published_weights_with_frozen_encoder(tmp_path, demo_
 
 def test_segmentation_then_predict_end_to_end(tmp_path, demo_file):
     ct, lab = demo_file("ct_abdomen.nii.gz"), demo_file("ct_abdomen_vertebrae.nii.gz")
-    res = finetune(FinetuneConfig(task="segmentation", images=[ct], labels=[lab], width=4, out=str(tmp_path / "ft"),
-                                  epochs=2, steps_per_epoch=8, lr=3e-3, fg_fraction=1.0, seed=1,
-                                  **{**TINY, "batch_size": 4}))
+    res = finetune(
+        FinetuneConfig(
+            task="segmentation",
+            images=[ct],
+            labels=[lab],
+            width=4,
+            out=str(tmp_path / "ft"),
+            epochs=2,
+            steps_per_epoch=8,
+            lr=3e-3,
+            fg_fraction=1.0,
+            seed=1,
+            **{**TINY, "batch_size": 4},
+        )
+    )
     hist = res["history"]
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     out = tmp_path / "pred.nii.gz"
@@ -83,8 +104,9 @@ def test_segmentation_then_predict_end_to_end(tmp_path, demo_file):
     aff[:, :2] *= -1
     aff[:3, 3] = img.affine[:3, :3] @ np.array([img.shape[0] - 1, img.shape[1] - 1, 0]) + img.affine[:3, 3]
     nib.save(nib.Nifti1Image(data, aff), tmp_path / "lps.nii.gz")
-    predict_volume(res["best"], str(tmp_path / "lps.nii.gz"), str(tmp_path / "pred_lps.nii.gz"), device="cpu",
-                   batch_size=8)
+    predict_volume(
+        res["best"], str(tmp_path / "lps.nii.gz"), str(tmp_path / "pred_lps.nii.gz"), device="cpu", batch_size=8
+    )
     p2 = nib.load(str(tmp_path / "pred_lps.nii.gz"))
     assert np.allclose(p2.affine, aff)
     assert np.array_equal(np.asarray(p2.dataobj)[::-1, ::-1, :], arr)
@@ -100,8 +122,17 @@ def test_label_shape_mismatch_and_missing_labels(tmp_path, demo_file):
 
     nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), np.eye(4)), tmp_path / "small.nii.gz")
     with pytest.raises(VolumeError, match="small.nii.gz: label shape"):
-        finetune(FinetuneConfig(images=[demo_file("ct_abdomen.nii.gz")], labels=[str(tmp_path / "small.nii.gz")],
-                                width=4, out=str(tmp_path / "o"), epochs=1, steps_per_epoch=1, **TINY))
+        finetune(
+            FinetuneConfig(
+                images=[demo_file("ct_abdomen.nii.gz")],
+                labels=[str(tmp_path / "small.nii.gz")],
+                width=4,
+                out=str(tmp_path / "o"),
+                epochs=1,
+                steps_per_epoch=1,
+                **TINY,
+            )
+        )
     with pytest.raises(UsageError, match="--labels"):
         finetune(FinetuneConfig(images=[demo_file("ct_abdomen.nii.gz")], width=4, out=str(tmp_path / "o"), **TINY))
 
@@ -118,18 +149,37 @@ def test_classification_learns_a_separable_task(tmp_path):
         nib.save(nib.Nifti1Image(a, np.eye(4)), p)
         rows.append(f"v{k}.nii.gz,{y}")
     (tmp_path / "cls.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
-    res = finetune(FinetuneConfig(task="classification", csv=str(tmp_path / "cls.csv"), width=4,
-                                  out=str(tmp_path / "cls"), epochs=3, steps_per_epoch=6, val_fraction=0.34,
-                                  **{**TINY, "batch_size": 4}))
+    res = finetune(
+        FinetuneConfig(
+            task="classification",
+            csv=str(tmp_path / "cls.csv"),
+            width=4,
+            out=str(tmp_path / "cls"),
+            epochs=3,
+            steps_per_epoch=6,
+            val_fraction=0.34,
+            **{**TINY, "batch_size": 4},
+        )
+    )
     assert res["auc"] == pytest.approx(1.0) and 0.0 <= res["accuracy"] <= 1.0
     assert res["history"][-1]["train_loss"] < res["history"][0]["train_loss"]
     ck = read_checkpoint(res["best"])
     assert ck["model_config"]["arch"] == "classifier"
     # multi-class uses cross-entropy
     paths = [str(tmp_path / f"v{k}.nii.gz") for k in range(6)]
-    res3 = finetune(FinetuneConfig(task="classification", images=paths, labels=["0", "1", "2", "0", "1", "2"],
-                                   width=4, out=str(tmp_path / "cls3"), epochs=1, steps_per_epoch=2, val_fraction=0.5,
-                                   **TINY))
+    res3 = finetune(
+        FinetuneConfig(
+            task="classification",
+            images=paths,
+            labels=["0", "1", "2", "0", "1", "2"],
+            width=4,
+            out=str(tmp_path / "cls3"),
+            epochs=1,
+            steps_per_epoch=2,
+            val_fraction=0.5,
+            **TINY,
+        )
+    )
     assert read_checkpoint(res3["best"])["model_config"]["n_classes"] == 3
     assert 0 <= res3["accuracy"] <= 1
 
@@ -142,8 +192,18 @@ def test_classifier_from_pretrained_encoder(tmp_path):
         p = tmp_path / f"c{k}.nii.gz"
         nib.save(nib.Nifti1Image(rng.normal(0, 300, (16, 16, 16)).astype(np.int16), np.eye(4)), p)
         paths.append(str(p))
-    res = finetune(FinetuneConfig(task="classification", images=paths, labels=["0", "1", "0", "1"],
-                                  weights=str(tmp_path / "pub.pt"), out=str(tmp_path / "o"), epochs=1,
-                                  steps_per_epoch=1, freeze_encoder_epochs=1, **TINY))
+    res = finetune(
+        FinetuneConfig(
+            task="classification",
+            images=paths,
+            labels=["0", "1", "0", "1"],
+            weights=str(tmp_path / "pub.pt"),
+            out=str(tmp_path / "o"),
+            epochs=1,
+            steps_per_epoch=1,
+            freeze_encoder_epochs=1,
+            **TINY,
+        )
+    )
     ck = read_checkpoint(res["last"])
     assert torch.equal(ck["model"]["down_tr256.ops.0.conv1.weight"], src.state_dict()["down_tr256.ops.0.conv1.weight"])

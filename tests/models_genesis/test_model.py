@@ -3,8 +3,15 @@ import os
 import pytest
 import torch
 
-from models_genesis import (BatchStatsNorm3d, CheckpointError, GenesisClassifier, UNet3D, count_parameters,
-                            load_model, load_pretrained)
+from models_genesis import (
+    BatchStatsNorm3d,
+    CheckpointError,
+    GenesisClassifier,
+    UNet3D,
+    count_parameters,
+    load_model,
+    load_pretrained,
+)
 
 
 def test_paper_parameter_count_and_published_key_names():
@@ -14,9 +21,15 @@ def test_paper_parameter_count_and_published_key_names():
     assert len(keys) == 106
     assert keys[0] == "down_tr64.ops.0.conv1.weight"
     assert keys[-1] == "out_tr.final_conv.bias"
-    assert keys[:7] == ["down_tr64.ops.0.conv1.weight", "down_tr64.ops.0.conv1.bias", "down_tr64.ops.0.bn1.weight",
-                        "down_tr64.ops.0.bn1.bias", "down_tr64.ops.0.bn1.running_mean",
-                        "down_tr64.ops.0.bn1.running_var", "down_tr64.ops.0.bn1.num_batches_tracked"]
+    assert keys[:7] == [
+        "down_tr64.ops.0.conv1.weight",
+        "down_tr64.ops.0.conv1.bias",
+        "down_tr64.ops.0.bn1.weight",
+        "down_tr64.ops.0.bn1.bias",
+        "down_tr64.ops.0.bn1.running_mean",
+        "down_tr64.ops.0.bn1.running_var",
+        "down_tr64.ops.0.bn1.num_batches_tracked",
+    ]
     sd = m.state_dict()
     assert tuple(sd["down_tr64.ops.0.conv1.weight"].shape) == (32, 1, 3, 3, 3)
     assert tuple(sd["up_tr256.up_conv.weight"].shape) == (512, 512, 2, 2, 2)
@@ -92,20 +105,27 @@ def test_load_published_format_prefixed_and_bare(tmp_path):
     bare = tmp_path / "bare.pt"
     torch.save(src.state_dict(), bare)
     m = load_model(str(bare))
-    assert m.width == 4 and torch.equal(m.state_dict()["out_tr.final_conv.bias"], src.state_dict()["out_tr.final_conv.bias"])
+    assert m.width == 4 and torch.equal(
+        m.state_dict()["out_tr.final_conv.bias"], src.state_dict()["out_tr.final_conv.bias"]
+    )
     x = torch.rand(2, 1, 16, 16, 8)
-    src.eval(); m.eval()
+    src.eval()
+    m.eval()
     assert torch.allclose(src(x), m(x))
     # files without BatchNorm's num_batches_tracked counters load too
     no_nbt = {k: v for k, v in _published(src)["state_dict"].items() if not k.endswith("num_batches_tracked")}
     assert len(no_nbt) == len(src.state_dict()) - 14
     m2 = UNet3D(width=4)
     load_pretrained(m2, {"state_dict": no_nbt})
-    assert torch.equal(m2.state_dict()["up_tr128.ops.0.bn1.running_var"], src.state_dict()["up_tr128.ops.0.bn1.running_var"])
+    assert torch.equal(
+        m2.state_dict()["up_tr128.ops.0.bn1.running_var"], src.state_dict()["up_tr128.ops.0.bn1.running_var"]
+    )
     # the classifier takes the encoder only
     c = GenesisClassifier(width=4, hidden=8)
     load_pretrained(c, str(path))
-    assert torch.equal(c.state_dict()["down_tr512.ops.1.conv1.weight"], src.state_dict()["down_tr512.ops.1.conv1.weight"])
+    assert torch.equal(
+        c.state_dict()["down_tr512.ops.1.conv1.weight"], src.state_dict()["down_tr512.ops.1.conv1.weight"]
+    )
 
 
 def test_load_errors_are_clear(tmp_path):
@@ -135,7 +155,9 @@ def test_load_errors_are_clear(tmp_path):
     with pytest.raises(CheckpointError, match="out_tr.final_conv"):
         load_pretrained(two, str(p))
     load_pretrained(two, str(p), skip_head=True)
-    assert torch.equal(two.state_dict()["down_tr64.ops.0.conv1.weight"], src.state_dict()["down_tr64.ops.0.conv1.weight"])
+    assert torch.equal(
+        two.state_dict()["down_tr64.ops.0.conv1.weight"], src.state_dict()["down_tr64.ops.0.conv1.weight"]
+    )
 
 
 def test_weights_only_loading_refuses_pickled_code(tmp_path):

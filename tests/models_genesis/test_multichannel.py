@@ -1,5 +1,6 @@
 """Multi-channel volumes: co-registered modalities as {channel} patterns or 4D NIfTI files, through
 data loading, the samplers, weight adaptation and pretrain / finetune / predict end to end."""
+
 import os
 import types
 
@@ -47,9 +48,13 @@ def brats(tmp_path_factory):
         four = root / f"sub-0{i}_4d.nii.gz"
         nib.save(nib.Nifti1Image(np.stack([chans[c] for c in CHANNELS], axis=-1), affine), four)
         subjects.append(types.SimpleNamespace(dir=str(d), arrays=chans, seg=seg, four=str(four)))
-    return types.SimpleNamespace(root=str(root), subjects=subjects, affine=affine,
-                                 pattern=os.path.join(str(root), "sub-*", "sub-*_{channel}.nii.gz"),
-                                 seg=os.path.join(str(root), "sub-*", "sub-*_seg.nii.gz"))
+    return types.SimpleNamespace(
+        root=str(root),
+        subjects=subjects,
+        affine=affine,
+        pattern=os.path.join(str(root), "sub-*", "sub-*_{channel}.nii.gz"),
+        seg=os.path.join(str(root), "sub-*", "sub-*_seg.nii.gz"),
+    )
 
 
 MRI = data.Preprocessing(modality="mri", mri_norm="minmax")
@@ -123,15 +128,36 @@ def _broken(tmp_path, what):
     return str(tmp_path / "s*" / "{channel}.nii.gz"), str(tmp_path / "s1" / "{channel}.nii.gz")
 
 
-@pytest.mark.parametrize("what, needle", [("missing", "missing channel t2"), ("shape", "has shape"),
-                                          ("affine", "affine differs")])
+@pytest.mark.parametrize(
+    "what, needle", [("missing", "missing channel t2"), ("shape", "has shape"), ("affine", "affine differs")]
+)
 def test_bad_subjects_give_one_line_errors_naming_the_subject(tmp_path, capsys, what, needle):
     pattern, subject = _broken(tmp_path, what)
     with pytest.raises(data.VolumeError) as e:
         data.load_volumes([pattern], MRI, channels=CHANNELS, log=None)
     assert needle in str(e.value) and subject in str(e.value) and "\n" not in str(e.value)
-    rc = main(["pretrain", "--data", pattern, "--channels", "t1", "t2", "--modality", "mri", "--out",
-               str(tmp_path / "o"), "--cube", "16", "16", "16", "--width", "4", "--device", "cpu"])
+    rc = main(
+        [
+            "pretrain",
+            "--data",
+            pattern,
+            "--channels",
+            "t1",
+            "t2",
+            "--modality",
+            "mri",
+            "--out",
+            str(tmp_path / "o"),
+            "--cube",
+            "16",
+            "16",
+            "16",
+            "--width",
+            "4",
+            "--device",
+            "cpu",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 1 and len(err.splitlines()) == 1 and subject in err and needle in err
 
@@ -182,40 +208,140 @@ def test_single_channel_weights_adapt_to_several_channels():
 
 
 def test_pretrain_finetune_predict_with_two_channels(brats, tmp_path, capsys):
-    tiny = ["--cube", "16", "16", "16", "--width", "4", "--device", "cpu", "--batch-size", "2", "--modality", "mri",
-            "--mri-norm", "minmax", "--epochs", "1", "--steps-per-epoch", "2"]
+    tiny = [
+        "--cube",
+        "16",
+        "16",
+        "16",
+        "--width",
+        "4",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+        "--modality",
+        "mri",
+        "--mri-norm",
+        "minmax",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+    ]
     pre = tmp_path / "pre"
-    assert main(["pretrain", "--data", brats.pattern, "--channels", "t1,t2", "--out", str(pre), "--val-batches", "1",
-                 "--previews", "3"] + tiny) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "pretrain",
+                "--data",
+                brats.pattern,
+                "--channels",
+                "t1,t2",
+                "--out",
+                str(pre),
+                "--val-batches",
+                "1",
+                "--previews",
+                "3",
+            ]
+            + tiny
+        )
+        == 0
+    ), capsys.readouterr().err
     assert "2 channels (t1, t2)" in capsys.readouterr().out
     ck = read_checkpoint(str(pre / "best.pt"))
     assert ck["model_config"]["in_channels"] == 2 and ck["model_config"]["n_classes"] == 2
     assert ck["config"]["channels"] == ["t1,t2"]
     ft = tmp_path / "ft"
-    assert main(["finetune", "--images", brats.pattern, "--channels", "t1", "t2", "--labels", brats.seg,
-                 "--weights", str(pre / "best.pt"), "--out", str(ft), "--val-fraction", "0.34"] + tiny) == 0, \
-        capsys.readouterr().err
+    assert (
+        main(
+            [
+                "finetune",
+                "--images",
+                brats.pattern,
+                "--channels",
+                "t1",
+                "t2",
+                "--labels",
+                brats.seg,
+                "--weights",
+                str(pre / "best.pt"),
+                "--out",
+                str(ft),
+                "--val-fraction",
+                "0.34",
+            ]
+            + tiny
+        )
+        == 0
+    ), capsys.readouterr().err
     assert "best validation Dice" in capsys.readouterr().out
     assert read_checkpoint(str(ft / "best.pt"))["model_config"]["in_channels"] == 2
     # predict one subject: its {channel} files (names from the checkpoint) or its 4D file, same mask
     subj = os.path.join(brats.subjects[0].dir, "sub-00_{channel}.nii.gz")
     a, b = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
-    assert main(["predict", "--weights", str(ft / "best.pt"), "--input", subj, "--output", str(a), "--probabilities",
-                 "--device", "cpu"]) == 0, capsys.readouterr().err
-    assert main(["predict", "--weights", str(ft / "best.pt"), "--input", brats.subjects[0].four, "--output", str(b),
-                 "--probabilities", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(ft / "best.pt"),
+                "--input",
+                subj,
+                "--output",
+                str(a),
+                "--probabilities",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(ft / "best.pt"),
+                "--input",
+                brats.subjects[0].four,
+                "--output",
+                str(b),
+                "--probabilities",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     pa, pb = (np.asarray(nib.load(str(p)).dataobj) for p in (a, b))
     assert pa.shape == SHAPE and np.array_equal(pa, pb)
     assert np.allclose(nib.load(str(a)).affine, brats.affine)
     # the pretraining checkpoint restores both channels: a 4D file
     r = tmp_path / "r.nii.gz"
-    assert main(["predict", "--weights", str(pre / "best.pt"), "--input", subj, "--output", str(r),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["predict", "--weights", str(pre / "best.pt"), "--input", subj, "--output", str(r), "--device", "cpu"])
+        == 0
+    )
     assert nib.load(str(r)).shape == SHAPE + (2,)
     # a single-channel input for a two-channel model: one line
     capsys.readouterr()
-    assert main(["predict", "--weights", str(ft / "best.pt"), "--input", subj.replace("{channel}", "t1"),
-                 "--output", str(r), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(ft / "best.pt"),
+                "--input",
+                subj.replace("{channel}", "t1"),
+                "--output",
+                str(r),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "1 channel(s), but the model" in capsys.readouterr().err
 
 
@@ -223,25 +349,83 @@ def test_finetune_from_single_channel_weights_and_classification(brats, tmp_path
     one = UNet3D(in_channels=1, n_classes=1, width=4)
     w = tmp_path / "published.pt"
     torch.save({"state_dict": {"module." + k: v for k, v in one.state_dict().items()}}, w)
-    tiny = ["--cube", "16", "16", "16", "--device", "cpu", "--batch-size", "2", "--modality", "mri", "--epochs", "1",
-            "--steps-per-epoch", "1", "--val-fraction", "0.34"]
+    tiny = [
+        "--cube",
+        "16",
+        "16",
+        "16",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+        "--modality",
+        "mri",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--val-fraction",
+        "0.34",
+    ]
     fours = [s.four for s in brats.subjects]
-    assert main(["finetune", "--images", *fours, "--labels", brats.seg, "--weights", str(w), "--out",
-                 str(tmp_path / "seg")] + tiny) == 0, capsys.readouterr().err
+    assert (
+        main(
+            ["finetune", "--images", *fours, "--labels", brats.seg, "--weights", str(w), "--out", str(tmp_path / "seg")]
+            + tiny
+        )
+        == 0
+    ), capsys.readouterr().err
     assert "adapted to 2 channels" in capsys.readouterr().out
     # weights of another channel count (3) than the data's (2): one line before any training
     w3 = tmp_path / "three.pt"
     torch.save({"state_dict": UNet3D(in_channels=3, n_classes=1, width=4).state_dict()}, w3)
-    assert main(["finetune", "--images", *fours, "--labels", brats.seg, "--weights", str(w3), "--out",
-                 str(tmp_path / "seg3")] + tiny) == 2
+    assert (
+        main(
+            [
+                "finetune",
+                "--images",
+                *fours,
+                "--labels",
+                brats.seg,
+                "--weights",
+                str(w3),
+                "--out",
+                str(tmp_path / "seg3"),
+            ]
+            + tiny
+        )
+        == 2
+    )
     assert "trained on 3 channel(s), the data has 2" in capsys.readouterr().err
     csv = tmp_path / "cls.csv"
-    csv.write_text("".join(f"{os.path.join(s.dir, os.path.basename(s.dir) + '_{channel}.nii.gz')},{i % 2}\n"
-                           for i, s in enumerate(brats.subjects)))
-    assert main(["finetune", "--task", "classification", "--csv", str(csv), "--channels", "t1", "t2", "--weights",
-                 str(w), "--out", str(tmp_path / "cls")] + tiny
-                # one case of class 1 cannot be on both sides of a stratified split: validate on training
-                + ["--val-fraction", "0"]) == 0, capsys.readouterr().err
+    csv.write_text(
+        "".join(
+            f"{os.path.join(s.dir, os.path.basename(s.dir) + '_{channel}.nii.gz')},{i % 2}\n"
+            for i, s in enumerate(brats.subjects)
+        )
+    )
+    assert (
+        main(
+            [
+                "finetune",
+                "--task",
+                "classification",
+                "--csv",
+                str(csv),
+                "--channels",
+                "t1",
+                "t2",
+                "--weights",
+                str(w),
+                "--out",
+                str(tmp_path / "cls"),
+            ]
+            + tiny
+            # one case of class 1 cannot be on both sides of a stratified split: validate on training
+            + ["--val-fraction", "0"]
+        )
+        == 0
+    ), capsys.readouterr().err
     ck = read_checkpoint(str(tmp_path / "cls" / "best.pt"))
     assert ck["model_config"]["arch"] == "classifier" and ck["model_config"]["in_channels"] == 2
 
@@ -257,17 +441,62 @@ def test_2d_refuses_multichannel_inputs_in_one_line(brats, tmp_path, capsys):
     torch.save(UNet2D(width=4).state_dict(), w2)
     cases = [
         (["pretrain", "--dims", "2", "--data", brats.pattern, "--channels", "t1,t2"] + out, SINGLE_CHANNEL_2D),
-        (["finetune", "--dims", "2", "--images", brats.pattern, "--channels", "t1", "t2", "--labels", brats.seg]
-         + out, SINGLE_CHANNEL_2D),
-        (["pretrain", "--dims", "2", "--data", brats.subjects[0].four, "--skip-bad", "--cube", "16", "16"] + out,
-         f"{brats.subjects[0].four}: 2 channels; {SINGLE_CHANNEL_2D}"),
-        (["finetune", "--dims", "2", "--images", brats.subjects[0].four, "--labels",
-          os.path.join(brats.subjects[0].dir, "sub-00_seg.nii.gz"), "--cube", "16", "16"] + out,
-         f"{brats.subjects[0].four}: 2 channels; {SINGLE_CHANNEL_2D}"),
-        (["predict", "--weights", str(w2), "--input", brats.subjects[0].four, "--output", str(tmp_path / "p.nii.gz"),
-          "--device", "cpu"], f"{brats.subjects[0].four}: 2 channels; {SINGLE_CHANNEL_2D}"),
-        (["predict", "--weights", str(w2), "--input", os.path.join(brats.subjects[0].dir, "sub-00_{channel}.nii.gz"),
-          "--channels", "t1", "t2", "--output", str(tmp_path / "p.nii.gz"), "--device", "cpu"], SINGLE_CHANNEL_2D),
+        (
+            ["finetune", "--dims", "2", "--images", brats.pattern, "--channels", "t1", "t2", "--labels", brats.seg]
+            + out,
+            SINGLE_CHANNEL_2D,
+        ),
+        (
+            ["pretrain", "--dims", "2", "--data", brats.subjects[0].four, "--skip-bad", "--cube", "16", "16"] + out,
+            f"{brats.subjects[0].four}: 2 channels; {SINGLE_CHANNEL_2D}",
+        ),
+        (
+            [
+                "finetune",
+                "--dims",
+                "2",
+                "--images",
+                brats.subjects[0].four,
+                "--labels",
+                os.path.join(brats.subjects[0].dir, "sub-00_seg.nii.gz"),
+                "--cube",
+                "16",
+                "16",
+            ]
+            + out,
+            f"{brats.subjects[0].four}: 2 channels; {SINGLE_CHANNEL_2D}",
+        ),
+        (
+            [
+                "predict",
+                "--weights",
+                str(w2),
+                "--input",
+                brats.subjects[0].four,
+                "--output",
+                str(tmp_path / "p.nii.gz"),
+                "--device",
+                "cpu",
+            ],
+            f"{brats.subjects[0].four}: 2 channels; {SINGLE_CHANNEL_2D}",
+        ),
+        (
+            [
+                "predict",
+                "--weights",
+                str(w2),
+                "--input",
+                os.path.join(brats.subjects[0].dir, "sub-00_{channel}.nii.gz"),
+                "--channels",
+                "t1",
+                "t2",
+                "--output",
+                str(tmp_path / "p.nii.gz"),
+                "--device",
+                "cpu",
+            ],
+            SINGLE_CHANNEL_2D,
+        ),
     ]
     for argv, needle in cases:
         assert main(argv) == 2, argv

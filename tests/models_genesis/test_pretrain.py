@@ -34,8 +34,16 @@ def test_pretraining_lowers_the_validation_loss_and_writes_outputs(tmp_path, dem
 
     go.models_genesis = spy
     try:
-        res = pretrain(PretrainConfig(data=[demo_file("ct_abdomen.nii.gz")], out=str(tmp_path), epochs=4,
-                                      steps_per_epoch=10, seed=0, **{**TINY, "quiet": False}))
+        res = pretrain(
+            PretrainConfig(
+                data=[demo_file("ct_abdomen.nii.gz")],
+                out=str(tmp_path),
+                epochs=4,
+                steps_per_epoch=10,
+                seed=0,
+                **{**TINY, "quiet": False},
+            )
+        )
     finally:
         go.models_genesis = real
     out = capsys.readouterr().out
@@ -79,8 +87,17 @@ def test_resume_continues_exactly(tmp_path, demo_file):
 
 
 def test_paper_sgd_schedule_halves_the_learning_rate(tmp_path, demo_file):
-    res = pretrain(PretrainConfig(data=[demo_file("ct_abdomen.nii.gz")], out=str(tmp_path), epochs=3,
-                                  steps_per_epoch=2, optimizer="sgd", lr_step_epochs=1, **TINY))
+    res = pretrain(
+        PretrainConfig(
+            data=[demo_file("ct_abdomen.nii.gz")],
+            out=str(tmp_path),
+            epochs=3,
+            steps_per_epoch=2,
+            optimizer="sgd",
+            lr_step_epochs=1,
+            **TINY,
+        )
+    )
     lrs = [h["lr"] for h in res["history"][1:]]
     assert lrs == [1.0, 0.5, 0.25]
     ck = read_checkpoint(str(tmp_path / "last.pt"))
@@ -89,8 +106,19 @@ def test_paper_sgd_schedule_halves_the_learning_rate(tmp_path, demo_file):
 
 def test_early_stopping(tmp_path, demo_file):
     # a learning rate far below float32 resolution: the weights cannot change, validation cannot improve
-    res = pretrain(PretrainConfig(data=[demo_file("ct_abdomen.nii.gz")], out=str(tmp_path), epochs=10,
-                                  steps_per_epoch=1, optimizer="sgd", lr=1e-30, momentum=0.0, patience=2, **TINY))
+    res = pretrain(
+        PretrainConfig(
+            data=[demo_file("ct_abdomen.nii.gz")],
+            out=str(tmp_path),
+            epochs=10,
+            steps_per_epoch=1,
+            optimizer="sgd",
+            lr=1e-30,
+            momentum=0.0,
+            patience=2,
+            **TINY,
+        )
+    )
     assert res["stopped_early"] and res["epochs_done"] == 3
 
 
@@ -107,9 +135,34 @@ def _wait_for(cond, timeout, proc):
 
 def test_killed_run_leaves_a_loadable_checkpoint(tmp_path, demo_file, subprocess_env):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "models_genesis", "pretrain", "--data", demo_file("ct_abdomen.nii.gz"),
-           "--out", str(out), "--epochs", "1000", "--steps-per-epoch", "2", "--batch-size", "2",
-           "--cube", "16", "16", "16", "--width", "4", "--device", "cpu", "--val-batches", "1", "--previews", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "models_genesis",
+        "pretrain",
+        "--data",
+        demo_file("ct_abdomen.nii.gz"),
+        "--out",
+        str(out),
+        "--epochs",
+        "1000",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "2",
+        "--cube",
+        "16",
+        "16",
+        "16",
+        "--width",
+        "4",
+        "--device",
+        "cpu",
+        "--val-batches",
+        "1",
+        "--previews",
+        "0",
+    ]
     proc = subprocess.Popen(cmd, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         metrics = out / "metrics.jsonl"
@@ -131,8 +184,17 @@ def test_killed_run_leaves_a_loadable_checkpoint(tmp_path, demo_file, subprocess
     assert not [p for p in os.listdir(out) if p.startswith(".last.pt.tmp")] or True  # stale temp files are harmless
     # and the run resumes from it
     e = ck["epoch"]
-    res = pretrain(PretrainConfig(data=[demo_file("ct_abdomen.nii.gz")], out=str(out), epochs=e + 1, steps_per_epoch=2,
-                                  resume=True, val_batches=1, **{**TINY, "batch_size": 2, "previews": 0}))
+    res = pretrain(
+        PretrainConfig(
+            data=[demo_file("ct_abdomen.nii.gz")],
+            out=str(out),
+            epochs=e + 1,
+            steps_per_epoch=2,
+            resume=True,
+            val_batches=1,
+            **{**TINY, "batch_size": 2, "previews": 0},
+        )
+    )
     assert res["epochs_done"] == e + 1
     assert read_checkpoint(str(out / "last.pt"))["epoch"] == e + 1
 
@@ -145,11 +207,44 @@ def _free_port():
 
 def test_ddp_two_gloo_processes(tmp_path, demo_file, subprocess_env):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "models_genesis", "pretrain",
-           "--data", demo_file("ct_abdomen.nii.gz"), "--out", str(out), "--epochs", "2", "--steps-per-epoch", "3",
-           "--batch-size", "2", "--cube", "16", "16", "16", "--width", "4", "--device", "cpu", "--val-batches", "1",
-           "--previews", "1", "--log-every", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "models_genesis",
+        "pretrain",
+        "--data",
+        demo_file("ct_abdomen.nii.gz"),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "3",
+        "--batch-size",
+        "2",
+        "--cube",
+        "16",
+        "16",
+        "16",
+        "--width",
+        "4",
+        "--device",
+        "cpu",
+        "--val-batches",
+        "1",
+        "--previews",
+        "1",
+        "--log-every",
+        "1",
+    ]
     p = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "world size 2" in p.stdout
@@ -183,9 +278,33 @@ def test_previews_span_several_batches_through_the_cli(tmp_path, demo_file, monk
 
     calls = _spy_grid(monkeypatch)
     out = tmp_path / "run"
-    assert main(["pretrain", "--data", demo_file("ct_abdomen.nii.gz"), "--out", str(out), "--batch-size", "2",
-                 "--cube", "16", "16", "16", "--width", "4", "--epochs", "1", "--steps-per-epoch", "1",
-                 "--device", "cpu", "--quiet"]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "pretrain",
+                "--data",
+                demo_file("ct_abdomen.nii.gz"),
+                "--out",
+                str(out),
+                "--batch-size",
+                "2",
+                "--cube",
+                "16",
+                "16",
+                "16",
+                "--width",
+                "4",
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "1",
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     assert (out / "restorations.png").read_bytes()[:4] == b"\x89PNG"
     inp, pred, tgt = calls[-1]
     assert inp.shape == pred.shape == tgt.shape == (4, 16, 16, 16)
@@ -194,14 +313,22 @@ def test_previews_span_several_batches_through_the_cli(tmp_path, demo_file, monk
     model = load_model(str(out / "last.pt"))
     x = torch.from_numpy(inp)[:, None]
     with torch.no_grad(), batch_stats_eval(model):
-        want = torch.cat([model(x[i:i + 2]) for i in (0, 2)])[:, 0].numpy()
+        want = torch.cat([model(x[i : i + 2]) for i in (0, 2)])[:, 0].numpy()
     assert np.allclose(pred, want, atol=1e-5)
     assert not np.allclose(pred[:2], pred[2:])
 
 
 def test_previews_are_capped_by_the_validation_cubes(tmp_path, demo_file, monkeypatch):
     calls = _spy_grid(monkeypatch)
-    pretrain(PretrainConfig(data=[demo_file("ct_abdomen.nii.gz")], out=str(tmp_path), epochs=1, steps_per_epoch=1,
-                            val_batches=2, **{**TINY, "batch_size": 1, "previews": 3}))
+    pretrain(
+        PretrainConfig(
+            data=[demo_file("ct_abdomen.nii.gz")],
+            out=str(tmp_path),
+            epochs=1,
+            steps_per_epoch=1,
+            val_batches=2,
+            **{**TINY, "batch_size": 1, "previews": 3},
+        )
+    )
     assert [c[1].shape[0] for c in calls] == [2]  # 2 validation cubes < 3 previews
     assert all(len(c[0]) == len(c[1]) == len(c[2]) for c in calls)

@@ -1,6 +1,7 @@
 """Fine-tuning validation that holds what is being learned (splits with foreground, every class in
 validation, explicit validation data), the metrics it reports, best.pt on defined metrics only,
 and the `evaluate` command's Dice / IoU / HD95."""
+
 import json
 import math
 
@@ -67,8 +68,24 @@ def test_a_label_too_small_to_split_stops_before_training_with_one_line(tmp_path
     with pytest.raises(data.SplitError, match="--val-images/--val-labels"):
         finetune(FinetuneConfig(images=[img], labels=[labp], out=str(tmp_path / "o"), **TINY))
     assert not (tmp_path / "o").exists()  # nothing trained, nothing written
-    argv = ["finetune", "--images", img, "--labels", labp, "--out", str(tmp_path / "c"), "--cube", "16", "16", "16",
-            "--width", "4", "--device", "cpu", "--quiet"]
+    argv = [
+        "finetune",
+        "--images",
+        img,
+        "--labels",
+        labp,
+        "--out",
+        str(tmp_path / "c"),
+        "--cube",
+        "16",
+        "16",
+        "16",
+        "--width",
+        "4",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "speck_lab.nii.gz" in err and "--val-images/--val-labels" in err
@@ -104,8 +121,16 @@ def test_the_small_lesion_fixture_gives_the_error_or_validates_with_a_given_volu
     lab = np.zeros((32, 32, 16), np.uint8)
     lab[10:20, 10:20, 4:10] = 1
     vimg, vlab = _volume(tmp_path, "val", lab)
-    res = finetune(FinetuneConfig(images=[lung_ct.image], labels=[lung_ct.labels], val_images=[vimg],
-                                  val_labels=[vlab], out=str(tmp_path / "p"), **TINY))
+    res = finetune(
+        FinetuneConfig(
+            images=[lung_ct.image],
+            labels=[lung_ct.labels],
+            val_images=[vimg],
+            val_labels=[vlab],
+            out=str(tmp_path / "p"),
+            **TINY,
+        )
+    )
     (case,) = res["history"][-1]["val_cases"]
     assert case["name"] == "val.nii.gz" and case["foreground"] == lab.sum()
 
@@ -113,23 +138,37 @@ def test_the_small_lesion_fixture_gives_the_error_or_validates_with_a_given_volu
 def test_explicit_validation_without_foreground_is_refused(tmp_path, lung_ct):
     vimg, vlab = _volume(tmp_path, "none", np.zeros((32, 32, 16), np.uint8))
     with pytest.raises(data.SplitError, match="--val-labels: .*no foreground"):
-        finetune(FinetuneConfig(images=[lung_ct.image], labels=[lung_ct.labels], val_images=[vimg],
-                                val_labels=[vlab], out=str(tmp_path / "o"), **TINY))
+        finetune(
+            FinetuneConfig(
+                images=[lung_ct.image],
+                labels=[lung_ct.labels],
+                val_images=[vimg],
+                val_labels=[vlab],
+                out=str(tmp_path / "o"),
+                **TINY,
+            )
+        )
     with pytest.raises(ValueError, match="--val-images and --val-labels"):
-        finetune(FinetuneConfig(images=[lung_ct.image], labels=[lung_ct.labels], val_images=[vimg],
-                                out=str(tmp_path / "o"), **TINY))
+        finetune(
+            FinetuneConfig(
+                images=[lung_ct.image], labels=[lung_ct.labels], val_images=[vimg], out=str(tmp_path / "o"), **TINY
+            )
+        )
 
 
 # ---------------------------------------------------------------------------------------------- several volumes
 
 
-@pytest.mark.parametrize("fg, vf, want_val", [
-    ([5, 5, 5, 5, 5], 0.2, [4]),           # foreground everywhere: the last volume, as before
-    ([5, 5, 5, 0, 0], 0.2, [2]),           # the last volumes are empty: the last one with foreground
-    ([5, 5, 0, 0], 0.5, [1, 3]),           # the first validation volume holds foreground, then the end
-    ([5, 0, 0, 5], 0.75, [1, 2, 3]),       # volume 0 stays: training needs foreground too
-    ([0, 5, 5, 0, 0, 0], 0.2, [2]),
-])
+@pytest.mark.parametrize(
+    "fg, vf, want_val",
+    [
+        ([5, 5, 5, 5, 5], 0.2, [4]),  # foreground everywhere: the last volume, as before
+        ([5, 5, 5, 0, 0], 0.2, [2]),  # the last volumes are empty: the last one with foreground
+        ([5, 5, 0, 0], 0.5, [1, 3]),  # the first validation volume holds foreground, then the end
+        ([5, 0, 0, 5], 0.75, [1, 2, 3]),  # volume 0 stays: training needs foreground too
+        ([0, 5, 5, 0, 0, 0], 0.2, [2]),
+    ],
+)
 def test_whole_volumes_are_held_out_with_foreground(fg, vf, want_val):
     tr, va = data.choose_validation_volumes(fg, vf, [f"l{i}" for i in range(len(fg))])
     assert va == want_val and sorted(tr + va) == list(range(len(fg)))
@@ -174,13 +213,24 @@ def test_a_class_that_cannot_reach_validation_is_an_error(tmp_path):
         data.stratified_split([0, 0, 1, 1, 2], 0.4, torch.Generator())
     paths = [_save(tmp_path / f"c{k}.nii.gz", np.zeros((16, 16, 16))) for k in range(4)]
     with pytest.raises(data.SplitError, match="class"):
-        finetune(FinetuneConfig(task="classification", images=paths, labels=["0", "0", "0", "1"],
-                                out=str(tmp_path / "o"), **TINY))
+        finetune(
+            FinetuneConfig(
+                task="classification", images=paths, labels=["0", "0", "0", "1"], out=str(tmp_path / "o"), **TINY
+            )
+        )
     # explicit validation data missing a class of the training data
     (tmp_path / "val.csv").write_text("c0.nii.gz,0\nc1.nii.gz,0\n")
     with pytest.raises(data.SplitError, match="class\\(es\\) 1 .*missing from the validation"):
-        finetune(FinetuneConfig(task="classification", images=paths, labels=["0", "1", "0", "1"],
-                                val_csv=str(tmp_path / "val.csv"), out=str(tmp_path / "o"), **TINY))
+        finetune(
+            FinetuneConfig(
+                task="classification",
+                images=paths,
+                labels=["0", "1", "0", "1"],
+                val_csv=str(tmp_path / "val.csv"),
+                out=str(tmp_path / "o"),
+                **TINY,
+            )
+        )
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -203,7 +253,7 @@ def test_empty_label_and_empty_prediction_score_one():
 def test_surface_voxels_are_the_shell():
     m = np.zeros((7, 7, 7), bool)
     m[1:6, 1:6, 1:6] = True
-    assert len(surface_voxels(m)) == 5 ** 3 - 3 ** 3
+    assert len(surface_voxels(m)) == 5**3 - 3**3
     full = np.ones((3, 3, 3), bool)  # the array border counts as outside
     assert len(surface_voxels(full)) == 26
 
@@ -236,14 +286,16 @@ def test_evaluate_command_binary_and_per_label(tmp_path, capsys):
     lab[4:14, 4:14, 4:12] = 1
     lab[18:28, 18:28, 4:12] = 2
     pred = np.zeros_like(lab)
-    pred[4:14, 4:14, 6:14] = 1   # label 1 shifted by 2 slices: HD95 = 2 * 2.5 mm
+    pred[4:14, 4:14, 6:14] = 1  # label 1 shifted by 2 slices: HD95 = 2 * 2.5 mm
     pred[18:28, 18:28, 4:12] = 2  # label 2 exact
     lp, pp = _save(tmp_path / "lab.nii.gz", lab, sp, np.uint8), _save(tmp_path / "pred.nii.gz", pred, sp, np.uint8)
     empty = np.zeros_like(lab)
     le, pe = _save(tmp_path / "lab0.nii.gz", empty, sp, np.uint8), _save(tmp_path / "pred0.nii.gz", empty, sp, np.uint8)
     out = tmp_path / "scores.json"
-    assert main(["evaluate", "--pred", pp, pe, "--labels", lp, le, "--per-label", "--json", str(out),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["evaluate", "--pred", pp, pe, "--labels", lp, le, "--per-label", "--json", str(out), "--device", "cpu"])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "hd95_mm" in text and "pred.nii.gz" in text and "ALL" in text
     res = json.loads(out.read_text())
@@ -302,18 +354,31 @@ class _ScriptedTask:
         pass
 
 
-@pytest.mark.parametrize("values, best_epoch", [
-    ([float("nan"), 0.3, float("nan"), 0.2], 2),
-    ([None, float("nan"), 0.1], 3),
-    ([float("nan"), float("nan")], None),
-])
+@pytest.mark.parametrize(
+    "values, best_epoch",
+    [
+        ([float("nan"), 0.3, float("nan"), 0.2], 2),
+        ([None, float("nan"), 0.1], 3),
+        ([float("nan"), float("nan")], None),
+    ],
+)
 def test_best_checkpoint_is_chosen_only_on_a_defined_metric(tmp_path, values, best_epoch):
     model = UNet3D(width=4)
     opt = torch.optim.Adam(model.parameters())
     step = TrainStep(model, opt, torch.device("cpu"), lambda p, t: F.mse_loss(p, t))
     monitor, writer, history = Monitor("max"), CheckpointWriter(str(tmp_path)), []
-    fit(step, _ScriptedTask(model, opt, values), model=model, epochs=len(values), steps_per_epoch=1,
-        monitor=monitor, writer=writer, history=history, metrics_path=str(tmp_path / "m.jsonl"), show_progress=False)
+    fit(
+        step,
+        _ScriptedTask(model, opt, values),
+        model=model,
+        epochs=len(values),
+        steps_per_epoch=1,
+        monitor=monitor,
+        writer=writer,
+        history=history,
+        metrics_path=str(tmp_path / "m.jsonl"),
+        show_progress=False,
+    )
     writer.finish(had_best=monitor.best is not None)
     assert [r["best"] for r in history] == [i + 1 == best_epoch for i in range(len(values))]
     # no defined value at all: best.pt is the last epoch, not an arbitrary "best" undefined one
