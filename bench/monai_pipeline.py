@@ -105,7 +105,7 @@ def main(argv=None) -> int:
         x = torch.rand(tuple(int(d) for d in shape.split("x")), generator=gen)
         for name, pipe in pipelines().items():
 
-            def call(r, pipe=pipe):
+            def call(r, pipe=pipe, x=x):
                 pipe.set_random_state(args.seed + r + (10**6 if r < 0 else 0))
                 return pipe({"image": x.clone()})
 

@@ -76,7 +76,7 @@ def parse_shape(s: str) -> tuple[int, ...]:
     try:
         dims = tuple(int(v) for v in s.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bad shape {s!r}; expected e.g. 1x64x64x32")
+        raise argparse.ArgumentTypeError(f"bad shape {s!r}; expected e.g. 1x64x64x32") from None
     if len(dims) not in (3, 4) or min(dims) < 1:
         raise argparse.ArgumentTypeError(f"bad shape {s!r}: C x 2 or 3 spatial dims, all >= 1")
     return dims
@@ -942,7 +942,7 @@ def plot(records, path, meta) -> str:
     handles, labels = {}, []
     for row in axes:
         for ax in row:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
+            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
                 if lab not in handles:
                     handles[lab] = h
                     labels.append(lab)

@@ -81,7 +81,7 @@ def measure(engines: list[str], shapes: list[str], seed: int, budget: float, min
                 lo = max(min_reps, 12) if mode == "paper" else min_reps
                 cpu_ms: list[float] = []
                 times = time_calls(
-                    lambda r: run_engine(engine, x, cfg, seed + r + (10**6 if r < 0 else 0)),
+                    lambda r, engine=engine, x=x, cfg=cfg: run_engine(engine, x, cfg, seed + r + (10**6 if r < 0 else 0)),
                     "cpu",
                     warmup=1,
                     min_reps=lo,
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_SHAPES)}")
     ap.add_argument(
-        "--shapes", default=None, help="per-sample C x spatial, comma-separated (default: %s)" % ",".join(SHAPES)
+        "--shapes", default=None, help="per-sample C x spatial, comma-separated (default: {})".format(",".join(SHAPES))
     )
     ap.add_argument("--engines", default="emulated_cuda,cpu", help="emulated_cuda,cpu")
     ap.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls per row (default 2)")

@@ -160,8 +160,8 @@ class RandModelsGenesisd(Randomizable, MapTransform):
         if not keys:
             return d
         imgs = [d[k] for k in keys]
-        xs = [_as_plain_tensor(img, f"data[{k!r}]") for k, img in zip(keys, imgs)]
-        for k, x in zip(keys, xs):
+        xs = [_as_plain_tensor(img, f"data[{k!r}]") for k, img in zip(keys, imgs, strict=True)]
+        for k, x in zip(keys, xs, strict=True):
             if x.dim() not in (3, 4):
                 raise ValueError(
                     f"data[{k!r}] must be channel first, (C, H, W) or (C, D, H, W), got shape {tuple(x.shape)}"
@@ -178,7 +178,7 @@ class RandModelsGenesisd(Randomizable, MapTransform):
         if mask:
             d[self.mask_key] = _like(_as_plain_tensor(mask[0], "mask"), imgs[0])
         start = 0
-        for k, img, xk in zip(keys, imgs, xs):
+        for k, img, xk in zip(keys, imgs, xs, strict=True):
             c = xk.shape[0]
             # Back to each key's own dtype (torch.cat promoted mixed dtypes), type and metadata.
             d[k] = _like(inp[start : start + c].to(xk.dtype), img)

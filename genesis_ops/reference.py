@@ -325,7 +325,7 @@ def _noise(seed, sample, shape_cs, lo, hi):
 
 def _box_slices(box):
     start, size = box
-    return tuple(slice(s, s + n) for s, n in zip(start, size))
+    return tuple(slice(s, s + n) for s, n in zip(start, size, strict=True))
 
 
 def _paint_region(p: SampleParams, dims):

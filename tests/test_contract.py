@@ -45,10 +45,10 @@ def test_seed_from_generator_and_manual_seed():
     a = go.models_genesis(x, CFG)
     torch.manual_seed(9)
     b = go.models_genesis(x, CFG)
-    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
     torch.manual_seed(9)
     m = go.ModelsGenesis(CFG)
-    assert all(torch.equal(u, v) for u, v in zip(a, m(x)))
+    assert all(torch.equal(u, v) for u, v in zip(a, m(x), strict=True))
 
 
 def test_full_64bit_seed_range():
@@ -93,9 +93,9 @@ def test_independent_of_buffers_kept_between_calls():
     for k in first:
         assert torch.equal(first[k], again[k]), k
     again_big = go.models_genesis(big, go.GenesisConfig(num_windows=800, shuffle_p=1.0, nonlinear_p=1.0), seed=2)
-    assert all(torch.equal(a, b) for a, b in zip(big_ref, again_big))
+    assert all(torch.equal(a, b) for a, b in zip(big_ref, again_big, strict=True))
     expected = reference.models_genesis(wide.numpy(), wide_cfg, seed=6)
-    assert all(np.array_equal(a.numpy(), e) for a, e in zip(wide_out, expected))
+    assert all(np.array_equal(a.numpy(), e) for a, e in zip(wide_out, expected, strict=True))
 
 
 def test_independent_of_batch_split():

@@ -74,7 +74,7 @@ def assert_bits_equal(actual, expected, what=""):
 
 def assert_all_equal(actual, expected, what=""):
     assert len(actual) == len(expected), what
-    for i, (a, e) in enumerate(zip(actual, expected)):
+    for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
         assert_bits_equal(a, e, f"{what} output {i}")
 
 

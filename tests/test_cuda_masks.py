@@ -27,10 +27,10 @@ def test_cuda_masks_equal_cpu(shape):
     got = go.models_genesis(x.cuda(), cfg, seed=11, return_masks=True)
     want = go.models_genesis(x, cfg, seed=11, return_masks=True)
     assert got[2].device == x.cuda().device
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         assert torch.equal(a.cpu(), b)
     for name, op in SINGLE.items():
-        for a, b in zip(op(x.cuda(), return_mask=True), op(x, return_mask=True)):
+        for a, b in zip(op(x.cuda(), return_mask=True), op(x, return_mask=True), strict=True):
             assert torch.equal(a.cpu(), b), name
     for op in ("models_genesis", "inpaint", "outpaint"):
         assert torch.equal(go.paint_mask(x.cuda(), 0.7, seed=11, op=op).cpu(), go.paint_mask(x, 0.7, seed=11, op=op))

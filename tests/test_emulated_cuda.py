@@ -41,7 +41,7 @@ CURVE_BYTES_PER_SAMPLE = (2 * 2049 + 4097) * 4
 def plan(sizes, shuffle_p=0.0, num_windows=0, nonlinear_p=0.0, params_given=False):
     values = torch.ops.genesis._launch_plan(list(sizes), shuffle_p, num_windows, nonlinear_p, params_given)
     assert len(values) == len(PLAN_FIELDS)
-    return dict(zip(PLAN_FIELDS, values))
+    return dict(zip(PLAN_FIELDS, values, strict=True))
 
 
 def _align(n):

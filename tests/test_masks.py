@@ -112,7 +112,7 @@ def test_module_returns_the_functional_masks():
     mg = go.ModelsGenesis(go.GenesisConfig(num_windows=40, shuffle_p=1.0, paint_p=1.0))
     got = mg(x, seed=3, return_masks=True)
     want = go.models_genesis(x, mg.config, seed=3, return_masks=True)
-    assert len(got) == 3 and all(torch.equal(a, b) for a, b in zip(got, want))
+    assert len(got) == 3 and all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
     assert len(mg(x, seed=3)) == 2
 
 
@@ -160,7 +160,7 @@ def _window_union(shape, p, num_windows, seed, offset=0):
             continue
         starts, sizes = ref.shuffle_windows(seed, offset + b, dims, num_windows)
         for k in range(num_windows):
-            out[(b, 0) + tuple(slice(s, s + n) for s, n in zip(starts[k], sizes[k]))] = True
+            out[(b, 0) + tuple(slice(s, s + n) for s, n in zip(starts[k], sizes[k], strict=True))] = True
     return out
 
 
@@ -477,5 +477,5 @@ def test_compile_fullgraph_masked_paths():
     x = torch.rand(2, 1, 16, 16, 8)
     got, want = torch.compile(f, fullgraph=True)(x), f(x)
     torch.testing.assert_close(got[0], want[0])  # the loss: inductor may sum in another order
-    for a, b in zip(got[1:], want[1:]):  # the ops' outputs: exact
+    for a, b in zip(got[1:], want[1:], strict=True):  # the ops' outputs: exact
         assert torch.equal(a, b)

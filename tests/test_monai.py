@@ -14,7 +14,7 @@ monai = pytest.importorskip("monai")  # in the test extra: CI installs it, so th
 import genesis_ops as go  # noqa: E402
 from genesis_ops.monai import RandModelsGenesis, RandModelsGenesisd  # noqa: E402
 from monai.data import CacheDataset, DataLoader, Dataset, MetaTensor  # noqa: E402
-from monai.transforms import (
+from monai.transforms import (  # noqa: E402
     Compose,
     CopyItemsd,
     EnsureChannelFirstd,
@@ -144,7 +144,7 @@ def test_masks_are_those_of_models_genesis_under_the_drawn_seed(state, numpy_in)
         assert all(isinstance(t, np.ndarray) for t in got)
         got = [torch.from_numpy(t) for t in got]
     assert got[2].dtype == torch.uint8 and got[2].shape == (1, 14, 12, 10)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert torch.equal(g, w[0])
     assert (got[2] & 2).any() and (got[2] & 1).any()  # out-painted and shuffled: both bits occur
     # The dictionary form: one mask for the sample's keys, the pairs as without it.
@@ -210,7 +210,7 @@ def test_set_determinism_reproduces_the_pipeline(nifti_files, num_workers):
             set_determinism(None)
 
     a, b = run(), run()
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert x["seed"] == y["seed"]
         for k in ("image", "image_target", "orig"):
             assert torch.equal(x[k], y[k])
@@ -263,7 +263,7 @@ def test_cuda_tensors_after_to_deviced():
     m = MetaTensor(torch.rand(2, 20, 18, 12), affine=torch.as_tensor(AFFINE))
     ours = RandModelsGenesisd("image", config=ALL_ON)
     t = Compose([CopyItemsd("image", names="orig"), ToDeviced("image", "cuda:0"), ours, RecordSeed(ours)])
-    for s in range(3):
+    for _s in range(3):
         d = t({"image": m})
         assert d["image"].device.type == "cuda" and d["image_target"].device.type == "cuda"
         assert isinstance(d["image"], MetaTensor) and torch.equal(d["image"].affine, m.affine)

@@ -215,7 +215,7 @@ def test_portable_paths_equal_avx2_paths(tmp_path):
         path = tmp_path / f"out{int(no_avx2)}.pt"
         subprocess.run([sys.executable, "-c", script, str(path)], env=env, check=True, cwd=tmp_path)
         outs.append(torch.load(path, weights_only=True))
-    for a, b in zip(*outs):
+    for a, b in zip(*outs, strict=True):
         assert torch.equal(a, b)
     x = torch.rand((5, 2, 12, 20, 70), generator=torch.Generator().manual_seed(7))
     cfg = go.GenesisConfig(num_windows=400, shuffle_p=0.8, paint_p=1.0, inpaint_rate=0.5)

@@ -62,11 +62,11 @@ def test_box_count_distributions():
     # box sides and margins
     for p in inb:
         for start, size in p.boxes:
-            assert all(d // 6 <= s <= d // 3 for s, d in zip(size, (64, 64, 32)))
-            assert all(3 <= a and a + s <= d - 3 for a, s, d in zip(start, size, (64, 64, 32)))
+            assert all(d // 6 <= s <= d // 3 for s, d in zip(size, (64, 64, 32), strict=True))
+            assert all(3 <= a and a + s <= d - 3 for a, s, d in zip(start, size, (64, 64, 32), strict=True))
     for p in out:
-        for start, size in p.boxes:
-            assert all(d - 4 * d // 7 <= s <= d - 3 * d // 7 for s, d in zip(size, (64, 64, 32)))
+        for _start, size in p.boxes:
+            assert all(d - 4 * d // 7 <= s <= d - 3 * d // 7 for s, d in zip(size, (64, 64, 32), strict=True))
 
 
 def test_paint_split_and_gates():

@@ -218,7 +218,7 @@ def read_nifti(path: str, channels: bool = False):
 
 def resample(arr: np.ndarray, zooms: Sequence[float], spacing: Sequence[float], mode: str = "trilinear"):
     """Resample an (X, Y, Z) array from voxel size ``zooms`` to ``spacing`` (torch interpolation)."""
-    shape = tuple(max(1, int(round(n * z / s))) for n, z, s in zip(arr.shape, zooms, spacing))
+    shape = tuple(max(1, int(round(n * z / s))) for n, z, s in zip(arr.shape, zooms, spacing, strict=True))
     if shape == tuple(arr.shape):
         return arr
     t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
@@ -230,7 +230,7 @@ def resample(arr: np.ndarray, zooms: Sequence[float], spacing: Sequence[float], 
 
 
 def _resampled_affine(affine: np.ndarray, old_shape, new_shape) -> np.ndarray:
-    scale = np.array([o / n for o, n in zip(old_shape, new_shape)], dtype=np.float64)
+    scale = np.array([o / n for o, n in zip(old_shape, new_shape, strict=True)], dtype=np.float64)
     a = affine.copy()
     a[:3, :3] = affine[:3, :3] * scale[None, :]
     # keep the field of view: voxel centres shift by half the change of voxel size
@@ -324,7 +324,7 @@ def save_like(arr: np.ndarray, vol: Volume, path: str, label: bool = False) -> N
 def pad_to(arr: np.ndarray, shape: Sequence[int], value: float = 0.0) -> tuple[np.ndarray, tuple]:
     """Pad (centred) to at least ``shape``; returns the array and the (before, after) pads."""
     pads = []
-    for n, c in zip(arr.shape, shape):
+    for n, c in zip(arr.shape, shape, strict=True):
         extra = max(0, int(c) - n)
         pads.append((extra // 2, extra - extra // 2))
     if any(a or b for a, b in pads):
@@ -424,7 +424,7 @@ class CubeSampler:
         self.air_value, self.min_foreground, self.max_tries = air_value, min_foreground, max(1, int(max_tries))
         self.arrays = []
         regions = list(regions) if regions is not None else [None] * len(volumes)
-        for v, reg in zip(volumes, regions):  # held as (C, X, Y, Z); a region selects spatial axes
+        for v, reg in zip(volumes, regions, strict=True):  # held as (C, X, Y, Z); a region selects spatial axes
             a = v.channel_first()
             a = a if reg is None else a[(slice(None),) + tuple(reg)]
             a, _ = pad_to(a, (a.shape[0],) + self.cube, 0.0)
@@ -442,8 +442,8 @@ class CubeSampler:
         for _ in range(self.max_tries):
             i = int(torch.multinomial(self.weights, 1, generator=self.generator).item()) if len(self.arrays) > 1 else 0
             a = self.arrays[i]
-            o = [self._randint(n - c + 1) for n, c in zip(a.shape[1:], self.cube)]
-            cube = a[(slice(None),) + tuple(slice(s, s + c) for s, c in zip(o, self.cube))]
+            o = [self._randint(n - c + 1) for n, c in zip(a.shape[1:], self.cube, strict=True)]
+            cube = a[(slice(None),) + tuple(slice(s, s + c) for s, c in zip(o, self.cube, strict=True))]
             fg = float((cube > self.air_value).mean())
             self.drawn += 1
             if fg >= self.min_foreground:
@@ -502,10 +502,10 @@ class PairSampler:
             use_fg = len(fg) > 0 and float(torch.rand((), generator=self.gen)) < self.fg_fraction
             if use_fg:
                 centre = fg[self._rand(len(fg))]
-                o = [int(min(max(0, c - s // 2), n - s)) for c, s, n in zip(centre, self.cube, lab.shape)]
+                o = [int(min(max(0, c - s // 2), n - s)) for c, s, n in zip(centre, self.cube, lab.shape, strict=True)]
             else:
-                o = [self._rand(n - s + 1) for n, s in zip(lab.shape, self.cube)]
-            sl = tuple(slice(a, a + s) for a, s in zip(o, self.cube))
+                o = [self._rand(n - s + 1) for n, s in zip(lab.shape, self.cube, strict=True)]
+            sl = tuple(slice(a, a + s) for a, s in zip(o, self.cube, strict=True))
             xs.append(np.asarray(img[(slice(None),) + sl], dtype=np.float32))
             ys.append(np.asarray(lab[sl], dtype=np.float32))
         return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)[:, None])
@@ -707,7 +707,7 @@ def load_subject(subject: Subject, pre: Preprocessing | None = None) -> Volume:
     or when the channels disagree in (canonical) shape or affine (they must be co-registered)."""
     pre = pre or Preprocessing()
     arrays, first = [], None
-    for c, p in zip(subject.channels, subject.paths):
+    for c, p in zip(subject.channels, subject.paths, strict=True):
         try:
             img, can, arr = read_nifti(p)
         except VolumeError as e:

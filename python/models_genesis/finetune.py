@@ -83,7 +83,7 @@ def _load_pairs(img_paths: Sequence, lab_paths: Sequence[str], cfg: FinetuneConf
     vols = []
     # 2D: images or volumes of slices (single-channel); 3D: files, 4D files or channel subjects
     load, load_label = (data2d.load_input, data2d.load_input) if cfg.dims == 2 else (data.load_image, data.load_volume)
-    for ip, lp in zip(img_paths, lab_paths):
+    for ip, lp in zip(img_paths, lab_paths, strict=True):
         v = load(ip, pre)
         lv = load_label(lp, pre, label=True)
         if v.spatial_shape != lv.data.shape:
@@ -131,16 +131,16 @@ def _segmentation_data(cfg: FinetuneConfig, pre: data.Preprocessing):
     if cfg.val_images:
         vi, vl = _label_paths(cfg, cfg.val_images, cfg.val_labels, "--val-labels")
         vimgs, vlabs = _load_pairs(vi, vl, cfg, pre)
-        va = [(os.path.basename(getattr(p, "name", p)), a, b) for p, a, b in zip(vi, vimgs, vlabs)]
+        va = [(os.path.basename(getattr(p, "name", p)), a, b) for p, a, b in zip(vi, vimgs, vlabs, strict=True)]
         if not any(b.any() for _, _, b in va):
             raise data.SplitError(
                 "--val-labels: the validation labels have no foreground voxels, so Dice would "
                 "measure nothing; pass validation volumes that contain the structure"
             )
-        return img_paths, list(zip(imgs, labs)), va, f"{len(va)} volume(s) from --val-images"
+        return img_paths, list(zip(imgs, labs, strict=True)), va, f"{len(va)} volume(s) from --val-images"
     fg = [int(b.sum()) for b in labs]
     if cfg.val_fraction <= 0:
-        return img_paths, list(zip(imgs, labs)), list(zip(names, imgs, labs)), "the training data (--val-fraction 0)"
+        return img_paths, list(zip(imgs, labs, strict=True)), list(zip(names, imgs, labs, strict=True)), "the training data (--val-fraction 0)"
     if len(imgs) >= 2:
         tr_idx, va_idx = data.choose_validation_volumes(fg, cfg.val_fraction, lab_paths)
         tr = [(imgs[i], labs[i]) for i in tr_idx]
@@ -162,7 +162,7 @@ def _classification_data(cfg: FinetuneConfig, csv_path: str | None, images, labe
         paths, ys = _read_csv(csv_path, csv_flag)
         if names is not None:  # each row names one subject through a {channel} pattern
             subjects = [data.find_subjects([p], names) for p in paths]
-            bad = [p for p, s in zip(paths, subjects) if len(s) != 1]
+            bad = [p for p, s in zip(paths, subjects, strict=True) if len(s) != 1]
             if bad:
                 raise UsageError(f"{csv_flag}: {bad[0]}: expected one subject per row")
             paths = [s[0] for s in subjects]
@@ -380,7 +380,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         if cube:
             cfg = replace(cfg, cube=tuple(int(c) for c in cube))
     cfg = cfg.resolved(device)
-    say = lambda m: log(m, not cfg.quiet)
+    def say(m):
+        return log(m, not cfg.quiet)
     torch.manual_seed(derive_seed(cfg.seed, 11))
     if cfg.task == "segmentation":
         return _finetune_seg(cfg, device, say)
@@ -483,9 +484,9 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
 
     def crop(a, random_crop):
         if random_crop:
-            o = [int(torch.randint(0, n - c + 1, (1,), generator=gen).item()) for n, c in zip(a.shape[1:], cube)]
+            o = [int(torch.randint(0, n - c + 1, (1,), generator=gen).item()) for n, c in zip(a.shape[1:], cube, strict=True)]
         else:
-            o = [(n - c) // 2 for n, c in zip(a.shape[1:], cube)]
+            o = [(n - c) // 2 for n, c in zip(a.shape[1:], cube, strict=True)]
         return np.asarray(a[:, o[0] : o[0] + cube[0], o[1] : o[1] + cube[1], o[2] : o[2] + cube[2]], dtype=np.float32)
 
     def sample_fn():
@@ -511,7 +512,7 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
                     preds.append(int(pr.argmax()))
         m.train()
         truth = [ys[k] for k in va_idx]
-        acc = float(np.mean([p == t for p, t in zip(preds, truth)]))
+        acc = float(np.mean([p == t for p, t in zip(preds, truth, strict=True)]))
         if n_classes == 1:
             auc = roc_auc(scores, truth)
         else:  # one-vs-rest mean over the classes present

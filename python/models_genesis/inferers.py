@@ -70,7 +70,7 @@ def sliding_window(
     vol, pads = data.pad_to(vol, (vol.shape[0],) + cube, 0.0)
     spatial = vol.shape[1:]
     stride = [max(1, int(round(c * (1 - overlap)))) for c in cube]
-    starts = [window_starts(n, c, s) for n, c, s in zip(spatial, cube, stride)]
+    starts = [window_starts(n, c, s) for n, c, s in zip(spatial, cube, stride, strict=True)]
     acc = None  # (output channels kept, *spatial), sized by the first output
     cnt = np.zeros(spatial, dtype=np.float32)
     coords = [(a, b, c) for a in starts[0] for b in starts[1] for c in starts[2]]
@@ -86,12 +86,12 @@ def sliding_window(
         out = (out if all_channels else out[:, :1]).float().cpu().numpy()
         if acc is None:
             acc = np.zeros((out.shape[1],) + spatial, dtype=np.float32)
-        for (a, b, c), o in zip(chunk, out):
+        for (a, b, c), o in zip(chunk, out, strict=True):
             acc[:, a : a + cube[0], b : b + cube[1], c : c + cube[2]] += o
             cnt[a : a + cube[0], b : b + cube[1], c : c + cube[2]] += 1
     model.train(was_training)
     res = acc / np.maximum(cnt, 1)
-    sl = (slice(None),) + tuple(slice(p0, n - p1) for (p0, p1), n in zip(pads[1:], spatial))
+    sl = (slice(None),) + tuple(slice(p0, n - p1) for (p0, p1), n in zip(pads[1:], spatial, strict=True))
     return res[sl] if all_channels else res[sl][0]
 
 

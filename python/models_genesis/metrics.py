@@ -195,7 +195,7 @@ def evaluate_files(
         raise ValueError(f"--labels: got {len(label_paths)} label volume(s) for {len(pred_paths)} prediction(s)")
     cases: list[dict[str, Any]] = []
     pooled: dict[Any, DiceIoU] = {}
-    for pp, lp in zip(pred_paths, label_paths):
+    for pp, lp in zip(pred_paths, label_paths, strict=True):
         _, pc, parr = data.read_nifti(os.fspath(pp))
         _, lc, larr = data.read_nifti(os.fspath(lp))
         if parr.shape != larr.shape:

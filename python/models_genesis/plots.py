@@ -34,9 +34,9 @@ def loss_curve(history: list[dict], path: str, title: str = "Models Genesis pret
     tr = [(h["epoch"], h["train_loss"]) for h in history if h.get("train_loss") is not None]
     va = [(h["epoch"], h["val_loss"]) for h in history if h.get("val_loss") is not None]
     if tr:
-        ax.plot(*zip(*tr), "o-", label="train (mean over epoch)")
+        ax.plot(*zip(*tr, strict=True), "o-", label="train (mean over epoch)")
     if va:
-        ax.plot(*zip(*va), "s-", label="validation")
+        ax.plot(*zip(*va, strict=True), "s-", label="validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_yscale("log")

@@ -134,7 +134,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         torch.cuda.set_device(device)
     dist_info.init(device.type)
     main = dist_info.is_main
-    say = lambda m: log(m, main and not cfg.quiet)
+    def say(m):
+        return log(m, main and not cfg.quiet)
     try:
         return _pretrain(cfg.resolved(device), device, dist_info, say)
     finally:

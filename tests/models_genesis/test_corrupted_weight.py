@@ -195,7 +195,7 @@ def test_train_step_passes_the_mask_to_the_loss(dtype):
     want = loss_fn(pred, target, mask)
     want.backward()
     assert math.isclose(loss.item(), want.item(), rel_tol=1e-6)
-    for p, r in zip(m.parameters(), ref.parameters()):
+    for p, r in zip(m.parameters(), ref.parameters(), strict=True):
         assert torch.allclose(p.grad, r.grad, rtol=2e-2, atol=1e-5)
     # and differs from the unweighted loss on this batch
     assert not math.isclose(loss.item(), mse_loss(pred, target).item(), rel_tol=1e-3)
@@ -302,7 +302,7 @@ def test_weighted_pretraining_through_the_cli(tmp_path, demo_file, monkeypatch, 
     assert masks.shape == inp.shape == (2, 16, 16, 16) and masks.dtype == np.uint8
     assert ((masks & 1) != 0).any() or ((masks & 2) != 0).any()
     plots.restoration_grid(inp, pred, tgt, str(tmp_path / "three.png"))
-    (w4, h4), (w3, h3) = _png_size(out / "restorations.png"), _png_size(tmp_path / "three.png")
+    (w4, _h4), (w3, _h3) = _png_size(out / "restorations.png"), _png_size(tmp_path / "three.png")
     assert w4 > w3 * 1.2, (w4, w3)
 
 

@@ -59,10 +59,10 @@ def test_float16_step_scales_the_loss_and_unscales_the_gradients():
     with torch.autocast("cpu", dtype=torch.float16):
         pred = ref(x)
     _mse(pred, y).backward()
-    for p, r in zip(m.parameters(), ref.parameters()):
+    for p, r in zip(m.parameters(), ref.parameters(), strict=True):
         assert torch.allclose(p.grad, r.grad, rtol=2e-2, atol=1e-4)
     # SGD applied lr * grad
-    for p, b in zip(m.parameters(), before):
+    for p, b in zip(m.parameters(), before, strict=True):
         assert torch.allclose(p.detach(), b - 0.1 * p.grad, atol=1e-6)
 
 
@@ -81,13 +81,13 @@ def test_float16_step_skips_the_update_and_lowers_the_scale_when_gradients_overf
     before = _params(m)
     loss = step(x, y)
     assert math.isfinite(float(loss))  # the loss itself is fine: no FloatingPointError, a skipped step
-    for p, b in zip(m.parameters(), before):
+    for p, b in zip(m.parameters(), before, strict=True):
         assert torch.equal(p.detach(), b)
     assert step.scaler.get_scale() == 2.0**59
     # the scale keeps halving until the gradients fit, then training proceeds
     for _ in range(60):
         step(x, y)
-        if any(not torch.equal(p.detach(), b) for p, b in zip(m.parameters(), before)):
+        if any(not torch.equal(p.detach(), b) for p, b in zip(m.parameters(), before, strict=True)):
             break
     else:
         pytest.fail("the scaler never recovered from the overflow")
