@@ -5,52 +5,24 @@
 
 Raw ops: torch.ops.genesis.{models_genesis, flip, local_shuffle, nonlinear, inpaint, outpaint,
 bezier}, the masked variants {models_genesis, local_shuffle, inpaint, outpaint}_masked and the
-mask-only paint_mask, shuffle_mask; NumPy reference with the same random stream: genesis_ops.reference. MONAI transforms:
-genesis_ops.monai (imported on demand only; needs the "monai" extra).
+mask-only paint_mask, shuffle_mask; NumPy reference with the same random stream:
+genesis_ops.reference. MONAI transforms: genesis_ops.monai (imported on demand only; needs the
+"monai" extra).
 """
 
-import importlib.machinery
-import importlib.util
 import os
-import sys
 
-import torch  # noqa: F401  (loads libtorch before the extension)
+import torch  # loads libtorch before the extension
 
-
-def _installed_elsewhere():
-    """The directory of an installed genesis_ops with its compiled extension, other than this
-    one, or None. Needed when this is the source checkout: `python -c "import genesis_ops"` or
-    `python -m pytest` in the repository root puts the repository first on sys.path, and the
-    sources hold no compiled _C (unless built in place, see CONTRIBUTING.md)."""
-    here = os.path.realpath(os.path.dirname(__file__))
-    for entry in sys.path:
-        d = os.path.realpath(os.path.join(entry or os.getcwd(), __name__))
-        if d != here and any(
-            os.path.isfile(os.path.join(d, "_C" + suffix)) for suffix in importlib.machinery.EXTENSION_SUFFIXES
-        ):
-            return d
-    return None
-
-
-if importlib.util.find_spec(f"{__name__}._C") is None and (_other := _installed_elsewhere()) is not None:
-    # Hand the import over to the installed package, whole: its Python files were installed with
-    # its extension, so the two always agree. `import genesis_ops` returns what sys.modules
-    # holds once this module finishes; the relative imports below resolve through sys.modules
-    # too, so they bind the installed package's (already loaded) submodules.
-    _spec = importlib.util.spec_from_file_location(
-        __name__, os.path.join(_other, "__init__.py"), submodule_search_locations=[_other]
-    )
-    _module = importlib.util.module_from_spec(_spec)
-    sys.modules[__name__] = _module
-    _spec.loader.exec_module(_module)
-else:
-    try:
-        from . import _C  # noqa: F401  (runs the static operator registrations)
-    except ImportError as e:
-        raise ImportError(
-            "genesis_ops: the compiled extension genesis_ops._C was not found. Install the package "
-            f"(`pip install .` in the repository, or an editable build: see CONTRIBUTING.md). ({e})"
-        ) from e
+try:
+    from . import _C  # noqa: F401  (runs the static operator registrations)
+except ImportError as e:
+    raise ImportError(
+        f"genesis_ops: the compiled extension genesis_ops._C is missing from {os.path.dirname(__file__)}. "
+        "A source checkout holds it only after the development install (`pip install "
+        "--no-build-isolation -e .`, see CONTRIBUTING.md); or run from outside the repository to use "
+        f"an installed genesis-ops. ({e})"
+    ) from e
 
 from . import _meta  # noqa: F401  (fake kernels)
 from . import reference

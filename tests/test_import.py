@@ -1,10 +1,16 @@
-"""`import genesis_ops` works from the repository root, where the source directory (without a
-compiled extension, unless built in place) comes first on sys.path: the import hands over to
-the installed package, or an editable install supplies the extension."""
+"""Which copy `import genesis_ops` runs. After the development install (CONTRIBUTING.md: in-place
+editable) the repository's genesis_ops/ holds the compiled extension and is the package imported,
+from any directory, the repository root included. With an installed wheel (CI, users) the tests
+run that wheel; from the repository root the source directory comes first on sys.path, and its
+import must then fail with an error saying what to do, not with a bare missing-module error.
+A source directory without a build always fails that way."""
 
 import os
+import shutil
 import subprocess
 import sys
+
+import genesis_ops
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,8 +25,53 @@ assert functional.flip is go.flip and go.build_info()["version"] == go.__version
 print(go.__file__)
 """
 
+# Imports a copy of the package's Python files (no compiled extension) as genesis_ops, whatever
+# the environment holds (an editable install's finder would otherwise supply the repository's).
+UNBUILT = """
+import importlib.util, os, sys
+d = sys.argv[1]
+spec = importlib.util.spec_from_file_location(
+    "genesis_ops", os.path.join(d, "__init__.py"), submodule_search_locations=[d])
+m = importlib.util.module_from_spec(spec)
+sys.modules["genesis_ops"] = m
+spec.loader.exec_module(m)
+"""
+
+
+def _env():
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def _dev_install():
+    """Whether the tests run the repository's own genesis_ops/ (the in-place development install)."""
+    return os.path.realpath(os.path.dirname(genesis_ops.__file__)) == os.path.realpath(os.path.join(REPO, "genesis_ops"))
+
 
 def test_import_from_the_repository_root():
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    p = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
+    p = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300
+    )
+    if _dev_install():
+        # The files being edited are the ones imported, with the extension built beside them.
+        assert p.returncode == 0, p.stderr
+        assert os.path.realpath(p.stdout.strip()) == os.path.realpath(genesis_ops.__file__)
+    else:
+        # An installed wheel: the repository root's unbuilt sources shadow it, and say so.
+        assert p.returncode != 0
+        assert "genesis_ops._C is missing" in p.stderr and "CONTRIBUTING.md" in p.stderr, p.stderr
+
+
+def test_unbuilt_source_directory_says_what_to_do(tmp_path):
+    src = os.path.join(REPO, "genesis_ops")
+    dst = tmp_path / "genesis_ops"
+    dst.mkdir()
+    for name in os.listdir(src):
+        if name.endswith(".py") and name != "_build_info.py":
+            shutil.copy(os.path.join(src, name), dst / name)
+    p = subprocess.run(
+        [sys.executable, "-c", UNBUILT, str(dst)], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert p.returncode != 0
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: genesis_ops: the compiled extension genesis_ops._C is missing from"), last
+    assert str(dst) in last and "pip install --no-build-isolation -e ." in last, last

@@ -1,28 +1,18 @@
 """Shared fixtures for the models_genesis tests (CPU, tiny models)."""
 
 import os
-import sys
 import types
 
 import pytest
 import torch
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-PY_DIR = os.path.join(REPO, "python")
-
-# Test the layer's sources in python/models_genesis (identical to the installed copy after
-# `pip install .`, and current while editing). python/ holds nothing else, so genesis_ops still
-# comes from the installed package.
-if os.path.isdir(os.path.join(PY_DIR, "models_genesis")):
-    sys.path.insert(0, PY_DIR)
-import models_genesis  # noqa: E402,F401
+# The installed package: the wheel, or with the development install the sources in python/.
+import models_genesis
 
 
 def _subprocess_env():
-    """Environment for child processes: same interpreter, the layer importable, few threads."""
+    """Environment for child processes (the same interpreter, so the same install): few threads."""
     env = dict(os.environ)
-    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(models_genesis.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([pkg_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     return env
