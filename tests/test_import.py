@@ -1,16 +1,16 @@
 """Which copy `import genesis_ops` runs. After the development install (CONTRIBUTING.md: in-place
 editable) the repository's genesis_ops/ holds the compiled extension and is the package imported,
 from any directory, the repository root included. With an installed wheel (CI, users) the tests
-run that wheel; from the repository root the source directory comes first on sys.path, and its
+run that wheel; in a clean checkout's root the source directory comes first on sys.path, and its
 import must then fail with an error saying what to do, not with a bare missing-module error.
 A source directory without a build always fails that way."""
 
+import importlib.machinery
 import os
 import shutil
 import subprocess
 import sys
 
-import genesis_ops
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,21 +42,22 @@ def _env():
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
-def _dev_install():
-    """Whether the tests run the repository's own genesis_ops/ (the in-place development install)."""
-    return os.path.realpath(os.path.dirname(genesis_ops.__file__)) == os.path.realpath(os.path.join(REPO, "genesis_ops"))
+def _built_in_place():
+    """Whether the repository's genesis_ops/ holds a compiled extension (the development install)."""
+    d = os.path.join(REPO, "genesis_ops")
+    return any(os.path.isfile(os.path.join(d, "_C" + suffix)) for suffix in importlib.machinery.EXTENSION_SUFFIXES)
 
 
 def test_import_from_the_repository_root():
     p = subprocess.run(
         [sys.executable, "-c", SCRIPT], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300
     )
-    if _dev_install():
+    if _built_in_place():
         # The files being edited are the ones imported, with the extension built beside them.
         assert p.returncode == 0, p.stderr
-        assert os.path.realpath(p.stdout.strip()) == os.path.realpath(genesis_ops.__file__)
+        assert os.path.realpath(p.stdout.strip()) == os.path.realpath(os.path.join(REPO, "genesis_ops", "__init__.py"))
     else:
-        # An installed wheel: the repository root's unbuilt sources shadow it, and say so.
+        # A clean checkout (CI tests a wheel): its unbuilt sources shadow the install, and say so.
         assert p.returncode != 0
         assert "genesis_ops._C is missing" in p.stderr and "CONTRIBUTING.md" in p.stderr, p.stderr
 
