@@ -187,7 +187,8 @@ def markdown(report: dict) -> str:
     lines = [
         f"# genesis-ops side by side ({report['date_utc']}, {report['threads']} torch threads)",
         "",
-        f"Machine: {report['machine'].get('cpu_model', '?')}, {report['machine'].get('logical_cpus', '?')} logical CPUs; "
+        f"Machine: {report['machine'].get('cpu_model', '?')}, "
+        f"{report['machine'].get('logical_cpus', '?')} logical CPUs; "
         f"torch {report['machine'].get('torch', '?')}; build {report['package'].get('lib_sha256_12', '?')}.",
         "",
         "Per-sample times over interleaved rounds (the baselines at `baseline_batch` samples per call). "

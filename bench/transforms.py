@@ -496,11 +496,15 @@ def main(argv=None) -> int:
         f"  load avg={meta['load_average_start']}  cuda={meta['cuda_available']}  monai={monai_version}"
     )
     print(
-        f"# genesis_ops: {meta['genesis_ops_file']}  build: {meta['genesis_ops_build_info']} {meta['genesis_ops_build']}"
+        f"# genesis_ops: {meta['genesis_ops_file']}  "
+        f"build: {meta['genesis_ops_build_info']} {meta['genesis_ops_build']}"
     )
     for s in skipped:
         print(f"# note: {s}")
-    header = f"{'op':<15}{'impl':<12}{'device':<7}{'shape':<14}{'dtype':<9}{'batch':>6}{'ms/sample':>12}{'samples/s':>12}{'reps':>6}"
+    header = (
+        f"{'op':<15}{'impl':<12}{'device':<7}{'shape':<14}{'dtype':<9}"
+        f"{'batch':>6}{'ms/sample':>12}{'samples/s':>12}{'reps':>6}"
+    )
     print(header)
     print("-" * len(header))
 

@@ -81,7 +81,9 @@ def measure(engines: list[str], shapes: list[str], seed: int, budget: float, min
                 lo = max(min_reps, 12) if mode == "paper" else min_reps
                 cpu_ms: list[float] = []
                 times = time_calls(
-                    lambda r, engine=engine, x=x, cfg=cfg: run_engine(engine, x, cfg, seed + r + (10**6 if r < 0 else 0)),
+                    lambda r, engine=engine, x=x, cfg=cfg: run_engine(
+                        engine, x, cfg, seed + r + (10**6 if r < 0 else 0)
+                    ),
                     "cpu",
                     warmup=1,
                     min_reps=lo,
@@ -129,8 +131,10 @@ def markdown(doc: dict) -> str:
         "# genesis-ops work model: work per voxel against the volume",
         "",
         f"- when: {m['time_utc']}; elapsed {m.get('elapsed_s')} s; machine: {m['cpu_model']}, "
-        f"{m['logical_cpus']} logical CPUs; load average start {m['load_average_start']}, end {m.get('load_average_end')}",
-        f"- torch {m['torch']}, torch threads **{m['threads']}**, batch 1; genesis_ops build `{m.get('genesis_ops_build')}`",
+        f"{m['logical_cpus']} logical CPUs; load average start {m['load_average_start']}, "
+        f"end {m.get('load_average_end')}",
+        f"- torch {m['torch']}, torch threads **{m['threads']}**, batch 1; "
+        f"genesis_ops build `{m.get('genesis_ops_build')}`",
         f"- command: `{m['command']}`",
         "- `emulated_cuda`: the CUDA kernels' bodies over their launch grids, run sequentially on the CPU "
         "(its time per voxel is the GPU path's work); `cpu`: the CPU engine, one sample per call "
@@ -149,7 +153,8 @@ def markdown(doc: dict) -> str:
         ratio = f"{r['ratio_to_base']:.2f}x" if r["ratio_to_base"] is not None else ""
         out.append(
             f"| {r['engine']} | {r['mode']} | {r['shape']} | {r['voxels']:,} | {r['ms_median']:.3f} | "
-            f"{r['ms_mean']:.3f} | {r['cpu_ms_mean']:.3f} | {r['ns_per_voxel']:.1f} | {r['cpu_ns_per_voxel']:.1f} | {ratio} |"
+            f"{r['ms_mean']:.3f} | {r['cpu_ms_mean']:.3f} | {r['ns_per_voxel']:.1f} | "
+            f"{r['cpu_ns_per_voxel']:.1f} | {ratio} |"
         )
     out += ["", "Target (issue 8): emulated GPU work per voxel at 160^3 <= 1.5x that at 64x64x32.", ""]
     for t in doc["targets"]:

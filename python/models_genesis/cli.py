@@ -303,7 +303,8 @@ def _add_pretrain(sub) -> None:
     flag(
         "val_fraction",
         type=float,
-        help="validation share: whole volumes when there are several, else the last slices (default: %(default)s; 0 = none)",
+        help="validation share: whole volumes when there are several, else the last slices "
+        "(default: %(default)s; 0 = none)",
     )
     flag(
         "val_batches",
@@ -331,7 +332,8 @@ def _add_pretrain(sub) -> None:
         metavar="W",
         help="weight the restoration loss by W on the voxels the corruption mask marks (shuffled windows, "
         "painted noise) and by 1 elsewhere, normalised by the sum of the weights so it stays on the MSE "
-        "scale (W = 1: plain MSE; W = 0: the corrupted voxels are ignored; W > 1: they count more). Default: plain MSE, as the paper",
+        "scale (W = 1: plain MSE; W = 0: the corrupted voxels are ignored; W > 1: they count more). "
+        "Default: plain MSE, as the paper",
     )
     _add_data(flag)
     flag.group("cube sampling")

@@ -140,7 +140,12 @@ def _segmentation_data(cfg: FinetuneConfig, pre: data.Preprocessing):
         return img_paths, list(zip(imgs, labs, strict=True)), va, f"{len(va)} volume(s) from --val-images"
     fg = [int(b.sum()) for b in labs]
     if cfg.val_fraction <= 0:
-        return img_paths, list(zip(imgs, labs, strict=True)), list(zip(names, imgs, labs, strict=True)), "the training data (--val-fraction 0)"
+        return (
+            img_paths,
+            list(zip(imgs, labs, strict=True)),
+            list(zip(names, imgs, labs, strict=True)),
+            "the training data (--val-fraction 0)",
+        )
     if len(imgs) >= 2:
         tr_idx, va_idx = data.choose_validation_volumes(fg, cfg.val_fraction, lab_paths)
         tr = [(imgs[i], labs[i]) for i in tr_idx]
@@ -380,8 +385,10 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         if cube:
             cfg = replace(cfg, cube=tuple(int(c) for c in cube))
     cfg = cfg.resolved(device)
+
     def say(m):
         return log(m, not cfg.quiet)
+
     torch.manual_seed(derive_seed(cfg.seed, 11))
     if cfg.task == "segmentation":
         return _finetune_seg(cfg, device, say)
@@ -484,7 +491,10 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
 
     def crop(a, random_crop):
         if random_crop:
-            o = [int(torch.randint(0, n - c + 1, (1,), generator=gen).item()) for n, c in zip(a.shape[1:], cube, strict=True)]
+            o = [
+                int(torch.randint(0, n - c + 1, (1,), generator=gen).item())
+                for n, c in zip(a.shape[1:], cube, strict=True)
+            ]
         else:
             o = [(n - c) // 2 for n, c in zip(a.shape[1:], cube, strict=True)]
         return np.asarray(a[:, o[0] : o[0] + cube[0], o[1] : o[1] + cube[1], o[2] : o[2] + cube[2]], dtype=np.float32)

@@ -47,7 +47,8 @@ def corruption_weighted_mse(
     rather than by the voxel count keeps the loss a weighted *mean* of squared errors, on the scale
     of the plain MSE whatever ``weight`` is and however much of the batch is corrupted: a
     learning rate tuned for the paper's MSE stays right (dividing by the voxel count would scale
-    the gradients by up to ``weight``), and losses of runs with different weights compare. ``weight = 1`` is :func:`mse_loss` (up to float rounding); ``weight = 0`` ignores the
+    the gradients by up to ``weight``), and losses of runs with different weights compare.
+    ``weight = 1`` is :func:`mse_loss` (up to float rounding); ``weight = 0`` ignores the
     corrupted voxels (the MSE over the others; 0, with zero gradients, for a batch corrupted
     everywhere); ``weight > 1`` stresses them.
 

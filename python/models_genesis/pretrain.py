@@ -3,8 +3,9 @@
 Cubes are cut on the CPU from cached volumes (cheap slicing), moved to the training device, and
 corrupted there by ``genesis_ops.models_genesis`` (never in DataLoader workers); the U-Net learns
 to restore them under an MSE loss (or, with ``corrupted_weight``, one weighted by the corruption
-mask the same call returns: :func:`losses.corruption_weighted_mse`). Single process, or DDP under ``torchrun``. The loop, step,
-checkpoints and early stopping are the shared engine's (:mod:`models_genesis.engine`).
+mask the same call returns: :func:`losses.corruption_weighted_mse`). Single process, or DDP under
+``torchrun``. The loop, step, checkpoints and early stopping are the shared engine's
+(:mod:`models_genesis.engine`).
 """
 
 from __future__ import annotations
@@ -134,8 +135,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         torch.cuda.set_device(device)
     dist_info.init(device.type)
     main = dist_info.is_main
+
     def say(m):
         return log(m, main and not cfg.quiet)
+
     try:
         return _pretrain(cfg.resolved(device), device, dist_info, say)
     finally:
@@ -389,7 +392,8 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, sa
         f"genesis-ops pretrain{' (2D)' if cfg.dims == 2 else ''}: "
         f"{'demo CT (bundled)' if demo else f'{len(volumes)} input(s)'}, "
         + (f"{n_ch} channels ({', '.join(volumes[0].channel_names)}), " if n_ch > 1 else "")
-        + f"device {device}, world size {dist_info.world_size}, width {cfg.width}, cube {'x'.join(map(str, cfg.cube))}, "
+        + f"device {device}, world size {dist_info.world_size}, width {cfg.width}, "
+        f"cube {'x'.join(map(str, cfg.cube))}, "
         f"batch {cfg.batch_size}/process, {cfg.epochs} epochs x {cfg.steps_per_epoch} steps, "
         f"{cfg.optimizer} lr {cfg.lr:g}, out {out}"
     )
