@@ -6,7 +6,7 @@ branches), on the CPU, in one process.
 The two variants are interleaved call by call, in alternating order each round, so that a shared,
 noisy machine slows both alike; per variant the median wall time per sample and the median process
 CPU time per sample (all threads; steadier on a loaded machine) are reported, and their ratios
-(masks / no masks). The issue-14 target: the masked call within 10% of the plain one.
+(masks / no masks). The target: the masked call within 10% of the plain one.
 
 Run it as a script with the installed package::
 
@@ -36,7 +36,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     sys.exit(f"bench/masks.py needs the installed genesis_ops package: {exc}")
 
-# (shape C x spatial, batch): the issue's two sizes.
+# (shape C x spatial, batch): the two sizes the performance tables use.
 CASES = [((1, 64, 64, 32), 32), ((1, 128, 128, 64), 8)]
 CONFIGS = {
     "paper": go.GenesisConfig(),  # the paper's probabilities: the mask's cost as used in training

@@ -65,7 +65,7 @@ QUICK = dict(batches=[1, 32], shapes=["1x64x64x32"], dtypes=["float32"], baselin
 # sample, 1x64x64x32, 1 thread, this machine kind; docs/SPEC.md); quoted, not measured here.
 PUBLIC_CODE_MS = 50.0
 MONAI_NOTES_MS = 140.0
-# Issue 8's GPU targets (an H200): the fused pipeline at >= 1,000,000 samples/s (the HBM limit of
+# The GPU targets (an H200): the fused pipeline at >= 1,000,000 samples/s (the HBM limit of
 # one read and two writes is about 1.9M/s), and these single ops at >= 50% of clone's bandwidth.
 GPU_TARGET_SHAPE, GPU_TARGET_BATCH = "1x64x64x32", 1024
 GPU_FUSED_TARGET = 1e6
@@ -625,7 +625,7 @@ def compute_ratios(records, threads):
 
 
 def cpu_targets(records, threads) -> list[dict]:
-    """Issue 4's CPU targets (1x64x64x32, float32, batch 32, 2 threads)."""
+    """The CPU targets (1x64x64x32, float32, batch 32, 2 threads)."""
     targets = []
     key = dict(device="cpu", shape="1x64x64x32", dtype="float32", batch=32)
     fused = _find(records, impl="genesis_ops", op="models_genesis", **key)
@@ -680,7 +680,7 @@ def cpu_targets(records, threads) -> list[dict]:
 
 
 def gpu_targets(records, threads) -> list[dict]:
-    """Issue 8's GPU targets at 1x64x64x32 float32, batch 1024 (or the largest batch measured,
+    """The GPU targets at 1x64x64x32 float32, batch 1024 (or the largest batch measured,
     said in the target's text): the fused pipeline's samples/s, and the single ops' bandwidth as
     a fraction of clone's (the same bytes read and written, so clone's time / the op's time)."""
     targets = []

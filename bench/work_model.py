@@ -156,7 +156,7 @@ def markdown(doc: dict) -> str:
             f"{r['ms_mean']:.3f} | {r['cpu_ms_mean']:.3f} | {r['ns_per_voxel']:.1f} | "
             f"{r['cpu_ns_per_voxel']:.1f} | {ratio} |"
         )
-    out += ["", "Target (issue 8): emulated GPU work per voxel at 160^3 <= 1.5x that at 64x64x32.", ""]
+    out += ["", "Target: emulated GPU work per voxel at 160^3 <= 1.5x that at 64x64x32.", ""]
     for t in doc["targets"]:
         out.append(f"- {t['target']}: {t['value']:.2f}x, {'MET' if t['met'] else 'NOT MET'}")
     out.append("")

@@ -99,7 +99,7 @@ def test_empty_label_is_an_error_naming_the_file(tmp_path):
 
 
 def test_lesion_in_the_middle_slices_of_one_volume_is_validated_on(tmp_path):
-    # the lung case in small: a lesion in the middle slices, none in the last ones
+    # a lung lesion in small: a lesion in the middle slices, none in the last ones
     shape = (64, 56, 24)
     X, Y, Z = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
     lab = (((X - 30) / 12.0) ** 2 + ((Y - 28) / 9.0) ** 2 + ((Z - 11) / 4.0) ** 2 <= 1).astype(np.uint8)
