@@ -1,4 +1,6 @@
-"""Shared fixtures for the models_genesis tests (CPU, tiny models)."""
+"""Shared fixtures for the models_genesis tests (CPU, tiny models). They read nothing outside the
+repository: the bundled demo CT and its vertebra labels, and a synthetic chest CT with a lesion
+label (stored LPS, anisotropic voxels) made here."""
 
 import os
 import types

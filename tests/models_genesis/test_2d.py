@@ -1,4 +1,8 @@
-"""2D: UNet2D, PNG/JPEG and NIfTI-slice inputs, pretrain / finetune / predict with --dims 2."""
+"""2D (--dims 2): UNet2D (parameter count, the 3D key names and kernel shapes without depth, the
+2D/3D weight mismatch), PNG (8/16-bit, RGB), JPEG and label-image reading and their errors, that
+patches from NIfTI volumes are windows of single axial slices, 2D pretraining on PNGs and on CT
+slices (lowering the validation loss), fine-tuning on NIfTI slices from the 2D weights, prediction
+on NIfTI and PNG, and the 2D usage errors."""
 
 import json
 import os

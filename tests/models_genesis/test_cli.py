@@ -1,3 +1,7 @@
+"""The `genesis-ops` command line: every flag in --help, one-line errors for bad flags and bad files
+(exit status 2 and 1), --skip-bad, `info` and `preview`, the demo's pretrain -> finetune -> predict
+through the command line, and the `python -m models_genesis` entry point."""
+
 import gzip
 import json
 import subprocess

@@ -1,7 +1,8 @@
-"""pretrain --corrupted-weight: the corruption-weighted restoration loss (against hand and float64
-computations), its edge weights (1 = MSE, 0 = corrupted voxels only), bad weights, the mask carried
-through the training step (float16 loss scaling too), and pretraining runs with and without it
-(masks requested only when weighted; restorations.png's mask column)."""
+"""pretrain --corrupted-weight: the corruption-weighted loss against a hand computation and a
+float64 one (hypothesis), W = 1 being the MSE and W = 0 ignoring corrupted voxels, bad weights
+rejected by name (function, config, command line), the mask reaching the loss through TrainStep
+(float32, bfloat16, float16 with loss scaling), a default run requesting no training masks, and a
+weighted run through the command line with the mask column in restorations.png."""
 
 import math
 

@@ -1,3 +1,8 @@
+"""The data pipeline on the bundled CT and the synthetic lung CT (conftest.py): CT windowing and
+the canonical (RAS) volume, reorientation, label alignment, resampling to a spacing, MRI
+normalisation, finding files / folders / globs, corrupt files (named, or skipped), the volume
+cache, cube sampling (air rejection, reproducibility, padding) and the pretraining split."""
+
 import gzip
 import os
 

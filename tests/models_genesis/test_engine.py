@@ -1,5 +1,7 @@
-"""The shared training engine: the float16 loss-scaling path (checked on the CPU), the finite-loss
-check, best-epoch tracking and the atomic checkpoint writer."""
+"""The shared training engine, without a GPU: the float16 path through a CPU autocast and
+GradScaler("cpu") (gradients reach the optimiser unscaled; a step whose scaled gradients overflow
+is skipped and the scale halves), the non-finite-loss error, best-epoch tracking, and that an
+interrupted checkpoint write leaves the previous file intact."""
 
 import math
 import os

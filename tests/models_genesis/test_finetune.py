@@ -1,3 +1,8 @@
+"""Fine-tuning and prediction end to end: the metrics, the sliding window covering every voxel,
+segmentation from published-format weights with a frozen encoder, segmentation then prediction
+(including a reoriented input), label errors, classification learning a separable task, and the
+classifier from a pretrained encoder."""
+
 import math
 
 import nibabel as nib

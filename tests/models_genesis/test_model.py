@@ -1,3 +1,8 @@
+"""The networks and weight loading: the paper's parameter count and the published key names, shapes
+and the spatial-divisibility rule, the always-batch-statistics norm against the standard one, the
+classifier's shapes and encoder keys, published-format loading (prefixed and bare) and its errors,
+and weights-only loading refusing pickled code."""
+
 import os
 
 import pytest

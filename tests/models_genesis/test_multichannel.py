@@ -1,5 +1,8 @@
-"""Multi-channel volumes: co-registered modalities as {channel} patterns or 4D NIfTI files, through
-data loading, the samplers, weight adaptation and pretrain / finetune / predict end to end."""
+"""Multi-channel volumes: small two-modality subjects written as {channel} patterns (and the same
+data as 4D NIfTI files): subject grouping, per-channel normalisation, 4D = separate files, each
+bad-subject error, shared cube positions, single-channel weight adaptation (equal channels give
+the 1-channel output), and a C = 2 pretrain, fine-tune (segmentation and classification) and
+predict run through the command line."""
 
 import os
 import types

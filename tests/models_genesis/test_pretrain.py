@@ -1,3 +1,7 @@
+"""Pretraining: lowering the validation loss and writing its outputs, exact resume, the paper's SGD
+schedule and early stopping, a SIGKILLed run leaving a loadable checkpoint, DDP with two gloo
+processes, and the preview cubes of restorations.png."""
+
 import json
 import os
 import signal

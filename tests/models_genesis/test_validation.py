@@ -1,6 +1,9 @@
-"""Fine-tuning validation that holds what is being learned (splits with foreground, every class in
-validation, explicit validation data), the metrics it reports, best.pt on defined metrics only,
-and the `evaluate` command's Dice / IoU / HD95."""
+"""Fine-tuning validation that holds what is being learned: a label only in the first slices is
+validated on (or stops with the error), a lesion in the middle slices of one volume is validated
+on, a too-small one stops before training with a one-line error; whole-volume selection, the
+explicit override, stratified classes and the missing-class error; empty/empty = 1; HD95 of
+shifted cubes under anisotropic and permuted affines; the `evaluate` command; and best.pt never
+chosen on an undefined metric."""
 
 import json
 import math
