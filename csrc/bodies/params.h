@@ -56,7 +56,8 @@ struct PipelineConfig {
   double inpaint_rate;  // P(in-painting | painting); otherwise out-painting
   double inpaint_p;     // in-painting's own gate (1 inside the pipeline)
   double outpaint_p;    // out-painting's own gate (1 inside the pipeline)
-  float lo, hi;         // value range
+  float lo, hi;         // value range (unused with per_sample_range)
+  int32_t per_sample_range;  // 1: each sample's own min and max (bodies/value_range.h)
   uint64_t seed;
   int64_t sample_offset;  // sample index of x[0] in the random streams
   GivenCurves given;      // the bezier op
@@ -73,6 +74,7 @@ struct SampleParams {
   int32_t paint;       // PaintMode
   int32_t num_boxes;   // boxes (in-painting) or windows (out-painting)
   Box boxes[kMaxPaintBoxes];
+  float lo, range;  // the sample's value range: cfg's, or its own (bodies/value_range.h)
 };
 
 GENESIS_HD uint32_t sample_index(const PipelineConfig& cfg, int64_t b) {
