@@ -113,7 +113,7 @@ inline PipelineConfig make_config(OpKind kind, const OpArgs& a, const Shape& s, 
   c.hi = static_cast<float>(a.hi);
   c.per_sample_range = per_sample_range ? 1 : 0;
   if (per_sample_range) c.lo = c.hi = 0.0f;  // replaced per sample by the range stage
-  c.seed = static_cast<uint64_t>(a.seed);  // the Python layer maps [0, 2^64) onto int64
+  c.seed = static_cast<uint64_t>(a.seed);    // the Python layer maps [0, 2^64) onto int64
   c.sample_offset = a.sample_offset;
   c.given = GivenCurves{nullptr, nullptr};
   return c;

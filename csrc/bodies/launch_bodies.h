@@ -255,8 +255,8 @@ GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input,
           out = FromFloat<T>::apply(noise_from_word(nw.w[q], lo, range));
         } else if (p.nonlinear) {
           out = FromFloat<T>::apply(intensity_map(xs + b * kCurvePoints, ys + b * kCurvePoints,
-                                                  grid + b * kCurveGridPoints, to_float(x[plane + in_src[q]]), lo, range,
-                                                  1.0f / range));
+                                                  grid + b * kCurveGridPoints, to_float(x[plane + in_src[q]]), lo,
+                                                  range, 1.0f / range));
         } else {
           out = x[plane + in_src[q]];
         }

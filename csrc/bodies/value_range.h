@@ -39,8 +39,7 @@ GENESIS_HD int64_t sample_values(const Shape& shape) { return shape.channels * s
 
 // Values first, first + step, ... (below end) of sample b, in float32.
 template <typename T>
-GENESIS_HD RangeAcc range_partial(const T* x, const Shape& shape, int64_t b, int64_t first, int64_t end,
-                                  int64_t step) {
+GENESIS_HD RangeAcc range_partial(const T* x, const Shape& shape, int64_t b, int64_t first, int64_t end, int64_t step) {
   const T* xb = x + b * sample_values(shape);
   RangeAcc a = range_empty();
   for (int64_t i = first; i < end; i += step) range_add(a, to_float(xb[i]));
