@@ -209,7 +209,7 @@ GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input,
                                  uint8_t* __restrict__ mask, const Shape& shape, const PipelineConfig& cfg,
                                  const SampleParams* params, const float* xs, const float* ys, const int32_t* grid,
                                  const int32_t* owner, int64_t b, int64_t g) {
-  const SampleParams& p = params[b];  // a reference: a copy would put 176 bytes on every thread's stack
+  const SampleParams& p = params[b];  // a reference: a copy would put 184 bytes on every thread's stack
   const int64_t S = shape.spatial(), v0 = g * kVoxelsPerThread;
   const int count = static_cast<int>(min64(kVoxelsPerThread, S - v0));
   const uint32_t sample = sample_index(cfg, b);

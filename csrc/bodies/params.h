@@ -48,16 +48,17 @@ struct GivenCurves {
 // checked, by make_config (csrc/op_common.h).
 struct PipelineConfig {
   OpKind op;
-  double flip_p;             // continue probability of each of up to 3 flips
-  double shuffle_p;          // local pixel shuffling gate
-  int64_t num_windows;       // shuffle windows per sample
-  double nonlinear_p;        // Bezier intensity gate
-  double paint_p;            // painting gate
-  double inpaint_rate;       // P(in-painting | painting); otherwise out-painting
-  double inpaint_p;          // in-painting's own gate (1 inside the pipeline)
-  double outpaint_p;         // out-painting's own gate (1 inside the pipeline)
-  float lo, hi;              // value range (unused with per_sample_range)
-  int32_t per_sample_range;  // 1: each sample's own min and max (bodies/value_range.h)
+  double flip_p;        // continue probability of each of up to 3 flips
+  double shuffle_p;     // local pixel shuffling gate
+  int64_t num_windows;  // shuffle windows per sample
+  double nonlinear_p;   // Bezier intensity gate
+  double paint_p;       // painting gate
+  double inpaint_rate;  // P(in-painting | painting); otherwise out-painting
+  double inpaint_p;     // in-painting's own gate (1 inside the pipeline)
+  double outpaint_p;    // out-painting's own gate (1 inside the pipeline)
+  float lo, hi;         // value range
+  // 1: each sample's own min and max instead of lo, hi (bodies/value_range.h)
+  int32_t per_sample_range;
   uint64_t seed;
   int64_t sample_offset;  // sample index of x[0] in the random streams
   GivenCurves given;      // the bezier op
