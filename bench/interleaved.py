@@ -57,14 +57,22 @@ TARGETS = {"64x64x32:32:2": 100.0, "128x128x64:8:2": 50.0, "160x160x160:2:1": 30
 ALONE_TARGET = 1.2  # after foreign work / alone, at most
 
 
-def minflt() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def _usage():
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_minflt, u.ru_utime + u.ru_stime
+
+
+CPU_MS: list[float] = []  # process CPU time (all threads) of every timed call, in call order
 
 
 def timed(fn):
-    f0, t0 = minflt(), time.perf_counter()
+    """fn(), its wall time in ms and its minor page faults; its process CPU time (user + system, all
+    threads) is appended to CPU_MS. On a shared machine CPU time is the steadier measure: wall
+    time also counts the time other processes hold the cores."""
+    (f0, c0), t0 = _usage(), time.perf_counter()
     out = fn()
-    t1, f1 = time.perf_counter(), minflt()
+    t1, (f1, c1) = time.perf_counter(), _usage()
+    CPU_MS.append((c1 - c0) * 1e3)
     return out, (t1 - t0) * 1e3, f1 - f0
 
 
@@ -102,14 +110,27 @@ def run_ratio(dims, batch, threads, rounds, public_batch) -> dict:
     pb = min(public_batch or batch, batch)
     go.models_genesis(x, cfg, seed=0)  # warm-up: first-call costs are not a training loop's
     public.generate_pair(img, 1)
-    ours_ms, pub_ms, faults = [], [], []
+    ours_ms, pub_ms, faults, alone_ms, alone_faults = [], [], [], [], []
+    pub_cpu, ours_cpu, alone_cpu = [], [], []
     for r in range(rounds):
         _, ms, _ = timed(lambda: public.generate_pair(img, pb))
         pub_ms.append(ms / pb)
+        pub_cpu.append(CPU_MS[-1] / pb)
         _, ms, f = timed(lambda r=r: go.models_genesis(x, cfg, seed=r + 1))
         ours_ms.append(ms / batch)
+        ours_cpu.append(CPU_MS[-1] / batch)
         faults.append(f)
-        print(f"  round {r + 1}/{rounds}: public {pub_ms[-1]:.1f} ms, ours {ours_ms[-1]:.2f} ms per sample", flush=True)
+        # The same call (same seed, so the same work) again, right after our own: what it costs
+        # without foreign work in between.
+        _, ms, f = timed(lambda r=r: go.models_genesis(x, cfg, seed=r + 1))
+        alone_ms.append(ms / batch)
+        alone_cpu.append(CPU_MS[-1] / batch)
+        alone_faults.append(f)
+        print(
+            f"  round {r + 1}/{rounds}: public {pub_ms[-1]:.1f} ms, ours {ours_ms[-1]:.2f} ms per sample "
+            f"({faults[-1]} faults), ours alone {alone_ms[-1]:.2f} ms ({alone_faults[-1]} faults)",
+            flush=True,
+        )
     ratio = med(pub_ms) / med(ours_ms)
     return {
         "setting": f"{'x'.join(map(str, dims))}:{batch}:{threads}",
@@ -120,9 +141,18 @@ def run_ratio(dims, batch, threads, rounds, public_batch) -> dict:
         "public_ms_per_sample": pub_ms,
         "ours_ms_per_sample": ours_ms,
         "ours_minflt_per_call": faults,
+        "ours_alone_ms_per_sample": alone_ms,
+        "ours_alone_minflt_per_call": alone_faults,
+        "ours_alone_ms_median": med(alone_ms),
+        "slowdown_after_foreign": med(ours_ms) / med(alone_ms),
         "public_ms_median": med(pub_ms),
         "ours_ms_median": med(ours_ms),
         "ratio": ratio,
+        "public_cpu_ms_per_sample": pub_cpu,
+        "ours_cpu_ms_per_sample": ours_cpu,
+        "ours_alone_cpu_ms_per_sample": alone_cpu,
+        "cpu_ratio": med(pub_cpu) / med(ours_cpu),
+        "cpu_slowdown_after_foreign": med(ours_cpu) / med(alone_cpu),
         "per_round_ratio": [p / o for p, o in zip(pub_ms, ours_ms, strict=True)],
     }
 
@@ -136,15 +166,19 @@ def run_alone(rounds) -> dict:
     go.models_genesis(x, cfg, seed=0)
     public.generate_pair(img, 1)
     alone, after, f_alone, f_after, pub = [], [], [], [], []
+    c_alone, c_after = [], []
     for r in range(rounds):
-        go.models_genesis(x, cfg, seed=2 * r + 1)  # the call before "alone" is ours too
-        _, ms, f = timed(lambda r=r: go.models_genesis(x, cfg, seed=2 * r + 2))
+        # One seed per round for all three calls: at B = 1 the work depends on the sample's gates.
+        go.models_genesis(x, cfg, seed=r + 1)  # the call before "alone" is ours too
+        _, ms, f = timed(lambda r=r: go.models_genesis(x, cfg, seed=r + 1))
         alone.append(ms)
+        c_alone.append(CPU_MS[-1])
         f_alone.append(f)
         _, ms, _ = timed(lambda: public.generate_pair(img, 1))
         pub.append(ms)
-        _, ms, f = timed(lambda r=r: go.models_genesis(x, cfg, seed=2 * r + 3))
+        _, ms, f = timed(lambda r=r: go.models_genesis(x, cfg, seed=r + 1))
         after.append(ms)
+        c_after.append(CPU_MS[-1])
         f_after.append(f)
         print(f"  round {r + 1}/{rounds}: alone {alone[-1]:.2f} ms, after foreign work {after[-1]:.2f} ms", flush=True)
     return {
@@ -162,6 +196,9 @@ def run_alone(rounds) -> dict:
         "alone_minflt_median": med(f_alone),
         "after_foreign_minflt_median": med(f_after),
         "slowdown": med(after) / med(alone),
+        "alone_cpu_ms": c_alone,
+        "after_foreign_cpu_ms": c_after,
+        "cpu_slowdown": med(c_after) / med(c_alone),
         "ratio_to_public_after_foreign": med(pub) / med(after),
     }
 
@@ -173,8 +210,11 @@ def markdown(doc) -> str:
         f"{m['logical_cpus']} logical CPUs, load average {m['load_average_start']} -> {doc['load_average_end']}, "
         f"{doc['rounds']} rounds, MALLOC_TRIM_THRESHOLD_={doc['malloc_trim_threshold']}.",
         "",
-        "| setting | threads | public ms/sample | ours ms/sample | ratio (target) | ours page faults/call |",
-        "|---|---:|---:|---:|---:|---:|",
+        "Wall time per sample (median over rounds), and CPU time (user + system over all threads) per sample.",
+        "",
+        "| setting | threads | public ms | ours ms | ratio (target) | ours faults/call | ours alone ms (faults) "
+        "| interleaved / alone | public CPU ms | ours CPU ms | CPU ratio | CPU interleaved / alone |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in doc["results"]:
         if r["setting"] == "alone":
@@ -183,7 +223,10 @@ def markdown(doc) -> str:
         target = f">= {t:.0f}x" if t else "-"
         lines.append(
             f"| {r['setting']} | {r['threads']} | {r['public_ms_median']:.1f} | {r['ours_ms_median']:.2f} | "
-            f"{r['ratio']:.0f}x ({target}) | {med(r['ours_minflt_per_call']):.0f} |"
+            f"{r['ratio']:.0f}x ({target}) | {med(r['ours_minflt_per_call']):.0f} | {r['ours_alone_ms_median']:.2f} "
+            f"({med(r['ours_alone_minflt_per_call']):.0f}) | {r['slowdown_after_foreign']:.2f} | "
+            f"{med(r['public_cpu_ms_per_sample']):.1f} | {med(r['ours_cpu_ms_per_sample']):.2f} | "
+            f"{r['cpu_ratio']:.0f}x | {r['cpu_slowdown_after_foreign']:.2f} |"
         )
     for r in doc["results"]:
         if r["setting"] != "alone":
@@ -192,7 +235,8 @@ def markdown(doc) -> str:
             "",
             f"B = 1, 96^3, 1 thread: alone {r['alone_ms_median']:.2f} ms ({r['alone_minflt_median']:.0f} faults), "
             f"after a public-code sample {r['after_foreign_ms_median']:.2f} ms ({r['after_foreign_minflt_median']:.0f} "
-            f"faults): {r['slowdown']:.2f}x (target <= {ALONE_TARGET}x); the public algorithm "
+            f"faults): {r['slowdown']:.2f}x (target <= {ALONE_TARGET}x); CPU time {med(r['alone_cpu_ms']):.2f} -> "
+            f"{med(r['after_foreign_cpu_ms']):.2f} ms, {r['cpu_slowdown']:.2f}x; the public algorithm "
             f"{med(r['public_ms']):.0f} ms per sample, {r['ratio_to_public_after_foreign']:.0f}x ours.",
         ]
     return "\n".join(lines) + "\n"
