@@ -220,3 +220,30 @@ def test_monai_transform_per_sample():
     # lo + f(t) * range is rounded once, so it may end one float32 ulp past the image's max.
     top = torch.nextafter(img.max(), torch.tensor(math.inf))
     assert torch.as_tensor(inp).min() >= img.min() and torch.as_tensor(inp).max() <= top
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_equals_cpu_without_host_sync(dtype):
+    """On a GPU the range stage (a block per sample) gives the CPU's bits, and nothing in the call
+    synchronises with the host (sync debug mode "error" raises on a synchronising call)."""
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(5, 2, 24, 20, 18, generator=g) * 40 - 3).to(dtype)
+    x.view(5, -1)[1] = 2.5  # a constant sample
+    x.view(5, -1)[2, 7] = math.nan
+    cfg = go.GenesisConfig(value_range="per_sample", num_windows=200)
+    want = go.models_genesis(x, cfg, seed=13, return_masks=True)
+    xc = x.cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = go.models_genesis(xc, cfg, seed=13, return_masks=True)
+        cp = torch.tensor([[0.1, 0.8, 0.7, 0.2]] * 5, dtype=torch.float64, device="cuda")
+        inc = torch.tensor([True, False, True, False, True], device="cuda")
+        bez = go.bezier(xc, cp, inc, value_range="per_sample")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for w, o in zip(want, got, strict=True):
+        assert torch.equal(w.reshape(-1).view(torch.uint8), o.cpu().reshape(-1).view(torch.uint8))
+    want_bez = go.bezier(x, cp.cpu(), inc.cpu(), value_range="per_sample")
+    assert torch.equal(want_bez.reshape(-1).view(torch.uint8), bez.cpu().reshape(-1).view(torch.uint8))
