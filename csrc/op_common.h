@@ -95,7 +95,9 @@ inline PipelineConfig make_config(OpKind kind, const OpArgs& a, const Shape& s, 
   check_probability(a.outpaint_p, op, a.outpaint_p_name);
   STD_TORCH_CHECK(a.num_windows >= 0 && a.num_windows <= kMaxWindows, op, ": num_windows must be in [0, ", kMaxWindows,
                   "], got ", a.num_windows);
-  check_range(a.lo, a.hi, op);
+  // lo = hi = NaN: each sample's own range (docs/SPEC.md, section 4.8), no schema change.
+  const bool per_sample_range = std::isnan(a.lo) && std::isnan(a.hi);
+  if (!per_sample_range) check_range(a.lo, a.hi, op);
   check_offset(a.sample_offset, s, op);
   PipelineConfig c{};
   c.op = kind;
@@ -109,7 +111,9 @@ inline PipelineConfig make_config(OpKind kind, const OpArgs& a, const Shape& s, 
   c.outpaint_p = a.outpaint_p;
   c.lo = static_cast<float>(a.lo);
   c.hi = static_cast<float>(a.hi);
-  c.seed = static_cast<uint64_t>(a.seed);  // the Python layer maps [0, 2^64) onto int64
+  c.per_sample_range = per_sample_range ? 1 : 0;
+  if (per_sample_range) c.lo = c.hi = 0.0f;  // replaced per sample by the range stage
+  c.seed = static_cast<uint64_t>(a.seed);    // the Python layer maps [0, 2^64) onto int64
   c.sample_offset = a.sample_offset;
   c.given = GivenCurves{nullptr, nullptr};
   return c;

@@ -94,7 +94,16 @@ def check_count(n, name: str, low: int = 0, high: int = MAX_WINDOWS) -> int:
     return n
 
 
+# value_range="per_sample": each sample's own min and max (docs/SPEC.md, section 4.8). The raw ops
+# take it as lo = hi = NaN, so their schemas are unchanged.
+PER_SAMPLE = "per_sample"
+
+
 def check_value_range(value_range, name: str = "value_range") -> tuple[float, float]:
+    if isinstance(value_range, str):
+        if value_range != PER_SAMPLE:
+            raise ValueError(f"{name} must be a pair (lo, hi) or {PER_SAMPLE!r}, got {value_range!r}")
+        return math.nan, math.nan
     try:
         lo, hi = value_range
         lo, hi = float(lo), float(hi)

@@ -24,8 +24,9 @@ class GenesisConfig:
         paint_p (float): probability of painting, in [0, 1]. Default 0.9.
         inpaint_rate (float): probability that painting is in-painting; otherwise it is
             out-painting (never both). Default 0.2.
-        value_range (tuple[float, float]): (lo, hi), the range the data lives in: the curve's
-            domain and the fill noise's range. Default (0, 1).
+        value_range (tuple[float, float] or "per_sample"): (lo, hi), the range the data lives
+            in: the curve's domain and the fill noise's range; or "per_sample", each sample's own
+            min and max over all its channels (for z-scored data). Default (0, 1).
     """
 
     flip_p: float = 0.4
@@ -34,7 +35,7 @@ class GenesisConfig:
     nonlinear_p: float = 0.9
     paint_p: float = 0.9
     inpaint_rate: float = 0.2
-    value_range: tuple[float, float] = (0.0, 1.0)
+    value_range: tuple[float, float] | str = (0.0, 1.0)
 
 
 # The ops whose painting paint_mask reproduces (its `op` argument).

@@ -37,8 +37,10 @@ _RAISES = """Raises:
 _COMMON_ARGS = {
     "x": """x (Tensor[B, C, H, W] or Tensor[B, C, D, H, W]): the batch; float16, bfloat16, float32
             or float64, on the CPU or a CUDA device, any strides. Not modified.""",
-    "value_range": """value_range (tuple[float, float]): (lo, hi), the range the data lives in: the
-            curve maps [lo, hi] onto itself and the fill noise is uniform in it. Default (0, 1).""",
+    "value_range": """value_range (tuple[float, float] or "per_sample"): (lo, hi), the range the data
+            lives in: the curve maps [lo, hi] onto itself and the fill noise is uniform in it.
+            "per_sample": each sample's own min and max over all its channels (z-scored or
+            unnormalised data; docs/SPEC.md, section 4.8), found on the device. Default (0, 1).""",
     "seeding": """seed (int, optional): the 64-bit seed, in [0, 2**64). None draws one from generator.
             The result is a pure function of (x, seed, sample_offset, the other arguments).
         generator (torch.Generator, optional): where seed=None draws the seed from; None

@@ -65,7 +65,9 @@ class RandModelsGenesis(Randomizable):
     Args:
         config (GenesisConfig, optional): probabilities, sizes and ``value_range`` (the range the
             intensities live in: the curve's domain and the fill noise's range, default (0, 1); scale
-            the data into it first, e.g. with ``ScaleIntensityRange``). None means GenesisConfig().
+            the data into it first, e.g. with ``ScaleIntensityRange``, or give
+            ``value_range="per_sample"`` for z-scored data: the image's own min and max over its
+            channels, docs/SPEC.md, 4.8). None means GenesisConfig().
         return_mask (bool): also return the corruption mask (docs/SPEC.md, 4.7): uint8 of shape
             (1, H, W) or (1, D, H, W), bit value 1 where a shuffle window lies, 2 where fill noise
             replaced the voxel, in the target's frame, shared by the channels. Default False.

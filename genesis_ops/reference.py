@@ -292,8 +292,12 @@ def curve_eval(xs, ys, t):
 def intensity_map(v32, xs, ys, lo: float, hi: float):
     """Clamp to [lo, hi], normalise (t = (v - lo) * float32(1 / (hi - lo))), map through the curve,
     scale back; NaN stays NaN."""
-    lo32, hi32 = np.float32(lo), np.float32(hi)
-    rng = np.float32(hi32 - lo32)
+    lo32, rng = _fixed_range(lo, hi)
+    return _map_in_range(v32, xs, ys, lo32, rng)
+
+
+def _map_in_range(v32, xs, ys, lo32, rng):
+    """intensity_map with the range given as float32 (lo32, rng = hi32 - lo32), rng > 0."""
     inv_rng = np.float32(np.float32(1) / rng)
     with np.errstate(invalid="ignore"):
         t = ((v32 - lo32) * inv_rng).astype(np.float32)
@@ -310,13 +314,44 @@ def _as_float32(v):
     return np.asarray(v).astype(np.float32)
 
 
-def _noise(seed, sample, shape_cs, lo, hi):
-    """Fill noise for every (channel, voxel) of a sample: lo + (hi - lo) * uniform01f(w) in float32
+def _fixed_range(lo, hi):
+    """A given value_range in float32: (lo32, hi32 - lo32)."""
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    return lo32, np.float32(hi32 - lo32)
+
+
+def sample_range(xs):
+    """value_range="per_sample" for one sample (C, *spatial) (docs/SPEC.md, section 4.8): the min
+    and max of its finite values over all channels, in float32, as (lo32, rng = max - min). -0
+    counts as +0. Without spread (constant, no finite value, or rng overflows float32) rng is 0
+    (and lo32 is 0 without a finite value)."""
+    v = _as_float32(xs).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return np.float32(0), np.float32(0)
+    lo32 = np.float32(v.min() + np.float32(0))
+    hi32 = np.float32(v.max() + np.float32(0))
+    with np.errstate(over="ignore"):
+        rng = np.float32(hi32 - lo32)
+    if not (rng > 0 and np.isfinite(rng)):
+        rng = np.float32(0)
+    return lo32, rng
+
+
+def _resolve_range(xs, value_range):
+    """(lo32, rng) of one sample: its own (sample_range) for "per_sample", else the given pair's."""
+    if isinstance(value_range, str):
+        if value_range != "per_sample":
+            raise ValueError(f"value_range must be a pair (lo, hi) or 'per_sample', got {value_range!r}")
+        return sample_range(xs)
+    return _fixed_range(*value_range)
+
+
+def _noise(seed, sample, shape_cs, lo32, rng):
+    """Fill noise for every (channel, voxel) of a sample: lo32 + rng * uniform01f(w) in float32
     (nominally [lo, hi); the rounded sum can equal hi)."""
     C = shape_cs[0]
     S = int(np.prod(shape_cs[1:]))
-    lo32, hi32 = np.float32(lo), np.float32(hi)
-    rng = np.float32(hi32 - lo32)
     c = np.arange(C, dtype=np.uint64)[:, None]
     v = np.arange(S, dtype=np.uint64)[None, :]
     u = uniform01f(words(seed, sample, NOISE, c, v))
@@ -359,9 +394,10 @@ def sample_mask(seed: int, sample: int, dims, probs: _Probabilities, p: SamplePa
     return mask
 
 
-def _apply_sample(xs, seed, sample, probs: _Probabilities, lo, hi):
+def _apply_sample(xs, seed, sample, probs: _Probabilities, value_range):
     """One sample (C, *spatial): returns (input, target, mask) following docs/SPEC.md step by step."""
     dims = xs.shape[1:]
+    lo32, rng = _resolve_range(xs, value_range)  # 0. the value range (per sample: of xs itself)
     p = draw_sample_params(seed, sample, dims, probs)
     # 1. flip (shared by input and target)
     target = xs.copy()
@@ -379,12 +415,12 @@ def _apply_sample(xs, seed, sample, probs: _Probabilities, lo, hi):
             perm = fisher_yates(seed, sample, k, flat.shape[1])
             out[(slice(None),) + sl] = flat[:, perm].reshape(block.shape)
     # 3. non-linear intensity map, computed in float32
-    if p.nonlinear:
+    if p.nonlinear and rng > 0:  # rng is 0 only for a per-sample range without spread
         xs_t, ys_t, _ = curve_table(p.ctrl, p.increasing)
-        out = intensity_map(_as_float32(out), xs_t, ys_t, lo, hi).astype(xs.dtype)
+        out = _map_in_range(_as_float32(out), xs_t, ys_t, lo32, rng).astype(xs.dtype)
     # 4. painting with per-voxel, per-channel uniform noise
     if p.paint != "none":
-        noise = _noise(seed, sample, xs.shape, lo, hi).astype(xs.dtype)
+        noise = _noise(seed, sample, xs.shape, lo32, rng).astype(xs.dtype)
         out = np.where(_paint_region(p, dims)[None], noise, out)
     return out, target, sample_mask(seed, sample, dims, probs, p)
 
@@ -401,11 +437,10 @@ def _check(x):
 def _run(x, seed, probs, value_range=(0.0, 1.0), sample_offset=0):
     """(inputs, targets, masks), masks uint8 of shape (B, 1, *spatial)."""
     x = _check(x)
-    lo, hi = value_range
     inputs, targets = np.empty_like(x), np.empty_like(x)
     masks = np.empty((x.shape[0], 1) + x.shape[2:], dtype=np.uint8)
     for b in range(x.shape[0]):
-        inputs[b], targets[b], masks[b, 0] = _apply_sample(x[b], seed, sample_offset + b, probs, lo, hi)
+        inputs[b], targets[b], masks[b, 0] = _apply_sample(x[b], seed, sample_offset + b, probs, value_range)
     return inputs, targets, masks
 
 
@@ -564,7 +599,7 @@ def nonlinear(x, p: float = 0.9, value_range=(0.0, 1.0), seed: int = 0, sample_o
     Args:
         {x}
         p (float): probability that a sample is mapped. Default 0.9.
-        value_range (tuple[float, float]): (lo, hi). Default (0, 1).
+        value_range (tuple[float, float] or "per_sample"): (lo, hi), or each sample's own. Default (0, 1).
         {seeding}
 
     {one_output}
@@ -581,7 +616,8 @@ def inpaint(
     Args:
         {x}
         p (float): probability that a sample is in-painted. Default 1.
-        value_range (tuple[float, float]): (lo, hi), the fill noise's range. Default (0, 1).
+        value_range (tuple[float, float] or "per_sample"): (lo, hi), the fill noise's range, or each
+            sample's own. Default (0, 1).
         {seeding}
         {masked_output}
     """
@@ -598,7 +634,8 @@ def outpaint(
     Args:
         {x}
         p (float): probability that a sample is out-painted. Default 1.
-        value_range (tuple[float, float]): (lo, hi), the fill noise's range. Default (0, 1).
+        value_range (tuple[float, float] or "per_sample"): (lo, hi), the fill noise's range, or each
+            sample's own. Default (0, 1).
         {seeding}
         {masked_output}
     """
@@ -621,7 +658,7 @@ def bezier(x, control_points, increasing, value_range=(0.0, 1.0)):
         {x}
         control_points (array-like[B, 4]): control points per sample (clamped as above).
         increasing (array-like[B] of bool): direction per sample.
-        value_range (tuple[float, float]): (lo, hi). Default (0, 1).
+        value_range (tuple[float, float] or "per_sample"): (lo, hi), or each sample's own. Default (0, 1).
 
     Returns:
         np.ndarray: a new array of x's shape and dtype.
@@ -631,6 +668,10 @@ def bezier(x, control_points, increasing, value_range=(0.0, 1.0)):
     inc = np.asarray(increasing, dtype=bool).reshape(x.shape[0])
     out = np.empty_like(x)
     for b in range(x.shape[0]):
+        lo32, rng = _resolve_range(x[b], value_range)
+        if not rng > 0:  # a per-sample range without spread: no curve
+            out[b] = x[b]
+            continue
         xs_t, ys_t, _ = curve_table(tuple(cp[b]), bool(inc[b]))
-        out[b] = intensity_map(_as_float32(x[b]), xs_t, ys_t, *value_range).astype(x.dtype)
+        out[b] = _map_in_range(_as_float32(x[b]), xs_t, ys_t, lo32, rng).astype(x.dtype)
     return out

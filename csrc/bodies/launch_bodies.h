@@ -40,6 +40,8 @@ GENESIS_HD SampleParams given_sample_params(const GivenCurves& given, int64_t b)
 // Parameters of sample b, the one path on every engine: given (the bezier op) or drawn.
 GENESIS_HD void params_body(const PipelineConfig& cfg, const Shape& shape, SampleParams* params, int64_t b) {
   params[b] = cfg.op == OpKind::kBezier ? given_sample_params(cfg.given, b) : draw_sample_params(cfg, shape, b);
+  params[b].lo = cfg.lo;  // with per_sample_range, the range stage replaces both
+  params[b].range = cfg.hi - cfg.lo;
 }
 
 GENESIS_HD CurveTableView curve_view(float* xs, float* ys, int32_t* grid, int64_t b) {
@@ -207,7 +209,7 @@ GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input,
                                  uint8_t* __restrict__ mask, const Shape& shape, const PipelineConfig& cfg,
                                  const SampleParams* params, const float* xs, const float* ys, const int32_t* grid,
                                  const int32_t* owner, int64_t b, int64_t g) {
-  const SampleParams& p = params[b];  // a reference: a copy would put 176 bytes on every thread's stack
+  const SampleParams& p = params[b];  // a reference: a copy would put 184 bytes on every thread's stack
   const int64_t S = shape.spatial(), v0 = g * kVoxelsPerThread;
   const int count = static_cast<int>(min64(kVoxelsPerThread, S - v0));
   const uint32_t sample = sample_index(cfg, b);
@@ -238,7 +240,7 @@ GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input,
       next_voxel(shape, z, y, xx);
     }
   }
-  const float range = cfg.hi - cfg.lo;
+  const float lo = p.lo, range = p.range;
   for (int64_t c = 0; c < shape.channels; ++c) {
     const int64_t plane = (b * shape.channels + c) * S;
     Words4 nw{{0u, 0u, 0u, 0u}};
@@ -250,10 +252,10 @@ GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input,
         if (target != nullptr) target[plane + v] = x[plane + tgt_src[q]];
         T out;
         if (noise[q]) {
-          out = FromFloat<T>::apply(noise_from_word(nw.w[q], cfg.lo, range));
+          out = FromFloat<T>::apply(noise_from_word(nw.w[q], lo, range));
         } else if (p.nonlinear) {
           out = FromFloat<T>::apply(intensity_map(xs + b * kCurvePoints, ys + b * kCurvePoints,
-                                                  grid + b * kCurveGridPoints, to_float(x[plane + in_src[q]]), cfg.lo,
+                                                  grid + b * kCurveGridPoints, to_float(x[plane + in_src[q]]), lo,
                                                   range, 1.0f / range));
         } else {
           out = x[plane + in_src[q]];

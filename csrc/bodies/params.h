@@ -57,6 +57,8 @@ struct PipelineConfig {
   double inpaint_p;     // in-painting's own gate (1 inside the pipeline)
   double outpaint_p;    // out-painting's own gate (1 inside the pipeline)
   float lo, hi;         // value range
+  // 1: each sample's own min and max instead of lo, hi (bodies/value_range.h)
+  int32_t per_sample_range;
   uint64_t seed;
   int64_t sample_offset;  // sample index of x[0] in the random streams
   GivenCurves given;      // the bezier op
@@ -73,6 +75,7 @@ struct SampleParams {
   int32_t paint;       // PaintMode
   int32_t num_boxes;   // boxes (in-painting) or windows (out-painting)
   Box boxes[kMaxPaintBoxes];
+  float lo, range;  // the sample's value range: cfg's, or its own (bodies/value_range.h)
 };
 
 GENESIS_HD uint32_t sample_index(const PipelineConfig& cfg, int64_t b) {

@@ -19,6 +19,7 @@
 #include "cpu/philox_simd.h"
 #include "cpu/shuffle_map.h"
 #include "bodies/launch_bodies.h"
+#include "bodies/value_range.h"
 #include "op_entries.h"
 
 namespace genesis {
@@ -55,7 +56,7 @@ void parallel_dynamic(int64_t n, int64_t chunk, const Fn& fn) {
 void advise_huge_pages(void* data, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  if (bytes < 2 * kHuge) return;  // too small to matter
+  if (bytes < kHuge) return;  // no whole huge page inside
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
   const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
   if (end > begin) (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
@@ -187,7 +188,7 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
   }
   if (mask_row != nullptr)  // once per row, not per channel
     mask_row_bytes(mask_row, W, claim_row, replaced != 0 ? replace : nullptr);
-  const float lo = cfg.lo, range = cfg.hi - cfg.lo, inv_range = 1.0f / range;
+  const float lo = p.lo, range = p.range, inv_range = 1.0f / range;
   for (int64_t c = 0; c < shape.channels; ++c) {
     const int64_t plane = (b * shape.channels + c) * S;
     const T* base = (p.flip_mask ? target : x) + plane;  // what the shuffle reads
@@ -352,6 +353,27 @@ void run_cpu(const T* x, T* input, T* target, uint8_t* mask, const Shape& shape,
   });
 }
 
+// The range stage of value_range="per_sample" (bodies/value_range.h): each sample's min and max,
+// before its curve tables and voxels. Samples are cut into segments of kRangeSegment values so
+// that a small batch still uses every thread; min and max do not depend on the split.
+template <typename T>
+void sample_ranges(const T* x, const Shape& shape, std::vector<SampleParams>& params) {
+  constexpr int64_t kRangeSegment = int64_t{1} << 18;
+  const int64_t n = sample_values(shape), per = std::max<int64_t>(1, (n + kRangeSegment - 1) / kRangeSegment);
+  std::vector<RangeAcc> part(static_cast<size_t>(shape.batch * per));
+  parallel_dynamic(shape.batch * per, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / per, first = (i % per) * kRangeSegment;
+      part[i] = range_partial(x, shape, b, first, std::min(n, first + kRangeSegment), 1);
+    }
+  });
+  for (int64_t b = 0; b < shape.batch; ++b) {
+    RangeAcc a = range_empty();
+    for (int64_t k = 0; k < per; ++k) range_merge(a, part[b * per + k]);
+    range_finish(params[b], a);
+  }
+}
+
 // The mask-only ops: per sample, paint_mask from each row's boxes (paint_row), shuffle_mask from
 // the shuffle's claim bitmap (pass 1 of shuffle_map.h only); bool bytes.
 void run_mask_cpu(uint8_t* mask, const Shape& shape, const PipelineConfig& cfg,
@@ -399,6 +421,7 @@ struct CpuEngine {
     std::vector<SampleParams> params = draw_params(shape, cfg);
     dispatch_storage(io.x.scalar_type(), [&](auto tag) {
       using T = decltype(tag);
+      if (cfg.per_sample_range) sample_ranges(static_cast<const T*>(io.x.const_data_ptr()), shape, params);
       run_cpu<T>(static_cast<const T*>(io.x.const_data_ptr()), static_cast<T*>(io.input.mutable_data_ptr()),
                  static_cast<T*>(io.target_ptr()), mask, shape, cfg, params);
     });

@@ -3,6 +3,7 @@
 // No torch headers.
 #include "cuda/cuda_launch.h"
 #include "bodies/launch_bodies.h"
+#include "bodies/value_range.h"
 
 namespace genesis::cuda {
 namespace {
@@ -59,6 +60,24 @@ __global__ void window_kernel(PipelineConfig cfg, Shape shape, const SampleParam
   }
 }
 
+// value_range="per_sample": one block per sample (grid-stride), each thread's strided partial
+// min/max, a shared-memory tree reduction, and thread 0 writes the sample's range into params.
+template <typename T>
+__global__ void range_kernel(const T* x, Shape shape, SampleParams* params) {
+  __shared__ RangeAcc part[kLaunchThreads];
+  const int64_t n = sample_values(shape);
+  for (int64_t b = blockIdx.x; b < shape.batch; b += gridDim.x) {
+    part[threadIdx.x] = range_partial(x, shape, b, threadIdx.x, n, blockDim.x);
+    __syncthreads();
+    for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
+      if (threadIdx.x < half) range_merge(part[threadIdx.x], part[threadIdx.x + half]);
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) range_finish(params[b], part[0]);
+    __syncthreads();  // part is reused by the block's next sample
+  }
+}
+
 // x: voxel groups of one sample; y: samples (grid-stride past 65535). At least 3 blocks of 256
 // per SM: ptxas then fits the 4 voxels' state in 72 registers without spilling (unbounded: 88).
 template <bool kMask, typename T>
@@ -110,6 +129,11 @@ template <typename T>
 cudaError_t launch_typed(const void* x, void* input, void* target, uint8_t* mask, const Shape& shape,
                          const PipelineConfig& cfg, const LaunchPlan& p, const Scratch& s, cudaStream_t stream) {
   if (const cudaError_t err = launch_prepare(shape, cfg, p, s, stream)) return err;
+  if (cfg.per_sample_range) {
+    const unsigned blocks = static_cast<unsigned>(min_i64(shape.batch, kGridStrideBlocks));
+    range_kernel<T><<<blocks, kLaunchThreads, 0, stream>>>(static_cast<const T*>(x), shape, s.params);
+    if (const cudaError_t err = cudaGetLastError()) return err;
+  }
   const auto kernel = mask != nullptr ? voxel_kernel<true, T> : voxel_kernel<false, T>;
   kernel<<<grid_of(p.voxel), p.voxel.threads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(input),
                                                            static_cast<T*>(target), mask, shape, cfg, s.params, s.xs,

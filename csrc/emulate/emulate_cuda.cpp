@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "bodies/launch_bodies.h"
+#include "bodies/value_range.h"
 #include "op_entries.h"
 
 namespace genesis {
@@ -89,6 +90,14 @@ std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const Pi
     const T* xp = static_cast<const T*>(io.x.const_data_ptr());
     T* ip = static_cast<T*>(io.input.mutable_data_ptr());
     T* tp = static_cast<T*>(io.target_ptr());
+    if (cfg.per_sample_range) {  // range_kernel (cuda_kernels.cu): a block per sample, then its reduction
+      const int64_t threads = kLaunchThreads, n = sample_values(shape);
+      for (int64_t b = 0; b < B; ++b) {
+        RangeAcc a = range_empty();
+        for (int64_t t = 0; t < threads; ++t) range_merge(a, range_partial(xp, shape, b, t, n, threads));
+        range_finish(s.params[b], a);
+      }
+    }
     for_grid(plan.voxel, [&](int64_t bx, int64_t by, int64_t t) {
       const int64_t g = bx * plan.voxel.threads + t;
       if (g >= plan.voxel_groups) return;
