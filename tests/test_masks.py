@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import genesis_ops as go
 from genesis_ops import reference as ref
+from op_table import MASK_OPS, TABLE
 
 ops = torch.ops.genesis
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -384,11 +385,11 @@ def test_bad_arguments_name_the_argument(call, exc, match):
         (lambda: ops.paint_mask(torch.rand(8, 8), 1.0, 1.0, 1.0, 1.0, 0, 0), "x must have shape"),
         (lambda: ops.paint_mask(X, 1.0, 1.0, 1.0, 1.0, 0, -1), "sample_offset"),
         (lambda: ops.shuffle_mask(X, 0.5, -1, 0, 0), "num_windows"),
-        (lambda: ops.shuffle_mask(X, 2.0, 10, 0, 0), "shuffle_p must be"),
+        (lambda: ops.shuffle_mask(X, 2.0, 10, 0, 0), "genesis::shuffle_mask: p must be"),
         (lambda: ops.models_genesis_masked(X.int(), 0.4, 0.5, 10, 0.9, 0.9, 0.2, 0.0, 1.0, 0, 0), "x must be float16"),
         (lambda: ops.models_genesis_masked(X, 0.4, 0.5, 10, 0.9, 0.9, 0.2, 1.0, 0.0, 0, 0), "value range"),
         (lambda: ops.local_shuffle_masked(X, 0.5, 10**9, 0, 0), "num_windows"),
-        (lambda: ops.inpaint_masked(X, -0.5, 0.0, 1.0, 0, 0), "p must be"),
+        (lambda: ops.inpaint_masked(X, -0.5, 0.0, 1.0, 0, 0), "genesis::inpaint_masked: p must be"),
         (lambda: ops.outpaint_masked(torch.rand(2, 8, 8), 0.5, 0.0, 1.0, 0, 0), "x must have shape"),
         (lambda: ops._emulated_cuda_paint_mask(X, 1.0, 1.0, 1.0, 7.0, 0, 0), "outpaint_p must be"),
     ],
@@ -400,34 +401,20 @@ def test_raw_ops_check_arguments(call, match):
 
 # ---- torch integration ---------------------------------------------------------------------------
 
-NEW_OPS = {
-    "models_genesis_masked": lambda x: (x, 0.4, 0.8, 50, 0.9, 0.9, 0.5, 0.0, 1.0, 3, 0),
-    "local_shuffle_masked": lambda x: (x, 1.0, 50, 3, 0),
-    "inpaint_masked": lambda x: (x, 1.0, 0.0, 1.0, 3, 0),
-    "outpaint_masked": lambda x: (x, 1.0, 0.0, 1.0, 3, 0),
-    "paint_mask": lambda x: (x, 0.9, 0.5, 1.0, 1.0, 3, 0),
-    "shuffle_mask": lambda x: (x, 1.0, 50, 3, 0),
-    "_emulated_cuda_models_genesis_masked": lambda x: (x, 0.4, 0.8, 50, 0.9, 0.9, 0.5, 0.0, 1.0, 3, 0),
-    "_emulated_cuda_paint_mask": lambda x: (x, 0.9, 0.5, 1.0, 1.0, 3, 0),
-    "_emulated_cuda_shuffle_mask": lambda x: (x, 1.0, 50, 3, 0),
-}
+NEW_OPS = {name: TABLE[name] for name in MASK_OPS}  # the masked and mask-only schemas, test hooks included
 
 
-def _devices(name):
-    return ["cpu"] if name.startswith("_emulated") else DEVICES
-
-
-@pytest.mark.parametrize("name,device", [(n, d) for n in sorted(NEW_OPS) for d in _devices(n)])
+@pytest.mark.parametrize("name,device", [(n, d) for n in sorted(NEW_OPS) for d in NEW_OPS[n].devices])
 @pytest.mark.parametrize("shape", [(2, 1, 12, 10, 8), (3, 2, 17, 9)])
 def test_opcheck(name, device, shape):
     x = torch.rand(shape, device=device)
-    torch.library.opcheck(getattr(ops, name).default, NEW_OPS[name](x))
+    torch.library.opcheck(NEW_OPS[name].packet.default, NEW_OPS[name].raw_args(x))
 
 
 @pytest.mark.parametrize("name", sorted(NEW_OPS))
 def test_meta_tensors(name):
     x = torch.empty(2, 3, 8, 7, 6, device="meta")
-    out = getattr(ops, name)(*NEW_OPS[name](x))
+    out = getattr(ops, name)(*NEW_OPS[name].raw_args(x))
     outs = out if isinstance(out, tuple) else (out,)
     mask = outs[-1]
     assert mask.device.type == "meta" and mask.shape == (2, 1, 8, 7, 6)
@@ -450,14 +437,14 @@ def test_fake_kernels_refuse_bad_tensors(name, mode):
     for bad, match in cases:
         if mode == "meta":
             with pytest.raises(RuntimeError, match=match):
-                op(*NEW_OPS[name](bad.to("meta")))
+                op(*NEW_OPS[name].raw_args(bad.to("meta")))
         else:
             with FakeTensorMode() as fm:
                 fake = fm.from_tensor(bad)
                 with pytest.raises(RuntimeError, match=match):
-                    op(*NEW_OPS[name](fake))
+                    op(*NEW_OPS[name].raw_args(fake))
         with pytest.raises(RuntimeError, match=match):
-            op(*NEW_OPS[name](bad))
+            op(*NEW_OPS[name].raw_args(bad))
 
 
 def test_compile_fullgraph_masked_paths():

@@ -124,6 +124,7 @@ void check_device(int device, const char* op) {
 // The CUDA engine of every op (op_entries.h).
 struct CudaEngine {
   static constexpr const char* kSchemaPrefix = "";
+  static constexpr bool kStreamOnDevice = true;  // the params kernel reads a tensor seed: no synchronisation
 
   static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char* op,
                                         uint8_t* mask) {
