@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "cuda/arch_fit.h"
 #include "op_table.h"
 
 namespace genesis {
@@ -40,6 +41,12 @@ void define(torch::stable::detail::StableLibrary& m, const std::string& name, co
   }
 }
 
+// Test hook: arch_fit (cuda/arch_fit.h), the rule the CUDA engine checks a GPU with, without one.
+int64_t arch_fit_hook(std::string archs, int64_t major, int64_t minor, int64_t driver, int64_t runtime) {
+  return static_cast<int64_t>(arch_fit(archs, static_cast<int>(major), static_cast<int>(minor),
+                                       static_cast<int>(driver), static_cast<int>(runtime)));
+}
+
 }  // namespace
 }  // namespace genesis
 
@@ -51,6 +58,13 @@ STABLE_TORCH_LIBRARY(genesis, m) {
   }
   // Test hook: the CUDA launch plan (bodies/launch_plan.h) for a shape, without a tensor or a GPU.
   m.def("_launch_plan(int[] sizes, float shuffle_p, int num_windows, float nonlinear_p, bool params_given) -> int[]");
+  // Test hook: 0 runs, 1 no code for the GPU, 2 only PTX newer than the driver (cuda/arch_fit.h).
+  m.def("_arch_fit(str archs, int major, int minor, int driver, int runtime) -> int");
+}
+
+// No tensor argument: registered for every backend at once.
+STABLE_TORCH_LIBRARY_IMPL(genesis, CompositeExplicitAutograd, m) {
+  m.impl("_arch_fit", TORCH_BOX(&genesis::arch_fit_hook));
 }
 
 // `import genesis_ops._C` dlopens this library, which runs the static registrations. No pybind11.
