@@ -12,38 +12,12 @@ from hypothesis import strategies as st
 
 import genesis_ops as go
 from genesis_ops import reference as ref
+import reference_checks
 from op_table import MASK_OPS, TABLE
+from reference_checks import RANGES, assert_bits, probabilities, raw_fused_args, to_numpy
 
 ops = torch.ops.genesis
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and go.has_cuda_kernels() else [])
-
-
-@st.composite
-def volumes(draw, max_side=18):
-    nd = draw(st.sampled_from([2, 3]))
-    spatial = tuple(draw(st.integers(1, max_side)) for _ in range(nd))
-    batch = draw(st.integers(1, 3))
-    channels = draw(st.integers(1, 2))
-    dtype = draw(st.sampled_from(DTYPES))
-    seed = draw(st.integers(0, 2**64 - 1))
-    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
-    x = torch.rand((batch, channels) + spatial, generator=g, dtype=torch.float64)
-    return (x * 1.2 - 0.1).to(dtype), seed
-
-
-def _np(x):
-    """The reference works on NumPy float16/32/64; bfloat16 values are exact in float32."""
-    return x.float().numpy() if x.dtype == torch.bfloat16 else x.numpy()
-
-
-def assert_same(actual, expected_np, like=None):
-    """Same bits as the reference's array (rounded once to like's dtype, for bfloat16)."""
-    expected = torch.from_numpy(np.ascontiguousarray(expected_np))
-    if like is not None:
-        expected = expected.to(like.dtype)
-    assert actual.dtype == expected.dtype and actual.shape == expected.shape
-    assert torch.equal(actual.reshape(-1).view(torch.uint8), expected.reshape(-1).view(torch.uint8))
 
 
 def assert_mask(mask, x, dtype):
@@ -51,30 +25,15 @@ def assert_mask(mask, x, dtype):
     assert mask.shape == (x.shape[0], 1) + tuple(x.shape[2:])
 
 
-probabilities = st.sampled_from([0.0, 0.3, 0.5, 1.0])
-value_ranges = st.sampled_from([(0.0, 1.0), (-1.0, 1.0), (0.25, 0.5)])
-configs = st.builds(
-    go.GenesisConfig,
-    flip_p=probabilities,
-    shuffle_p=probabilities,
-    num_windows=st.integers(0, 150),
-    nonlinear_p=probabilities,
-    paint_p=probabilities,
-    inpaint_rate=st.sampled_from([0.0, 0.2, 1.0]),
-    value_range=value_ranges,
-)
+def volumes(max_side=18):
+    return reference_checks.volumes(max_side=max_side, max_channels=2)
 
 
-def _raw_fused_args(cfg):
-    return (
-        cfg.flip_p,
-        cfg.shuffle_p,
-        cfg.num_windows,
-        cfg.nonlinear_p,
-        cfg.paint_p,
-        cfg.inpaint_rate,
-        *cfg.value_range,
-    )
+value_ranges = st.sampled_from(RANGES)
+configs = reference_checks.configs(150, RANGES)
+_np = to_numpy
+assert_same = assert_bits
+_raw_fused_args = raw_fused_args
 
 
 # ---- the fused pipeline ------------------------------------------------------------------------

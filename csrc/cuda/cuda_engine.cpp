@@ -10,9 +10,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <unordered_set>
+#include <vector>
 
 #include "cuda/arch_fit.h"
 #include "cuda/cuda_launch.h"
@@ -32,6 +34,17 @@ cuda::Storage storage_of(ScalarType st) {
     default:
       return cuda::Storage::kFloat;
   }
+}
+
+// GENESIS_CUDA_SEPARATE_SCRATCH=1 (bench/gpu_check.py's sanitizer steps): each scratch piece gets
+// its own allocation, so that with PYTORCH_NO_CUDA_MEMORY_CACHING=1 (each its own cudaMalloc)
+// compute-sanitizer's memcheck sees an overrun from one piece into the next. Read once.
+bool separate_scratch() {
+  static const bool on = [] {
+    const char* v = std::getenv("GENESIS_CUDA_SEPARATE_SCRATCH");
+    return v != nullptr && *v != '\0' && std::string(v) != "0";
+  }();
+  return on;
 }
 
 Tensor scratch_bytes(const Tensor& like, int64_t bytes) {
@@ -151,17 +164,34 @@ struct CudaEngine {
  private:
   // What a launch needs on x's device (under its guard): the device checked, the current stream,
   // and scratch for only what this op runs (launch_plan): curve tables only where curves are built,
-  // the shuffle's owner map only where windows shuffle. One allocation, carved as planned.
+  // the shuffle's owner map only where windows shuffle. One allocation, carved as planned, or,
+  // for the sanitizers, one per piece (separate_scratch).
   struct [[gnu::visibility("hidden")]] Launch {
     cudaStream_t stream;
     LaunchPlan plan;
-    Tensor scratch;
+    std::vector<Tensor> scratch;
     Scratch s;
     Launch(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char* op)
         : stream((check_device(x.get_device_index(), op), current_stream(x.get_device_index(), op))),
-          plan(launch_plan(shape, cfg)),
-          scratch(scratch_bytes(x, plan.scratch_bytes)),
-          s(carve_scratch(plan, shape.batch, scratch.mutable_data_ptr())) {}
+          plan(launch_plan(shape, cfg)) {
+      if (!separate_scratch()) {
+        scratch.push_back(scratch_bytes(x, plan.scratch_bytes));
+        s = carve_scratch(plan, shape.batch, scratch.back().mutable_data_ptr());
+        return;
+      }
+      const auto piece = [&](int64_t bytes) -> char* {
+        if (bytes == 0) return nullptr;
+        scratch.push_back(scratch_bytes(x, bytes));
+        return static_cast<char*>(scratch.back().mutable_data_ptr());
+      };
+      // As carve_scratch lays the pieces out, each in its own allocation.
+      s.params = reinterpret_cast<SampleParams*>(piece(plan.params_bytes));
+      s.xs = reinterpret_cast<float*>(piece(plan.curve_bytes));
+      s.ys = s.xs != nullptr ? s.xs + shape.batch * kCurvePoints : nullptr;
+      s.grid = s.ys != nullptr ? reinterpret_cast<int32_t*>(s.ys + shape.batch * kCurvePoints) : nullptr;
+      s.owner = reinterpret_cast<int32_t*>(piece(plan.owner_bytes));
+      s.window = reinterpret_cast<uint32_t*>(piece(plan.window_bytes));
+    }
   };
 };
 
