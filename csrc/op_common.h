@@ -15,6 +15,7 @@
 
 #include "bodies/half.h"
 #include "bodies/params.h"
+#include "op_table.h"
 
 namespace genesis {
 
@@ -77,28 +78,32 @@ inline void check_offset(int64_t sample_offset, const Shape& s, const char* op) 
 struct OpArgs {
   double flip_p = 0.0, shuffle_p = 0.0, nonlinear_p = 0.0, paint_p = 0.0, inpaint_rate = 0.0;
   double inpaint_p = 1.0, outpaint_p = 1.0;  // the inpaint and outpaint ops' argument p
-  const char* inpaint_p_name = "p";          // their names in the op's schema
-  const char* outpaint_p_name = "p";
   int64_t num_windows = 0;
   double lo = 0.0, hi = 1.0;
   int64_t seed = 0;
   int64_t sample_offset = 0;
+  // The stream in device memory (PipelineConfig::seed_src): sample_offset is then not checked,
+  // since reading it would synchronise with the device.
+  const int64_t* seed_src = nullptr;
+  const int64_t* offset_src = nullptr;
 };
 
+// Checks a's fields, naming them as the op's schema does (kOpTable), and builds the config.
 inline PipelineConfig make_config(OpKind kind, const OpArgs& a, const Shape& s, const char* op) {
-  check_probability(a.flip_p, op, "flip_p");
-  check_probability(a.shuffle_p, op, "shuffle_p");
-  check_probability(a.nonlinear_p, op, "nonlinear_p");
-  check_probability(a.paint_p, op, "paint_p");
-  check_probability(a.inpaint_rate, op, "inpaint_rate");
-  check_probability(a.inpaint_p, op, a.inpaint_p_name);
-  check_probability(a.outpaint_p, op, a.outpaint_p_name);
+  const ArgNames& n = op_row(kind).names;
+  check_probability(a.flip_p, op, n.flip_p);
+  check_probability(a.shuffle_p, op, n.shuffle_p);
+  check_probability(a.nonlinear_p, op, n.nonlinear_p);
+  check_probability(a.paint_p, op, n.paint_p);
+  check_probability(a.inpaint_rate, op, n.inpaint_rate);
+  check_probability(a.inpaint_p, op, n.inpaint_p);
+  check_probability(a.outpaint_p, op, n.outpaint_p);
   STD_TORCH_CHECK(a.num_windows >= 0 && a.num_windows <= kMaxWindows, op, ": num_windows must be in [0, ", kMaxWindows,
                   "], got ", a.num_windows);
   // lo = hi = NaN: each sample's own range (docs/SPEC.md, section 4.8), no schema change.
   const bool per_sample_range = std::isnan(a.lo) && std::isnan(a.hi);
   if (!per_sample_range) check_range(a.lo, a.hi, op);
-  check_offset(a.sample_offset, s, op);
+  if (a.offset_src == nullptr) check_offset(a.sample_offset, s, op);
   PipelineConfig c{};
   c.op = kind;
   c.flip_p = a.flip_p;
@@ -115,8 +120,17 @@ inline PipelineConfig make_config(OpKind kind, const OpArgs& a, const Shape& s, 
   if (per_sample_range) c.lo = c.hi = 0.0f;  // replaced per sample by the range stage
   c.seed = static_cast<uint64_t>(a.seed);    // the Python layer maps [0, 2^64) onto int64
   c.sample_offset = a.sample_offset;
+  c.seed_src = a.seed_src;
+  c.offset_src = a.offset_src;
   c.given = GivenCurves{nullptr, nullptr};
   return c;
+}
+
+// A stream argument given as a tensor (the tensor_seed overloads): 0-dim int64 on x's device.
+inline void check_stream_tensor(const Tensor& t, const Tensor& x, const char* op, const char* name) {
+  STD_TORCH_CHECK(t.dim() == 0 && t.scalar_type() == ScalarType::Long && t.is_cuda() == x.is_cuda() &&
+                      t.get_device_index() == x.get_device_index(),
+                  op, ": ", name, " must be a 0-dim int64 tensor on x's device");
 }
 
 // Explicit Bezier parameters: control_points (B, 4) in [0, 1], increasing (B,) bool.

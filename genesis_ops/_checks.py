@@ -133,6 +133,32 @@ def check_sample_offset(offset, batch: int) -> int:
     return offset
 
 
+def check_stream(seed, generator, sample_offset, x: torch.Tensor):
+    """(seed, sample_offset) as the op schemas take them: two ints, or, where either is a tensor,
+    two 0-dim int64 tensors on x's device (the ops' tensor_seed overloads, which the kernels read
+    when they run: no host synchronisation, and a CUDA graph replays with the values last written
+    into them). An int beside a tensor becomes a tensor on x's device (torch.full, no copy from the
+    host). A tensor seed's 64 bits are the seed; a tensor sample_offset is checked by the CPU
+    kernels only (reading a CUDA tensor's value would synchronise)."""
+    if not isinstance(seed, torch.Tensor) and not isinstance(sample_offset, torch.Tensor):
+        return resolve_seed(seed, generator), check_sample_offset(sample_offset, x.shape[0])
+    if not isinstance(seed, torch.Tensor):
+        seed = torch.full((), resolve_seed(seed, generator), dtype=torch.int64, device=x.device)
+    if not isinstance(sample_offset, torch.Tensor):
+        offset = check_sample_offset(sample_offset, x.shape[0])
+        sample_offset = torch.full((), offset, dtype=torch.int64, device=x.device)
+    return check_stream_tensor(seed, "seed", x), check_stream_tensor(sample_offset, "sample_offset", x)
+
+
+def check_stream_tensor(t: torch.Tensor, name: str, x: torch.Tensor) -> torch.Tensor:
+    if t.dim() != 0 or t.dtype != torch.int64 or t.device != x.device:
+        raise ValueError(
+            f"{name} must be a 0-dim int64 tensor on x's device ({x.device}), "
+            f"got {t.dtype} of shape {tuple(t.shape)} on {t.device}"
+        )
+    return t
+
+
 def resolve_seed(seed, generator) -> int:
     """The 64-bit seed as the int64 the op schemas take. seed=None draws one from `generator`
     or, when that is None too, from torch's default CPU generator (so torch.manual_seed makes

@@ -5,7 +5,11 @@ from the mask-only ops.
 
 They check what they can see without data, as the C++ kernels do (csrc/op_common.h), with
 the same messages: a graph traced with bad tensors fails at trace time, naming the argument,
-instead of at run time. Scalar arguments are checked by the kernels when the graph runs."""
+instead of at run time. Scalar arguments are checked by the kernels when the graph runs.
+
+Every seeded op has two schemas: the default one (SymInt seed, sample_offset) and the
+tensor_seed overload (0-dim int64 tensors on x's device); both get the same fake kernel, the
+overload's also checking the stream tensors."""
 
 import torch
 
@@ -56,6 +60,32 @@ def _check_bezier(x, control_points, increasing, op):
     )
 
 
+def _check_stream(seed, sample_offset, x, op):
+    for t, name in ((seed, "seed"), (sample_offset, "sample_offset")):
+        torch._check(
+            t.dim() == 0 and t.dtype == torch.int64 and t.device == x.device,
+            lambda name=name: f"{op}: {name} must be a 0-dim int64 tensor on x's device",
+        )
+
+
+def _seeded(name):
+    """Registers fn as the fake kernel of genesis::name and, checking the stream tensors (the
+    schemas' last two arguments) after x as the C++ entries do, of its tensor_seed overload."""
+
+    def register(fn):
+        torch.library.register_fake(f"genesis::{name}")(fn)
+
+        def tensor_seed(x, *args):
+            out = fn(x, *args)
+            _check_stream(args[-2], args[-1], x, f"genesis::{name}")
+            return out
+
+        torch.library.register_fake(f"genesis::{name}.tensor_seed")(tensor_seed)
+        return fn
+
+    return register
+
+
 def _pair(x, op):
     _check_x(x, op)
     return _like(x), _like(x)
@@ -66,34 +96,34 @@ def _single(x, op):
     return _like(x)
 
 
-@torch.library.register_fake("genesis::models_genesis")
+@_seeded("models_genesis")
 def _models_genesis_fake(
     x, flip_p, shuffle_p, num_windows, nonlinear_p, paint_p, inpaint_rate, lo, hi, seed, sample_offset
 ):
     return _pair(x, "genesis::models_genesis")
 
 
-@torch.library.register_fake("genesis::flip")
+@_seeded("flip")
 def _flip_fake(x, p, seed, sample_offset):
     return _single(x, "genesis::flip")
 
 
-@torch.library.register_fake("genesis::local_shuffle")
+@_seeded("local_shuffle")
 def _local_shuffle_fake(x, p, num_windows, seed, sample_offset):
     return _single(x, "genesis::local_shuffle")
 
 
-@torch.library.register_fake("genesis::nonlinear")
+@_seeded("nonlinear")
 def _nonlinear_fake(x, p, lo, hi, seed, sample_offset):
     return _single(x, "genesis::nonlinear")
 
 
-@torch.library.register_fake("genesis::inpaint")
+@_seeded("inpaint")
 def _inpaint_fake(x, p, lo, hi, seed, sample_offset):
     return _single(x, "genesis::inpaint")
 
 
-@torch.library.register_fake("genesis::outpaint")
+@_seeded("outpaint")
 def _outpaint_fake(x, p, lo, hi, seed, sample_offset):
     return _single(x, "genesis::outpaint")
 
@@ -104,7 +134,7 @@ def _bezier_fake(x, control_points, increasing, lo, hi):
     return _like(x)
 
 
-@torch.library.register_fake("genesis::_emulated_cuda_models_genesis")
+@_seeded("_emulated_cuda_models_genesis")
 def _emulated_fake(x, flip_p, shuffle_p, num_windows, nonlinear_p, paint_p, inpaint_rate, lo, hi, seed, sample_offset):
     return _pair(x, "genesis::_emulated_cuda_models_genesis")
 
@@ -134,22 +164,20 @@ def _models_genesis_masked_fake(op):
 
 
 for _prefix in ("", "_emulated_cuda_"):
-    torch.library.register_fake(f"genesis::{_prefix}models_genesis_masked")(
-        _models_genesis_masked_fake(f"genesis::{_prefix}models_genesis_masked")
-    )
+    _seeded(f"{_prefix}models_genesis_masked")(_models_genesis_masked_fake(f"genesis::{_prefix}models_genesis_masked"))
 
 
-@torch.library.register_fake("genesis::local_shuffle_masked")
+@_seeded("local_shuffle_masked")
 def _local_shuffle_masked_fake(x, p, num_windows, seed, sample_offset):
     return _masked_pair(x, "genesis::local_shuffle_masked")
 
 
-@torch.library.register_fake("genesis::inpaint_masked")
+@_seeded("inpaint_masked")
 def _inpaint_masked_fake(x, p, lo, hi, seed, sample_offset):
     return _masked_pair(x, "genesis::inpaint_masked")
 
 
-@torch.library.register_fake("genesis::outpaint_masked")
+@_seeded("outpaint_masked")
 def _outpaint_masked_fake(x, p, lo, hi, seed, sample_offset):
     return _masked_pair(x, "genesis::outpaint_masked")
 
@@ -169,10 +197,8 @@ def _shuffle_mask_fake(op):
 
 
 for _prefix in ("", "_emulated_cuda_"):
-    torch.library.register_fake(f"genesis::{_prefix}paint_mask")(_paint_mask_fake(f"genesis::{_prefix}paint_mask"))
-    torch.library.register_fake(f"genesis::{_prefix}shuffle_mask")(
-        _shuffle_mask_fake(f"genesis::{_prefix}shuffle_mask")
-    )
+    _seeded(f"{_prefix}paint_mask")(_paint_mask_fake(f"genesis::{_prefix}paint_mask"))
+    _seeded(f"{_prefix}shuffle_mask")(_shuffle_mask_fake(f"genesis::{_prefix}shuffle_mask"))
 
 # genesis::_launch_plan takes no tensor and returns ints: it is registered for
 # CompositeExplicitAutograd (every backend, meta included), so it needs no fake kernel.

@@ -9,11 +9,10 @@ from ._checks import (
     check_count,
     check_flag,
     check_probability,
-    check_sample_offset,
     check_shape_source,
+    check_stream,
     check_value_range,
     check_x,
-    resolve_seed,
 )
 from .config import GenesisConfig, paint_gates
 
@@ -41,12 +40,17 @@ _COMMON_ARGS = {
             lives in: the curve maps [lo, hi] onto itself and the fill noise is uniform in it.
             "per_sample": each sample's own min and max over all its channels (z-scored or
             unnormalised data; docs/SPEC.md, section 4.8), found on the device. Default (0, 1).""",
-    "seeding": """seed (int, optional): the 64-bit seed, in [0, 2**64). None draws one from generator.
-            The result is a pure function of (x, seed, sample_offset, the other arguments).
+    "seeding": """seed (int or Tensor, optional): the 64-bit seed, in [0, 2**64). None draws one from
+            generator. The result is a pure function of (x, seed, sample_offset, the other
+            arguments). A 0-dim int64 tensor on x's device (its 64 bits are the seed) is read by
+            the kernels when they run: no host synchronisation, one torch.compile graph for every
+            value, and a captured CUDA graph replays with whatever was last written into it.
         generator (torch.Generator, optional): where seed=None draws the seed from; None
             means torch's default CPU generator (so torch.manual_seed makes a script reproducible).
-        sample_offset (int): the sample index of x[0] in the random streams, so that
-            op(x[a:b], seed, sample_offset=a) == op(x, seed)[a:b]. Default 0.""",
+        sample_offset (int or Tensor): the sample index of x[0] in the random streams, so that
+            op(x[a:b], seed, sample_offset=a) == op(x, seed)[a:b]. Default 0. May be a 0-dim
+            int64 tensor on x's device as seed may (on CUDA its value is not checked: the sample
+            index is then taken modulo 2**32).""",
     "raises": _RAISES,
     "one_output": """Returns:
         Tensor: a new contiguous tensor of x's shape, dtype and device.
@@ -75,6 +79,15 @@ _MASK_BITS = {
 }
 
 
+def _seeded(op, x, *args, seed, generator, sample_offset):
+    """op(x, *args, seed, sample_offset) through the overload that takes the stream as given: the
+    default one (SymInt) or tensor_seed. Chosen here, not by the overload packet, which would
+    read a 0-dim tensor as an int on the host (a synchronisation on CUDA)."""
+    stream = check_stream(seed, generator, sample_offset, x)
+    overload = op.tensor_seed if isinstance(stream[0], torch.Tensor) else op.default
+    return overload(x, *args, *stream)
+
+
 def _documented(fn, mask_bits=""):
     if fn.__doc__:  # None under python -OO
         fn.__doc__ = fn.__doc__.format(**_COMMON_ARGS).replace("{mask_bits}", mask_bits)
@@ -90,9 +103,9 @@ def _masked(bits):
 def models_genesis(
     x: torch.Tensor,
     config: GenesisConfig | None = None,
-    seed: int | None = None,
+    seed: int | torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    sample_offset: int = 0,
+    sample_offset: int | torch.Tensor = 0,
     return_masks: bool = False,
 ):
     """One Models Genesis training pair per sample, fused in one pass over the data::
@@ -137,7 +150,8 @@ def models_genesis(
         raise TypeError(f"config must be a GenesisConfig, got {type(cfg).__name__}")
     lo, hi = check_value_range(cfg.value_range, "config.value_range")
     op = _ops.models_genesis_masked if check_flag(return_masks, "return_masks") else _ops.models_genesis
-    return op(
+    return _seeded(
+        op,
         x,
         check_probability(cfg.flip_p, "config.flip_p"),
         check_probability(cfg.shuffle_p, "config.shuffle_p"),
@@ -147,8 +161,9 @@ def models_genesis(
         check_probability(cfg.inpaint_rate, "config.inpaint_rate"),
         lo,
         hi,
-        resolve_seed(seed, generator),
-        check_sample_offset(sample_offset, x.shape[0]),
+        seed=seed,
+        generator=generator,
+        sample_offset=sample_offset,
     )
 
 
@@ -157,9 +172,9 @@ def nonlinear(
     x: torch.Tensor,
     p: float = 0.9,
     value_range=(0.0, 1.0),
-    seed: int | None = None,
+    seed: int | torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    sample_offset: int = 0,
+    sample_offset: int | torch.Tensor = 0,
 ) -> torch.Tensor:
     """Random Bezier intensity map, applied to each sample with probability p.
 
@@ -180,13 +195,15 @@ def nonlinear(
     """
     x = check_x(x)
     lo, hi = check_value_range(value_range)
-    return _ops.nonlinear(
+    return _seeded(
+        _ops.nonlinear,
         x,
         check_probability(p, "p"),
         lo,
         hi,
-        resolve_seed(seed, generator),
-        check_sample_offset(sample_offset, x.shape[0]),
+        seed=seed,
+        generator=generator,
+        sample_offset=sample_offset,
     )
 
 
@@ -195,9 +212,9 @@ def local_shuffle(
     x: torch.Tensor,
     p: float = 0.5,
     num_windows: int = 10000,
-    seed: int | None = None,
+    seed: int | torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    sample_offset: int = 0,
+    sample_offset: int | torch.Tensor = 0,
     return_mask: bool = False,
 ):
     """Local pixel shuffling, applied to each sample with probability p.
@@ -217,12 +234,14 @@ def local_shuffle(
     """
     x = check_x(x)
     op = _ops.local_shuffle_masked if check_flag(return_mask, "return_mask") else _ops.local_shuffle
-    return op(
+    return _seeded(
+        op,
         x,
         check_probability(p, "p"),
         check_count(num_windows, "num_windows"),
-        resolve_seed(seed, generator),
-        check_sample_offset(sample_offset, x.shape[0]),
+        seed=seed,
+        generator=generator,
+        sample_offset=sample_offset,
     )
 
 
@@ -231,9 +250,9 @@ def inpaint(
     x: torch.Tensor,
     p: float = 1.0,
     value_range=(0.0, 1.0),
-    seed: int | None = None,
+    seed: int | torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    sample_offset: int = 0,
+    sample_offset: int | torch.Tensor = 0,
     return_mask: bool = False,
 ):
     """In-painting, applied to each sample with probability p: up to 5 boxes (before each one,
@@ -252,13 +271,15 @@ def inpaint(
     x = check_x(x)
     lo, hi = check_value_range(value_range)
     op = _ops.inpaint_masked if check_flag(return_mask, "return_mask") else _ops.inpaint
-    return op(
+    return _seeded(
+        op,
         x,
         check_probability(p, "p"),
         lo,
         hi,
-        resolve_seed(seed, generator),
-        check_sample_offset(sample_offset, x.shape[0]),
+        seed=seed,
+        generator=generator,
+        sample_offset=sample_offset,
     )
 
 
@@ -267,9 +288,9 @@ def outpaint(
     x: torch.Tensor,
     p: float = 1.0,
     value_range=(0.0, 1.0),
-    seed: int | None = None,
+    seed: int | torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    sample_offset: int = 0,
+    sample_offset: int | torch.Tensor = 0,
     return_mask: bool = False,
 ):
     """Out-painting, applied to each sample with probability p: uniform noise in value_range
@@ -288,13 +309,15 @@ def outpaint(
     x = check_x(x)
     lo, hi = check_value_range(value_range)
     op = _ops.outpaint_masked if check_flag(return_mask, "return_mask") else _ops.outpaint
-    return op(
+    return _seeded(
+        op,
         x,
         check_probability(p, "p"),
         lo,
         hi,
-        resolve_seed(seed, generator),
-        check_sample_offset(sample_offset, x.shape[0]),
+        seed=seed,
+        generator=generator,
+        sample_offset=sample_offset,
     )
 
 
@@ -302,9 +325,9 @@ def outpaint(
 def flip(
     x: torch.Tensor,
     p: float = 0.4,
-    seed: int | None = None,
+    seed: int | torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    sample_offset: int = 0,
+    sample_offset: int | torch.Tensor = 0,
 ) -> torch.Tensor:
     """Random flips: up to 3 times per sample, continue with probability p and flip one
     uniformly chosen spatial axis (depth included). Values are moved, never changed.
@@ -319,9 +342,7 @@ def flip(
     {one_output}
     """
     x = check_x(x)
-    return _ops.flip(
-        x, check_probability(p, "p"), resolve_seed(seed, generator), check_sample_offset(sample_offset, x.shape[0])
-    )
+    return _seeded(_ops.flip, x, check_probability(p, "p"), seed=seed, generator=generator, sample_offset=sample_offset)
 
 
 @_documented
@@ -371,9 +392,9 @@ def paint_mask(
     x_or_shape,
     p: float = 1.0,
     inpaint_rate: float | None = None,
-    seed: int | None = None,
+    seed: int | torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    sample_offset: int = 0,
+    sample_offset: int | torch.Tensor = 0,
     device=None,
     *,
     op: str = "models_genesis",
@@ -421,14 +442,16 @@ def paint_mask(
     paint_p, rate, inpaint_p, outpaint_p = paint_gates(
         check_probability(p, "p"), None if inpaint_rate is None else check_probability(inpaint_rate, "inpaint_rate"), op
     )
-    return _ops.paint_mask(
+    return _seeded(
+        _ops.paint_mask,
         x,
         paint_p,
         rate,
         inpaint_p,
         outpaint_p,
-        resolve_seed(seed, generator),
-        check_sample_offset(sample_offset, x.shape[0]),
+        seed=seed,
+        generator=generator,
+        sample_offset=sample_offset,
     )
 
 
@@ -437,9 +460,9 @@ def shuffle_mask(
     x_or_shape,
     p: float = 0.5,
     num_windows: int = 10000,
-    seed: int | None = None,
+    seed: int | torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    sample_offset: int = 0,
+    sample_offset: int | torch.Tensor = 0,
     device=None,
 ) -> torch.Tensor:
     """The union of the local-shuffle windows of each sample whose shuffle gate passes, as bool,
@@ -461,10 +484,12 @@ def shuffle_mask(
     {raises}
     """
     x = check_shape_source(x_or_shape, device)
-    return _ops.shuffle_mask(
+    return _seeded(
+        _ops.shuffle_mask,
         x,
         check_probability(p, "p"),
         check_count(num_windows, "num_windows"),
-        resolve_seed(seed, generator),
-        check_sample_offset(sample_offset, x.shape[0]),
+        seed=seed,
+        generator=generator,
+        sample_offset=sample_offset,
     )

@@ -25,14 +25,15 @@ class ModelsGenesis(torch.nn.Module):
         self.config = config if config is not None else GenesisConfig()
         self.generator = generator
 
-    def forward(self, x: torch.Tensor, seed: int | None = None, return_masks: bool = False):
+    def forward(self, x: torch.Tensor, seed: int | torch.Tensor | None = None, return_masks: bool = False):
         """One (input, target) pair per sample of x.
 
         Args:
             x (Tensor[B, C, H, W] or Tensor[B, C, D, H, W]): float16, bfloat16, float32 or
                 float64, on the CPU or a CUDA device; not modified.
-            seed (int, optional): an explicit seed in [0, 2**64); None draws one from the
-                module's generator.
+            seed (int or Tensor, optional): an explicit seed in [0, 2**64), or a 0-dim int64
+                tensor on x's device (see models_genesis); None draws one from the module's
+                generator.
             return_masks (bool): also return the corruption mask (see models_genesis).
 
         Returns:

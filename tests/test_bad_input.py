@@ -1,20 +1,19 @@
 """Every bad argument in docs/SPEC.md's list (section 7) gives a Python exception naming it (or a
 correct result), never a crash or a hang; also through the raw torch.ops with their own C++ checks."""
 
+import inspect
+
 import pytest
 import torch
 
 import genesis_ops as go
+from op_table import API, TABLE
 
 X = torch.rand(2, 1, 8, 8, 8)
-ALL = {
-    "nonlinear": lambda x, **k: go.nonlinear(x, **k),
-    "local_shuffle": lambda x, **k: go.local_shuffle(x, **k),
-    "inpaint": lambda x, **k: go.inpaint(x, **k),
-    "outpaint": lambda x, **k: go.outpaint(x, **k),
-    "flip": lambda x, **k: go.flip(x, **k),
-    "models_genesis": lambda x, **k: go.models_genesis(x, **k),
-}
+# The Python API's functions that take a batch x (the mask-only ones take x_or_shape: test_masks.py).
+ALL = {name: fn for name, fn in API.items() if not TABLE[name].mask_only}
+# Those with a probability argument p.
+WITH_P = sorted(name for name, fn in API.items() if "p" in inspect.signature(fn).parameters)
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
@@ -35,7 +34,7 @@ def test_bad_x(name, x, exc, match):
         ALL[name](x)
 
 
-@pytest.mark.parametrize("name", ["nonlinear", "local_shuffle", "inpaint", "outpaint", "flip"])
+@pytest.mark.parametrize("name", WITH_P)
 @pytest.mark.parametrize(
     "p,exc",
     [
@@ -48,8 +47,8 @@ def test_bad_x(name, x, exc, match):
     ],
 )
 def test_bad_probability(name, p, exc):
-    with pytest.raises(exc, match="p must be"):
-        ALL[name](X, p=p)
+    with pytest.raises(exc, match=r"^p must be"):  # the argument p itself, not e.g. flip_p
+        API[name](X, p=p)
 
 
 @pytest.mark.parametrize(
@@ -114,9 +113,11 @@ def test_raw_ops_check_arguments_too():
     cases = [
         (lambda: ops.nonlinear(torch.rand(3, 3), 0.5, 0.0, 1.0, 0, 0), "x must have shape"),
         (lambda: ops.nonlinear(torch.zeros(1, 1, 3, 3, dtype=torch.int32), 0.5, 0.0, 1.0, 0, 0), "x must be float16"),
-        (lambda: ops.nonlinear(X, 1.5, 0.0, 1.0, 0, 0), "nonlinear_p must be"),
+        (lambda: ops.nonlinear(X, 1.5, 0.0, 1.0, 0, 0), "genesis::nonlinear: p must be"),
         (lambda: ops.nonlinear(X, 0.5, 1.0, 0.0, 0, 0), "value range"),
-        (lambda: ops.inpaint(X, -0.5, 0.0, 1.0, 0, 0), "p must be"),
+        (lambda: ops.inpaint(X, -0.5, 0.0, 1.0, 0, 0), "genesis::inpaint: p must be"),
+        (lambda: ops.flip(X, 2.0, 0, 0), "genesis::flip: p must be"),
+        (lambda: ops.local_shuffle(X, 2.0, 10, 0, 0), "genesis::local_shuffle: p must be"),
         (lambda: ops.local_shuffle(X, 0.5, -1, 0, 0), "num_windows"),
         (lambda: ops.local_shuffle(X, 0.5, 10, 0, -5), "sample_offset"),
         (lambda: ops.models_genesis(X, 0.4, 0.5, 10**9, 0.9, 0.9, 0.2, 0.0, 1.0, 0, 0), "num_windows"),

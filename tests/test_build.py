@@ -8,46 +8,16 @@ import pytest
 import torch
 
 import genesis_ops as go
+from op_table import PUBLIC, TABLE
 
-OPS = [
-    "models_genesis",
-    "flip",
-    "local_shuffle",
-    "nonlinear",
-    "inpaint",
-    "outpaint",
-    "bezier",
-    "models_genesis_masked",
-    "local_shuffle_masked",
-    "inpaint_masked",
-    "outpaint_masked",
-    "paint_mask",
-    "shuffle_mask",
-]
+OPS = PUBLIC
 X = torch.rand(2, 1, 6, 6, 4)
-CP = torch.rand(2, 4, dtype=torch.float64)
-INC = torch.tensor([True, False])
-ARGS = {  # valid arguments of each raw op (CPU tensors; the CUDA kernel is reached by redispatch)
-    "models_genesis": (X, 0.4, 0.5, 10, 0.9, 0.9, 0.2, 0.0, 1.0, 0, 0),
-    "flip": (X, 0.5, 0, 0),
-    "local_shuffle": (X, 0.5, 10, 0, 0),
-    "nonlinear": (X, 0.5, 0.0, 1.0, 0, 0),
-    "inpaint": (X, 0.5, 0.0, 1.0, 0, 0),
-    "outpaint": (X, 0.5, 0.0, 1.0, 0, 0),
-    "bezier": (X, CP, INC, 0.0, 1.0),
-    "models_genesis_masked": (X, 0.4, 0.5, 10, 0.9, 0.9, 0.2, 0.0, 1.0, 0, 0),
-    "local_shuffle_masked": (X, 0.5, 10, 0, 0),
-    "inpaint_masked": (X, 0.5, 0.0, 1.0, 0, 0),
-    "outpaint_masked": (X, 0.5, 0.0, 1.0, 0, 0),
-    "paint_mask": (X, 0.9, 0.2, 1.0, 1.0, 0, 0),
-    "shuffle_mask": (X, 0.5, 10, 0, 0),
-}
 
 
 def call_cuda_kernel(name):
     """Runs the op's registered CUDA kernel (no GPU needed to reach it) on CPU tensors."""
     op = getattr(torch.ops.genesis, name).default
-    return op.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA), *ARGS[name])
+    return op.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA), *TABLE[name].raw_args(X))
 
 
 def test_torch_requirement_is_the_stable_abi_floor_not_a_pin():

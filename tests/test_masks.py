@@ -12,37 +12,12 @@ from hypothesis import strategies as st
 
 import genesis_ops as go
 from genesis_ops import reference as ref
+import reference_checks
+from op_table import MASK_OPS, TABLE
+from reference_checks import RANGES, assert_bits, probabilities, raw_fused_args, to_numpy
 
 ops = torch.ops.genesis
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and go.has_cuda_kernels() else [])
-
-
-@st.composite
-def volumes(draw, max_side=18):
-    nd = draw(st.sampled_from([2, 3]))
-    spatial = tuple(draw(st.integers(1, max_side)) for _ in range(nd))
-    batch = draw(st.integers(1, 3))
-    channels = draw(st.integers(1, 2))
-    dtype = draw(st.sampled_from(DTYPES))
-    seed = draw(st.integers(0, 2**64 - 1))
-    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
-    x = torch.rand((batch, channels) + spatial, generator=g, dtype=torch.float64)
-    return (x * 1.2 - 0.1).to(dtype), seed
-
-
-def _np(x):
-    """The reference works on NumPy float16/32/64; bfloat16 values are exact in float32."""
-    return x.float().numpy() if x.dtype == torch.bfloat16 else x.numpy()
-
-
-def assert_same(actual, expected_np, like=None):
-    """Same bits as the reference's array (rounded once to like's dtype, for bfloat16)."""
-    expected = torch.from_numpy(np.ascontiguousarray(expected_np))
-    if like is not None:
-        expected = expected.to(like.dtype)
-    assert actual.dtype == expected.dtype and actual.shape == expected.shape
-    assert torch.equal(actual.reshape(-1).view(torch.uint8), expected.reshape(-1).view(torch.uint8))
 
 
 def assert_mask(mask, x, dtype):
@@ -50,30 +25,15 @@ def assert_mask(mask, x, dtype):
     assert mask.shape == (x.shape[0], 1) + tuple(x.shape[2:])
 
 
-probabilities = st.sampled_from([0.0, 0.3, 0.5, 1.0])
-value_ranges = st.sampled_from([(0.0, 1.0), (-1.0, 1.0), (0.25, 0.5)])
-configs = st.builds(
-    go.GenesisConfig,
-    flip_p=probabilities,
-    shuffle_p=probabilities,
-    num_windows=st.integers(0, 150),
-    nonlinear_p=probabilities,
-    paint_p=probabilities,
-    inpaint_rate=st.sampled_from([0.0, 0.2, 1.0]),
-    value_range=value_ranges,
-)
+def volumes(max_side=18):
+    return reference_checks.volumes(max_side=max_side, max_channels=2)
 
 
-def _raw_fused_args(cfg):
-    return (
-        cfg.flip_p,
-        cfg.shuffle_p,
-        cfg.num_windows,
-        cfg.nonlinear_p,
-        cfg.paint_p,
-        cfg.inpaint_rate,
-        *cfg.value_range,
-    )
+value_ranges = st.sampled_from(RANGES)
+configs = reference_checks.configs(150, RANGES)
+_np = to_numpy
+assert_same = assert_bits
+_raw_fused_args = raw_fused_args
 
 
 # ---- the fused pipeline ------------------------------------------------------------------------
@@ -384,11 +344,11 @@ def test_bad_arguments_name_the_argument(call, exc, match):
         (lambda: ops.paint_mask(torch.rand(8, 8), 1.0, 1.0, 1.0, 1.0, 0, 0), "x must have shape"),
         (lambda: ops.paint_mask(X, 1.0, 1.0, 1.0, 1.0, 0, -1), "sample_offset"),
         (lambda: ops.shuffle_mask(X, 0.5, -1, 0, 0), "num_windows"),
-        (lambda: ops.shuffle_mask(X, 2.0, 10, 0, 0), "shuffle_p must be"),
+        (lambda: ops.shuffle_mask(X, 2.0, 10, 0, 0), "genesis::shuffle_mask: p must be"),
         (lambda: ops.models_genesis_masked(X.int(), 0.4, 0.5, 10, 0.9, 0.9, 0.2, 0.0, 1.0, 0, 0), "x must be float16"),
         (lambda: ops.models_genesis_masked(X, 0.4, 0.5, 10, 0.9, 0.9, 0.2, 1.0, 0.0, 0, 0), "value range"),
         (lambda: ops.local_shuffle_masked(X, 0.5, 10**9, 0, 0), "num_windows"),
-        (lambda: ops.inpaint_masked(X, -0.5, 0.0, 1.0, 0, 0), "p must be"),
+        (lambda: ops.inpaint_masked(X, -0.5, 0.0, 1.0, 0, 0), "genesis::inpaint_masked: p must be"),
         (lambda: ops.outpaint_masked(torch.rand(2, 8, 8), 0.5, 0.0, 1.0, 0, 0), "x must have shape"),
         (lambda: ops._emulated_cuda_paint_mask(X, 1.0, 1.0, 1.0, 7.0, 0, 0), "outpaint_p must be"),
     ],
@@ -400,34 +360,20 @@ def test_raw_ops_check_arguments(call, match):
 
 # ---- torch integration ---------------------------------------------------------------------------
 
-NEW_OPS = {
-    "models_genesis_masked": lambda x: (x, 0.4, 0.8, 50, 0.9, 0.9, 0.5, 0.0, 1.0, 3, 0),
-    "local_shuffle_masked": lambda x: (x, 1.0, 50, 3, 0),
-    "inpaint_masked": lambda x: (x, 1.0, 0.0, 1.0, 3, 0),
-    "outpaint_masked": lambda x: (x, 1.0, 0.0, 1.0, 3, 0),
-    "paint_mask": lambda x: (x, 0.9, 0.5, 1.0, 1.0, 3, 0),
-    "shuffle_mask": lambda x: (x, 1.0, 50, 3, 0),
-    "_emulated_cuda_models_genesis_masked": lambda x: (x, 0.4, 0.8, 50, 0.9, 0.9, 0.5, 0.0, 1.0, 3, 0),
-    "_emulated_cuda_paint_mask": lambda x: (x, 0.9, 0.5, 1.0, 1.0, 3, 0),
-    "_emulated_cuda_shuffle_mask": lambda x: (x, 1.0, 50, 3, 0),
-}
+NEW_OPS = {name: TABLE[name] for name in MASK_OPS}  # the masked and mask-only schemas, test hooks included
 
 
-def _devices(name):
-    return ["cpu"] if name.startswith("_emulated") else DEVICES
-
-
-@pytest.mark.parametrize("name,device", [(n, d) for n in sorted(NEW_OPS) for d in _devices(n)])
+@pytest.mark.parametrize("name,device", [(n, d) for n in sorted(NEW_OPS) for d in NEW_OPS[n].devices])
 @pytest.mark.parametrize("shape", [(2, 1, 12, 10, 8), (3, 2, 17, 9)])
 def test_opcheck(name, device, shape):
     x = torch.rand(shape, device=device)
-    torch.library.opcheck(getattr(ops, name).default, NEW_OPS[name](x))
+    torch.library.opcheck(NEW_OPS[name].packet.default, NEW_OPS[name].raw_args(x))
 
 
 @pytest.mark.parametrize("name", sorted(NEW_OPS))
 def test_meta_tensors(name):
     x = torch.empty(2, 3, 8, 7, 6, device="meta")
-    out = getattr(ops, name)(*NEW_OPS[name](x))
+    out = getattr(ops, name)(*NEW_OPS[name].raw_args(x))
     outs = out if isinstance(out, tuple) else (out,)
     mask = outs[-1]
     assert mask.device.type == "meta" and mask.shape == (2, 1, 8, 7, 6)
@@ -450,14 +396,14 @@ def test_fake_kernels_refuse_bad_tensors(name, mode):
     for bad, match in cases:
         if mode == "meta":
             with pytest.raises(RuntimeError, match=match):
-                op(*NEW_OPS[name](bad.to("meta")))
+                op(*NEW_OPS[name].raw_args(bad.to("meta")))
         else:
             with FakeTensorMode() as fm:
                 fake = fm.from_tensor(bad)
                 with pytest.raises(RuntimeError, match=match):
-                    op(*NEW_OPS[name](fake))
+                    op(*NEW_OPS[name].raw_args(fake))
         with pytest.raises(RuntimeError, match=match):
-            op(*NEW_OPS[name](bad))
+            op(*NEW_OPS[name].raw_args(bad))
 
 
 def test_compile_fullgraph_masked_paths():

@@ -10,42 +10,10 @@ from hypothesis import strategies as st
 
 import genesis_ops as go
 from genesis_ops import reference as ref
+from reference_checks import WIDE_RANGES, assert_same, probabilities, raw_fused_args, to_numpy, volumes
+from reference_checks import configs as configs_of
 
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-
-
-@st.composite
-def volumes(draw, max_side=24):
-    nd = draw(st.sampled_from([2, 3]))
-    spatial = tuple(draw(st.integers(1, max_side)) for _ in range(nd))
-    batch = draw(st.integers(1, 3))
-    channels = draw(st.integers(1, 3))
-    dtype = draw(st.sampled_from(DTYPES))
-    seed = draw(st.integers(0, 2**64 - 1))
-    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
-    x = torch.rand((batch, channels) + spatial, generator=g, dtype=torch.float64)
-    x = (x * 1.2 - 0.1).to(dtype)  # a little outside [0, 1] exercises the clamp
-    return x, seed
-
-
-def _np(x):
-    """The reference works on NumPy float16/32/64; bfloat16 values are exact in float32."""
-    return x.float().numpy() if x.dtype == torch.bfloat16 else x.numpy()
-
-
-def _from_ref(a, like):
-    return torch.from_numpy(np.ascontiguousarray(a)).to(like.dtype)
-
-
-def assert_same(actual, expected_np, like):
-    expected = _from_ref(expected_np, like)
-    assert actual.dtype == like.dtype and actual.shape == like.shape
-    assert torch.equal(actual.view(-1).view(torch.uint8), expected.view(-1).view(torch.uint8)) or torch.equal(
-        actual, expected
-    ), f"max diff {(actual.double() - expected.double()).abs().max()}"
-
-
-probabilities = st.sampled_from([0.0, 0.3, 0.5, 1.0])
+_np = to_numpy
 
 
 @given(volumes(), probabilities)
@@ -74,7 +42,7 @@ def test_local_shuffle_long_rows(shape, num_windows):
         assert_same(got, ref.local_shuffle(_np(x), p=1.0, num_windows=num_windows, seed=seed), x)
 
 
-value_ranges = st.sampled_from([(0.0, 1.0), (-1.0, 1.0), (-1000.0, 3000.0), (0.25, 0.5)])
+value_ranges = st.sampled_from(WIDE_RANGES)
 
 
 @given(volumes(), probabilities, value_ranges)
@@ -105,16 +73,7 @@ def test_outpaint(v, p, value_range):
     )
 
 
-configs = st.builds(
-    go.GenesisConfig,
-    flip_p=probabilities,
-    shuffle_p=probabilities,
-    num_windows=st.integers(0, 200),
-    nonlinear_p=probabilities,
-    paint_p=probabilities,
-    inpaint_rate=st.sampled_from([0.0, 0.2, 1.0]),
-    value_range=value_ranges,
-)
+configs = configs_of(200, WIDE_RANGES)
 
 
 @given(volumes(), configs, st.integers(0, 1000))
@@ -127,19 +86,8 @@ def test_models_genesis(v, cfg, offset):
 
 
 def _emulated(x, cfg, seed, offset=0):
-    lo, hi = cfg.value_range
     return torch.ops.genesis._emulated_cuda_models_genesis(
-        x,
-        cfg.flip_p,
-        cfg.shuffle_p,
-        cfg.num_windows,
-        cfg.nonlinear_p,
-        cfg.paint_p,
-        cfg.inpaint_rate,
-        lo,
-        hi,
-        go._checks.resolve_seed(seed, None),
-        offset,
+        x, *raw_fused_args(cfg), go._checks.resolve_seed(seed, None), offset
     )
 
 

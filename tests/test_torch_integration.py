@@ -5,37 +5,23 @@ import torch
 
 import genesis_ops as go
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+from op_table import IMAGE_OPS, TABLE
 
-OPS = {
-    "models_genesis": lambda x: (x, 0.4, 0.5, 50, 0.9, 0.9, 0.2, 0.0, 1.0, 3, 0),
-    "flip": lambda x: (x, 0.5, 3, 0),
-    "local_shuffle": lambda x: (x, 1.0, 50, 3, 0),
-    "nonlinear": lambda x: (x, 1.0, 0.0, 1.0, 3, 0),
-    "inpaint": lambda x: (x, 1.0, 0.0, 1.0, 3, 0),
-    "outpaint": lambda x: (x, 1.0, 0.0, 1.0, 3, 0),
-    "bezier": lambda x: (
-        x,
-        torch.tensor([[0.2, 0.3, 0.6, 0.9]] * x.shape[0], dtype=torch.float64, device=x.device),
-        torch.tensor([True] * x.shape[0], device=x.device),
-        0.0,
-        1.0,
-    ),
-}
+# The image ops (the masked and mask-only ones: tests/test_masks.py), test hooks included.
+OPS = {name: TABLE[name] for name in IMAGE_OPS}
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", sorted(OPS))
+@pytest.mark.parametrize("name,device", [(n, d) for n in sorted(OPS) for d in OPS[n].devices])
 @pytest.mark.parametrize("shape", [(2, 1, 12, 10, 8), (3, 2, 17, 9)])
 def test_opcheck(name, shape, device):
     x = torch.rand(shape, device=device)
-    torch.library.opcheck(getattr(torch.ops.genesis, name).default, OPS[name](x))
+    torch.library.opcheck(OPS[name].packet.default, OPS[name].raw_args(x))
 
 
 @pytest.mark.parametrize("name", sorted(OPS))
 def test_meta_tensors(name):
     x = torch.empty(2, 1, 8, 8, 8, device="meta")
-    args = OPS[name](torch.rand(2, 1, 8, 8, 8))
+    args = OPS[name].raw_args(torch.rand(2, 1, 8, 8, 8))
     args = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in (x,) + args[1:])
     out = getattr(torch.ops.genesis, name)(*args)
     for o in out if isinstance(out, tuple) else (out,):
@@ -78,12 +64,12 @@ def _bad_tensor_cases():
     good = torch.rand(2, 1, 8, 8, 8)
     cp, inc = torch.full((2, 4), 0.5, dtype=torch.float64), torch.ones(2, dtype=torch.bool)
     cases = [
-        (name, (lambda x, name=name: OPS[name](x)), bad, "x must have shape")
+        (name, OPS[name].raw_args, bad, "x must have shape")
         for name in OPS
         for bad in (torch.rand(2, 8, 8), torch.rand(1, 2, 3, 4, 5, 6))
     ]
     cases += [
-        (name, (lambda x, name=name: OPS[name](x)), good.to(dt), "x must be float16")
+        (name, OPS[name].raw_args, good.to(dt), "x must be float16")
         for name in ("models_genesis", "nonlinear")
         for dt in (torch.int32, torch.bool, torch.complex64)
     ]

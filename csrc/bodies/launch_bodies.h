@@ -34,6 +34,8 @@ GENESIS_HD SampleParams given_sample_params(const GivenCurves& given, int64_t b)
   for (int i = 0; i < 4; ++i) p.ctrl[i] = clamp_control_point(given.ctrl[4 * b + i]);
   p.paint = kPaintNone;
   p.num_boxes = 0;
+  p.seed = 0;  // nothing is drawn
+  p.sample = 0;
   return p;
 }
 
@@ -64,7 +66,7 @@ template <typename AtomicMax>
 GENESIS_HD void owner_body(const PipelineConfig& cfg, const Shape& shape, const SampleParams* params, int32_t* owner,
                            int64_t b, int64_t k, AtomicMax atomic_max) {
   if (!params[b].shuffle) return;
-  const Box w = shuffle_window(cfg.seed, sample_index(cfg, b), static_cast<uint32_t>(k), shape);
+  const Box w = shuffle_window(params[b].seed, params[b].sample, static_cast<uint32_t>(k), shape);
   int32_t* own = owner + b * shape.spatial();
   for (int64_t z = w.start[0]; z < w.start[0] + w.size[0]; ++z)
     for (int64_t y = w.start[1]; y < w.start[1] + w.size[1]; ++y)
@@ -95,6 +97,7 @@ GENESIS_HD int32_t encode_source(int64_t src) { return static_cast<int32_t>(-2 -
 
 struct WindowState {
   int64_t b;
+  uint64_t seed;
   uint32_t sample, k, n, pmin, first;
   int32_t active;
   Box w;
@@ -115,10 +118,11 @@ GENESIS_HD void window_begin(const PipelineConfig& cfg, const Shape& shape, cons
                              WindowState& st) {
   st.b = item / cfg.num_windows;
   st.k = static_cast<uint32_t>(item % cfg.num_windows);
-  st.sample = sample_index(cfg, st.b);
+  st.seed = params[st.b].seed;
+  st.sample = params[st.b].sample;
   st.active = params[st.b].shuffle;
   if (!st.active) return;
-  st.w = shuffle_window(cfg.seed, st.sample, st.k, shape);
+  st.w = shuffle_window(st.seed, st.sample, st.k, shape);
   st.n = static_cast<uint32_t>(st.w.volume());
 }
 
@@ -149,7 +153,7 @@ GENESIS_HD void window_draws(const PipelineConfig& cfg, WindowState& st, uint32_
   if (!st.active) return;
   const uint32_t n = st.n, first = st.first;
   for (uint32_t p = lane; p < n; p += kWarpSize) perm[p] = p;
-  const Stream s(cfg.seed, st.sample, kShufflePerm, st.k);
+  const Stream s(st.seed, st.sample, kShufflePerm, st.k);
   for (uint32_t q = first / 4 + lane; 4 * q < n; q += kWarpSize) {
     const Words4 w = s.block(q);
     for (uint32_t r = 0; r < 4; ++r) {
@@ -209,10 +213,10 @@ GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input,
                                  uint8_t* __restrict__ mask, const Shape& shape, const PipelineConfig& cfg,
                                  const SampleParams* params, const float* xs, const float* ys, const int32_t* grid,
                                  const int32_t* owner, int64_t b, int64_t g) {
-  const SampleParams& p = params[b];  // a reference: a copy would put 184 bytes on every thread's stack
+  const SampleParams& p = params[b];  // a reference: a copy would put 200 bytes on every thread's stack
   const int64_t S = shape.spatial(), v0 = g * kVoxelsPerThread;
   const int count = static_cast<int>(min64(kVoxelsPerThread, S - v0));
-  const uint32_t sample = sample_index(cfg, b);
+  const uint32_t sample = p.sample;
   int64_t tgt_src[kVoxelsPerThread], in_src[kVoxelsPerThread];
   bool noise[kVoxelsPerThread];
   bool any_noise = false;
@@ -244,7 +248,7 @@ GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input,
   for (int64_t c = 0; c < shape.channels; ++c) {
     const int64_t plane = (b * shape.channels + c) * S;
     Words4 nw{{0u, 0u, 0u, 0u}};
-    if (any_noise) nw = Stream(cfg.seed, sample, kNoise, static_cast<uint32_t>(c)).block(static_cast<uint32_t>(g));
+    if (any_noise) nw = Stream(p.seed, sample, kNoise, static_cast<uint32_t>(c)).block(static_cast<uint32_t>(g));
     GENESIS_UNROLL
     for (int q = 0; q < kVoxelsPerThread; ++q) {
       if (q < count) {

@@ -12,7 +12,7 @@ constexpr double kPaintContinue = 0.95;
 constexpr int kPaintMargin = 3;
 constexpr int kMaxFlips = 3;
 
-// The op a call runs (the schemas in csrc/ops.cpp, in this order). Besides the stage
+// The op a call runs (one row each in csrc/op_table.h, in this order). Besides the stage
 // probabilities below, it decides what only the op knows: models_genesis alone returns a target
 // too, the bezier op's per-sample parameters are given instead of drawn, and the flip op's result
 // is flip(x) (the CPU engine then runs only its flip pass). The mask-only ops (paint_mask,
@@ -27,9 +27,10 @@ enum class OpKind : int32_t {
   kOutpaint,
   kBezier,
   kPaintMask,
-  kShuffleMask
+  kShuffleMask,
+  kCount  // not an op: the number of ops, so that every table sized by it follows this list
 };
-constexpr int kNumOps = 9;
+constexpr int kNumOps = static_cast<int>(OpKind::kCount);
 
 // Bits of a corruption mask byte (docs/SPEC.md, section 4.7), in the target's frame.
 constexpr uint8_t kMaskShuffled = 1;  // the voxel lies in a shuffle window (the sample's shuffle ran)
@@ -61,7 +62,14 @@ struct PipelineConfig {
   int32_t per_sample_range;
   uint64_t seed;
   int64_t sample_offset;  // sample index of x[0] in the random streams
-  GivenCurves given;      // the bezier op
+  // Where seed and sample_offset are read from instead, when not null: the caller's 0-dim int64
+  // tensors on the device (a tensor seed on the CUDA engine and its emulation). The kernels read
+  // them when they run, so no host synchronisation is needed and a replayed CUDA graph sees the
+  // values the caller last wrote. Only draw_sample_params reads the stream; every later body takes
+  // it from SampleParams.
+  const int64_t* seed_src;
+  const int64_t* offset_src;
+  GivenCurves given;  // the bezier op
 };
 
 enum PaintMode : int32_t { kPaintNone = 0, kPaintIn = 1, kPaintOut = 2 };
@@ -76,6 +84,8 @@ struct SampleParams {
   int32_t num_boxes;   // boxes (in-painting) or windows (out-painting)
   Box boxes[kMaxPaintBoxes];
   float lo, range;  // the sample's value range: cfg's, or its own (bodies/value_range.h)
+  uint64_t seed;    // the call's seed and
+  uint32_t sample;  // this sample's index in the random streams (sample_offset + b)
 };
 
 GENESIS_HD uint32_t sample_index(const PipelineConfig& cfg, int64_t b) {
@@ -169,11 +179,14 @@ GENESIS_HD Box shuffle_window(uint64_t seed, uint32_t sample, uint32_t k, const 
 
 GENESIS_HD SampleParams draw_sample_params(const PipelineConfig& cfg, const Shape& shape, int64_t b) {
   SampleParams p;
-  const uint32_t sample = sample_index(cfg, b);
+  const uint64_t seed = cfg.seed_src != nullptr ? static_cast<uint64_t>(*cfg.seed_src) : cfg.seed;
+  const uint32_t sample = static_cast<uint32_t>((cfg.offset_src != nullptr ? *cfg.offset_src : cfg.sample_offset) + b);
+  p.seed = seed;
+  p.sample = sample;
   // Flip: up to 3 times, continue with probability flip_p, flip one uniformly chosen axis.
   p.flip_mask = 0;
   {
-    const Stream s(cfg.seed, sample, kFlip, 0);
+    const Stream s(seed, sample, kFlip, 0);
     const Words4 w0 = s.block(0), w1 = s.block(1);
     const uint32_t w[6] = {w0.w[0], w0.w[1], w0.w[2], w0.w[3], w1.w[0], w1.w[1]};
     for (int t = 0; t < kMaxFlips; ++t) {
@@ -183,10 +196,10 @@ GENESIS_HD SampleParams draw_sample_params(const PipelineConfig& cfg, const Shap
     }
   }
   // Local pixel shuffling gate (windows are drawn per window, see shuffle_window).
-  p.shuffle = uniform01(Stream(cfg.seed, sample, kShuffleGate, 0).word(0)) < cfg.shuffle_p && cfg.num_windows > 0;
+  p.shuffle = uniform01(Stream(seed, sample, kShuffleGate, 0).word(0)) < cfg.shuffle_p && cfg.num_windows > 0;
   // Non-linear intensity: gate, P1x, P1y, P2x, P2y, direction.
   {
-    const Stream s(cfg.seed, sample, kNonlinear, 0);
+    const Stream s(seed, sample, kNonlinear, 0);
     const Words4 w0 = s.block(0), w1 = s.block(1);
     p.nonlinear = uniform01(w0.w[0]) < cfg.nonlinear_p;
     p.ctrl[0] = uniform01(w0.w[1]);
@@ -198,12 +211,12 @@ GENESIS_HD SampleParams draw_sample_params(const PipelineConfig& cfg, const Shap
   // Painting: gate, then in- vs out-painting, then that transform's own gate and boxes.
   p.paint = kPaintNone;
   p.num_boxes = 0;
-  const Stream paint(cfg.seed, sample, kPaint, 0);
+  const Stream paint(seed, sample, kPaint, 0);
   const Words4 pw = paint.block(0);
   if (uniform01(pw.w[0]) < cfg.paint_p) {
     const uint32_t per_box = 1u + 2u * static_cast<uint32_t>(shape.nd);
     if (uniform01(pw.w[1]) < cfg.inpaint_rate) {
-      const Stream s(cfg.seed, sample, kInpaint, 0);
+      const Stream s(seed, sample, kInpaint, 0);
       if (uniform01(s.word(0)) < cfg.inpaint_p) {
         p.paint = kPaintIn;
         for (int k = 0; k < kMaxPaintBoxes; ++k) {
@@ -213,7 +226,7 @@ GENESIS_HD SampleParams draw_sample_params(const PipelineConfig& cfg, const Shap
         }
       }
     } else {
-      const Stream s(cfg.seed, sample, kOutpaint, 0);
+      const Stream s(seed, sample, kOutpaint, 0);
       if (uniform01(s.word(0)) < cfg.outpaint_p) {
         p.paint = kPaintOut;
         p.boxes[p.num_boxes++] = draw_paint_box<true>(s, 1u, shape);

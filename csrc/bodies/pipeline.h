@@ -49,7 +49,7 @@ GENESIS_HD float noise_from_word(uint32_t w, float lo, float range) { return lo 
 
 // Everything the CPU's row bodies need about a sample.
 struct SampleView {
-  const SampleParams& params;  // a reference, not a 184-byte copy
+  const SampleParams& params;  // a reference, not a 200-byte copy
   CurveTableView curve;        // valid when params.nonlinear
   uint32_t sample;
 };

@@ -408,6 +408,7 @@ void run_mask_cpu(uint8_t* mask, const Shape& shape, const PipelineConfig& cfg,
 // The CPU engine of every op (op_entries.h).
 struct CpuEngine {
   static constexpr const char* kSchemaPrefix = "";
+  static constexpr bool kStreamOnDevice = false;  // a tensor seed is host memory: read by the entry
 
   static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char*,
                                         uint8_t* mask) {

@@ -10,10 +10,13 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <string>
-#include <unordered_map>
+#include <unordered_set>
+#include <vector>
 
+#include "cuda/arch_fit.h"
 #include "cuda/cuda_launch.h"
 #include "op_entries.h"
 
@@ -31,6 +34,17 @@ cuda::Storage storage_of(ScalarType st) {
     default:
       return cuda::Storage::kFloat;
   }
+}
+
+// GENESIS_CUDA_SEPARATE_SCRATCH=1 (bench/gpu_check.py's sanitizer steps): each scratch piece gets
+// its own allocation, so that with PYTORCH_NO_CUDA_MEMORY_CACHING=1 (each its own cudaMalloc)
+// compute-sanitizer's memcheck sees an overrun from one piece into the next. Read once.
+bool separate_scratch() {
+  static const bool on = [] {
+    const char* v = std::getenv("GENESIS_CUDA_SEPARATE_SCRATCH");
+    return v != nullptr && *v != '\0' && std::string(v) != "0";
+  }();
+  return on;
 }
 
 Tensor scratch_bytes(const Tensor& like, int64_t bytes) {
@@ -63,8 +77,8 @@ cudaStream_t current_stream(int32_t device, const char* op) {
 }
 
 // Empty when this build's kernels run on the device, else why not. The module carries machine
-// code (sm_XY: runs on compute capability X.y with y >= Y) and PTX (compute_XY: compiled by the
-// driver for any capability >= X.Y) for the architectures in GENESIS_CUDA_ARCHS (set by CMake).
+// code (sm_XY) and PTX (compute_XY) for the architectures in GENESIS_CUDA_ARCHS (set by CMake);
+// which of them runs where is decided by arch_fit (cuda/arch_fit.h).
 std::string device_problem(int device) {
   int driver = 0;
   cudaDriverGetVersion(&driver);
@@ -81,24 +95,21 @@ std::string device_problem(int device) {
   cudaDeviceProp prop;
   const cudaError_t err = cudaGetDeviceProperties(&prop, device);
   if (err != cudaSuccess) return std::string("cannot query the GPU: ") + cudaGetErrorString(err);
-  const int cc = prop.major * 10 + prop.minor;
   const std::string archs = GENESIS_CUDA_ARCHS;  // e.g. "sm_80,sm_86,sm_89,sm_90,compute_90"
-  size_t pos = 0;
-  while (pos <= archs.size()) {
-    const size_t end = std::min(archs.find(',', pos), archs.size());
-    const std::string a = archs.substr(pos, end - pos);
-    pos = end + 1;
-    int v = 0;
-    char suffix = 0;  // "90a": architecture-specific code, runs on exactly 9.0 and is not forward compatible
-    if (std::sscanf(a.c_str(), "sm_%d%c", &v, &suffix) >= 1) {
-      if (suffix != 0 ? cc == v : (prop.major == v / 10 && prop.minor >= v % 10)) return "";
-    } else if (std::sscanf(a.c_str(), "compute_%d%c", &v, &suffix) >= 1) {
-      if (suffix != 0 ? cc == v : cc >= v) return "";
-    } else {
-      return "";  // all / all-major / native: CMake chose the list; a mismatch fails at launch
-    }
+  const ArchFit fit = arch_fit(archs, prop.major, prop.minor, driver, CUDART_VERSION);
+  if (fit == ArchFit::kRuns) return "";
+  char buf[768];
+  if (fit == ArchFit::kPtxNeedsNewerDriver) {
+    std::snprintf(buf, sizeof buf,
+                  "GPU %d (%s) has compute capability %d.%d, for which this build holds only PTX (%s), made by "
+                  "CUDA %d.%d; the NVIDIA driver supports CUDA %d.%d and cannot compile newer PTX "
+                  "(cudaErrorUnsupportedPtxVersion). Update the driver, or rebuild with machine code for it: "
+                  "CUDAARCHS=\"%d%d\" pip install --no-cache-dir --force-reinstall --no-deps "
+                  "<genesis-ops or its source directory>",
+                  device, prop.name, prop.major, prop.minor, archs.c_str(), CUDART_VERSION / 1000,
+                  CUDART_VERSION % 1000 / 10, driver / 1000, driver % 1000 / 10, prop.major, prop.minor);
+    return buf;
   }
-  char buf[512];
   std::snprintf(buf, sizeof buf,
                 "GPU %d (%s) has compute capability %d.%d, but this build holds CUDA code only for %s. "
                 "Rebuild for it: CUDAARCHS=\"%d%d\" pip install --no-cache-dir --force-reinstall --no-deps "
@@ -107,23 +118,26 @@ std::string device_problem(int device) {
   return buf;
 }
 
-// device_problem, checked once per device (it queries the driver).
+// device_problem, checked once per device. Only a success is cached: a failed check (a driver
+// not yet ready, a query made during a CUDA graph capture, where it is illegal) is checked again
+// on the next call. So make one warm-up call on each device before capturing a CUDA graph: the
+// check then queries nothing inside the capture.
 void check_device(int device, const char* op) {
   static std::mutex mu;
-  static std::unordered_map<int, std::string> problems;
-  std::string problem;
+  static std::unordered_set<int> good;
   {
     const std::lock_guard<std::mutex> lock(mu);
-    auto it = problems.find(device);
-    if (it == problems.end()) it = problems.emplace(device, device_problem(device)).first;
-    problem = it->second;
+    if (good.count(device) != 0) return;
   }
+  const std::string problem = device_problem(device);
   STD_TORCH_CHECK(problem.empty(), op, ": ", problem);
+  const std::lock_guard<std::mutex> lock(mu);
+  good.insert(device);
 }
-
 // The CUDA engine of every op (op_entries.h).
 struct CudaEngine {
   static constexpr const char* kSchemaPrefix = "";
+  static constexpr bool kStreamOnDevice = true;  // the params kernel reads a tensor seed: no synchronisation
 
   static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char* op,
                                         uint8_t* mask) {
@@ -150,17 +164,34 @@ struct CudaEngine {
  private:
   // What a launch needs on x's device (under its guard): the device checked, the current stream,
   // and scratch for only what this op runs (launch_plan): curve tables only where curves are built,
-  // the shuffle's owner map only where windows shuffle. One allocation, carved as planned.
+  // the shuffle's owner map only where windows shuffle. One allocation, carved as planned, or,
+  // for the sanitizers, one per piece (separate_scratch).
   struct [[gnu::visibility("hidden")]] Launch {
     cudaStream_t stream;
     LaunchPlan plan;
-    Tensor scratch;
+    std::vector<Tensor> scratch;
     Scratch s;
     Launch(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char* op)
         : stream((check_device(x.get_device_index(), op), current_stream(x.get_device_index(), op))),
-          plan(launch_plan(shape, cfg)),
-          scratch(scratch_bytes(x, plan.scratch_bytes)),
-          s(carve_scratch(plan, shape.batch, scratch.mutable_data_ptr())) {}
+          plan(launch_plan(shape, cfg)) {
+      if (!separate_scratch()) {
+        scratch.push_back(scratch_bytes(x, plan.scratch_bytes));
+        s = carve_scratch(plan, shape.batch, scratch.back().mutable_data_ptr());
+        return;
+      }
+      const auto piece = [&](int64_t bytes) -> char* {
+        if (bytes == 0) return nullptr;
+        scratch.push_back(scratch_bytes(x, bytes));
+        return static_cast<char*>(scratch.back().mutable_data_ptr());
+      };
+      // As carve_scratch lays the pieces out, each in its own allocation.
+      s.params = reinterpret_cast<SampleParams*>(piece(plan.params_bytes));
+      s.xs = reinterpret_cast<float*>(piece(plan.curve_bytes));
+      s.ys = s.xs != nullptr ? s.xs + shape.batch * kCurvePoints : nullptr;
+      s.grid = s.ys != nullptr ? reinterpret_cast<int32_t*>(s.ys + shape.batch * kCurvePoints) : nullptr;
+      s.owner = reinterpret_cast<int32_t*>(piece(plan.owner_bytes));
+      s.window = reinterpret_cast<uint32_t*>(piece(plan.window_bytes));
+    }
   };
 };
 

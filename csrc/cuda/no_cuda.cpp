@@ -10,11 +10,11 @@
 namespace genesis {
 namespace {
 
-// The schema name of entry I: op I (OpKind order), or the masked schema of kMaskedOps[I].
+// One placeholder per op I (OpKind order) and schema: plain or masked; the name is the same for
+// both stream overloads.
 template <size_t I, bool kMasked>
 std::string entry_name() {
-  return kMasked ? std::string(kOpSchemaNames[static_cast<int>(kMaskedOps[I % kNumMaskedOps])]) + kMaskedSuffix
-                 : std::string(kOpSchemaNames[I]);
+  return std::string(kOpTable[I].name) + (kMasked ? kMaskedSuffix : "");
 }
 
 template <size_t I, bool kMasked>
@@ -28,15 +28,23 @@ void built_without_cuda(StableIValue*, uint64_t, uint64_t) {
       "--no-deps <genesis-ops or its source directory>. genesis_ops.build_info() shows what a build holds.");
 }
 
-template <bool kMasked, size_t... I>
+template <size_t I, bool kMasked>
+void register_placeholder(Library& m) {
+  if (kMasked && !kOpTable[I].masked) return;
+  const std::string name = entry_name<I, kMasked>();
+  m.impl(name.c_str(), &built_without_cuda<I, kMasked>);
+  if (kOpTable[I].seeded) m.impl((name + "." + kTensorSeedOverload).c_str(), &built_without_cuda<I, kMasked>);
+}
+
+template <size_t... I>
 void register_placeholders(Library& m, std::index_sequence<I...>) {
-  (m.impl(entry_name<I, kMasked>().c_str(), &built_without_cuda<I, kMasked>), ...);
+  (register_placeholder<I, false>(m), ...);
+  (register_placeholder<I, true>(m), ...);
 }
 
 }  // namespace
 }  // namespace genesis
 
 STABLE_TORCH_LIBRARY_IMPL(genesis, CUDA, m) {
-  genesis::register_placeholders<false>(m, std::make_index_sequence<genesis::kNumOps>());
-  genesis::register_placeholders<true>(m, std::make_index_sequence<genesis::kNumMaskedOps>());
+  genesis::register_placeholders(m, std::make_index_sequence<genesis::kNumOps>());
 }

@@ -131,6 +131,7 @@ void emulate_mask(const Shape& shape, const PipelineConfig& cfg, uint8_t* mask) 
 // mask), bezier (given parameters, no target) and the mask-only ops.
 struct EmulatedEngine {
   static constexpr const char* kSchemaPrefix = "_emulated_cuda_";
+  static constexpr bool kStreamOnDevice = true;  // as on the GPU: the bodies read a tensor seed
   static std::tuple<Tensor, Tensor> run(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char*,
                                         uint8_t* mask) {
     return emulate(x, shape, cfg, mask);
