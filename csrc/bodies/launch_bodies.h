@@ -1,9 +1,7 @@
 #pragma once
-// The bodies of the CUDA kernels, one call per grid point (or per thread and phase).
-// csrc/cuda/cuda_kernels.cu wraps each in a thin __global__ function; csrc/emulate/
-// emulate_cuda.cpp runs the same bodies over the same grids (bodies/launch_plan.h) on the CPU,
-// phase by phase where the GPU separates phases by barriers, so that tests exercise what the
-// GPU runs on machines without one.
+// The bodies of the CUDA kernels, one call per grid point (or per thread and phase). The kernels
+// that call them, and the order of the launches, are written once in bodies/launch_sequence.h,
+// which the GPU (csrc/cuda/cuda_kernels.cu) and the CPU emulation (csrc/emulate) both run.
 //
 // Launch sequence (one launch per stage, grids from launch_plan):
 //   1. params_body        per sample                      per-sample parameters (drawn or given)
