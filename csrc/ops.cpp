@@ -46,7 +46,9 @@ STABLE_TORCH_LIBRARY(genesis, m) {
       "int seed, int sample_offset) -> Tensor");
   m.def("_emulated_cuda_shuffle_mask(Tensor x, float p, int num_windows, int seed, int sample_offset) -> Tensor");
   // Test hook: the CUDA launch plan (bodies/launch_plan.h) for a shape, without a tensor or a GPU.
-  m.def("_launch_plan(int[] sizes, float shuffle_p, int num_windows, float nonlinear_p, bool params_given) -> int[]");
+  m.def(
+      "_launch_plan(int[] sizes, float shuffle_p, int num_windows, float nonlinear_p, bool params_given, "
+      "int free_bytes=0) -> int[]");
 }
 
 // `import genesis_ops._C` dlopens this library, which runs the static registrations. No pybind11.

@@ -77,14 +77,39 @@ struct OwnerKernel {
   }
 };
 
-// One warp per block, one (sample, window) per iteration; phases as in launch_bodies.h.
+// Thread path (windows of at most kSmallWindowVoxels): one thread per (sample, window), grid-stride,
+// each with its slice of the block's shared memory (stride bytes apart). No barrier.
+struct WindowThreadKernel {
+  static constexpr int kMaxThreads = kSmallWindowThreads, kMinBlocks = 1;
+  template <class Ctx>
+  static GENESIS_HD void run(const Ctx& ctx, PipelineConfig cfg, Shape shape, const SampleParams* params,
+                             int32_t* owner, int64_t items, int64_t stride) {
+    uint8_t* slices = reinterpret_cast<uint8_t*>(ctx.shared_words());
+    ctx.threads([&](int64_t t) {
+      uint8_t* perm = slices + t * stride;
+      const int64_t step = ctx.grid_x() * ctx.threads();
+      for (int64_t item = ctx.block_x() * ctx.threads() + t; item < items; item += step)
+        window_thread_body(cfg, shape, params, owner, item, perm);
+    });
+  }
+};
+
+// Block path: one warp per block, one (sample, window) per iteration; phases as in
+// launch_bodies.h. perm and draws in shared memory (kShared: the compiler then knows the address
+// space and emits shared loads and stores) or in the block's slice of global scratch.
+template <bool kShared>
 struct WindowBlockKernel {
   static constexpr int kMaxThreads = kWarpSize, kMinBlocks = 1;
   template <class Ctx>
   static GENESIS_HD void run(const Ctx& ctx, PipelineConfig cfg, Shape shape, const SampleParams* params,
-                             int32_t* owner, int64_t items, bool in_shared, int64_t capacity, uint32_t* global) {
+                             int32_t* owner, int64_t items, int64_t capacity, uint32_t* global) {
     WindowState& st = ctx.template block_shared<WindowState>();
-    uint32_t* perm = window_slice(in_shared, capacity, ctx.shared_words(), global, ctx.block_x());
+    uint32_t* perm;
+    if constexpr (kShared) {
+      perm = ctx.shared_words();
+    } else {
+      perm = global + ctx.block_x() * 2 * capacity;
+    }
     uint32_t* draws = perm + capacity;
     for (int64_t item = ctx.block_x(); item < items; item += ctx.grid_x()) {
       ctx.phase([&](int64_t t) {
@@ -112,12 +137,12 @@ struct VoxelKernel {
   template <class Ctx>
   static GENESIS_HD void run(const Ctx& ctx, const T* x, T* input, T* target, uint8_t* mask, Shape shape,
                              PipelineConfig cfg, const SampleParams* params, const float* xs, const float* ys,
-                             const int32_t* grid, const int32_t* owner, int64_t groups) {
+                             const int32_t* grid, const int32_t* owner, int64_t groups, bool vector) {
     ctx.threads([&](int64_t t) {
       const int64_t g = ctx.block_x() * ctx.threads() + t;
       if (g >= groups) return;
       for (int64_t b = ctx.block_y(); b < shape.batch; b += ctx.grid_y())
-        voxel_group_body<kMask>(x, input, target, mask, shape, cfg, params, xs, ys, grid, owner, b, g);
+        voxel_group_body<kMask>(x, input, target, mask, shape, cfg, params, xs, ys, grid, owner, b, g, vector);
     });
   }
 };
@@ -145,6 +170,9 @@ inline bool launch_is_empty(const Shape& shape, bool has_mask) {
   return shape.batch * shape.spatial() == 0 || (shape.channels == 0 && !has_mask);
 }
 
+// Whether p (null counts as aligned: nothing is stored there) is a multiple of `bytes`.
+inline bool aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
 // Launches 1 to 4: parameters, curve tables, shuffle owners and windows, as planned. Each
 // launch's error is returned at once, so that it is reported by this op and not by a later,
 // unrelated check.
@@ -165,9 +193,18 @@ typename L::Status launch_prepare(L& l, const Shape& shape, const PipelineConfig
     if (e != L::kOk) return e;
   }
   if (p.window.x > 0) {  // not for shuffle_mask
-    const Status e =
-        l.template launch<WindowBlockKernel>(p.window, cfg, shape, static_cast<const SampleParams*>(s.params), s.owner,
-                                             p.window_items, p.window_in_shared, p.window_capacity, s.window);
+    const SampleParams* params = s.params;
+    Status e;
+    if (p.window_per_thread) {
+      e = l.template launch<WindowThreadKernel>(p.window, cfg, shape, params, s.owner, p.window_items,
+                                                p.window_slice_stride);
+    } else if (p.window_in_shared) {
+      e = l.template launch<WindowBlockKernel<true>>(p.window, cfg, shape, params, s.owner, p.window_items,
+                                                     p.window_capacity, s.window);
+    } else {
+      e = l.template launch<WindowBlockKernel<false>>(p.window, cfg, shape, params, s.owner, p.window_items,
+                                                      p.window_capacity, s.window);
+    }
     if (e != L::kOk) return e;
   }
   return L::kOk;
@@ -185,11 +222,14 @@ typename L::Status launch_image(L& l, const T* x, T* input, T* target, uint8_t* 
   const float* ys = s.ys;
   const int32_t* grid = s.grid;
   const int32_t* owner = s.owner;
+  // Vector stores where every group starts a 4-element-aligned vector of each output.
+  const bool vector = p.voxel_vector && aligned_to(input, 4 * sizeof(T)) && aligned_to(target, 4 * sizeof(T)) &&
+                      aligned_to(mask, kVoxelsPerThread);
   if (mask != nullptr)
     return l.template launch<VoxelKernel<true, T>>(p.voxel, x, input, target, mask, shape, cfg, params, xs, ys, grid,
-                                                   owner, p.voxel_groups);
+                                                   owner, p.voxel_groups, vector);
   return l.template launch<VoxelKernel<false, T>>(p.voxel, x, input, target, mask, shape, cfg, params, xs, ys, grid,
-                                                  owner, p.voxel_groups);
+                                                  owner, p.voxel_groups, vector);
 }
 
 // The mask-only ops (cfg.op is kPaintMask or kShuffleMask): launches 1 and 3, then the mask kernel.

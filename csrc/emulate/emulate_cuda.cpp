@@ -111,10 +111,12 @@ struct EmulatedEngine {
 // extreme batch x window counts are cheap to check). Returns, in this order:
 //   params.x, curve.x, owner.x, window.x, window.threads, window.shared_bytes, voxel.x, voxel.y,
 //   voxel.threads, voxel_groups, window_items, window_capacity, window_in_shared,
-//   params_bytes, curve_bytes, owner_bytes, window_bytes, scratch_bytes
-// (tests/test_emulated_cuda.py, PLAN_FIELDS, names them in the same order).
+//   params_bytes, curve_bytes, owner_bytes, window_bytes, scratch_bytes, window_per_thread,
+//   window_slice_stride, voxel_vector
+// (tests/test_emulated_cuda.py, PLAN_FIELDS, names them in the same order). free_bytes: the GPU's
+// free memory the CUDA engine would see (0: not queried, the emulation's fixed window scratch cap).
 std::vector<int64_t> launch_plan_hook(std::vector<int64_t> sizes, double shuffle_p, int64_t num_windows,
-                                      double nonlinear_p, bool params_given) {
+                                      double nonlinear_p, bool params_given, int64_t free_bytes) {
   const char* op = "genesis::_launch_plan";
   const int64_t dims = static_cast<int64_t>(sizes.size());
   STD_TORCH_CHECK(dims == 4 || dims == 5, op, ": sizes must be (B, C, H, W) or (B, C, D, H, W)");
@@ -129,7 +131,7 @@ std::vector<int64_t> launch_plan_hook(std::vector<int64_t> sizes, double shuffle
     cfg.op = OpKind::kBezier;
     cfg.nonlinear_p = 1.0;
   }
-  const LaunchPlan p = launch_plan(s, cfg);
+  const LaunchPlan p = launch_plan(s, cfg, window_global_cap(free_bytes));
   return {p.params.x,
           p.curve.x,
           p.owner.x,
@@ -147,7 +149,10 @@ std::vector<int64_t> launch_plan_hook(std::vector<int64_t> sizes, double shuffle
           p.curve_bytes,
           p.owner_bytes,
           p.window_bytes,
-          p.scratch_bytes};
+          p.scratch_bytes,
+          p.window_per_thread ? 1 : 0,
+          p.window_slice_stride,
+          p.voxel_vector ? 1 : 0};
 }
 
 }  // namespace
