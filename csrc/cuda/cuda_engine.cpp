@@ -149,10 +149,17 @@ struct CudaEngine {
 
  private:
   // The launch plan on the current device: where large windows need global scratch, its cap
-  // comes from the device's free memory (one driver query, only then).
-  static LaunchPlan device_plan(const Shape& shape, const PipelineConfig& cfg) {
+  // comes from the device's free memory (one driver query, only then). Not while the stream is
+  // being captured into a CUDA graph, where a query outside the stream could invalidate the
+  // capture: the fixed cap then, which a replay can always use.
+  static LaunchPlan device_plan(const Shape& shape, const PipelineConfig& cfg, cudaStream_t stream) {
     const LaunchPlan plan = launch_plan(shape, cfg);
     if (plan.window_bytes == 0) return plan;
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone) {
+      (void)cudaGetLastError();
+      return plan;
+    }
     size_t free_bytes = 0, total_bytes = 0;
     if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
       (void)cudaGetLastError();  // not fatal: keep the fixed cap
@@ -171,7 +178,7 @@ struct CudaEngine {
     Scratch s;
     Launch(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char* op)
         : stream((check_device(x.get_device_index(), op), current_stream(x.get_device_index(), op))),
-          plan(device_plan(shape, cfg)),
+          plan(device_plan(shape, cfg, stream)),
           scratch(scratch_bytes(x, plan.scratch_bytes)),
           s(carve_scratch(plan, shape.batch, scratch.mutable_data_ptr())) {}
   };
