@@ -394,7 +394,8 @@ def gpu_model(
         }
     # Projections, not this tree's kernels: what the next two steps would give in the same model.
     # (1) lanes kept busy (a flattened per-lane step loop, so a warp no longer waits for its largest
-    # window: warp work = the mean lane's, not the slowest lane's); (2) owners stamped per sample
+    # window: warp work = the mean lane's, not the slowest lane's; optimistic, as the windows' set-up
+    # would then diverge); (2) owners stamped per sample
     # slab in shared memory (no global atomics) and written once, only for shuffled samples.
     bal_lat_s = (
         (shuffled * warps_per_sample * lane_lat[:w].reshape(-1, 32).mean(axis=1).mean()) / (a["sms"] * warps_new) / hz
