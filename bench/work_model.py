@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""The GPU path's work per voxel against the volume size, measured without a GPU.
+"""The GPU path's work per voxel against the volume size, measured without a GPU, and a model of
+its speed on an H200 (``gpu_model``: critical paths, warps per SM, bytes per sample; the
+assumptions are in GPU_ASSUMPTIONS and written with the results; no GPU has checked them).
 
 ``torch.ops.genesis._emulated_cuda_models_genesis`` runs the CUDA kernels' bodies over their whole
 launch grids on the CPU, sequentially (csrc/emulate): its time per voxel is the work the GPU path
@@ -17,6 +19,7 @@ its stages are random per sample, so its mean is the throughput figure).
 
     python bench/work_model.py                  # 64x64x32, 96^3, 128x128x64, 160^3 (about 1-2 min)
     python bench/work_model.py --quick          # 64x64x32 and 96^3 only (seconds)
+    python bench/work_model.py --gpu-model-only # the GPU model alone (seconds)
 """
 
 from __future__ import annotations
@@ -178,6 +181,324 @@ def targets(records: list[dict]) -> list[dict]:
     return out
 
 
+# ---- the GPU model: expected samples/s of each window path, before a GPU measures it ----------
+#
+# No GPU has run these kernels. The model counts, for the real windows of the target shape (drawn
+# with the reference's words, owners stamped as the owner kernel does), the serial critical path
+# of each kernel's threads, how many warps an SM keeps in flight, the instructions a warp issues
+# and the bytes each sample moves, and takes each kernel's time as the largest of its latency,
+# issue and memory bounds. Counts of this kind are good to about 2x; the assumptions are stated
+# (GPU_ASSUMPTIONS) and written with the results, so anyone can change one and see the effect.
+GPU_ASSUMPTIONS = {
+    "gpu": "H200 SXM (GH100)",
+    "sms": 132,
+    "clock_ghz": 1.98,  # boost clock
+    "issue_per_sm_per_clock": 4,  # 4 schedulers, one warp instruction each per clock
+    "max_warps_per_sm": 64,
+    "max_blocks_per_sm": 32,
+    "registers_per_sm": 65536,
+    "shared_bytes_per_sm": 228 * 1024,
+    "dram_bytes_per_s": 4.8e12,
+    "dram_efficiency": 0.85,  # share of the peak a streaming kernel reaches
+    "l2_atomics_per_s": 2.0e11,  # red.global.max to scattered addresses (the owner kernel)
+    "l2_bytes_per_s": 1.2e13,  # L2 read bandwidth (only the projections use it)
+    # latencies in clocks
+    "lat_l2": 260,  # global load that hits L2 (a sample's owner map is 512 KB; the working set fits the 50 MB L2)
+    "lat_shared": 30,
+    "lat_barrier": 25,
+    "lat_alu": 5,  # dependent integer instruction
+    "lat_philox": 150,  # one Philox4x32-10 block: 10 dependent rounds
+    "instr_philox": 100,
+    "lat_div32": 60,  # 32-bit division by a run-time value (about 20 instructions)
+    "instr_div32": 20,
+    "lat_div64": 200,  # 64-bit division (FastDiv set-up, twice per window)
+    "instr_div64": 70,
+    # registers per thread, from ptxas -v (sm_90, CUDA 13.0) of this tree's kernels
+    "regs_window_block": 32,
+    "regs_window_thread": 52,
+    "regs_voxel": 74,
+    "voxel_instr_per_group": 300,  # a 4-voxel group of the fused pipeline, every stage on (estimate)
+}
+
+
+def _window_stats(dims, num_windows: int, samples: int, seed: int):
+    """Per window of `samples` samples at spatial `dims`: volume n, smallest owned position pmin
+    (-1: owns nothing), with windows stamped in order (the last covering window owns a voxel)."""
+    import numpy as np
+
+    from genesis_ops import reference as ref
+
+    out = []
+    for sample in range(samples):
+        starts, sizes = ref.shuffle_windows(seed, sample, dims, num_windows)
+        owner = np.full(dims, -1, dtype=np.int32)
+        sl = [
+            tuple(slice(int(s), int(s + z)) for s, z in zip(starts[k], sizes[k], strict=True))
+            for k in range(num_windows)
+        ]
+        for k in range(num_windows):
+            owner[sl[k]] = k
+        n = sizes.prod(axis=1)
+        pmin = np.full(num_windows, -1, dtype=np.int64)
+        for k in range(num_windows):
+            owned = (owner[sl[k]] == k).ravel()
+            if owned.any():
+                pmin[k] = int(np.argmax(owned))
+        out.append((n, pmin))
+    return out
+
+
+def _old_window_latency(n, pmin, a):
+    """Block path, one warp per window: lane 0's serial phases plus 6 barriers (launch_bodies.h)."""
+    import numpy as np
+
+    active = pmin >= 0
+    first = np.maximum(1, pmin)
+    rounds = np.ceil(n / 32)
+    begin = a["lat_l2"] + 1.2 * a["lat_philox"] + 10 * a["lat_alu"]
+    claims = rounds * (2 * a["lat_div32"] + a["lat_l2"])
+    scan = 32 * 2 + a["lat_shared"]  # lane 0's minimum over 32 shared entries
+    draws = a["lat_philox"] + a["lat_shared"]
+    swaps = np.where(active, (n - first) * (2 * a["lat_shared"] + 3 * a["lat_alu"]), 0)
+    writes = np.where(active, np.ceil((n - np.maximum(pmin, 0)) / 32) * (4 * a["lat_div32"] + a["lat_l2"]), 0)
+    barriers = 6 * a["lat_barrier"]
+    lat = begin + claims + barriers + np.where(active, scan + draws, scan) + swaps + writes
+    instr = 40 + rounds * (2 * a["instr_div32"] + 8) + 32 * 3 + np.where(active, a["instr_philox"] + (n - first) * 8, 0)
+    return lat, instr
+
+
+def _new_window_lane(n, pmin, a):
+    """Thread path, one thread per window (window_thread_body): latency and instructions of a lane."""
+    import numpy as np
+
+    active = pmin >= 0
+    first = np.maximum(1, pmin)
+    scanned = np.where(active, pmin + 1, n)
+    fastdiv = 4 * a["lat_alu"]
+    begin = a["lat_l2"] + 1.2 * a["lat_philox"] + a["lat_div64"] + 10 * a["lat_alu"]
+    scan = scanned * (fastdiv + a["lat_l2"])
+    steps = np.where(active, n - first + (pmin == 0), 0)
+    # a step: its share of a Philox block, the draw, the shared load of perm[j], the source's
+    # position, and the owner load of position i (issued at the step's start: the larger wins)
+    chain = a["lat_philox"] / 4 + 2 * a["lat_alu"] + a["lat_shared"] + fastdiv + 2 * a["lat_alu"]
+    step = max(chain, a["lat_l2"])
+    lat = begin + scan + np.where(active, n * 1.0 + steps * step, 0)
+    instr = (
+        30
+        + 2 * a["instr_philox"]
+        + 2 * a["instr_div64"]
+        + scanned * 10
+        + np.where(active, n * 2 + steps * (a["instr_philox"] / 4 + 22), 0)
+    )
+    return lat, instr
+
+
+def gpu_model(
+    shape: str = BASE_SHAPE,
+    batch: int = 1024,
+    num_windows: int = 10000,
+    shuffle_p: float = 0.5,
+    dtype_bytes: int = 4,
+    stat_samples: int = 4,
+    seed: int = 777,
+    a: dict | None = None,
+) -> dict:
+    """Modelled time per batch of the fused pipeline on the GPU (GPU_ASSUMPTIONS), old and new window paths."""
+    import numpy as np
+
+    a = dict(GPU_ASSUMPTIONS if a is None else a)
+    c, *dims = (int(d) for d in shape.split("x"))
+    S = int(np.prod(dims))
+    hz = a["clock_ghz"] * 1e9
+    stats = _window_stats(tuple(dims), num_windows, stat_samples, seed)
+    n = np.concatenate([s[0] for s in stats]).astype(float)
+    pmin = np.concatenate([s[1] for s in stats])
+    shuffled = batch * shuffle_p  # expected shuffled samples; the others' windows exit at once
+    per_sample = num_windows
+
+    def occupancy(threads_per_block, regs, smem_per_block):
+        regs_block = threads_per_block * (-(-regs // 8) * 8)
+        blocks = min(
+            a["max_blocks_per_sm"],
+            a["registers_per_sm"] // regs_block,
+            a["shared_bytes_per_sm"] // max(1, smem_per_block + 1024),  # + the block's reserved 1 KB
+            a["max_warps_per_sm"] * 32 // threads_per_block,
+        )
+        return blocks * threads_per_block // 32
+
+    out = {
+        "assumptions": a,
+        "shape": shape,
+        "batch": batch,
+        "num_windows": num_windows,
+        "shuffle_p": shuffle_p,
+        "window_voxels_mean": float(n.mean()),
+        "window_voxels_max": int(n.max()),
+        "windows_owning_nothing": float((pmin < 0).mean()),
+        "stat_samples": stat_samples,
+    }
+    # old path: one warp (block) per window item
+    lat, instr = _old_window_latency(n, pmin, a)
+    idle_lat = a["lat_l2"] + 6 * a["lat_barrier"]  # a window of an unshuffled sample
+    warps_old = occupancy(32, a["regs_window_block"], 8 * int(n.max()) + 240)
+    total_lat = shuffled * per_sample * lat.mean() + (batch - shuffled) * per_sample * idle_lat
+    old_latency_s = total_lat / (a["sms"] * warps_old) / hz
+    old_issue_s = (
+        (shuffled * per_sample * instr.mean() + (batch - shuffled) * per_sample * 20)
+        / (a["sms"] * a["issue_per_sm_per_clock"])
+        / hz
+    )
+    # new path: 32 consecutive windows of a sample per warp; a warp takes its slowest lane's time
+    lane_lat, lane_instr = _new_window_lane(n, pmin, a)
+    w = len(n) // 32 * 32
+    warp_lat = lane_lat[:w].reshape(-1, 32).max(axis=1)
+    warp_instr = lane_instr[:w].reshape(-1, 32).max(axis=1)
+    cap = int(np.prod([max(1, d // 10) for d in dims]))
+    stride = ((-(-cap // 4)) | 1) * 4
+    warps_new = occupancy(128, a["regs_window_thread"], 128 * stride)
+    warps_per_sample = per_sample / 32
+    idle_warp_lat = a["lat_l2"] + 10 * a["lat_alu"]
+    new_total_lat = (
+        shuffled * warps_per_sample * warp_lat.mean() + (batch - shuffled) * warps_per_sample * idle_warp_lat
+    )
+    new_latency_s = new_total_lat / (a["sms"] * warps_new) / hz
+    new_issue_s = (
+        (shuffled * warps_per_sample * warp_instr.mean() + (batch - shuffled) * warps_per_sample * 15)
+        / (a["sms"] * a["issue_per_sm_per_clock"])
+        / hz
+    )
+    # the stages both paths share
+    bw = a["dram_bytes_per_s"] * a["dram_efficiency"]
+    memset_s = batch * S * 4 / bw
+    atomics = shuffled * per_sample * n.mean()
+    owner_s = max(atomics / a["l2_atomics_per_s"], batch * S * 4 * shuffle_p / bw)
+    voxel_bytes = S * (3 * c * dtype_bytes + 4 * shuffle_p)  # x, input, target; the owner map where shuffled
+    voxel_mem_s = batch * voxel_bytes / bw
+    voxel_issue_s = batch * (S / 4) / 32 * a["voxel_instr_per_group"] / (a["sms"] * a["issue_per_sm_per_clock"]) / hz
+    voxel_s = max(voxel_mem_s, voxel_issue_s)
+    window_bytes = shuffled * S * 4 * 2  # the window kernel reads and rewrites the shuffled samples' owner maps
+    shared_s = memset_s + owner_s + voxel_s + batch * 2e-9  # + params and curves (about 2 ns per sample)
+    for name, lat_s, issue_s, warps in (
+        ("old", old_latency_s, old_issue_s, warps_old),
+        ("new", new_latency_s, new_issue_s, warps_new),
+    ):
+        win_s = max(lat_s, issue_s, window_bytes / bw)
+        total = shared_s + win_s
+        out[name] = {
+            "window_path": "one warp per window (block path)" if name == "old" else "one thread per window",
+            "warps_per_sm": warps,
+            "window_latency_bound_ms": 1e3 * lat_s,
+            "window_issue_bound_ms": 1e3 * issue_s,
+            "window_ms": 1e3 * win_s,
+            "critical_path_cycles_per_window": float(lat.mean()) if name == "old" else None,
+            "critical_path_cycles_per_warp_of_32_windows": float(warp_lat.mean()) if name == "new" else None,
+            "total_ms": 1e3 * total,
+            "samples_per_s": batch / total,
+        }
+    # Projections, not this tree's kernels: what the next two steps would give in the same model.
+    # (1) lanes kept busy (a flattened per-lane step loop, so a warp no longer waits for its largest
+    # window: warp work = the mean lane's, not the slowest lane's; optimistic, as the windows' set-up
+    # would then diverge); (2) owners stamped per sample
+    # slab in shared memory (no global atomics) and written once, only for shuffled samples.
+    bal_lat_s = (
+        (shuffled * warps_per_sample * lane_lat[:w].reshape(-1, 32).mean(axis=1).mean()) / (a["sms"] * warps_new) / hz
+    )
+    bal_issue_s = (
+        (shuffled * warps_per_sample * lane_instr[:w].reshape(-1, 32).mean(axis=1).mean())
+        / (a["sms"] * a["issue_per_sm_per_clock"])
+        / hz
+    )
+    bal_win_s = max(bal_lat_s, bal_issue_s, window_bytes / bw)
+    # the slab stage: each shuffled sample's windows' boxes computed once (2 Philox blocks, 16 bytes
+    # each), read back from L2 by every slab of 4 planes, the slab's owners written once
+    slabs = -(-dims[0] // 4) if len(dims) == 3 else 1
+    boxes_s = shuffled * per_sample * (2 * a["instr_philox"] / 32) / (a["sms"] * a["issue_per_sm_per_clock"]) / hz
+    slab_owner_s = boxes_s + shuffled * slabs * per_sample * 16 / a["l2_bytes_per_s"] + batch * shuffle_p * S * 4 / bw
+    t1 = shared_s + bal_win_s
+    t2 = slab_owner_s + voxel_s + batch * 2e-9 + bal_win_s
+    out["projections"] = {
+        "balanced_lanes": {"window_ms": 1e3 * bal_win_s, "total_ms": 1e3 * t1, "samples_per_s": batch / t1},
+        "balanced_lanes_and_slab_owners": {
+            "owner_ms": 1e3 * slab_owner_s,
+            "total_ms": 1e3 * t2,
+            "samples_per_s": batch / t2,
+        },
+    }
+    out["shared_stages_ms"] = {
+        "owner_memset": 1e3 * memset_s,
+        "owner_atomics": 1e3 * owner_s,
+        "voxel": 1e3 * voxel_s,
+        "voxel_memory_bound": 1e3 * voxel_mem_s,
+        "voxel_issue_bound": 1e3 * voxel_issue_s,
+    }
+    out["bytes_per_sample"] = {
+        "voxel_kernel": voxel_bytes,
+        "owner_memset": S * 4,
+        "window_kernel": S * 4 * 2 * shuffle_p,
+        "atomics": float(per_sample * n.mean() * shuffle_p),
+    }
+    return out
+
+
+def gpu_markdown(m: dict) -> str:
+    a = m["assumptions"]
+    o, n, sh = m["old"], m["new"], m["shared_stages_ms"]
+    out = [
+        "## GPU model (no GPU has measured these numbers)",
+        "",
+        f"- {a['gpu']}: {a['sms']} SMs at {a['clock_ghz']} GHz, {a['dram_bytes_per_s'] / 1e12:.1f} TB/s "
+        f"(x{a['dram_efficiency']} reached), L2 atomics {a['l2_atomics_per_s'] / 1e9:.0f} G/s; latencies in clocks: "
+        f"L2 load {a['lat_l2']}, shared {a['lat_shared']}, barrier {a['lat_barrier']}, Philox block {a['lat_philox']}, "
+        f"32-bit division {a['lat_div32']}, 64-bit division {a['lat_div64']}; registers from ptxas "
+        f"(window block {a['regs_window_block']}, window thread {a['regs_window_thread']}, voxel {a['regs_voxel']})",
+        f"- {m['shape']}, batch {m['batch']}, float32, {m['num_windows']:,} windows, shuffle_p {m['shuffle_p']}; "
+        f"window statistics from {m['stat_samples']} samples' real windows: mean {m['window_voxels_mean']:.1f} voxels, "
+        f"largest {m['window_voxels_max']}, {100 * m['windows_owning_nothing']:.0f}% own no voxel",
+        "- each kernel's time: the largest of its latency bound (critical path x work / warps in flight), "
+        "issue bound (warp instructions / 4 per SM per clock) and memory bound",
+        "",
+        "| window path | warps per SM | critical path | window kernel: latency / issue bound | window kernel "
+        "| batch total | samples/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r, cp in (
+        (o, f"{o['critical_path_cycles_per_window']:.0f} clocks per window"),
+        (n, f"{n['critical_path_cycles_per_warp_of_32_windows']:.0f} clocks per warp of 32 windows"),
+    ):
+        out.append(
+            f"| {r['window_path']} | {r['warps_per_sm']} | {cp} | {r['window_latency_bound_ms']:.2f} / "
+            f"{r['window_issue_bound_ms']:.2f} ms | {r['window_ms']:.2f} ms | {r['total_ms']:.2f} ms | "
+            f"**{r['samples_per_s']:,.0f}** |"
+        )
+    b = m["bytes_per_sample"]
+    out += [
+        "",
+        f"Stages both paths share, per batch: owner map fill {sh['owner_memset']:.2f} ms, owner atomics "
+        f"{sh['owner_atomics']:.2f} ms, voxel kernel {sh['voxel']:.2f} ms "
+        f"(memory bound {sh['voxel_memory_bound']:.2f}, issue bound {sh['voxel_issue_bound']:.2f}). "
+        f"Bytes per sample: voxel kernel {b['voxel_kernel'] / 1e6:.2f} MB, "
+        f"owner fill {b['owner_memset'] / 1e6:.2f} MB, window kernel {b['window_kernel'] / 1e6:.2f} MB; "
+        f"{b['atomics']:,.0f} atomics per sample.",
+        "",
+        "Projections in the same model (not implemented): lanes kept busy by a flattened per-lane step loop "
+        f"{m['projections']['balanced_lanes']['samples_per_s']:,.0f} samples/s; that plus owners stamped in "
+        "shared-memory slabs (no global atomics, no fill for unshuffled samples) "
+        f"{m['projections']['balanced_lanes_and_slab_owners']['samples_per_s']:,.0f} samples/s.",
+        "",
+        "Sensitivity (samples/s, old / new path, one assumption changed at a time): "
+        + "; ".join(
+            ", ".join(f"{k} {v:g}" for k, v in r["change"].items()) + f": {r['old']:,.0f} / {r['new']:,.0f}"
+            for r in m.get("sensitivity", [])
+        )
+        + ".",
+        "",
+        f"Target: modelled >= 1,000,000 samples/s with the new path: {n['samples_per_s']:,.0f}, "
+        f"{'MET' if n['samples_per_s'] >= 1e6 else 'NOT MET'} (old path: {o['samples_per_s']:,.0f}).",
+        "",
+    ]
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_SHAPES)}")
@@ -189,6 +510,7 @@ def main(argv=None) -> int:
     ap.add_argument("--min-reps", type=int, default=3)
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output directory (default bench/results)")
+    ap.add_argument("--gpu-model-only", action="store_true", help="only the GPU model (seconds; no timing)")
     args = ap.parse_args(argv)
     shapes = args.shapes.split(",") if args.shapes else (QUICK_SHAPES if args.quick else SHAPES)
     engines = [e for e in args.engines.split(",") if e]
@@ -213,15 +535,36 @@ def main(argv=None) -> int:
         f"load avg={meta['load_average_start']}"
     )
     t0 = time.perf_counter()
-    records = measure(engines, shapes, args.seed, args.budget, args.min_reps)
+    model = gpu_model(seed=args.seed)
+    # how far the answer moves with the least certain assumptions (one changed at a time)
+    model["sensitivity"] = [
+        {
+            "change": change,
+            **{
+                path: gpu_model(seed=args.seed, stat_samples=2, a=dict(GPU_ASSUMPTIONS, **change))[path][
+                    "samples_per_s"
+                ]
+                for path in ("old", "new")
+            },
+        }
+        for change in (
+            {"l2_atomics_per_s": 1.0e11},
+            {"l2_atomics_per_s": 4.0e11},
+            {"lat_l2": 500},
+            {"lat_shared": 20, "lat_philox": 100},
+            {"voxel_instr_per_group": 600},
+        )
+    ]
+    print(gpu_markdown(model), flush=True)
+    records = [] if args.gpu_model_only else measure(engines, shapes, args.seed, args.budget, args.min_reps)
     meta["elapsed_s"] = round(time.perf_counter() - t0, 1)
     meta["load_average_end"] = load_average()
-    doc = {"meta": meta, "records": records, "targets": targets(records)}
+    doc = {"meta": meta, "records": records, "targets": targets(records), "gpu_model": model}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "work_model.json"), "w") as f:
         json.dump(doc, f, indent=1)
     with open(os.path.join(args.out, "work_model.md"), "w") as f:
-        f.write(markdown(doc))
+        f.write((markdown(doc) if records else "# genesis-ops work model\n\n") + "\n" + gpu_markdown(model))
     print(f"# wrote {args.out}/work_model.json and work_model.md ({meta['elapsed_s']} s)")
     return 0
 

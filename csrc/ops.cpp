@@ -57,7 +57,9 @@ STABLE_TORCH_LIBRARY(genesis, m) {
     if (r.emulated) genesis::define(m, std::string(genesis::kEmulatedPrefix) + r.name, r);
   }
   // Test hook: the CUDA launch plan (bodies/launch_plan.h) for a shape, without a tensor or a GPU.
-  m.def("_launch_plan(int[] sizes, float shuffle_p, int num_windows, float nonlinear_p, bool params_given) -> int[]");
+  m.def(
+      "_launch_plan(int[] sizes, float shuffle_p, int num_windows, float nonlinear_p, bool params_given, "
+      "int free_bytes=0) -> int[]");
   // Test hook: 0 runs, 1 no code for the GPU, 2 only PTX newer than the driver (cuda/arch_fit.h).
   m.def("_arch_fit(str archs, int major, int minor, int driver, int runtime) -> int");
 }

@@ -1,13 +1,19 @@
 """The CUDA launch without a GPU: its launch plan (grids, shared memory, scratch) at extreme sizes
-through the genesis::_launch_plan hook, and the emulated launch (csrc/emulate, the GPU's bodies over
-the GPU's grids) on the paths the small shapes of test_ops_vs_reference.py do not reach: the window
-kernel's global-memory fallback for large windows, and explicit control points outside [0, 1]."""
+through the genesis::_launch_plan hook, and the emulated launch (csrc/emulate, the GPU's launch
+sequence over the GPU's grids) on the paths the small shapes of test_ops_vs_reference.py do not
+reach. The window stage has three paths, chosen by the largest window of a volume: one thread per
+window (up to 128 voxels), one warp per window with its permutation in shared memory (up to 6016),
+and one warp per window with a slice of global scratch (the rest); each is checked bit for bit
+against the NumPy reference and the CPU kernels, on both sides of each boundary. Also: explicit
+control points outside [0, 1]."""
 
 import math
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 import genesis_ops as go
 from genesis_ops import reference as ref
@@ -32,6 +38,9 @@ PLAN_FIELDS = (
     "owner_bytes",
     "window_bytes",
     "scratch_bytes",
+    "window_per_thread",
+    "window_slice_stride",
+    "voxel_vector",
 )
 MAX_GRID_X, MAX_GRID_Y = 2**31 - 1, 65535
 SAMPLE_PARAMS_BYTES = 200
@@ -76,7 +85,7 @@ def test_launch_plan_within_cuda_limits_at_extreme_sizes(sizes, num_windows):
     assert_grids_valid(p, sizes)
     assert p["window_items"] == sizes[0] * num_windows  # 64-bit item count, no wrap
     assert p["owner_x"] >= 1 and p["window_x"] >= 1 and p["curve_x"] >= 1
-    assert p["window_threads"] == 32
+    assert p["window_threads"] == (128 if p["window_per_thread"] else 32)
     assert p["window_shared_bytes"] <= 47 * 1024  # + WindowState (static) within 48 KB
     assert p["window_bytes"] <= 256 * 2**20
 
@@ -93,6 +102,73 @@ def test_launch_plan_window_memory_choice():
     assert p["window_bytes"] == p["window_x"] * 8 * 6400 and 1 <= p["window_x"] <= 40000
     p = plan((1, 1, 40, 33), shuffle_p=1.0, num_windows=5)
     assert p["window_capacity"] == 4 * 3
+
+
+def window_path(p):
+    if p["window_per_thread"]:
+        return "thread"
+    return "block_shared" if p["window_in_shared"] else "block_global"
+
+
+# (shape, path): the largest window is prod(max(1, side // 10)) voxels.
+PATH_SHAPES = [
+    ((2, 1, 64, 64, 32), "thread"),  # the throughput target's volume: windows up to 6 x 6 x 3 = 108
+    ((1, 1, 80, 160), "thread"),  # 8 x 16 = 128: the largest thread-path window (2D)
+    ((1, 1, 40, 40, 80), "thread"),  # 4 x 4 x 8 = 128 (3D)
+    ((1, 1, 80, 170), "block_shared"),  # 8 x 17 = 136: just past the boundary
+    ((1, 1, 40, 40, 90), "block_shared"),  # 4 x 4 x 9 = 144
+    ((1, 2, 100, 100, 30), "block_shared"),  # 10 x 10 x 3 = 300, two channels
+    ((1, 1, 770, 780), "block_shared"),  # 77 x 78 = 6006 <= 6016: the largest in shared memory
+    ((1, 1, 790, 770), "block_global"),  # 79 x 77 = 6083 > 6016: global slices
+]
+
+
+def test_launch_plan_window_paths():
+    """The path follows the largest window; the thread path gives each of its 128 threads a slice of
+    an odd number of 4-byte words (threads at the same position hit different banks)."""
+    for shape, path in PATH_SHAPES:
+        p = plan(shape, shuffle_p=1.0, num_windows=100)
+        assert window_path(p) == path, shape
+        cap = p["window_capacity"]
+        assert cap == math.prod(max(1, d // 10) for d in shape[2:])
+        if path == "thread":
+            assert cap <= 128 and p["window_threads"] == 128 and p["window_bytes"] == 0
+            stride = p["window_slice_stride"]
+            assert stride >= cap and stride % 4 == 0 and (stride // 4) % 2 == 1
+            assert p["window_shared_bytes"] == 128 * stride
+            assert p["window_x"] == -(-p["window_items"] // 128)
+        else:
+            assert cap > 128 and p["window_threads"] == 32 and p["window_slice_stride"] == 0
+    assert plan((1, 1, 64, 64, 32), shuffle_p=1.0, num_windows=100)["window_slice_stride"] == 108  # 27 words
+    assert plan((1, 1, 80, 160), shuffle_p=1.0, num_windows=100)["window_slice_stride"] == 132  # 32 -> 33 words
+    # shuffle_mask needs no permutation: no window kernel on any path
+    assert plan((1, 1, 64, 64, 32), shuffle_p=0.0, num_windows=100)["window_x"] == 0
+
+
+def test_window_global_scratch_cap_from_free_memory():
+    """Large windows' global slices: an eighth of the device's free memory, within [256 MB, 4 GB];
+    free_bytes=0 (the emulation, or no query) keeps the fixed 256 MB."""
+    sizes = (1, 1, 512, 512, 512)
+    per_window = 8 * 51**3
+    for free, cap in [
+        (0, 256 << 20),
+        (1 << 30, 256 << 20),  # an eighth would be 128 MB: not below what every call could take
+        (16 << 30, 2 << 30),
+        (141 << 30, 4 << 30),  # an empty H200: the 4 GB ceiling
+    ]:
+        values = torch.ops.genesis._launch_plan(list(sizes), 1.0, 10000, 0.0, False, free)
+        p = dict(zip(PLAN_FIELDS, values, strict=True))
+        assert window_path(p) == "block_global"
+        assert p["window_x"] == min(10000, cap // per_window), free
+        assert p["window_bytes"] == p["window_x"] * per_window <= cap
+    assert plan(sizes, shuffle_p=1.0, num_windows=10000)["window_x"] == (256 << 20) // per_window
+
+
+def test_launch_plan_vector_stores_where_groups_align():
+    assert plan((2, 1, 64, 64, 32))["voxel_vector"] == 1
+    assert plan((2, 1, 4, 6))["voxel_vector"] == 1
+    assert plan((2, 1, 5, 7))["voxel_vector"] == 0  # 35 voxels: groups of 4 straddle the planes
+    assert plan((2, 3, 3, 5, 7))["voxel_vector"] == 0
 
 
 def test_launch_plan_scratch_only_for_what_the_op_runs():
@@ -121,9 +197,10 @@ def test_launch_plan_rejects_bad_sizes():
 
 
 def _emulated_shuffle(x, num_windows, seed):
-    return torch.ops.genesis._emulated_cuda_models_genesis(x, 0.0, 1.0, num_windows, 0.0, 0.0, 0.0, 0.0, 1.0, seed, 0)[
-        0
-    ]
+    raw_seed = go._checks.resolve_seed(seed, None)
+    return torch.ops.genesis._emulated_cuda_models_genesis(
+        x, 0.0, 1.0, num_windows, 0.0, 0.0, 0.0, 0.0, 1.0, raw_seed, 0
+    )[0]
 
 
 @pytest.mark.parametrize("shape,num_windows", [((2, 1, 800, 800), 40), ((1, 1, 20, 560, 560), 30)])
@@ -167,3 +244,80 @@ def test_bezier_control_points_outside_unit_square_are_clamped_on_every_path():
 def test_reference_clamp_rule():
     cp = np.array([-1.0, 0.0, 0.25, 1.0, 3.0, np.nan, np.inf, -np.inf])
     assert np.array_equal(ref.clamp_control_points(cp), [0.0, 0.0, 0.25, 1.0, 1.0, 0.0, 1.0, 0.0])
+
+
+def _check_shuffle_paths(x, num_windows, seed):
+    got = _emulated_shuffle(x, num_windows, seed)
+    expected = ref.local_shuffle(x.numpy(), p=1.0, num_windows=num_windows, seed=seed)
+    assert torch.equal(got, torch.from_numpy(expected))
+    assert torch.equal(got, go.local_shuffle(x, p=1.0, num_windows=num_windows, seed=seed))
+    return got
+
+
+@pytest.mark.parametrize(
+    "shape,path", PATH_SHAPES[:6], ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else v
+)
+def test_emulated_window_paths_match_reference(shape, path):
+    """Every window path, on both sides of the thread path's boundary, equals the reference and the
+    CPU kernels bit for bit (the global path: test_emulated_window_kernel_global_fallback_matches_reference)."""
+    assert window_path(plan(shape, shuffle_p=1.0, num_windows=60)) == path
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape)))
+    got = _check_shuffle_paths(x, 60, 11)
+    assert not torch.equal(got, x)
+
+
+@st.composite
+def path_volumes(draw, path):
+    """Volumes whose largest window (the product of the sides // 10) takes `path`: "thread" (at most
+    128 voxels) or "block" (more; up to 16 x 16 in 2D, 7 x 7 x 7 in 3D), any remainders."""
+    nd = draw(st.sampled_from([2, 3]))
+    top = 16 if nd == 2 else 7
+    sides = [draw(st.integers(0, top)) for _ in range(nd)]
+    # repair towards the path (no filtering): grow the smallest side, or shrink the largest
+    while path == "block" and math.prod(max(1, w) for w in sides) <= 128:
+        sides[sides.index(min(sides))] += 1
+    while path == "thread" and math.prod(max(1, w) for w in sides) > 128:
+        sides[sides.index(max(sides))] -= 1
+    spatial = tuple(10 * w + draw(st.integers(0 if w else 1, 9)) for w in sides)
+    batch = draw(st.integers(1, 2))
+    channels = draw(st.integers(1, 2))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
+    return torch.rand((batch, channels) + spatial, generator=g)
+
+
+@pytest.mark.parametrize("path", ["thread", "block"])
+@settings(max_examples=25, deadline=None)
+@given(data=st.data(), num_windows=st.integers(1, 40), seed=st.integers(0, 2**64 - 1))
+def test_emulated_shuffle_over_shapes_matches_reference(path, data, num_windows, seed):
+    x = data.draw(path_volumes(path))
+    assert window_path(plan(tuple(x.shape), shuffle_p=1.0, num_windows=num_windows)).startswith(path)
+    _check_shuffle_paths(x, num_windows, seed)
+
+
+@pytest.mark.parametrize("path", ["thread", "block"])
+@settings(max_examples=15, deadline=None)
+@given(
+    data=st.data(),
+    num_windows=st.integers(1, 30),
+    seed=st.integers(0, 2**64 - 1),
+    shuffle_p=st.sampled_from([0.5, 1.0]),
+)
+def test_emulated_fused_with_masks_over_shapes_matches_reference_and_cpu(path, data, num_windows, seed, shuffle_p):
+    """Every stage with masks on each window path, and the voxel kernel's vector stores where the
+    spatial size is a multiple of 4 (scalar stores elsewhere)."""
+    x = data.draw(path_volumes(path))
+    cfg = go.GenesisConfig(
+        flip_p=0.4, shuffle_p=shuffle_p, num_windows=num_windows, nonlinear_p=0.9, paint_p=0.9, inpaint_rate=0.5
+    )
+    p = plan(tuple(x.shape), shuffle_p=shuffle_p, num_windows=num_windows, nonlinear_p=0.9)
+    assert window_path(p).startswith(path)
+    event(f"vector stores {bool(p['voxel_vector'])}")
+    lo, hi = cfg.value_range
+    raw_seed = go._checks.resolve_seed(seed, None)
+    args = (cfg.flip_p, shuffle_p, num_windows, cfg.nonlinear_p, cfg.paint_p, cfg.inpaint_rate, lo, hi, raw_seed, 0)
+    got = torch.ops.genesis._emulated_cuda_models_genesis_masked(x, *args)
+    expected = ref.models_genesis(x.numpy(), cfg, seed=seed, return_masks=True)
+    cpu = go.models_genesis(x, cfg, seed=seed, return_masks=True)
+    for g, e, c in zip(got, expected, cpu, strict=True):
+        assert torch.equal(g, torch.from_numpy(np.ascontiguousarray(e)).to(g.dtype))
+        assert torch.equal(g, c)

@@ -1,17 +1,15 @@
 #pragma once
-// The bodies of the CUDA kernels, one call per grid point (or per thread and phase).
-// csrc/cuda/cuda_kernels.cu wraps each in a thin __global__ function; csrc/emulate/
-// emulate_cuda.cpp runs the same bodies over the same grids (bodies/launch_plan.h) on the CPU,
-// phase by phase where the GPU separates phases by barriers, so that tests exercise what the
-// GPU runs on machines without one.
+// The bodies of the CUDA kernels, one call per grid point (or per thread and phase). The kernels
+// that call them, and the order of the launches, are written once in bodies/launch_sequence.h,
+// which the GPU (csrc/cuda/cuda_kernels.cu) and the CPU emulation (csrc/emulate) both run.
 //
 // Launch sequence (one launch per stage, grids from launch_plan):
 //   1. params_body        per sample                      per-sample parameters (drawn or given)
 //   2. curve_point_body   per (sample, point)             polyline of the intensity curve
 //      curve_grid_body    per (sample, grid point)        index grid (needs all points; barrier)
 //   3. owner_body         per (sample, window)            owner[b, v] = max k of windows covering v
-//   4. window_*           one warp per (sample, window)   the owner's permutation, built once:
-//                                                         owner[b, v] = encoded source voxel
+//   4. window_thread_body per (sample, window), a thread  the owner's permutation, built once:
+//      or window_*        or a warp (large windows)       owner[b, v] = encoded source voxel
 //   5. voxel_group_body   per 4 voxels of a sample        input and target, all channels (and the mask)
 // The mask-only ops (paint_mask, shuffle_mask) run 1, 3 (shuffle_mask) and mask_group_body instead of 5.
 #include "bodies/launch_plan.h"
@@ -74,7 +72,51 @@ GENESIS_HD void owner_body(const PipelineConfig& cfg, const Shape& shape, const 
         atomic_max(own + (z * shape.dim[1] + y) * shape.dim[2] + x, static_cast<int32_t>(k));
 }
 
-// ---- the window kernel: one warp per (sample, window) -----------------------------------------
+// ---- window geometry without run-time divisions ------------------------------------------------
+// p / d for a divisor d fixed per window, as one 64-bit multiply and shift: with
+// s = 32 + ceil(log2 d) and m = floor(2^s / d) + 1, floor(p * m / 2^s) = floor(p / d) for every
+// p < 2^32 (the error p * (m - 2^s / d) / 2^s stays below 1 / d because p * d < 2^s), and
+// p * m < 2^64 because positions stay below 2^31 (a volume's voxel count) and m <= 2^33.
+struct FastDiv {
+  uint64_t m;
+  uint32_t s;
+  GENESIS_HD uint32_t operator()(uint32_t p) const { return static_cast<uint32_t>((p * m) >> s); }
+};
+
+GENESIS_HD FastDiv make_fast_div(uint32_t d) {
+  uint32_t log2_ceil = 0;
+  while ((uint64_t{1} << log2_ceil) < d) ++log2_ceil;
+  const uint32_t s = 32 + log2_ceil;
+  return FastDiv{(uint64_t{1} << s) / d + 1, s};
+}
+
+// Window w of a volume: local (row-major) position p -> spatial index, with the two divisions by
+// the window's row and plane sizes precomputed.
+struct WindowGeometry {
+  int64_t base;        // spatial index of the window's first voxel
+  int64_t row, plane;  // the volume's strides (W, H x W)
+  uint32_t n, sx, sy;  // window volume, row and column sizes
+  FastDiv div_x, div_y;
+  GENESIS_HD int64_t voxel(uint32_t p) const {
+    const uint32_t lzy = div_x(p), lx = p - lzy * sx, lz = div_y(lzy), ly = lzy - lz * sy;
+    return base + static_cast<int64_t>(lz) * plane + static_cast<int64_t>(ly) * row + lx;
+  }
+};
+
+GENESIS_HD WindowGeometry window_geometry(const Shape& shape, const Box& w) {
+  WindowGeometry g;
+  g.row = shape.dim[2];
+  g.plane = shape.dim[1] * shape.dim[2];
+  g.base = w.start[0] * g.plane + w.start[1] * g.row + w.start[2];
+  g.n = static_cast<uint32_t>(w.volume());
+  g.sx = static_cast<uint32_t>(w.size[2]);
+  g.sy = static_cast<uint32_t>(w.size[1]);
+  g.div_x = make_fast_div(g.sx);
+  g.div_y = make_fast_div(g.sy);
+  return g;
+}
+
+// ---- the window kernel, block path: one warp per (sample, window) ------------------------------
 // Window k builds its Fisher-Yates permutation once (as the CPU does, cpu/shuffle_map.h) and
 // replaces owner[v] = k of each voxel v it owns by encode_source(the voxel v reads). Phases, each
 // ended by a barrier (the GPU kernel) or run for all lanes before the next (the emulation):
@@ -88,7 +130,8 @@ GENESIS_HD void owner_body(const PipelineConfig& cfg, const Shape& shape, const 
 //   writes  all lanes: owned positions p >= pmin get encode_source(voxel of a[p])
 // Work per window is O(n): linear in the voxels the windows cover. perm and draws (capacity
 // positions each) are in shared memory, or in a global slice per block for large windows
-// (launch_plan). Ownership tests stay valid while other windows write: a voxel's entry changes
+// (launch_plan). Windows of at most kSmallWindowVoxels voxels take the thread path instead
+// (window_thread_body below). Ownership tests stay valid while other windows write: a voxel's entry changes
 // from k to an encoded source only by its owner k, and encoded sources are negative.
 constexpr uint32_t kNoPosition = ~0u;
 
@@ -100,19 +143,11 @@ struct WindowState {
   uint64_t seed;
   uint32_t sample, k, n, pmin, first;
   int32_t active;
-  Box w;
+  WindowGeometry g;
   uint32_t lane_min[kWarpSize];
 };
 static_assert(sizeof(WindowState) + kWindowSharedBytes <= 48 * 1024,
               "the window kernel's static and dynamic shared memory must fit the default 48 KB");
-
-// Spatial index of local (row-major) position p of window w: 32-bit local arithmetic.
-GENESIS_HD int64_t window_voxel(const Shape& shape, const Box& w, uint32_t p) {
-  const uint32_t sx = static_cast<uint32_t>(w.size[2]), sy = static_cast<uint32_t>(w.size[1]);
-  const uint32_t lx = p % sx, lzy = p / sx, ly = lzy % sy, lz = lzy / sy;
-  return ((w.start[0] + static_cast<int64_t>(lz)) * shape.dim[1] + (w.start[1] + ly)) * shape.dim[2] +
-         (w.start[2] + lx);
-}
 
 GENESIS_HD void window_begin(const PipelineConfig& cfg, const Shape& shape, const SampleParams* params, int64_t item,
                              WindowState& st) {
@@ -122,8 +157,8 @@ GENESIS_HD void window_begin(const PipelineConfig& cfg, const Shape& shape, cons
   st.sample = params[st.b].sample;
   st.active = params[st.b].shuffle;
   if (!st.active) return;
-  st.w = shuffle_window(st.seed, st.sample, st.k, shape);
-  st.n = static_cast<uint32_t>(st.w.volume());
+  st.g = window_geometry(shape, shuffle_window(st.seed, st.sample, st.k, shape));
+  st.n = st.g.n;
 }
 
 GENESIS_HD void window_claims(const Shape& shape, const int32_t* owner, WindowState& st, uint32_t lane) {
@@ -131,7 +166,7 @@ GENESIS_HD void window_claims(const Shape& shape, const int32_t* owner, WindowSt
   const int32_t* own = owner + st.b * shape.spatial();
   uint32_t m = kNoPosition;
   for (uint32_t p = lane; p < st.n; p += kWarpSize) {
-    if (own[window_voxel(shape, st.w, p)] == static_cast<int32_t>(st.k)) {
+    if (own[st.g.voxel(p)] == static_cast<int32_t>(st.k)) {
       m = p;  // a lane's positions increase: its first owned one is its smallest
       break;
     }
@@ -178,14 +213,48 @@ GENESIS_HD void window_writes(const Shape& shape, int32_t* owner, const WindowSt
   if (!st.active) return;
   int32_t* own = owner + st.b * shape.spatial();
   for (uint32_t p = st.pmin + lane; p < st.n; p += kWarpSize) {
-    int32_t& o = own[window_voxel(shape, st.w, p)];
-    if (o == static_cast<int32_t>(st.k)) o = encode_source(window_voxel(shape, st.w, draws[p]));
+    int32_t& o = own[st.g.voxel(p)];
+    if (o == static_cast<int32_t>(st.k)) o = encode_source(st.g.voxel(draws[p]));
   }
 }
 
-// perm and draws of a block of the window kernel: shared memory, or its global slice.
-GENESIS_HD uint32_t* window_slice(bool in_shared, int64_t capacity, uint32_t* shared, uint32_t* global, int64_t block) {
-  return in_shared ? shared : global + block * 2 * capacity;
+// ---- the window kernel, thread path: one thread per (sample, window) ---------------------------
+// The same permutation and writes as the block path, by one thread: scan for pmin (the smallest
+// owned position), then the Fisher-Yates steps i = n-1 .. max(1, pmin) with the words of
+// kShufflePerm/k (one Philox block per 4 steps), each step writing position i's source at once
+// (a[i] is final after step i), then position 0 if it is owned. perm: the thread's slice of at
+// least capacity bytes (positions < kSmallWindowVoxels <= 256).
+GENESIS_HD void window_thread_body(const PipelineConfig& cfg, const Shape& shape, const SampleParams* params,
+                                   int32_t* owner, int64_t item, uint8_t* perm) {
+  const int64_t b = item / cfg.num_windows;
+  if (!params[b].shuffle) return;
+  const uint64_t seed = params[b].seed;
+  const uint32_t k = static_cast<uint32_t>(item % cfg.num_windows), sample = params[b].sample;
+  const WindowGeometry g = window_geometry(shape, shuffle_window(seed, sample, k, shape));
+  int32_t* own = owner + b * shape.spatial();
+  const int32_t key = static_cast<int32_t>(k);
+  uint32_t pmin = 0;
+  while (pmin < g.n && own[g.voxel(pmin)] != key) ++pmin;
+  if (pmin == g.n) return;  // no voxel owned: nothing to write
+  for (uint32_t p = 0; p < g.n; ++p) perm[p] = static_cast<uint8_t>(p);
+  const Stream s(seed, sample, kShufflePerm, k);
+  const uint32_t first = pmin > 1u ? pmin : 1u;
+  Words4 words{{0u, 0u, 0u, 0u}};
+  uint32_t block = kNoPosition;
+  for (uint32_t i = g.n - 1; i >= first; --i) {
+    if (i / 4 != block) {
+      block = i / 4;
+      words = s.block(block);
+    }
+    const uint32_t r = i & 3u;  // selects, not a run-time index (which would put words on the GPU's stack)
+    const uint32_t w = r == 0 ? words.w[0] : r == 1 ? words.w[1] : r == 2 ? words.w[2] : words.w[3];
+    const uint32_t j = uniform_below(w, i + 1u);
+    const uint8_t src = perm[j];
+    perm[j] = perm[i];
+    int32_t& o = own[g.voxel(i)];
+    if (o == key) o = encode_source(g.voxel(src));
+  }
+  if (pmin == 0) own[g.voxel(0)] = encode_source(g.voxel(perm[0]));  // owned: it is pmin
 }
 
 // ---- the voxel kernel: kVoxelsPerThread consecutive voxels of one sample per thread --------------
@@ -204,6 +273,41 @@ GENESIS_HD void next_voxel(const Shape& shape, int64_t& z, int64_t& y, int64_t& 
 // index k >= 0 (the owner kernel's result) or an encoded source < -1 (the window kernel's).
 GENESIS_HD bool owner_covers(int32_t o) { return o != -1; }
 
+// Four values to consecutive elements: on the GPU one aligned vector store when `vector` (dst then
+// starts on a multiple of 4 elements of an aligned buffer), which fills whole 32-byte sectors
+// where 4 scalar stores 16 bytes apart used a quarter of one each; the host stores them one by
+// one. The values written are the same either way.
+template <typename T>
+struct alignas(4 * sizeof(T)) Pack4 {
+  T v[4];
+};
+
+template <typename T>
+GENESIS_HD void store_group(T* dst, const T (&v)[kVoxelsPerThread], int count, bool vector) {
+#if defined(__CUDA_ARCH__)
+  if (vector && count == kVoxelsPerThread) {
+    *reinterpret_cast<Pack4<T>*>(dst) = Pack4<T>{{v[0], v[1], v[2], v[3]}};
+    return;
+  }
+#endif
+  GENESIS_UNROLL
+  for (int q = 0; q < kVoxelsPerThread; ++q)
+    if (q < count) dst[q] = v[q];
+}
+
+// The mask bytes of a group (byte q of word: voxel q), as one 4-byte store on the GPU when `vector`.
+GENESIS_HD void store_mask_group(uint8_t* dst, uint32_t word, int count, bool vector) {
+#if defined(__CUDA_ARCH__)
+  if (vector && count == kVoxelsPerThread) {
+    *reinterpret_cast<uint32_t*>(dst) = word;
+    return;
+  }
+#endif
+  GENESIS_UNROLL
+  for (int q = 0; q < kVoxelsPerThread; ++q)
+    if (q < count) dst[q] = static_cast<uint8_t>(word >> (8 * q));
+}
+
 // Input (and target, if not null) of voxels 4g .. 4g+3 of sample b, all channels, and, with kMask,
 // their mask bytes (kMaskShuffled | kMaskPainted; one per voxel, not per channel). kMask is a
 // template parameter so that the plain ops' code is what it was without masks (registers
@@ -212,13 +316,16 @@ template <bool kMask, typename T>
 GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input, T* __restrict__ target,
                                  uint8_t* __restrict__ mask, const Shape& shape, const PipelineConfig& cfg,
                                  const SampleParams* params, const float* xs, const float* ys, const int32_t* grid,
-                                 const int32_t* owner, int64_t b, int64_t g) {
+                                 const int32_t* owner, int64_t b, int64_t g, bool vector) {
   const SampleParams& p = params[b];  // a reference: a copy would put 200 bytes on every thread's stack
   const int64_t S = shape.spatial(), v0 = g * kVoxelsPerThread;
   const int count = static_cast<int>(min64(kVoxelsPerThread, S - v0));
   const uint32_t sample = p.sample;
-  int64_t tgt_src[kVoxelsPerThread], in_src[kVoxelsPerThread];
+  // Spatial indices fit 32 bits (a volume has < 2^31 voxels): half the registers of int64, which
+  // keeps the 4 voxels' state and a group's 4 values within the launch bounds without spilling.
+  int32_t tgt_src[kVoxelsPerThread], in_src[kVoxelsPerThread];
   bool noise[kVoxelsPerThread];
+  uint32_t mask_word = 0;  // voxel q's mask byte in byte q (little-endian: the order of the bytes in memory)
   bool any_noise = false;
   int64_t z, y, xx;
   unravel(shape, v0, z, y, xx);
@@ -226,7 +333,7 @@ GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input,
   for (int q = 0; q < kVoxelsPerThread; ++q) {
     if (q < count) {
       const int64_t v = v0 + q;
-      tgt_src[q] = flip_source(shape, p.flip_mask, z, y, xx);
+      tgt_src[q] = static_cast<int32_t>(flip_source(shape, p.flip_mask, z, y, xx));
       in_src[q] = tgt_src[q];
       bool covered = false;
       if (p.shuffle) {
@@ -235,25 +342,34 @@ GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input,
         if (o < -1) {  // encode_source: the window kernel's result
           int64_t sz, sy, sx;
           unravel(shape, -2 - static_cast<int64_t>(o), sz, sy, sx);
-          in_src[q] = flip_source(shape, p.flip_mask, sz, sy, sx);
+          in_src[q] = static_cast<int32_t>(flip_source(shape, p.flip_mask, sz, sy, sx));
         }
       }
       noise[q] = paint_replaces(p, z, y, xx);
       any_noise = any_noise || noise[q];
-      if (kMask) mask[b * S + v] = static_cast<uint8_t>((covered ? kMaskShuffled : 0) | (noise[q] ? kMaskPainted : 0));
+      if (kMask)
+        mask_word |= static_cast<uint32_t>((covered ? kMaskShuffled : 0) | (noise[q] ? kMaskPainted : 0)) << (8 * q);
       next_voxel(shape, z, y, xx);
     }
   }
+  if (kMask) store_mask_group(mask + b * S + v0, mask_word, count, vector);
   const float lo = p.lo, range = p.range;
   for (int64_t c = 0; c < shape.channels; ++c) {
     const int64_t plane = (b * shape.channels + c) * S;
     Words4 nw{{0u, 0u, 0u, 0u}};
     if (any_noise) nw = Stream(p.seed, sample, kNoise, static_cast<uint32_t>(c)).block(static_cast<uint32_t>(g));
+    // The target's 4 values, then the input's: 4 values live at a time, not 8 (which spilled).
+    if (target != nullptr) {
+      T tgt[kVoxelsPerThread];
+      GENESIS_UNROLL
+      for (int q = 0; q < kVoxelsPerThread; ++q)
+        if (q < count) tgt[q] = x[plane + tgt_src[q]];
+      store_group(target + plane + v0, tgt, count, vector);
+    }
+    T in[kVoxelsPerThread];
     GENESIS_UNROLL
     for (int q = 0; q < kVoxelsPerThread; ++q) {
       if (q < count) {
-        const int64_t v = v0 + q;
-        if (target != nullptr) target[plane + v] = x[plane + tgt_src[q]];
         T out;
         if (noise[q]) {
           out = FromFloat<T>::apply(noise_from_word(nw.w[q], lo, range));
@@ -264,9 +380,10 @@ GENESIS_HD void voxel_group_body(const T* __restrict__ x, T* __restrict__ input,
         } else {
           out = x[plane + in_src[q]];
         }
-        input[plane + v] = out;
+        in[q] = out;
       }
     }
+    store_group(input + plane + v0, in, count, vector);
   }
 }
 

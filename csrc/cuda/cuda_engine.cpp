@@ -162,6 +162,26 @@ struct CudaEngine {
   }
 
  private:
+  // The launch plan on the current device: where large windows need global scratch, its cap
+  // comes from the device's free memory (one driver query, only then). Not while the stream is
+  // being captured into a CUDA graph, where a query outside the stream could invalidate the
+  // capture: the fixed cap then, which a replay can always use.
+  static LaunchPlan device_plan(const Shape& shape, const PipelineConfig& cfg, cudaStream_t stream) {
+    const LaunchPlan plan = launch_plan(shape, cfg);
+    if (plan.window_bytes == 0) return plan;
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone) {
+      (void)cudaGetLastError();
+      return plan;
+    }
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+      (void)cudaGetLastError();  // not fatal: keep the fixed cap
+      return plan;
+    }
+    return launch_plan(shape, cfg, window_global_cap(static_cast<int64_t>(free_bytes)));
+  }
+
   // What a launch needs on x's device (under its guard): the device checked, the current stream,
   // and scratch for only what this op runs (launch_plan): curve tables only where curves are built,
   // the shuffle's owner map only where windows shuffle. One allocation, carved as planned, or,
@@ -173,7 +193,7 @@ struct CudaEngine {
     Scratch s;
     Launch(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, const char* op)
         : stream((check_device(x.get_device_index(), op), current_stream(x.get_device_index(), op))),
-          plan(launch_plan(shape, cfg)) {
+          plan(device_plan(shape, cfg, stream)) {
       if (!separate_scratch()) {
         scratch.push_back(scratch_bytes(x, plan.scratch_bytes));
         s = carve_scratch(plan, shape.batch, scratch.back().mutable_data_ptr());

@@ -1,129 +1,96 @@
-// An emulated CUDA launch: runs the CUDA kernels' bodies (bodies/launch_bodies.h) over their
-// whole grids on the CPU, sequentially, in the same launch order, with the same buffers. Tests
-// compare it with the NumPy reference so the code the GPU runs is checked on every machine,
-// including CI without a GPU. Registered for CPU tensors as genesis::_emulated_cuda_* (EmulatedEngine, op_entries.h).
+// An emulated CUDA launch: runs the launch sequence of the CUDA kernels (bodies/launch_sequence.h)
+// over their whole grids on the CPU, block after block, with the same buffers. Tests compare it
+// with the NumPy reference so the code the GPU runs is checked on every machine, including CI
+// without a GPU. Registered for CPU tensors as genesis::_emulated_cuda_* (EmulatedEngine, op_entries.h).
 #include <algorithm>
+#include <vector>
 
-#include "bodies/launch_bodies.h"
-#include "bodies/value_range.h"
+#include "bodies/launch_sequence.h"
 #include "op_entries.h"
 
 namespace genesis {
 namespace {
 
-struct SequentialAtomicMax {
-  void operator()(int32_t* address, int32_t value) const { *address = std::max(*address, value); }
+// The block context of bodies/launch_sequence.h on the CPU: one block at a time; threads(f) and
+// phase(f) run f for every thread of the block in turn, so each phase ends, for all threads,
+// before the next begins (what the GPU's barrier guarantees).
+struct SequentialCtx {
+  int64_t bx, by;
+  const Grid* grid;
+  uint32_t* shared;  // the block's dynamic shared memory (grid->shared_bytes)
+  void* state;       // its static shared memory (block_shared)
+
+  int64_t block_x() const { return bx; }
+  int64_t block_y() const { return by; }
+  int64_t grid_x() const { return grid->x; }
+  int64_t grid_y() const { return grid->y; }
+  int64_t threads() const { return grid->threads; }
+  template <class F>
+  void threads(F&& f) const {
+    for (int64_t t = 0; t < grid->threads; ++t) f(t);
+  }
+  template <class F>
+  void phase(F&& f) const {
+    threads(f);
+  }
+  uint32_t* shared_words() const { return shared; }
+  template <class T>
+  T& block_shared() const {
+    static_assert(sizeof(T) <= kStaticSharedBytes && alignof(T) <= 16, "static shared state too large");
+    return *static_cast<T*>(state);
+  }
+  void atomic_max(int32_t* address, int32_t value) const { *address = std::max(*address, value); }
+  static constexpr size_t kStaticSharedBytes = 4096;
 };
 
-// Runs body(block, thread) for every thread of every block of grid g (x fastest, as blocks are numbered).
-template <typename Body>
-void for_grid(const Grid& g, Body&& body) {
-  for (int64_t by = 0; by < g.y; ++by)
-    for (int64_t bx = 0; bx < g.x; ++bx)
-      for (int64_t t = 0; t < g.threads; ++t) body(bx, by, t);
-}
+struct EmulationLauncher {
+  using Status = int;
+  static constexpr int kOk = 0;
 
-// The launch sequence of csrc/cuda/cuda_kernels.cu over the grids of launch_plan, each kernel's
-// loops written as there. Kernels without barriers run thread by thread; the curve and window
-// kernels run phase by phase (every thread of a block finishes a phase before the next starts).
-// emulate_prepare: launches 1 to 4 (launch_prepare in cuda_kernels.cu), into scratch carved from
-// scratch_words; then emulate runs the voxel kernel, emulate_mask the mask-only kernel.
-Scratch emulate_prepare(const Shape& shape, const PipelineConfig& cfg, const LaunchPlan& plan,
-                        std::vector<uint64_t>& scratch_words) {
-  const int64_t B = shape.batch;
-  scratch_words.assign(static_cast<size_t>(plan.scratch_bytes / 8 + 1), 0);
-  const Scratch s = carve_scratch(plan, B, scratch_words.data());
-  const int64_t param_threads = plan.params.x * plan.params.threads;
-  for_grid(plan.params, [&](int64_t bx, int64_t, int64_t t) {
-    for (int64_t b = bx * plan.params.threads + t; b < B; b += param_threads) params_body(cfg, shape, s.params, b);
-  });
-  if (plan.curves) {
-    const int64_t T = plan.curve.threads;
-    for (int64_t blk = 0; blk < plan.curve.x; ++blk)
-      for (int64_t b = blk; b < B; b += plan.curve.x) {
-        if (!s.params[b].nonlinear) continue;
-        for (int64_t t = 0; t < T; ++t)
-          for (int64_t i = t; i < kCurvePoints; i += T) curve_point_body(s.params, s.xs, s.ys, b, static_cast<int>(i));
-        for (int64_t t = 0; t < T; ++t)  // after __syncthreads
-          for (int64_t g = t; g < kCurveGridPoints; g += T)
-            curve_grid_body(s.params, s.xs, s.grid, b, static_cast<int>(g));
-      }
+  // Blocks in the order they are numbered (x fastest). The shared memory is one buffer that each
+  // block reuses, filled with a pattern once per launch: like the GPU's, it is not zeroed per block.
+  template <class K, class... A>
+  int launch(const Grid& g, A... args) {
+    std::vector<uint32_t> shared(static_cast<size_t>((g.shared_bytes + 3) / 4), 0xA5A5A5A5u);
+    alignas(16) unsigned char state[SequentialCtx::kStaticSharedBytes];
+    for (int64_t by = 0; by < g.y; ++by)
+      for (int64_t bx = 0; bx < g.x; ++bx) K::run(SequentialCtx{bx, by, &g, shared.data(), state}, args...);
+    return kOk;
   }
-  if (plan.shuffle) {
-    std::fill(s.owner, s.owner + plan.owner_bytes / 4, -1);  // cudaMemsetAsync(0xff)
-    const int64_t K = cfg.num_windows, owner_threads = plan.owner.x * plan.owner.threads;
-    for_grid(plan.owner, [&](int64_t bx, int64_t, int64_t t) {
-      for (int64_t i = bx * plan.owner.threads + t; i < plan.window_items; i += owner_threads)
-        owner_body(cfg, shape, s.params, s.owner, i / K, i % K, SequentialAtomicMax{});
-    });
-    // Shared memory of one block (blocks run one after another here, each with its own view).
-    std::vector<uint32_t> shared(plan.window_in_shared ? static_cast<size_t>(2 * plan.window_capacity) : 0);
-    const int64_t cap = plan.window_capacity;
-    const uint32_t lanes = static_cast<uint32_t>(plan.window.threads);
-    for (int64_t blk = 0; blk < plan.window.x; ++blk) {  // no blocks for shuffle_mask
-      uint32_t* perm = window_slice(plan.window_in_shared, cap, shared.data(), s.window, blk);
-      uint32_t* draws = perm + cap;
-      WindowState st{};  // __shared__ on the GPU: one per block
-      for (int64_t item = blk; item < plan.window_items; item += plan.window.x) {
-        window_begin(cfg, shape, s.params, item, st);
-        for (uint32_t lane = 0; lane < lanes; ++lane) window_claims(shape, s.owner, st, lane);
-        window_first(st);
-        for (uint32_t lane = 0; lane < lanes; ++lane) window_draws(cfg, st, perm, draws, lane);
-        window_swaps(st, perm, draws);
-        for (uint32_t lane = 0; lane < lanes; ++lane) window_writes(shape, s.owner, st, draws, lane);
-      }
-    }
+  int fill_minus_one(int32_t* p, int64_t bytes) {  // cudaMemsetAsync(0xff)
+    std::fill(p, p + bytes / 4, -1);
+    return kOk;
   }
-  return s;
-}
+};
+
+// Scratch of plan.scratch_bytes, carved as on the GPU.
+struct EmulatedScratch {
+  std::vector<uint64_t> words;
+  Scratch s;
+  EmulatedScratch(const LaunchPlan& plan, int64_t batch)
+      : words(static_cast<size_t>(plan.scratch_bytes / 8 + 1), 0), s(carve_scratch(plan, batch, words.data())) {}
+};
 
 std::tuple<Tensor, Tensor> emulate(const Tensor& x, const Shape& shape, const PipelineConfig& cfg, uint8_t* mask) {
   EngineIO io(x, cfg.op);
-  // With no channel there is no image to write, but a mask still has its voxels.
-  if (io.empty() && (mask == nullptr || shape.batch * shape.spatial() == 0)) return io.result();
-  const int64_t B = shape.batch;
+  if (launch_is_empty(shape, mask != nullptr)) return io.result();
   const LaunchPlan plan = launch_plan(shape, cfg);
-  std::vector<uint64_t> scratch_words;
-  const Scratch s = emulate_prepare(shape, cfg, plan, scratch_words);
+  const EmulatedScratch scratch(plan, shape.batch);
+  EmulationLauncher l;
   dispatch_storage(io.x.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    const T* xp = static_cast<const T*>(io.x.const_data_ptr());
-    T* ip = static_cast<T*>(io.input.mutable_data_ptr());
-    T* tp = static_cast<T*>(io.target_ptr());
-    if (cfg.per_sample_range) {  // range_kernel (cuda_kernels.cu): a block per sample, then its reduction
-      const int64_t threads = kLaunchThreads, n = sample_values(shape);
-      for (int64_t b = 0; b < B; ++b) {
-        RangeAcc a = range_empty();
-        for (int64_t t = 0; t < threads; ++t) range_merge(a, range_partial(xp, shape, b, t, n, threads));
-        range_finish(s.params[b], a);
-      }
-    }
-    for_grid(plan.voxel, [&](int64_t bx, int64_t by, int64_t t) {
-      const int64_t g = bx * plan.voxel.threads + t;
-      if (g >= plan.voxel_groups) return;
-      for (int64_t b = by; b < B; b += plan.voxel.y) {
-        if (mask != nullptr) {
-          voxel_group_body<true>(xp, ip, tp, mask, shape, cfg, s.params, s.xs, s.ys, s.grid, s.owner, b, g);
-        } else {
-          voxel_group_body<false>(xp, ip, tp, mask, shape, cfg, s.params, s.xs, s.ys, s.grid, s.owner, b, g);
-        }
-      }
-    });
+    launch_image(l, static_cast<const T*>(io.x.const_data_ptr()), static_cast<T*>(io.input.mutable_data_ptr()),
+                 static_cast<T*>(io.target_ptr()), mask, shape, cfg, plan, scratch.s);
   });
   return io.result();
 }
 
 // launch_mask (cuda_kernels.cu): the mask-only ops.
 void emulate_mask(const Shape& shape, const PipelineConfig& cfg, uint8_t* mask) {
-  if (shape.batch * shape.spatial() == 0) return;
   const LaunchPlan plan = launch_plan(shape, cfg);
-  std::vector<uint64_t> scratch_words;
-  const Scratch s = emulate_prepare(shape, cfg, plan, scratch_words);
-  for_grid(plan.voxel, [&](int64_t bx, int64_t by, int64_t t) {
-    const int64_t g = bx * plan.voxel.threads + t;
-    if (g >= plan.voxel_groups) return;
-    for (int64_t b = by; b < shape.batch; b += plan.voxel.y) mask_group_body(shape, cfg, s.params, s.owner, mask, b, g);
-  });
+  const EmulatedScratch scratch(plan, shape.batch);
+  EmulationLauncher l;
+  launch_masks(l, mask, shape, cfg, plan, scratch.s);
 }
 
 // The emulated launch as an engine (op_entries.h), registered for the ops that take every path
@@ -145,10 +112,12 @@ struct EmulatedEngine {
 // extreme batch x window counts are cheap to check). Returns, in this order:
 //   params.x, curve.x, owner.x, window.x, window.threads, window.shared_bytes, voxel.x, voxel.y,
 //   voxel.threads, voxel_groups, window_items, window_capacity, window_in_shared,
-//   params_bytes, curve_bytes, owner_bytes, window_bytes, scratch_bytes
-// (tests/test_emulated_cuda.py, PLAN_FIELDS, names them in the same order).
+//   params_bytes, curve_bytes, owner_bytes, window_bytes, scratch_bytes, window_per_thread,
+//   window_slice_stride, voxel_vector
+// (tests/test_emulated_cuda.py, PLAN_FIELDS, names them in the same order). free_bytes: the GPU's
+// free memory the CUDA engine would see (0: not queried, the emulation's fixed window scratch cap).
 std::vector<int64_t> launch_plan_hook(std::vector<int64_t> sizes, double shuffle_p, int64_t num_windows,
-                                      double nonlinear_p, bool params_given) {
+                                      double nonlinear_p, bool params_given, int64_t free_bytes) {
   const char* op = "genesis::_launch_plan";
   const int64_t dims = static_cast<int64_t>(sizes.size());
   STD_TORCH_CHECK(dims == 4 || dims == 5, op, ": sizes must be (B, C, H, W) or (B, C, D, H, W)");
@@ -163,7 +132,7 @@ std::vector<int64_t> launch_plan_hook(std::vector<int64_t> sizes, double shuffle
     cfg.op = OpKind::kBezier;
     cfg.nonlinear_p = 1.0;
   }
-  const LaunchPlan p = launch_plan(s, cfg);
+  const LaunchPlan p = launch_plan(s, cfg, window_global_cap(free_bytes));
   return {p.params.x,
           p.curve.x,
           p.owner.x,
@@ -181,7 +150,10 @@ std::vector<int64_t> launch_plan_hook(std::vector<int64_t> sizes, double shuffle
           p.curve_bytes,
           p.owner_bytes,
           p.window_bytes,
-          p.scratch_bytes};
+          p.scratch_bytes,
+          p.window_per_thread ? 1 : 0,
+          p.window_slice_stride,
+          p.voxel_vector ? 1 : 0};
 }
 
 }  // namespace
