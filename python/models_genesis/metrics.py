@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .errors import UsageError
+
 
 class DiceIoU:
     """Dice and IoU pooled over any number of (prediction, truth) mask pairs.
@@ -192,7 +194,7 @@ def evaluate_files(
     from . import data
 
     if len(pred_paths) != len(label_paths):
-        raise ValueError(f"--labels: got {len(label_paths)} label volume(s) for {len(pred_paths)} prediction(s)")
+        raise UsageError(f"--labels: got {len(label_paths)} label volume(s) for {len(pred_paths)} prediction(s)")
     cases: list[dict[str, Any]] = []
     pooled: dict[Any, DiceIoU] = {}
     for pp, lp in zip(pred_paths, label_paths, strict=True):
