@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
@@ -129,14 +130,16 @@ def atomic_save(obj: Any, path: str) -> None:
                 # torch reports a failed write of the Python file (Ctrl-C, SIGTERM, a full disk)
                 # as a RuntimeError; surface what stopped it
                 cause = _write_failure(e)
-                if isinstance(cause, OSError):
-                    raise OSError(cause.errno, cause.strerror, tmp) from None
-                if cause is not None:
-                    raise cause from None
-                raise
+                if cause is None:
+                    raise
+                raise cause from None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # name the file: a full disk's error says only "No space left on device"
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, tmp) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -239,19 +242,22 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 def _load_error(e: BaseException) -> str:
     """What was wrong with a file ``torch.load(weights_only=True)`` refused, in one line, without
     torch's advice to turn the protection off."""
+    if isinstance(e, EOFError):
+        return "empty or truncated file"
     text = _ANSI.sub("", str(e))
-    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text) or re.search(r"unsupported global[: ]+([\w.]+)", text)
+    m = re.search(r"(?i)unsupported global[: ]+(?:GLOBAL )?([\w.]+)", text)
     if m:
-        return f"unsupported global {m.group(1)}: not a genesis-ops checkpoint (refused to run its code)"
+        return f"unsupported global {m.group(1)}: not a genesis-ops checkpoint; its code was not run"
+    if re.search(r"(?i)unsupported operand|invalid load key|magic number|EOFError|Ran out of input", text):
+        return "not a PyTorch checkpoint file"
+    if "PytorchStreamReader" in text or "zip archive" in text:
+        return "truncated or corrupted file"
     lines = [
         ln.strip()
         for ln in text.splitlines()
         if ln.strip() and "weights_only" not in ln and "Re-running" not in ln and "WeightsUnpickler" not in ln
     ]
-    first = lines[0] if lines else type(e).__name__
-    if "invalid load key" in first or "magic number" in first or "PytorchStreamReader" in first or "EOF" in first:
-        return f"not a PyTorch checkpoint file ({first.rstrip('.')})"
-    return first
+    return lines[0].split(". ")[0].rstrip(".") if lines else type(e).__name__
 
 
 def read_checkpoint(path: str, map_location: Any = "cpu") -> dict[str, Any]:
@@ -262,7 +268,11 @@ def read_checkpoint(path: str, map_location: Any = "cpu") -> dict[str, Any]:
     if os.path.isdir(path):
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. torch's note on a pickle protocol: the error says enough
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise
     except Exception as e:  # noqa: BLE001 - any failure means unreadable
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_load_error(e)})") from None
     if not isinstance(obj, Mapping):

@@ -273,7 +273,8 @@ def _add_pretrain(sub) -> None:
     flag(
         "val_fraction",
         type=float,
-        help="validation share: whole volumes when there are several, else the last slices (default: %(default)s; 0 = none)",
+        help="validation share: whole volumes when there are several, else the last slices "
+        "(default: %(default)s; 0 = none)",
     )
     flag(
         "val_batches",
@@ -301,7 +302,8 @@ def _add_pretrain(sub) -> None:
         metavar="W",
         help="weight the restoration loss by W on the voxels the corruption mask marks (shuffled windows, "
         "painted noise) and by 1 elsewhere, normalised by the sum of the weights so it stays on the MSE "
-        "scale (W = 1: plain MSE; W = 0: the corrupted voxels are ignored; W > 1: they count more). Default: plain MSE, as the paper",
+        "scale (W = 1: plain MSE; W = 0: the corrupted voxels are ignored; W > 1: they count more). "
+        "Default: plain MSE, as the paper",
     )
     _add_data(flag)
     flag.group("cube sampling")
@@ -413,14 +415,10 @@ def _add_finetune(sub) -> None:
         metavar="N",
         help="keep the encoder frozen for the first N epochs (default: %(default)s)",
     )
-    flag(
-        "fg_fraction", type=_float, help="segmentation: share of cubes centred on foreground (default: %(default)s)"
-    )
+    flag("fg_fraction", type=_float, help="segmentation: share of cubes centred on foreground (default: %(default)s)")
     flag("threshold", type=_float, help="probability threshold for masks/classes (default: %(default)s)")
     flag("overlap", type=float, help="sliding-window overlap for validation (default: %(default)s)")
-    flag(
-        "patience", type=_int, metavar="N", help="early stopping patience in epochs (default: %(default)s = off)"
-    )
+    flag("patience", type=_int, metavar="N", help="early stopping patience in epochs (default: %(default)s = off)")
     _add_data(flag)
     _add_common(flag)
 
@@ -664,6 +662,7 @@ def _cmd_evaluate(a) -> int:
         per_label=a.per_label,
         label_values=a.label_values,
         device=resolve_device(a.device),
+        log=lambda m: print(m, file=sys.stderr, flush=True),
     )
     print(format_table(res))
     if a.json:

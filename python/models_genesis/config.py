@@ -102,7 +102,11 @@ def check_number(cfg: Any, name: str, lo: float | None = None, hi: float | None 
     v = getattr(cfg, name)
     if v is None:
         return
-    ok = _finite(v) and (lo is None or (v > lo if strict[0] else v >= lo)) and (hi is None or (v < hi if strict[1] else v <= hi))
+    ok = (
+        _finite(v)
+        and (lo is None or (v > lo if strict[0] else v >= lo))
+        and (hi is None or (v < hi if strict[1] else v <= hi))
+    )
     if ok:
         return
     if lo is not None and hi is not None:

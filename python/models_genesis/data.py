@@ -380,9 +380,10 @@ def load_volumes(
         except VolumeError as e:
             if not skip_bad:
                 raise
-            warnings.warn(f"skipping {e}", stacklevel=2)
-            if log:
+            if log:  # once: through the caller's log, else as a Python warning
                 log(f"warning: skipping {e}")
+            else:
+                warnings.warn(f"skipping {e}", stacklevel=2)
     if not vols:
         raise VolumeError("no usable volume among the given paths")
     channel_count(vols)

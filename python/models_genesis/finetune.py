@@ -23,6 +23,7 @@ import torch.nn as nn
 from . import data
 from . import data2d
 from .config import DEFAULT_PRETRAIN_OUT, FinetuneConfig, auto_sizes, default_out, run_out
+from .budget import check_resampled_size, check_training_memory
 from .checkpoint import (
     CheckpointInfo,
     CheckpointWriter,
@@ -40,7 +41,8 @@ from .inferers import sliding_window
 from .losses import classification_loss, dice_bce_loss
 from .metrics import DiceIoU, dice_iou, roc_auc
 from .model import UNETS, GenesisClassifier, encoder_modules
-from .runfolder import RunFolder
+from .quality import check_intensities
+from .runfolder import RunFolder, check_start
 from .utils import Progress, SeedStream, UsageError, derive_seed, log, resolve_device, rewrite_jsonl
 
 __all__ = ["FinetuneConfig", "finetune", "finetune_demo", "weights_info", "build_model_for"]
@@ -109,6 +111,11 @@ def _load_pairs(img_paths: Sequence, lab_paths: Sequence[str], cfg: FinetuneConf
         imgs.append(v.channel_first())  # (C, X, Y, Z)
         labs.append(_foreground(lv.data, cfg.label_values))
     data.channel_count(vols)
+    check_intensities(
+        [(str(getattr(v, "path", "image")), a) for v, a in zip(vols, imgs, strict=True)],
+        (lambda m: log(m, not cfg.quiet)),
+        cfg.modality if cfg.dims == 3 else "image",
+    )
     return imgs, labs
 
 
@@ -161,7 +168,12 @@ def _segmentation_data(cfg: FinetuneConfig, pre: data.Preprocessing):
             "segment and Dice would measure nothing; check --labels (and --label-values)"
         )
     if cfg.val_fraction <= 0:
-        return img_paths, list(zip(imgs, labs, strict=True)), list(zip(names, imgs, labs, strict=True)), "the training data (--val-fraction 0)"
+        return (
+            img_paths,
+            list(zip(imgs, labs, strict=True)),
+            list(zip(names, imgs, labs, strict=True)),
+            "the training data (--val-fraction 0)",
+        )
     if len(imgs) >= 2:
         tr_idx, va_idx = data.choose_validation_volumes(fg, cfg.val_fraction, lab_paths)
         tr = [(imgs[i], labs[i]) for i in tr_idx]
@@ -243,6 +255,8 @@ def build_model_for(
             )
     if width is None:
         width = auto_sizes(resolve_device(cfg.device), cfg.dims)["width"]
+    build = UNETS[cfg.dims] if cfg.task == "segmentation" else GenesisClassifier
+    check_training_memory(resolve_device(cfg.device), build, width, cfg.batch_size, cfg.cube)
     if cfg.task == "segmentation":
         model = UNETS[cfg.dims](in_channels=in_channels, n_classes=1, width=width, norm=norm, activation="sigmoid")
     else:
@@ -429,8 +443,11 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         if cube:
             cfg = replace(cfg, cube=tuple(int(c) for c in cube))
     cfg = cfg.resolved(device)
+    check_start(cfg.out, cfg.resume, cfg.overwrite)  # before any data is loaded
+
     def say(m):
         return log(m, not cfg.quiet)
+
     torch.manual_seed(derive_seed(cfg.seed, SeedStream.FINETUNE_INIT))
     if cfg.task == "segmentation":
         return _finetune_seg(cfg, device, say)
@@ -441,6 +458,7 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
     import genesis_ops as go
 
     pre = data.Preprocessing.from_config(cfg)
+    check_resampled_size(cfg.images, cfg.spacing)
     img_paths, tr, va, val_desc = _segmentation_data(cfg, pre)
     val_fg, train_fg = sum(int(b.sum()) for _, _, b in va), sum(int(b.sum()) for _, b in tr)
     say(
@@ -564,6 +582,7 @@ class ClassificationCases:
 def _finetune_cls(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
     pre = data.Preprocessing.from_config(cfg)
     paths, ys = _classification_data(cfg, cfg.csv, cfg.images, cfg.labels, "--labels")
+    check_resampled_size([p for p in paths if isinstance(p, str)], cfg.spacing)
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, SeedStream.CLS_DRAWS))
     if cfg.val_csv or cfg.val_images:
         vpaths, vys = _classification_data(cfg, cfg.val_csv, cfg.val_images, cfg.val_labels, "--val-labels")
@@ -586,6 +605,7 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
         raise UsageError(f"--n-classes {n_classes}: label {max(ys)} out of range")
     loaded = [data.load_image(p, pre) for p in paths]
     n_ch = data.channel_count(loaded)
+    check_intensities([(str(getattr(v, "path", "image")), v.data) for v in loaded], say, cfg.modality)
     vols = [data.pad_to(v.channel_first(), (n_ch,) + tuple(cfg.cube), 0.0)[0] for v in loaded]  # (C, X, Y, Z)
     counts = lambda idx: "/".join(str(sum(ys[k] == c for k in idx)) for c in sorted(set(ys)))  # noqa: E731
     say(

@@ -3,8 +3,9 @@
 Cubes are cut on the CPU from cached volumes (cheap slicing), moved to the training device, and
 corrupted there by ``genesis_ops.models_genesis`` (never in DataLoader workers); the U-Net learns
 to restore them under an MSE loss (or, with ``corrupted_weight``, one weighted by the corruption
-mask the same call returns: :func:`losses.corruption_weighted_mse`). Single process, or DDP under ``torchrun``. The loop, step,
-checkpoints and early stopping are the shared engine's (:mod:`models_genesis.engine`).
+mask the same call returns: :func:`losses.corruption_weighted_mse`). Single process, or DDP under
+``torchrun``. The loop, step and early stopping are the shared engine's (:mod:`models_genesis.engine`),
+the checkpoints :mod:`models_genesis.checkpoint`'s, the run folder's lock :mod:`models_genesis.runfolder`'s.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from . import data
 from . import data2d
 from .config import PretrainConfig
+from .budget import check_resampled_size, check_training_memory
 from .checkpoint import (
     CheckpointWriter,
     check_resume,
@@ -37,6 +39,7 @@ from .errors import DivergedError
 from .engine import Monitor, TrainStep, amp_dtype, autocast, fit, prepare_model
 from .losses import restoration_loss
 from .model import UNETS
+from .quality import check_intensities
 from .runfolder import RunFolder, check_start
 from .utils import (
     DistInfo,
@@ -156,8 +159,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         torch.cuda.set_device(device)
     dist_info.init(device.type)
     main = dist_info.is_main
+
     def say(m):
         return log(m, main and not cfg.quiet)
+
     try:
         return _pretrain(cfg.resolved(device), device, dist_info, say)
     finally:
@@ -392,6 +397,8 @@ def _validation_set(cfg: PretrainConfig, va_vols, va_regions, device, gcfg):
 
 def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, say) -> dict[str, Any]:
     out = os.path.abspath(cfg.out)
+    check_training_memory(device, UNETS[cfg.dims], cfg.width, cfg.batch_size, cfg.cube)
+    check_resampled_size(cfg.data, cfg.spacing)
     check_start(cfg.out, cfg.resume, cfg.overwrite)  # every process, before the main one writes
     dist_info.barrier()
     # the main process holds the folder's lock for the whole run
@@ -408,23 +415,34 @@ def _run(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, say, ou
     pre = data.Preprocessing.from_config(cfg)
     demo = cfg.data is None
     paths = [data.DEMO_CT] if demo else list(cfg.data)
+
+    def warn(m):  # --skip-bad's warnings: once, from the main process, silenced by --quiet
+        if main and not cfg.quiet:
+            print(m, flush=True)
+
     if cfg.dims == 2:  # images, and the axial slices of volumes (single-channel: config.check_dims)
-        volumes = data2d.load_inputs(paths, pre, skip_bad=cfg.skip_bad, log=(print if main else None))
+        volumes = data2d.load_inputs(paths, pre, skip_bad=cfg.skip_bad, log=warn)
     else:
         volumes = data.load_volumes(
             paths,
             pre,
             skip_bad=cfg.skip_bad,
             cache=data.VolumeCache(),
-            log=(print if main else None),
+            log=warn,
             channels=None if demo else data.channel_names(cfg.channels),
         )
     n_ch = data.channel_count(volumes)
+    check_intensities(
+        [(str(getattr(v, "path", "volume")), v.data) for v in volumes],
+        warn,
+        cfg.modality if cfg.dims == 3 else "image",
+    )
     say(
         f"genesis-ops pretrain{' (2D)' if cfg.dims == 2 else ''}: "
         f"{'demo CT (bundled)' if demo else f'{len(volumes)} input(s)'}, "
         + (f"{n_ch} channels ({', '.join(volumes[0].channel_names)}), " if n_ch > 1 else "")
-        + f"device {device}, world size {dist_info.world_size}, width {cfg.width}, cube {'x'.join(map(str, cfg.cube))}, "
+        + f"device {device}, world size {dist_info.world_size}, width {cfg.width}, "
+        f"cube {'x'.join(map(str, cfg.cube))}, "
         f"batch {cfg.batch_size}/process, {cfg.epochs} epochs x {cfg.steps_per_epoch} steps, "
         f"{cfg.optimizer} lr {cfg.lr:g}, out {out}"
     )
