@@ -47,6 +47,47 @@ def _as_plain_tensor(img, name: str) -> torch.Tensor:
     raise TypeError(f"{name} must be a numpy array, torch.Tensor or MetaTensor, got {type(img).__name__}")
 
 
+# More channels than this in the first axis is taken as a missing channel axis: a (D, H, W) volume
+# would otherwise be corrupted as D channels of a 2D image, silently.
+MAX_CHANNELS = 16
+
+
+def _check_channel_first(x: torch.Tensor, name: str) -> None:
+    """ValueError unless ``x`` looks channel first: (C, H, W) or (C, D, H, W), C at most
+    :data:`MAX_CHANNELS`, no trailing axis of size 1 (a channel-last array)."""
+    want = "channel first, (C, H, W) or (C, D, H, W)"
+    if x.dim() not in (3, 4):
+        raise ValueError(f"{name} must be {want}, got shape {tuple(x.shape)}")
+    if x.shape[-1] == 1 and x.shape[0] > 1:
+        raise ValueError(
+            f"{name} must be {want}, got shape {tuple(x.shape)}: the last axis of size 1 looks like a "
+            "channel axis; move it first (e.g. MONAI's EnsureChannelFirst, or x.permute / np.moveaxis)"
+        )
+    if x.shape[0] > MAX_CHANNELS:
+        raise ValueError(
+            f"{name} must be {want}, got shape {tuple(x.shape)}: {x.shape[0]} channels looks like a "
+            "spatial axis; add the channel axis first (e.g. MONAI's EnsureChannelFirst, or x[None])"
+        )
+
+
+def _warn_out_of_range(x: torch.Tensor, config: GenesisConfig, transform) -> None:
+    """Warn once per transform when ``x`` leaves ``config.value_range``: the op clamps the corrupted
+    input to it, the target keeps the original values."""
+    vr = config.value_range
+    if getattr(transform, "_range_warned", False) or not isinstance(vr, tuple) or x.numel() == 0:
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if lo < vr[0] or hi > vr[1]:
+        import warnings
+
+        transform._range_warned = True
+        warnings.warn(
+            f"intensities span [{lo:g}, {hi:g}], outside value_range {vr}: the corrupted input is clamped to "
+            "it but the target is not; scale the data into value_range first (e.g. ScaleIntensityRange)",
+            stacklevel=3,
+        )
+
+
 def _like(out: torch.Tensor, img):
     """out as img's type (numpy array, Tensor or MetaTensor with a copy of img's metadata, the affine
     included) and device. The affine is kept as it is: the flip moves the voxels of the input and the
@@ -98,8 +139,8 @@ class RandModelsGenesis(Randomizable):
         if randomize or self._seed is None:
             self.randomize()
         x = _as_plain_tensor(img, "img")
-        if x.dim() not in (3, 4):
-            raise ValueError(f"img must be channel first, (C, H, W) or (C, D, H, W), got shape {tuple(x.shape)}")
+        _check_channel_first(x, "img")
+        _warn_out_of_range(x, self.config, self)
         out = models_genesis(x.unsqueeze(0), self.config, seed=self._seed, return_masks=self.return_mask)
         return tuple(_like(t[0], img) for t in out)
 
@@ -164,10 +205,7 @@ class RandModelsGenesisd(Randomizable, MapTransform):
         imgs = [d[k] for k in keys]
         xs = [_as_plain_tensor(img, f"data[{k!r}]") for k, img in zip(keys, imgs, strict=True)]
         for k, x in zip(keys, xs, strict=True):
-            if x.dim() not in (3, 4):
-                raise ValueError(
-                    f"data[{k!r}] must be channel first, (C, H, W) or (C, D, H, W), got shape {tuple(x.shape)}"
-                )
+            _check_channel_first(x, f"data[{k!r}]")
             if x.shape[1:] != xs[0].shape[1:] or x.device != xs[0].device:
                 raise ValueError(
                     f"the keys of one sample share the spatial randomness, so they must have the same "

@@ -1,18 +1,8 @@
 """models_genesis: the Models Genesis 3D U-Net, pretraining on NIfTI volumes, fine-tuning and a
 command line (``genesis-ops``), built on the ``genesis_ops`` transforms."""
 
-from .model import (
-    BatchStatsNorm2d,
-    BatchStatsNorm3d,
-    CheckpointError,
-    GenesisClassifier,
-    UNet2D,
-    UNet3D,
-    build_model,
-    count_parameters,
-    load_model,
-    load_pretrained,
-)
+from .checkpoint import CheckpointError, build_model, load_model, load_pretrained
+from .model import BatchStatsNorm2d, BatchStatsNorm3d, GenesisClassifier, UNet2D, UNet3D, count_parameters
 
 
 def __getattr__(name):

@@ -40,61 +40,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _fraction(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a value in [0, 1], got {s}")
-    return v
+# The flags' types only convert text to numbers (with argparse's one-line error on text that is
+# not one); the rules (ranges, finiteness, multiples of 8) are the configs' validate() (pretrain,
+# finetune) and the commands' own functions (predict), so that a flag and the same field set from
+# Python are checked by one rule.
 
 
-def _positive_int(s: str) -> int:
+def _int(s: str) -> int:
     try:
-        v = int(s)
+        return int(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s}")
-    return v
 
 
-def _nonneg_int(s: str) -> int:
+def _float(s: str) -> float:
     try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s}")
-    return v
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
+        return float(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-    if not v > 0 or v != v or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s}")
-    return v
-
-
-def _nonneg_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-    if not (v >= 0 and v != float("inf")):  # also rejects nan
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {s}")
-    return v
-
-
-def _cube_side(s: str) -> int:
-    v = _positive_int(s)
-    if v % 8:
-        raise argparse.ArgumentTypeError(f"cube sides must be multiples of 8 (three 2x poolings), got {s}")
-    return v
 
 
 def field_defaults(cls) -> dict[str, Any]:
@@ -142,6 +105,12 @@ CHANNELS_HELP = (
 )
 
 
+OVERWRITE_HELP = (
+    "start over in a run folder that already holds a run (its checkpoints and metrics are replaced); "
+    "without it (or --resume) such a folder is refused"
+)
+
+
 def _add_channels(flag: _Flags, where: str, extra: str = "") -> None:
     flag("channels", nargs="+", action="extend", metavar="NAME", help=CHANNELS_HELP % (where, where, extra))
 
@@ -162,7 +131,7 @@ def _add_common(flag: _Flags) -> None:
     )
     flag(
         "log_every",
-        type=_positive_int,
+        type=_int,
         metavar="N",
         help="print a progress line every N steps when not on a terminal (default: 5 lines per epoch)",
     )
@@ -195,7 +164,7 @@ def _add_data(flag: _Flags) -> None:
     flag(
         "spacing",
         nargs=3,
-        type=_positive_float,
+        type=_float,
         metavar=("SX", "SY", "SZ"),
         help="resample to this voxel spacing in mm before cutting cubes (default: keep the native grid)",
     )
@@ -219,10 +188,10 @@ def _add_sizes(flag: _Flags, task: str) -> None:
         if task == "pretrain"
         else (FINETUNE_DEMO_CPU, FINETUNE_DEMO_GPU, FINETUNE_FULL)
     )
-    flag("epochs", type=_positive_int, metavar="N", help=_schedule_help("epochs", *sched, "epochs"))
+    flag("epochs", type=_int, metavar="N", help=_schedule_help("epochs", *sched, "epochs"))
     flag(
         "steps_per_epoch",
-        type=_positive_int,
+        type=_int,
         metavar="N",
         help=_schedule_help(
             "optimiser steps per epoch" if task == "pretrain" else "steps per epoch", *sched, "steps_per_epoch"
@@ -230,12 +199,12 @@ def _add_sizes(flag: _Flags, task: str) -> None:
     )
     flag(
         "batch_size",
-        type=_positive_int,
+        type=_int,
         metavar="N",
         help=("cubes per step per process" if task == "pretrain" else "cubes per step")
         + f" (default: {CPU_AUTO['batch_size']} on CPU, {GPU_AUTO['batch_size']} on CUDA)",
     )
-    flag("cube", nargs="+", type=_cube_side, metavar="N", help=_cube_help())
+    flag("cube", nargs="+", type=_int, metavar="N", help=_cube_help())
     flag(
         "dims",
         type=int,
@@ -270,7 +239,7 @@ def _add_pretrain(sub) -> None:
     _add_sizes(flag, "pretrain")
     flag(
         "width",
-        type=_positive_int,
+        type=_int,
         metavar="N",
         help="channels of the first convolution: 32 is the paper's 19.07M-parameter model "
         f"(default: {CPU_AUTO['width']} on CPU, {GPU_AUTO['width']} on CUDA)",
@@ -281,6 +250,7 @@ def _add_pretrain(sub) -> None:
         help="batch: standard BatchNorm; batch_stats: always batch statistics, as the published model",
     )
     flag("resume", action="store_true", help="continue from DIR/last.pt (model, optimiser, scheduler, epoch, RNG)")
+    flag("overwrite", action="store_true", help=OVERWRITE_HELP)
     flag(
         "init_weights",
         metavar="CKPT",
@@ -290,16 +260,16 @@ def _add_pretrain(sub) -> None:
     flag(
         "optimizer", choices=["adam", "sgd"], help="adam (default, lr 1e-3) or sgd (the paper's: lr 1.0, momentum 0.9)"
     )
-    flag("lr", type=_positive_float, help="learning rate (default: 1e-3 for adam, 1.0 for sgd)")
+    flag("lr", type=_float, help="learning rate (default: 1e-3 for adam, 1.0 for sgd)")
     flag("momentum", type=float, help="SGD momentum (default: %(default)s)")
     flag("weight_decay", type=float, help="weight decay (default: 0)")
     flag(
         "lr_step_epochs",
-        type=_positive_int,
+        type=_int,
         metavar="N",
         help="multiply the learning rate by --lr-gamma every N epochs (default: %(default)s, as the paper)",
     )
-    flag("lr_gamma", type=_positive_float, help="learning-rate decay factor (default: %(default)s)")
+    flag("lr_gamma", type=_float, help="learning-rate decay factor (default: %(default)s)")
     flag(
         "val_fraction",
         type=float,
@@ -308,27 +278,27 @@ def _add_pretrain(sub) -> None:
     )
     flag(
         "val_batches",
-        type=_positive_int,
+        type=_int,
         metavar="N",
         help="fixed validation batches, evaluated with batch statistics after every epoch (default: %(default)s)",
     )
     flag(
         "patience",
-        type=_nonneg_int,
+        type=_int,
         metavar="N",
         help="early stopping after N epochs without improvement (default: %(default)s; 0 = off)",
     )
     flag("compile", action="store_true", help="torch.compile the model")
     flag.group("transforms (paper defaults)")
-    flag("flip_p", type=_fraction, help="flip loop probability (default: %(default)s)")
-    flag("shuffle_p", type=_fraction, help="local pixel shuffling probability (default: %(default)s)")
-    flag("num_windows", type=_positive_int, help="shuffling windows per cube (default: %(default)s)")
-    flag("nonlinear_p", type=_fraction, help="non-linear intensity probability (default: %(default)s)")
-    flag("paint_p", type=_fraction, help="in/out-painting probability (default: %(default)s)")
-    flag("inpaint_rate", type=_fraction, help="share of painting that is in-painting (default: %(default)s)")
+    flag("flip_p", type=_float, help="flip loop probability (default: %(default)s)")
+    flag("shuffle_p", type=_float, help="local pixel shuffling probability (default: %(default)s)")
+    flag("num_windows", type=_int, help="shuffling windows per cube (default: %(default)s)")
+    flag("nonlinear_p", type=_float, help="non-linear intensity probability (default: %(default)s)")
+    flag("paint_p", type=_float, help="in/out-painting probability (default: %(default)s)")
+    flag("inpaint_rate", type=_float, help="share of painting that is in-painting (default: %(default)s)")
     flag(
         "corrupted_weight",
-        type=_nonneg_float,
+        type=_float,
         metavar="W",
         help="weight the restoration loss by W on the voxels the corruption mask marks (shuffled windows, "
         "painted noise) and by 1 elsewhere, normalised by the sum of the weights so it stays on the MSE "
@@ -339,7 +309,7 @@ def _add_pretrain(sub) -> None:
     flag.group("cube sampling")
     flag(
         "min_foreground",
-        type=_fraction,
+        type=_float,
         help="reject cubes with less than this share of non-air voxels (default: %(default)s)",
     )
     flag(
@@ -348,7 +318,7 @@ def _add_pretrain(sub) -> None:
         help="normalised value below which a voxel counts as air (default: %(default)s, about -900 HU)",
     )
     flag("skip_bad", action="store_true", help="skip unreadable volumes with a warning instead of stopping")
-    flag("previews", type=_nonneg_int, metavar="N", help="cubes shown in restorations.png (default: %(default)s)")
+    flag("previews", type=_int, metavar="N", help="cubes shown in restorations.png (default: %(default)s)")
     _add_common(flag)
 
 
@@ -416,10 +386,17 @@ def _add_finetune(sub) -> None:
     )
     flag("demo", action="store_true", help="vertebra segmentation on the bundled CT, pretrained vs scratch")
     flag("out", metavar="DIR", help="run folder (default: %(default)s)")
+    flag(
+        "resume",
+        action="store_true",
+        help="continue from DIR/last.pt (model, optimiser, epoch, best epoch, RNG): the same result as an "
+        "uninterrupted run",
+    )
+    flag("overwrite", action="store_true", help=OVERWRITE_HELP)
     _add_sizes(flag, "finetune")
     flag(
         "width",
-        type=_positive_int,
+        type=_int,
         metavar="N",
         help="model width when training from scratch (default: as the weights; "
         f"{CPU_AUTO['width']} on CPU, {GPU_AUTO['width']} on CUDA)",
@@ -427,25 +404,21 @@ def _add_finetune(sub) -> None:
     flag("norm", choices=["batch", "batch_stats"], help="normalisation (see pretrain --help)")
     flag(
         "n_classes",
-        type=_positive_int,
+        type=_int,
         metavar="N",
         help="classification: classes (default: from the labels; 2 classes use one sigmoid output)",
     )
-    flag("lr", type=_positive_float, help="Adam learning rate (default: 1e-3)")
+    flag("lr", type=_float, help="Adam learning rate (default: 1e-3)")
     flag(
         "freeze_encoder_epochs",
-        type=_nonneg_int,
+        type=_int,
         metavar="N",
         help="keep the encoder frozen for the first N epochs (default: %(default)s)",
     )
-    flag(
-        "fg_fraction", type=_fraction, help="segmentation: share of cubes centred on foreground (default: %(default)s)"
-    )
-    flag("threshold", type=_fraction, help="probability threshold for masks/classes (default: %(default)s)")
+    flag("fg_fraction", type=_float, help="segmentation: share of cubes centred on foreground (default: %(default)s)")
+    flag("threshold", type=_float, help="probability threshold for masks/classes (default: %(default)s)")
     flag("overlap", type=float, help="sliding-window overlap for validation (default: %(default)s)")
-    flag(
-        "patience", type=_nonneg_int, metavar="N", help="early stopping patience in epochs (default: %(default)s = off)"
-    )
+    flag("patience", type=_int, metavar="N", help="early stopping patience in epochs (default: %(default)s = off)")
     _add_data(flag)
     _add_common(flag)
 
@@ -477,14 +450,14 @@ def _add_predict(sub) -> None:
         help="output NIfTI path (.nii or .nii.gz); .png for an image input",
     )
     _add_channels(flag, "--input", " (default: the channels the checkpoint was trained on)")
-    flag("threshold", type=_fraction, help="mask threshold (default: %(default)s)")
+    flag("threshold", type=_float, help="mask threshold (default: %(default)s)")
     flag("probabilities", action="store_true", default=False, help="write float probabilities instead of a mask")
     flag("overlap", type=float, help="window overlap fraction in [0, 1) (default: %(default)s)")
-    flag("batch_size", type=_positive_int, metavar="N", help="windows per forward pass (default: %(default)s)")
+    flag("batch_size", type=_int, metavar="N", help="windows per forward pass (default: %(default)s)")
     flag(
         "cube",
         nargs="+",
-        type=_cube_side,
+        type=_int,
         metavar="N",
         help="window size, two sizes for a 2D checkpoint (default: the training cube stored in the checkpoint; "
         "64 64 32 for published weights)",
@@ -633,10 +606,6 @@ def _cmd_finetune(a) -> int:
         weights = cand if os.path.exists(cand) else None
     cfg = config_from_args(FinetuneConfig, a, weights=weights)
     if a.demo:
-        if a.task != "segmentation":
-            from .utils import UsageError
-
-            raise UsageError("--demo: the bundled demo is vertebra segmentation (--task segmentation)")
         res = finetune_demo(cfg)
         p, s = res["pretrained"], res["scratch"]
         pl, sl = p["history"][-1]["val_dice"], s["history"][-1]["val_dice"]
@@ -693,6 +662,7 @@ def _cmd_evaluate(a) -> int:
         per_label=a.per_label,
         label_values=a.label_values,
         device=resolve_device(a.device),
+        log=lambda m: print(m, file=sys.stderr, flush=True),
     )
     print(format_table(res))
     if a.json:
@@ -710,8 +680,10 @@ def _cmd_preview(a) -> int:
 
     from . import data
     from . import plots
+    from .config import check_preprocessing
     from .utils import UsageError, resolve_device
 
+    check_preprocessing(a)
     dev = resolve_device(a.device)
     vol = data.load_volume(a.input, data.Preprocessing.from_config(a))
     x = torch.from_numpy(vol.channel_first().astype(np.float32))[None].to(dev)  # a 4D file: all channels
@@ -833,32 +805,60 @@ def main(argv: list[str] | None = None) -> int:
     if not a.command:
         parser.print_help()
         return 2
-    from .data import VolumeError
-    from .model import CheckpointError
-    from .utils import UsageError
+    from .errors import GenesisError, Terminated, UsageError, describe_os_error
 
     prog = f"genesis-ops {a.command}"
     try:
-        return COMMANDS[a.command](a)
-    except (UsageError, ValueError) as e:
+        with _sigterm_raises(Terminated):
+            return COMMANDS[a.command](a)
+    except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    except (
-        VolumeError,
-        CheckpointError,
-        FloatingPointError,
-        FileNotFoundError,
-        PermissionError,
-        IsADirectoryError,
-    ) as e:
+    except GenesisError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a path that cannot be written or read: full disk, read-only, not a folder
+        print(f"{prog}: error: {describe_os_error(e)}", file=sys.stderr)
         return 1
     except ImportError as e:
         print(f"{prog}: error: {e} ({IMPORT_HINT})", file=sys.stderr)
         return 1
+    except Terminated:
+        print(
+            f"{prog}: terminated by SIGTERM (the last checkpoint written stays loadable; continue with --resume)",
+            file=sys.stderr,
+        )
+        return 143
     except KeyboardInterrupt:
         print(f"{prog}: interrupted (the last checkpoint written stays loadable)", file=sys.stderr)
         return 130
+
+
+class _sigterm_raises:
+    """Context: SIGTERM (what schedulers send before a kill) raises ``exc`` in the main thread, so
+    that it unwinds like Ctrl-C (temporary files removed, the last complete checkpoint kept); the
+    previous handler comes back on exit. Elsewhere than the main thread it does nothing."""
+
+    def __init__(self, exc: type[BaseException]):
+        self.exc, self.old = exc, None
+
+    def _raise(self, signum, frame):
+        raise self.exc()
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.old is not None:
+            signal.signal(signal.SIGTERM, self.old)
+        return False
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,6 +20,9 @@ from .data2d import SINGLE_CHANNEL_2D
 from .losses import check_corrupted_weight
 from .utils import UsageError
 
+# the transforms' bound on shuffle windows per cube (genesis_ops rejects more)
+MAX_NUM_WINDOWS = 10**7
+
 DEFAULT_PRETRAIN_OUT = os.path.join("runs", "pretrain")
 DEFAULT_FINETUNE_OUT = os.path.join("runs", "finetune")
 
@@ -87,6 +90,48 @@ def check_positive_ints(cfg: Any, names) -> None:
         v = getattr(cfg, n)
         if v is not None and (not isinstance(v, int) or v < 1):
             raise UsageError(f"{_flag(n)}: expected a positive integer, got {v!r}")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_number(cfg: Any, name: str, lo: float | None = None, hi: float | None = None, strict=(False, False)) -> None:
+    """UsageError naming the flag unless ``cfg.name`` (when set) is a finite number in the range
+    ``lo``..``hi`` (``strict``: (low bound excluded, high bound excluded))."""
+    v = getattr(cfg, name)
+    if v is None:
+        return
+    ok = (
+        _finite(v)
+        and (lo is None or (v > lo if strict[0] else v >= lo))
+        and (hi is None or (v < hi if strict[1] else v <= hi))
+    )
+    if ok:
+        return
+    if lo is not None and hi is not None:
+        want = f"a value in {'(' if strict[0] else '['}{lo:g}, {hi:g}{')' if strict[1] else ']'}"
+    elif lo == 0 and strict[0]:
+        want = "a positive number"
+    elif lo is not None:
+        want = f"a finite number {'>' if strict[0] else '>='} {lo:g}"
+    else:
+        want = "a finite number"
+    raise UsageError(f"{_flag(name)}: expected {want}, got {v}")
+
+
+def check_preprocessing(cfg: Any) -> None:
+    """UsageError naming the flag unless the preprocessing settings (``modality``, ``hu_window``,
+    ``mri_norm``, ``spacing``) are usable: a finite window with low < high, positive finite spacings."""
+    if cfg.modality not in ("ct", "mri"):
+        raise UsageError(f"--modality: expected ct or mri, got {cfg.modality!r}")
+    if cfg.mri_norm not in ("percentile", "minmax"):
+        raise UsageError(f"--mri-norm: expected percentile or minmax, got {cfg.mri_norm!r}")
+    lo, hi = cfg.hu_window
+    if not (_finite(lo) and _finite(hi) and lo < hi):
+        raise UsageError(f"--hu-window: expected two finite numbers LO < HI, got {lo:g} {hi:g}")
+    if cfg.spacing is not None and not all(_finite(v) and v > 0 for v in cfg.spacing):
+        raise UsageError(f"--spacing: expected three positive numbers, got {' '.join(f'{v:g}' for v in cfg.spacing)}")
 
 
 def check_channels(channels) -> None:
@@ -169,6 +214,7 @@ class PretrainConfig(RunConfig):
     data: list[str] | None = None  # None: the bundled demo CT
     out: str = DEFAULT_PRETRAIN_OUT
     resume: bool = False
+    overwrite: bool = False  # start over a folder that holds a run (its checkpoints and metrics go)
     optimizer: str = "adam"  # "adam" (default) or "sgd" (the paper's)
     lr: float | None = None  # adam 1e-3, sgd 1.0
     momentum: float = 0.9
@@ -197,22 +243,30 @@ class PretrainConfig(RunConfig):
 
     def validate(self) -> None:
         """Raise :class:`UsageError` (naming the flag) on a bad value."""
-        check_positive_ints(self, ("epochs", "steps_per_epoch", "batch_size", "width", "val_batches", "num_windows"))
+        check_positive_ints(
+            self, ("epochs", "steps_per_epoch", "batch_size", "width", "val_batches", "num_windows", "log_every")
+        )
+        if self.num_windows > MAX_NUM_WINDOWS:
+            raise UsageError(f"--num-windows: expected at most {MAX_NUM_WINDOWS}, got {self.num_windows}")
         if self.previews != 0:
             check_positive_ints(self, ("previews",))
         check_channels(self.channels)
         check_dims(self.dims, self.channels)
         check_cube(self.cube, self.dims)
+        check_preprocessing(self)
         for n in ("flip_p", "shuffle_p", "nonlinear_p", "paint_p", "inpaint_rate", "min_foreground"):
             v = getattr(self, n)
-            if not 0.0 <= v <= 1.0:
+            if not (_finite(v) and 0.0 <= v <= 1.0):
                 raise UsageError(f"{_flag(n)}: expected a probability in [0, 1], got {v}")
-        if not 0.0 <= self.val_fraction < 1.0:
+        if not (_finite(self.val_fraction) and 0.0 <= self.val_fraction < 1.0):
             raise UsageError(f"--val-fraction: expected a fraction in [0, 1), got {self.val_fraction}")
         if self.optimizer not in ("adam", "sgd"):
             raise UsageError(f"--optimizer: expected adam or sgd, got {self.optimizer!r}")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UsageError(f"--lr: expected a positive number, got {self.lr}")
+        check_number(self, "lr", 0, strict=(True, False))
+        check_number(self, "momentum", 0, 1)
+        check_number(self, "weight_decay", 0)
+        check_number(self, "lr_gamma", 0, strict=(True, False))
+        check_number(self, "air_value", 0, 1, strict=(False, True))
         if self.patience < 0:
             raise UsageError(f"--patience: expected >= 0, got {self.patience}")
         if self.corrupted_weight is not None:
@@ -222,6 +276,8 @@ class PretrainConfig(RunConfig):
                 raise UsageError(str(e)) from None
         if self.lr_step_epochs < 1:
             raise UsageError(f"--lr-step-epochs: expected a positive integer, got {self.lr_step_epochs}")
+        if self.resume and self.overwrite:
+            raise UsageError("--resume and --overwrite: give one of them")
 
     def resolved(self, device: torch.device) -> PretrainConfig:
         """A copy with the settings left as None filled: width, cube and batch for ``device``, the
@@ -255,24 +311,29 @@ class FinetuneConfig(RunConfig):
     overlap: float = 0.5
     patience: int = 0
     demo: bool = False
+    resume: bool = False  # continue from out/last.pt
+    overwrite: bool = False  # start over a folder that holds a run
 
     def validate(self) -> None:
         """Raise :class:`UsageError` (naming the flag) on a bad value."""
         if self.task not in ("segmentation", "classification"):
             raise UsageError(f"--task: expected segmentation or classification, got {self.task!r}")
-        check_positive_ints(self, ("epochs", "steps_per_epoch", "batch_size", "width", "n_classes"))
+        if self.demo and self.task != "segmentation":
+            raise UsageError("--demo: the bundled demo is vertebra segmentation (--task segmentation)")
+        check_positive_ints(self, ("epochs", "steps_per_epoch", "batch_size", "width", "n_classes", "log_every"))
         check_channels(self.channels)
         check_dims(self.dims, self.channels)
         check_cube(self.cube, self.dims)
+        check_preprocessing(self)
         if self.dims == 2 and self.task == "classification":
             raise UsageError("--dims 2: 2D fine-tuning is segmentation only (--task segmentation)")
         for n in ("val_fraction", "fg_fraction", "threshold"):
             v = getattr(self, n)
-            if not 0.0 <= v <= 1.0 or (n == "val_fraction" and v >= 1.0):
+            if not (_finite(v) and 0.0 <= v <= 1.0) or (n == "val_fraction" and v >= 1.0):
                 raise UsageError(f"{_flag(n)}: expected a value in [0, 1), got {v}")
-        if not 0.0 <= self.overlap < 1.0:
+        if not (_finite(self.overlap) and 0.0 <= self.overlap < 1.0):
             raise UsageError(f"--overlap: expected a fraction in [0, 1), got {self.overlap}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
+        if not (_finite(self.lr) and self.lr > 0):
             raise UsageError(f"--lr: expected a positive number, got {self.lr}")
         if self.freeze_encoder_epochs < 0 or self.patience < 0:
             raise UsageError("--freeze-encoder-epochs/--patience: expected >= 0")
@@ -285,6 +346,10 @@ class FinetuneConfig(RunConfig):
             raise UsageError("--val-csv and --val-images: give one of them")
         if bool(self.val_images) != bool(self.val_labels):
             raise UsageError("--val-images and --val-labels: give both (one label per validation image)")
+        if self.resume and self.overwrite:
+            raise UsageError("--resume and --overwrite: give one of them")
+        if self.demo and self.resume:
+            raise UsageError("--demo: runs from scratch (pretrained and scratch folders); --resume does not apply")
 
     def resolved(self, device: torch.device) -> FinetuneConfig:
         """A copy with cube, batch size and schedule filled for ``device`` (the width stays None

@@ -22,14 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import SplitError, UsageError, VolumeError  # noqa: F401  (raised here, importable from here)
+
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo")
 DEMO_CT = os.path.join(DEMO_DIR, "ct_abdomen.nii.gz")
 DEMO_LABELS = os.path.join(DEMO_DIR, "ct_abdomen_vertebrae.nii.gz")
-
-
-class VolumeError(RuntimeError):
-    """A volume file is missing, unreadable or unusable (message names the file, one line)."""
 
 
 def _one_line(e: BaseException) -> str:
@@ -382,9 +380,10 @@ def load_volumes(
         except VolumeError as e:
             if not skip_bad:
                 raise
-            warnings.warn(f"skipping {e}", stacklevel=2)
-            if log:
+            if log:  # once: through the caller's log, else as a Python warning
                 log(f"warning: skipping {e}")
+            else:
+                warnings.warn(f"skipping {e}", stacklevel=2)
     if not vols:
         raise VolumeError("no usable volume among the given paths")
     channel_count(vols)
@@ -618,7 +617,7 @@ def find_subjects(patterns: Sequence[str], channels: Sequence[str]) -> list[Subj
     subjects: list[Subject] = []
     for pat in map(os.fspath, patterns):
         if CHANNEL_KEY not in pat:
-            raise ValueError(
+            raise UsageError(
                 f"{pat}: with channels, each path is a pattern holding {CHANNEL_KEY} "
                 f"(for example sub*/{{channel}}.nii.gz); or give one 4D file per subject without channels"
             )
@@ -651,7 +650,7 @@ def image_sources(paths: Sequence[str], channels: Sequence[str] | None = None, f
             paths = [paths]
         bad = [p for p in paths if CHANNEL_KEY in os.fspath(p)]
         if bad:
-            raise ValueError(f"{bad[0]}: a {CHANNEL_KEY} pattern needs channel names (--channels t1 t2 ...)")
+            raise UsageError(f"{bad[0]}: a {CHANNEL_KEY} pattern needs channel names (--channels t1 t2 ...)")
         return find(paths)
     return find_subjects(paths, channels)
 
@@ -751,10 +750,6 @@ def channel_count(volumes: Sequence[Volume]) -> int:
 # fine-tuning splits that keep foreground (labels) or every class in validation
 
 AXIS_NAMES = "xyz"
-
-
-class SplitError(ValueError):
-    """No train/validation split holds what is being learned (one line: why, and what to pass)."""
 
 
 @dataclass

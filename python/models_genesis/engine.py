@@ -2,8 +2,8 @@
 
 One optimiser step (:class:`TrainStep`: mixed precision, loss scaling for float16, the finite-loss
 check), one model wrapper (:func:`prepare_model`: DDP, ``torch.compile``), one epoch loop
-(:func:`fit`), one best-epoch tracker with early stopping (:class:`Monitor`) and one checkpoint
-writer (:class:`CheckpointWriter`). A task (pretraining, segmentation, classification) supplies only
+(:func:`fit`), one best-epoch tracker with early stopping (:class:`Monitor`); checkpoints are written by
+:class:`checkpoint.CheckpointWriter`. A task (pretraining, segmentation, classification) supplies only
 what differs: how a batch is made, how it is evaluated, and what its records and checkpoints hold
 (the :class:`Task` protocol).
 """
@@ -11,24 +11,21 @@ what differs: how a batch is made, how it is evaluated, and what its records and
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import time
-from dataclasses import asdict, is_dataclass
 from typing import Any, Protocol
 from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 
-from .utils import DistInfo, Progress, append_jsonl, atomic_save, rng_state
+# the checkpoint format's writer and payload, used by fit and importable from here
+from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointWriter, checkpoint_payload, plain  # noqa: F401
+from .model import unwrap  # noqa: F401
+from .errors import DivergedError
+from .utils import DistInfo, Progress, append_jsonl
 
 # (inputs, targets, *extras): the extras (e.g. pretraining's corruption mask) go to the loss
 Batch = tuple[torch.Tensor, ...]
-
-CHECKPOINT_FORMAT = "models_genesis"
-CHECKPOINT_VERSION = 1
-
 
 # ----------------------------------------------------------------------------------------------
 # mixed precision
@@ -77,13 +74,6 @@ def make_scaler(device: torch.device, dtype: torch.dtype | None, **kwargs: Any) 
 
 # ----------------------------------------------------------------------------------------------
 # model wrapping
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
-    m = getattr(model, "module", model)
-    m = getattr(m, "_orig_mod", m)
-    return getattr(m, "module", m)
 
 
 def prepare_model(
@@ -219,86 +209,6 @@ class Monitor:
 
 
 # ----------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def plain(d: Any) -> Any:
-    """A checkpoint-safe (``weights_only``) copy of a config: dataclasses become dicts, tuples lists."""
-    if is_dataclass(d) and not isinstance(d, type):
-        d = asdict(d)
-    if isinstance(d, dict):
-        return {k: plain(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [plain(v) for v in d]
-    return d
-
-
-def checkpoint_payload(
-    kind: str, model: nn.Module, optimizer: torch.optim.Optimizer, config: Any, epoch: int, step: int, **extra: Any
-) -> dict[str, Any]:
-    """The dict every checkpoint holds (loadable with ``torch.load(..., weights_only=True)``).
-
-    Args:
-        kind: ``"pretrain"``, ``"finetune-segmentation"`` or ``"finetune-classification"``.
-        model: the trained model (wrappers are removed: keys have no ``module.`` prefix).
-        optimizer: its optimiser (state saved for resuming).
-        config: the run's config (dataclass or dict; tuples are stored as lists).
-        epoch: epochs completed; step: optimiser steps completed.
-        **extra: task-specific entries (``scheduler``, ``preprocessing``, ``history``, ``metrics``...).
-
-    Returns:
-        ``{format, kind, version, model, model_config, optimizer, epoch, step, rng, config, **extra}``.
-    """
-    m = unwrap(model)
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "kind": kind,
-        "version": CHECKPOINT_VERSION,
-        "model": m.state_dict(),
-        "model_config": m.config(),
-        "optimizer": optimizer.state_dict(),
-        "epoch": int(epoch),
-        "step": int(step),
-        "rng": rng_state(),
-        "config": plain(config),
-        **extra,
-    }
-
-
-class CheckpointWriter:
-    """Writes ``last.pt`` after every epoch and ``best.pt`` when the epoch is the best, each
-    atomically (:func:`utils.atomic_save`): an interruption at any moment leaves the previous
-    complete file.
-
-    Args:
-        out: the run folder.
-    """
-
-    def __init__(self, out: str):
-        self.out = out
-        self.last = os.path.join(out, "last.pt")
-        self.best = os.path.join(out, "best.pt")
-
-    def save(self, payload: dict[str, Any], is_best: bool) -> None:
-        """Write ``payload`` as ``last.pt``, and as ``best.pt`` too when ``is_best``."""
-        if is_best:
-            atomic_save(payload, self.best)
-        atomic_save(payload, self.last)
-
-    def finish(self, had_best: bool) -> None:
-        """At the end of a run: when no epoch was ever the best (the metric was undefined
-        throughout) or ``best.pt`` is missing, ``best.pt`` becomes a copy of ``last.pt``."""
-        if os.path.exists(self.last) and (not had_best or not os.path.exists(self.best)):
-            tmp = os.path.join(self.out, f".best.pt.copy.{os.getpid()}")
-            try:
-                shutil.copyfile(self.last, tmp)
-                os.replace(tmp, self.best)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-
-
-# ----------------------------------------------------------------------------------------------
 # the epoch loop
 
 
@@ -343,7 +253,7 @@ def run_epoch(
         x, *rest = next_batch()
         lv = float(step(x, *rest).item())
         if not math.isfinite(lv):
-            raise FloatingPointError(
+            raise DivergedError(
                 f"loss became {lv} at epoch {epoch} step {i}; "
                 f"try a lower --lr (now {step.optimizer.param_groups[0]['lr']:g})"
             )

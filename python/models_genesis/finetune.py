@@ -23,21 +23,27 @@ import torch.nn as nn
 from . import data
 from . import data2d
 from .config import DEFAULT_PRETRAIN_OUT, FinetuneConfig, auto_sizes, default_out, run_out
-from .engine import CheckpointWriter, Monitor, TrainStep, checkpoint_payload, fit, prepare_model
+from .budget import check_resampled_size, check_training_memory
+from .checkpoint import (
+    CheckpointInfo,
+    CheckpointWriter,
+    check_resume,
+    checkpoint_payload,
+    generator_states,
+    initialised_note,
+    inspect_checkpoint,
+    load_pretrained,
+    read_checkpoint,
+    restore_training,
+)
+from .engine import Monitor, TrainStep, fit, prepare_model
 from .inferers import sliding_window
 from .losses import classification_loss, dice_bce_loss
 from .metrics import DiceIoU, dice_iou, roc_auc
-from .model import (
-    UNETS,
-    CheckpointError,
-    GenesisClassifier,
-    encoder_modules,
-    extract_state_dict,
-    initialised_note,
-    load_pretrained,
-    read_checkpoint,
-)
-from .utils import Progress, UsageError, derive_seed, log, resolve_device
+from .model import UNETS, GenesisClassifier, encoder_modules
+from .quality import check_intensities
+from .runfolder import RunFolder, check_start
+from .utils import Progress, SeedStream, UsageError, derive_seed, log, resolve_device, rewrite_jsonl
 
 __all__ = ["FinetuneConfig", "finetune", "finetune_demo", "weights_info", "build_model_for"]
 
@@ -76,6 +82,10 @@ def _read_csv(path: str, flag: str = "--csv") -> tuple[list[str], list[int]]:
     return imgs, labs
 
 
+# affines of an image and its label agree to float32 rounding (as `evaluate` asks of masks and labels)
+AFFINE_TOLERANCE = 1e-3
+
+
 def _load_pairs(img_paths: Sequence, lab_paths: Sequence[str], cfg: FinetuneConfig, pre: data.Preprocessing):
     """Channel-first image arrays ``(C, X, Y, Z)`` and foreground masks (``cfg.label_values``, else
     label > 0) of matching files (2D: single-channel images or stacks of slices)."""
@@ -90,10 +100,22 @@ def _load_pairs(img_paths: Sequence, lab_paths: Sequence[str], cfg: FinetuneConf
             raise data.VolumeError(
                 f"{lp}: label shape {lv.data.shape} differs from image {v.path} shape {v.spatial_shape}"
             )
+        # the same shape is not the same grid: a mirrored or shifted label would train on garbage
+        diff = float(np.abs(np.asarray(v.affine, np.float64) - np.asarray(lv.affine, np.float64)).max())
+        if diff > AFFINE_TOLERANCE:
+            raise data.VolumeError(
+                f"{lp}: label affine differs from image {v.path}'s (largest difference {diff:.3g}); the label "
+                "does not lie on the image grid: resample it onto the image"
+            )
         vols.append(v)
         imgs.append(v.channel_first())  # (C, X, Y, Z)
         labs.append(_foreground(lv.data, cfg.label_values))
     data.channel_count(vols)
+    check_intensities(
+        [(str(getattr(v, "path", "image")), a) for v, a in zip(vols, imgs, strict=True)],
+        (lambda m: log(m, not cfg.quiet)),
+        cfg.modality if cfg.dims == 3 else "image",
+    )
     return imgs, labs
 
 
@@ -139,6 +161,12 @@ def _segmentation_data(cfg: FinetuneConfig, pre: data.Preprocessing):
             )
         return img_paths, list(zip(imgs, labs, strict=True)), va, f"{len(va)} volume(s) from --val-images"
     fg = [int(b.sum()) for b in labs]
+    if cfg.val_fraction <= 0 and not any(fg):  # the splits below refuse this case themselves
+        what = f"label values {cfg.label_values}" if cfg.label_values else "label > 0"
+        raise data.SplitError(
+            f"{', '.join(map(str, lab_paths))}: no foreground voxels ({what}), so there is nothing to "
+            "segment and Dice would measure nothing; check --labels (and --label-values)"
+        )
     if cfg.val_fraction <= 0:
         return (
             img_paths,
@@ -188,33 +216,14 @@ def _classification_data(cfg: FinetuneConfig, csv_path: str | None, images, labe
 # model
 
 
-def weights_info(weights: str) -> dict[str, Any]:
-    """What a weights file says about its model.
-
-    Args:
-        weights: our checkpoint or the published format.
-
-    Returns:
-        ``{"obj" (the loaded checkpoint), "width", "in_channels", "dims" (2 or 3, from the kernels),
-        "norm", "preprocessing" (ours only, else None), "cube" (ours only, else None)}``.
-    """
-    obj = read_checkpoint(weights)
-    sd = extract_state_dict(obj, weights)
-    w = sd.get("down_tr64.ops.0.conv1.weight")
-    if w is None:
-        raise CheckpointError(f"{weights}: no U-Net encoder weights (down_tr64.ops.0.conv1.weight) found")
-    info = {"obj": obj, "width": int(w.shape[0]), "in_channels": int(w.shape[1]), "dims": w.dim() - 2}
-    mc = obj.get("model_config") or {}
-    info["norm"] = mc.get("norm", "batch")
-    info["preprocessing"] = obj.get("preprocessing")
-    cube = (obj.get("config") or {}).get("cube")
-    info["cube"] = tuple(cube) if cube else None
-    return info
+def weights_info(weights: str) -> CheckpointInfo:
+    """What a weights file says about its model (:func:`checkpoint.inspect_checkpoint`)."""
+    return inspect_checkpoint(weights)
 
 
-def _check_dims(cfg: FinetuneConfig, winfo: dict[str, Any]) -> dict[str, Any]:
-    if winfo["dims"] != cfg.dims:
-        raise UsageError(f"--dims {cfg.dims}: {cfg.weights} holds {winfo['dims']}D weights")
+def _check_dims(cfg: FinetuneConfig, winfo: CheckpointInfo) -> CheckpointInfo:
+    if winfo.dims != cfg.dims:
+        raise UsageError(f"--dims {cfg.dims}: {cfg.weights} holds {winfo.dims}D weights")
     return winfo
 
 
@@ -236,25 +245,27 @@ def build_model_for(
     width, norm, winfo = cfg.width, cfg.norm, None
     if cfg.weights:
         winfo = _check_dims(cfg, weights_info(cfg.weights))
-        if width is not None and width != winfo["width"]:
-            raise UsageError(f"--width {width} differs from the width {winfo['width']} of {cfg.weights}")
-        width = winfo["width"]
-        norm = winfo["norm"] if cfg.norm == "batch" else cfg.norm
-        if winfo["in_channels"] not in (1, in_channels):
+        if width is not None and width != winfo.width:
+            raise UsageError(f"--width {width} differs from the width {winfo.width} of {cfg.weights}")
+        width = winfo.width
+        norm = winfo.norm if cfg.norm == "batch" else cfg.norm
+        if winfo.in_channels not in (1, in_channels):
             raise UsageError(
-                f"--weights {cfg.weights}: trained on {winfo['in_channels']} channel(s), the data has {in_channels}"
+                f"--weights {cfg.weights}: trained on {winfo.in_channels} channel(s), the data has {in_channels}"
             )
     if width is None:
         width = auto_sizes(resolve_device(cfg.device), cfg.dims)["width"]
+    build = UNETS[cfg.dims] if cfg.task == "segmentation" else GenesisClassifier
+    check_training_memory(resolve_device(cfg.device), build, width, cfg.batch_size, cfg.cube)
     if cfg.task == "segmentation":
         model = UNETS[cfg.dims](in_channels=in_channels, n_classes=1, width=width, norm=norm, activation="sigmoid")
     else:
         model = GenesisClassifier(in_channels=in_channels, n_classes=n_out, width=width, norm=norm)
     if winfo is not None:
-        load_pretrained(model, winfo["obj"], strict=True, skip_head=True, source=cfg.weights, adapt_single_channel=True)
+        load_pretrained(model, winfo.obj, strict=True, skip_head=True, source=cfg.weights, adapt_single_channel=True)
         say(
             f"initialised from {cfg.weights} (width {width}; head re-initialised"
-            + initialised_note(winfo["obj"], in_channels)
+            + initialised_note(winfo.obj, in_channels)
             + ")"
         )
     else:
@@ -279,11 +290,15 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 class _FinetuneTask:
     """The fine-tuning side of :func:`engine.fit`: batches from ``sample_fn``, metrics from
-    ``eval_fn``, the encoder frozen for the first epochs."""
+    ``eval_fn``, the encoder frozen for the first epochs. Checkpoints also hold what a resumed
+    run needs to continue exactly: the history, the monitor's state and ``generators``' states."""
 
-    def __init__(self, cfg: FinetuneConfig, model, opt, sample_fn, eval_fn, key: str, meta, say):
+    def __init__(
+        self, cfg: FinetuneConfig, model, opt, sample_fn, eval_fn, key: str, meta, say, monitor, history, generators
+    ):
         self.cfg, self.model, self.opt = cfg, model, opt
         self.sample_fn, self.eval_fn, self.key, self.meta, self.say = sample_fn, eval_fn, key, meta, say
+        self.monitor, self.history, self.generators = monitor, history, generators
         self.metrics: dict[str, Any] = {}
 
     def begin_epoch(self, epoch: int):
@@ -304,6 +319,7 @@ class _FinetuneTask:
         return rec, self.metrics.get(self.key)
 
     def payload(self, epoch: int, step: int) -> dict[str, Any]:
+        best = self.monitor.best if self.monitor.best is not None else float("-inf")
         return checkpoint_payload(
             f"finetune-{self.cfg.task}",
             self.model,
@@ -312,6 +328,10 @@ class _FinetuneTask:
             epoch,
             step,
             metrics=dict(self.metrics),
+            best_val=float(best),
+            bad_epochs=int(self.monitor.bad_epochs),
+            history=self.history,
+            generators=generator_states(self.generators),
             **self.meta,
         )
 
@@ -323,23 +343,60 @@ class _FinetuneTask:
         )
 
 
+# the settings a resumed fine-tuning run must share with the checkpoint (the width is checked by
+# loading the weights)
+RESUME_KEYS = ("dims", "norm", "cube", "channels")
+
+
 def _train(
-    cfg: FinetuneConfig, model: nn.Module, device, say, sample_fn, loss_fn, eval_fn, key: str, meta: dict[str, Any]
+    cfg: FinetuneConfig,
+    model: nn.Module,
+    device,
+    say,
+    sample_fn,
+    loss_fn,
+    eval_fn,
+    key: str,
+    meta: dict[str, Any],
+    generators: dict[str, torch.Generator] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` with the shared engine; ``best.pt`` is the epoch with the highest ``key``."""
+    """Train ``model`` with the shared engine; ``best.pt`` is the epoch with the highest ``key``.
+    ``generators``: the task's own random generators (saved in checkpoints, restored on resume)."""
     out = os.path.abspath(cfg.out)
-    os.makedirs(out, exist_ok=True)
+    with RunFolder(cfg.out, cfg.resume, cfg.overwrite):
+        return _train_in(cfg, model, device, say, sample_fn, loss_fn, eval_fn, key, meta, generators or {}, out)
+
+
+def _train_in(cfg, model, device, say, sample_fn, loss_fn, eval_fn, key, meta, generators, out) -> dict[str, Any]:
     metrics_path = os.path.join(out, "metrics.jsonl")
-    if os.path.exists(metrics_path):
-        os.remove(metrics_path)
+    writer = CheckpointWriter(out)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    start_epoch, step_count, best_val, bad_epochs, history = 1, 0, None, 0, []
+    if cfg.resume:
+        if not os.path.exists(writer.last):
+            raise UsageError(f"--resume: no checkpoint to resume at {writer.last}")
+        ckpt = read_checkpoint(writer.last)
+        check_resume(ckpt, cfg, writer.last, f"finetune-{cfg.task}", RESUME_KEYS, needs=("history", "generators"))
+        rp = restore_training(ckpt, model, opt, source=writer.last, generators=generators)
+        start_epoch, step_count, best_val, bad_epochs, history = (
+            rp.start_epoch,
+            rp.step,
+            rp.best_val,
+            rp.bad_epochs,
+            rp.history,
+        )
+        rewrite_jsonl(metrics_path, history)
+        say(f"resumed from {writer.last} at epoch {start_epoch - 1} (step {step_count})")
+    elif os.path.exists(metrics_path):
+        os.remove(metrics_path)
     step = TrainStep(prepare_model(model, device), opt, device, loss_fn, amp=cfg.amp, forward=_logits)
-    monitor, writer, history = Monitor("max", cfg.patience), CheckpointWriter(out), []
+    step.steps = step_count
+    monitor = Monitor("max", cfg.patience, best=best_val, bad_epochs=bad_epochs)
     t_start = time.perf_counter()
     fit(
         step,
-        _FinetuneTask(cfg, model, opt, sample_fn, eval_fn, key, meta, say),
+        _FinetuneTask(cfg, model, opt, sample_fn, eval_fn, key, meta, say, monitor, history, generators),
         model=model,
         epochs=cfg.epochs,
         steps_per_epoch=cfg.steps_per_epoch,
@@ -347,6 +404,7 @@ def _train(
         writer=writer,
         history=history,
         metrics_path=metrics_path,
+        start_epoch=start_epoch,
         show_progress=not cfg.quiet,
         log_every=cfg.log_every,
         say=say,
@@ -381,15 +439,16 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     cfg.validate()
     device = resolve_device(cfg.device)
     if cfg.cube is None and cfg.weights:  # default to the cube the weights were pretrained on
-        cube = _check_dims(cfg, weights_info(cfg.weights))["cube"]
+        cube = _check_dims(cfg, weights_info(cfg.weights)).cube
         if cube:
             cfg = replace(cfg, cube=tuple(int(c) for c in cube))
     cfg = cfg.resolved(device)
+    check_start(cfg.out, cfg.resume, cfg.overwrite)  # before any data is loaded
 
     def say(m):
         return log(m, not cfg.quiet)
 
-    torch.manual_seed(derive_seed(cfg.seed, 11))
+    torch.manual_seed(derive_seed(cfg.seed, SeedStream.FINETUNE_INIT))
     if cfg.task == "segmentation":
         return _finetune_seg(cfg, device, say)
     return _finetune_cls(cfg, device, say)
@@ -399,6 +458,7 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
     import genesis_ops as go
 
     pre = data.Preprocessing.from_config(cfg)
+    check_resampled_size(cfg.images, cfg.spacing)
     img_paths, tr, va, val_desc = _segmentation_data(cfg, pre)
     val_fg, train_fg = sum(int(b.sum()) for _, _, b in va), sum(int(b.sum()) for _, b in tr)
     say(
@@ -414,10 +474,10 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
         [a for a, _ in tr],
         [b for _, b in tr],
         cube,
-        torch.Generator().manual_seed(derive_seed(cfg.seed, 12)),
+        torch.Generator().manual_seed(derive_seed(cfg.seed, SeedStream.SEG_CUBES)),
         cfg.fg_fraction,
     )
-    flip_seeds = torch.Generator().manual_seed(derive_seed(cfg.seed, 13))
+    flip_seeds = torch.Generator().manual_seed(derive_seed(cfg.seed, SeedStream.SEG_FLIPS))
 
     def sample_fn():
         x, y = sampler.sample(cfg.batch_size)
@@ -446,18 +506,84 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
         }
 
     meta = {"preprocessing": pre.to_dict(), "label_values": cfg.label_values, "validation": val_desc}
-    res = _train(cfg, model, device, say, sample_fn, dice_bce_loss, eval_fn, "val_dice", meta)
+    gens = {"cubes": sampler.gen, "flips": flip_seeds}
+    res = _train(cfg, model, device, say, sample_fn, dice_bce_loss, eval_fn, "val_dice", meta, gens)
     res["dice"] = res["best_metrics"]["val_dice"]
     res["iou"] = res["best_metrics"]["val_iou"]
     return res
 
 
+class ClassificationCases:
+    """Classification's batches and evaluation: random crops of the training cases, the centre
+    crop of each validation case, AUC and accuracy.
+
+    Args:
+        vols: every case's ``(C, X, Y, Z)`` array, padded to at least the cube.
+        ys: every case's class.
+        tr_idx, va_idx: indices of the training and validation cases.
+        n_classes: 1 (one sigmoid output for two classes) or the softmax classes.
+        cfg: the run's settings (``cube``, ``batch_size``, ``threshold``).
+        gen: the generator of the training draws (cases, then crop offsets).
+        device: where validation runs.
+    """
+
+    def __init__(self, vols, ys, tr_idx, va_idx, n_classes: int, cfg: FinetuneConfig, gen, device):
+        self.vols, self.ys, self.tr_idx, self.va_idx = vols, ys, tr_idx, va_idx
+        self.n_classes, self.cfg, self.gen, self.device = n_classes, cfg, gen, device
+
+    def crop(self, a: np.ndarray, random_crop: bool) -> np.ndarray:
+        """A ``cfg.cube`` crop of ``a``: at a random offset (drawn from ``gen``) or the centre."""
+        cube = self.cfg.cube
+        if random_crop:
+            o = [
+                int(torch.randint(0, n - c + 1, (1,), generator=self.gen).item())
+                for n, c in zip(a.shape[1:], cube, strict=True)
+            ]
+        else:
+            o = [(n - c) // 2 for n, c in zip(a.shape[1:], cube, strict=True)]
+        return np.asarray(a[:, o[0] : o[0] + cube[0], o[1] : o[1] + cube[1], o[2] : o[2] + cube[2]], dtype=np.float32)
+
+    def sample(self):
+        """One training batch: ``(crops (B, C, X, Y, Z), targets)`` (float ``(B, 1)`` for one output)."""
+        pick = torch.randint(0, len(self.tr_idx), (self.cfg.batch_size,), generator=self.gen).tolist()
+        x = torch.from_numpy(np.stack([self.crop(self.vols[self.tr_idx[k]], True) for k in pick]))
+        y = torch.tensor([self.ys[self.tr_idx[k]] for k in pick])
+        return x, (y.float()[:, None] if self.n_classes == 1 else y)
+
+    def evaluate(self, m: nn.Module) -> dict[str, float]:
+        """``{"val_auc", "val_accuracy"}`` over the validation cases' centre crops."""
+        n_classes = self.n_classes
+        m.eval()
+        scores, preds = [], []
+        with torch.no_grad():
+            for k in self.va_idx:
+                x = torch.from_numpy(self.crop(self.vols[k], False))[None].to(self.device)
+                lg = m(x).float().cpu()[0]
+                if n_classes == 1:
+                    p = float(torch.sigmoid(lg[0]))
+                    scores.append(p)
+                    preds.append(int(p >= self.cfg.threshold))
+                else:
+                    pr = torch.softmax(lg, 0)
+                    scores.append(pr.numpy())
+                    preds.append(int(pr.argmax()))
+        m.train()
+        truth = [self.ys[k] for k in self.va_idx]
+        acc = float(np.mean([p == t for p, t in zip(preds, truth, strict=True)]))
+        if n_classes == 1:
+            auc = roc_auc(scores, truth)
+        else:  # one-vs-rest mean over the classes present
+            aucs = [roc_auc([s[c] for s in scores], [int(t == c) for t in truth]) for c in range(n_classes)]
+            aucs = [a for a in aucs if not math.isnan(a)]
+            auc = float(np.mean(aucs)) if aucs else float("nan")
+        return {"val_auc": auc, "val_accuracy": acc}
+
+
 def _finetune_cls(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
     pre = data.Preprocessing.from_config(cfg)
-    if cfg.demo:
-        raise UsageError("--demo: the bundled demo is a segmentation task (use --task segmentation)")
     paths, ys = _classification_data(cfg, cfg.csv, cfg.images, cfg.labels, "--labels")
-    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 14))
+    check_resampled_size([p for p in paths if isinstance(p, str)], cfg.spacing)
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, SeedStream.CLS_DRAWS))
     if cfg.val_csv or cfg.val_images:
         vpaths, vys = _classification_data(cfg, cfg.val_csv, cfg.val_images, cfg.val_labels, "--val-labels")
         missing = sorted(set(ys) - set(vys))
@@ -479,6 +605,7 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
         raise UsageError(f"--n-classes {n_classes}: label {max(ys)} out of range")
     loaded = [data.load_image(p, pre) for p in paths]
     n_ch = data.channel_count(loaded)
+    check_intensities([(str(getattr(v, "path", "image")), v.data) for v in loaded], say, cfg.modality)
     vols = [data.pad_to(v.channel_first(), (n_ch,) + tuple(cfg.cube), 0.0)[0] for v in loaded]  # (C, X, Y, Z)
     counts = lambda idx: "/".join(str(sum(ys[k] == c for k in idx)) for c in sorted(set(ys)))  # noqa: E731
     say(
@@ -487,53 +614,10 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
         f"{counts(tr_idx)} train, {counts(va_idx)} validation), device {device}"
     )
     model = build_model_for(cfg, n_classes, say, in_channels=n_ch)
-    cube = cfg.cube
-
-    def crop(a, random_crop):
-        if random_crop:
-            o = [
-                int(torch.randint(0, n - c + 1, (1,), generator=gen).item())
-                for n, c in zip(a.shape[1:], cube, strict=True)
-            ]
-        else:
-            o = [(n - c) // 2 for n, c in zip(a.shape[1:], cube, strict=True)]
-        return np.asarray(a[:, o[0] : o[0] + cube[0], o[1] : o[1] + cube[1], o[2] : o[2] + cube[2]], dtype=np.float32)
-
-    def sample_fn():
-        pick = torch.randint(0, len(tr_idx), (cfg.batch_size,), generator=gen).tolist()
-        x = torch.from_numpy(np.stack([crop(vols[tr_idx[k]], True) for k in pick]))
-        y = torch.tensor([ys[tr_idx[k]] for k in pick])
-        return x, (y.float()[:, None] if n_classes == 1 else y)
-
-    def eval_fn(m):
-        m.eval()
-        scores, preds = [], []
-        with torch.no_grad():
-            for k in va_idx:
-                x = torch.from_numpy(crop(vols[k], False))[None].to(device)
-                lg = m(x).float().cpu()[0]
-                if n_classes == 1:
-                    p = float(torch.sigmoid(lg[0]))
-                    scores.append(p)
-                    preds.append(int(p >= cfg.threshold))
-                else:
-                    pr = torch.softmax(lg, 0)
-                    scores.append(pr.numpy())
-                    preds.append(int(pr.argmax()))
-        m.train()
-        truth = [ys[k] for k in va_idx]
-        acc = float(np.mean([p == t for p, t in zip(preds, truth, strict=True)]))
-        if n_classes == 1:
-            auc = roc_auc(scores, truth)
-        else:  # one-vs-rest mean over the classes present
-            aucs = [roc_auc([s[c] for s in scores], [int(t == c) for t in truth]) for c in range(n_classes)]
-            aucs = [a for a in aucs if not math.isnan(a)]
-            auc = float(np.mean(aucs)) if aucs else float("nan")
-        return {"val_auc": auc, "val_accuracy": acc}
-
+    cases = ClassificationCases(vols, ys, tr_idx, va_idx, n_classes, cfg, gen, device)
     meta = {"preprocessing": pre.to_dict(), "validation": val_desc}
     key = "val_auc" if len(set(ys[k] for k in va_idx)) > 1 else "val_accuracy"
-    res = _train(cfg, model, device, say, sample_fn, classification_loss, eval_fn, key, meta)
+    res = _train(cfg, model, device, say, cases.sample, classification_loss, cases.evaluate, key, meta, {"draws": gen})
     res["auc"] = res["best_metrics"]["val_auc"]
     res["accuracy"] = res["best_metrics"]["val_accuracy"]
     return res
@@ -565,7 +649,7 @@ def finetune_demo(cfg: FinetuneConfig, say: Callable[[str], None] = print) -> di
         say(f"--- fine-tuning {name} ---")
         c = replace(cfg, weights=w, out=os.path.join(base, name), demo=True, task="segmentation")
         if w is None and c.width is None:
-            c.width = weights_info(cfg.weights)["width"]
+            c.width = weights_info(cfg.weights).width
         res[name] = finetune(c)
     res["time_s"] = time.perf_counter() - t0
     return res

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 from collections.abc import Callable, Sequence
@@ -14,7 +15,9 @@ import torch.nn as nn
 from . import data
 from . import data2d
 from .engine import amp_dtype, autocast
-from .model import GenesisClassifier, load_model, read_checkpoint
+from .config import check_cube
+from .checkpoint import inspect_checkpoint, load_model, read_checkpoint
+from .model import GenesisClassifier
 from .utils import UsageError, resolve_device
 
 # window size for weights that do not record their training cube (the published ones: the paper's)
@@ -136,27 +139,34 @@ def predict_volume(
     model = load_model(obj, map_location="cpu", source=weights)
     if isinstance(model, GenesisClassifier):
         raise UsageError(f"{weights}: a classification checkpoint; predict needs a U-Net (segmentation or pretraining)")
-    kind = obj.get("kind", "published")
-    pre = data.Preprocessing.from_dict(obj.get("preprocessing"))
+    info = inspect_checkpoint(obj, source=weights)
+    kind = info.kind
+    pre = data.Preprocessing.from_dict(info.preprocessing)
     if cube is None:
-        c = (obj.get("config") or {}).get("cube")
-        cube = tuple(c) if c else (DEFAULT_PATCH_2D if model.dims == 2 else PUBLISHED_CUBE)
+        cube = info.cube or (DEFAULT_PATCH_2D if model.dims == 2 else PUBLISHED_CUBE)
     if len(cube) != model.dims:
         raise UsageError(f"--cube: a {model.dims}D checkpoint needs {model.dims} sizes, got {' '.join(map(str, cube))}")
     if not 0 <= overlap < 1:
         raise UsageError(f"--overlap: expected a fraction in [0, 1), got {overlap}")
     if threshold is not None and not 0 <= threshold <= 1:
         raise UsageError(f"--threshold: expected a value in [0, 1], got {threshold}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"--batch-size: expected a positive integer, got {batch_size!r}")
+    check_cube(tuple(cube), model.dims)
     image = model.dims == 2 and data2d.is_image(input_path)
     if image and not data2d.is_image(output_path):
         raise UsageError(f"--output: a 2D image input gives a PNG, got {output_path}")
+    if os.path.isdir(output_path):
+        raise UsageError(f"--output {output_path}: is a folder; give the file to write (.nii or .nii.gz)")
+    if not image and not data.is_nifti(output_path):
+        raise UsageError(f"--output {output_path}: expected a .nii or .nii.gz file name")
     if model.dims == 2 and data.channel_names(channels) is not None:
         raise UsageError(data2d.SINGLE_CHANNEL_2D)
     vol = _load_input(
         input_path,
         pre,
         channels,
-        obj,
+        info,
         model.in_channels,
         weights,
         load=data2d.load_input if model.dims == 2 else data.load_volume,
@@ -197,13 +207,13 @@ def predict_volume(
     }
 
 
-def _load_input(input_path: str, pre, channels, ckpt, in_channels: int, weights: str, load=data.load_volume):
+def _load_input(input_path: str, pre, channels, info, in_channels: int, weights: str, load=data.load_volume):
     """The input volume of :func:`predict_volume`: a file read by ``load`` (2D: also an image), or
     one subject's ``{channel}`` files (channel names from ``channels``, else those the checkpoint was
     trained on); its channel count must be the model's."""
     names = data.channel_names(channels)
     if names is None and data.CHANNEL_KEY in input_path:
-        names = data.channel_names((ckpt.get("config") or {}).get("channels"))
+        names = data.channel_names(info.channels)
         if names is None:
             raise UsageError(
                 f"--input {input_path}: a {data.CHANNEL_KEY} pattern needs --channels (the checkpoint records none)"

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .errors import UsageError
+
 
 class DiceIoU:
     """Dice and IoU pooled over any number of (prediction, truth) mask pairs.
@@ -163,14 +165,36 @@ def mask_scores(
     }
 
 
+# more distinct values than this is an image, not a label mask
+MAX_LABELS = 1000
+
+
+def _check_label_map(arr: np.ndarray, path: Any) -> None:
+    from .errors import VolumeError
+
+    sample = arr.reshape(-1)[:: max(1, arr.size // 1_000_000)]
+    if not np.all(np.isfinite(sample)) or np.any(sample != np.rint(sample)):
+        raise VolumeError(
+            f"{path}: not a label mask (non-integer values); pass a mask, e.g. from `genesis-ops predict`"
+        )
+    n = len(np.unique(sample))
+    if n > MAX_LABELS:
+        raise VolumeError(f"{path}: not a label mask ({n} distinct values, more than {MAX_LABELS} labels)")
+
+
 def evaluate_files(
     pred_paths: Sequence[str],
     label_paths: Sequence[str],
     per_label: bool = False,
     label_values: Sequence[int] | None = None,
     device: Any = "cpu",
+    log: Any = None,
 ) -> dict[str, Any]:
     """Score saved masks against label volumes (the ``genesis-ops evaluate`` command).
+
+    A prediction that is not a label mask (non-integer values, or more than :data:`MAX_LABELS`
+    labels: e.g. a CT given by mistake) is refused before any surface distance is computed;
+    ``log(message)`` (when given) reports each case as it is scored.
 
     Both files of a pair are read on their closest canonical (RAS) grid, so a mask stored in another
     orientation of the same grid still lines up; shapes and affines must then agree.
@@ -192,7 +216,7 @@ def evaluate_files(
     from . import data
 
     if len(pred_paths) != len(label_paths):
-        raise ValueError(f"--labels: got {len(label_paths)} label volume(s) for {len(pred_paths)} prediction(s)")
+        raise UsageError(f"--labels: got {len(label_paths)} label volume(s) for {len(pred_paths)} prediction(s)")
     cases: list[dict[str, Any]] = []
     pooled: dict[Any, DiceIoU] = {}
     for pp, lp in zip(pred_paths, label_paths, strict=True):
@@ -204,7 +228,10 @@ def evaluate_files(
             raise data.VolumeError(
                 f"{pp}: affine differs from the labels' ({lp}); resample the mask onto the label grid"
             )
+        _check_label_map(parr, pp)
         pi, li = np.rint(parr).astype(np.int64), np.rint(larr).astype(np.int64)
+        if log:
+            log(f"evaluate: case {len({c['pred'] for c in cases}) + 1}/{len(pred_paths)}: {pp}")
         if per_label:
             values = sorted((set(np.unique(pi).tolist()) | set(np.unique(li).tolist())) - {0})
             if label_values:

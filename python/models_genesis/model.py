@@ -1,7 +1,8 @@
-"""The Models Genesis 3D U-Net (and the same network in 2D), an encoder-only classifier, and weight loading.
+"""The Models Genesis 3D U-Net (and the same network in 2D) and an encoder-only classifier.
 
 Layer and parameter names follow the published PyTorch weights (``Genesis_Chest_CT.pt``) so that
-those weights load with ``strict=True`` once a ``module.`` prefix is stripped.
+those weights load with ``strict=True`` once a ``module.`` prefix is stripped. Reading, writing and
+loading weights is :mod:`models_genesis.checkpoint`.
 
 Tensor layout: ``(B, C, X, Y, Z)`` where the three spatial axes are the array axes of the
 canonical (RAS) volume, i.e. the paper's ``rows x cols x depth`` (64 x 64 x 32 by default).
@@ -11,9 +12,7 @@ built from 2D layers, on ``(B, C, H, W)``.
 
 from __future__ import annotations
 
-import os
 from typing import Any
-from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
@@ -21,10 +20,6 @@ import torch.nn.functional as F
 
 NORMS = ("batch", "batch_stats")
 ACTIVATIONS = ("sigmoid", "softmax", "none")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be read or does not match the model."""
 
 
 class _BatchStats:
@@ -291,10 +286,16 @@ class GenesisClassifier(_Encoder):
         return self.head(out512.mean(dim=(2, 3, 4)))
 
 
-def encoder_modules(model: nn.Module):
-    """The four encoder blocks of a U-Net or classifier (for freezing)."""
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
     m = getattr(model, "module", model)
     m = getattr(m, "_orig_mod", m)
+    return getattr(m, "module", m)
+
+
+def encoder_modules(model: nn.Module):
+    """The four encoder blocks of a U-Net or classifier (for freezing)."""
+    m = unwrap(model)
     return [m.down_tr64, m.down_tr128, m.down_tr256, m.down_tr512]
 
 
@@ -302,199 +303,25 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def build_model(config: Mapping[str, Any]) -> nn.Module:
-    """Build a model from the ``model_config`` stored in our checkpoints."""
-    cfg = dict(config)
-    arch = cfg.pop("arch", "unet3d")
-    if arch == "unet3d":
-        return UNet3D(**cfg)
-    if arch == "unet2d":
-        return UNet2D(**cfg)
-    if arch == "classifier":
-        return GenesisClassifier(**cfg)
-    raise CheckpointError(f"unknown model architecture {arch!r} in checkpoint")
+# The checkpoint functions lived here before models_genesis.checkpoint held the format; they stay
+# importable from here (resolved lazily: checkpoint imports this module).
+_CHECKPOINT_NAMES = (
+    "CheckpointError",
+    "FIRST_CONV",
+    "HEAD_KEYS",
+    "adapt_channels",
+    "build_model",
+    "extract_state_dict",
+    "initialised_note",
+    "load_model",
+    "load_pretrained",
+    "read_checkpoint",
+)
 
 
-# ----------------------------------------------------------------------------------------------
-# checkpoint reading
+def __getattr__(name: str) -> Any:
+    if name in _CHECKPOINT_NAMES:
+        from . import checkpoint
 
-
-def read_checkpoint(path: str, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint file safely (``weights_only=True``); one-line errors naming the file."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    if os.path.isdir(path):
-        raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure means unreadable
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({msg})") from None
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
-    return dict(obj)
-
-
-def extract_state_dict(obj: Mapping[str, Any], source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Find the state dict in our format (``model``), the published one (``state_dict``) or a bare one,
-    and strip ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
-    if "model" in obj and isinstance(obj["model"], Mapping):
-        sd = obj["model"]
-    elif "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        sd = obj["state_dict"]
-    elif obj and all(torch.is_tensor(v) for v in obj.values()):
-        sd = obj
-    else:
-        raise CheckpointError(
-            f"{source}: no model weights found (expected a 'model' or 'state_dict' "
-            f"entry or a bare state dict; top-level keys: {sorted(obj)[:8]})"
-        )
-    out = {}
-    for k, v in sd.items():
-        if not torch.is_tensor(v):
-            raise CheckpointError(f"{source}: entry {k!r} is not a tensor")
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix) :]
-        out[k] = v
-    return out
-
-
-def _summarise(keys, n=3) -> str:
-    keys = sorted(keys)
-    s = ", ".join(keys[:n])
-    return s + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
-
-
-FIRST_CONV = "down_tr64.ops.0.conv1.weight"
-HEAD_KEYS = ("out_tr.final_conv.weight", "out_tr.final_conv.bias")
-
-
-def adapt_channels(sd: dict[str, torch.Tensor], in_channels: int, n_out: int | None = None) -> dict[str, torch.Tensor]:
-    """Single-channel weights made to fit a ``in_channels``-channel model (restoring ``n_out``
-    channels when given): the first convolution's kernel is repeated over the input channels and
-    divided by their number, so an input whose channels are all equal gives exactly the
-    single-channel response; a one-output head is repeated for every output channel. Every other
-    tensor is kept. Weights that are not single-channel are returned unchanged."""
-    sd = dict(sd)
-    w = sd.get(FIRST_CONV)
-    if w is not None and w.shape[1] == 1 and in_channels > 1:
-        sd[FIRST_CONV] = w.repeat(1, in_channels, 1, 1, 1) / in_channels
-    if n_out is not None and n_out > 1:
-        for k in HEAD_KEYS:
-            if k in sd and sd[k].shape[0] == 1:
-                sd[k] = sd[k].repeat(n_out, *([1] * (sd[k].dim() - 1)))
-    return sd
-
-
-def initialised_note(weights: Any, in_channels: int) -> str:
-    """ "" or the log note saying that single-channel ``weights`` were adapted to ``in_channels``
-    (:func:`adapt_channels`), for the commands' "initialised from ..." line."""
-    obj = read_checkpoint(weights) if isinstance(weights, (str, os.PathLike)) else weights
-    w = extract_state_dict(obj).get(FIRST_CONV)
-    if w is None or w.shape[1] == in_channels:
-        return ""
-    return (
-        f"; single-channel weights adapted to {in_channels} channels: first convolution's kernel repeated "
-        f"over the channels and divided by {in_channels} (a one-output restoration head repeated per channel)"
-    )
-
-
-def load_pretrained(
-    model: nn.Module,
-    weights: Any,
-    strict: bool = True,
-    skip_head: bool = False,
-    map_location: Any = "cpu",
-    source: str | None = None,
-    adapt_single_channel: bool = False,
-) -> dict[str, Any]:
-    """Load weights into ``model`` from a path or an already loaded checkpoint dict.
-
-    Accepts our checkpoints (``{'model': ..., 'model_config': ...}``), the published format
-    (``{'state_dict': ...}`` with ``module.`` prefixes) and bare state dicts.
-
-    * :class:`UNet3D`: all keys must match (``strict``); ``skip_head=True`` keeps the model's own
-      ``out_tr`` head (e.g. to fine-tune with a different number of classes).
-    * :class:`GenesisClassifier`: only the encoder (``down_tr*``) is taken from a U-Net checkpoint;
-      a classifier checkpoint loads completely.
-    * ``adapt_single_channel``: single-channel weights (the published ones) initialise a
-      multi-channel model through :func:`adapt_channels`; without it a channel mismatch is an error.
-
-    Raises :class:`CheckpointError` with a one-line message on any mismatch. Returns the
-    checkpoint's metadata (everything but tensors' state dicts).
-    """
-    if source is None:
-        source = os.fspath(weights) if isinstance(weights, (str, os.PathLike)) else "checkpoint"
-    obj = read_checkpoint(weights, map_location) if isinstance(weights, (str, os.PathLike)) else dict(weights)
-    sd = extract_state_dict(obj, source)
-    target = getattr(model, "module", model)
-    target = getattr(target, "_orig_mod", target)
-    own = target.state_dict()
-    if adapt_single_channel:
-        sd = adapt_channels(
-            sd, target.in_channels, None if skip_head or isinstance(target, GenesisClassifier) else target.n_classes
-        )
-    if isinstance(target, GenesisClassifier) and not any(k.startswith("head.") for k in sd):
-        sd = {k: v for k, v in sd.items() if k.startswith("down_tr")}
-        own_keys = {k for k in own if k.startswith("down_tr")}
-    else:
-        own_keys = set(own)
-    if skip_head:
-        sd = {k: v for k, v in sd.items() if not k.startswith(("out_tr.", "head."))}
-        own_keys = {k for k in own_keys if not k.startswith(("out_tr.", "head."))}
-    # BatchNorm's num_batches_tracked counters are optional (older or converted files may lack them)
-    missing = {k for k in own_keys - set(sd) if not k.endswith("num_batches_tracked")}
-    unexpected = set(sd) - set(own)
-    if "down_tr64.ops.0.conv1.weight" in sd and "down_tr64.ops.0.conv1.weight" in own:
-        a, b = sd["down_tr64.ops.0.conv1.weight"].shape, own["down_tr64.ops.0.conv1.weight"].shape
-        if len(a) != len(b):
-            raise CheckpointError(
-                f"{source}: weights of a {len(a) - 2}D model, the model is {len(b) - 2}D (--dims {len(b) - 2})"
-            )
-        if a != b:
-            hint = (
-                "; single-channel weights can initialise it with adapt_single_channel=True"
-                if a[1] == 1 and a[0] == b[0]
-                else ""
-            )
-            raise CheckpointError(
-                f"{source}: first convolution has shape {tuple(a)} (width {a[0]}, {a[1]} input channel(s)) "
-                f"but the model expects {tuple(b)} (width {b[0]}, {b[1]} input channel(s)){hint}"
-            )
-    if strict and (missing or unexpected):
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_summarise(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_summarise(unexpected)}")
-        raise CheckpointError(f"{source}: weights do not match the model ({'; '.join(parts)})")
-    for k, v in sd.items():
-        if k in own and own[k].shape != v.shape:
-            raise CheckpointError(f"{source}: {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
-    sd = {k: v for k, v in sd.items() if k in own}
-    target.load_state_dict(sd, strict=False)
-    return {k: v for k, v in obj.items() if k not in ("model", "state_dict", "optimizer", "scheduler")}
-
-
-def load_model(weights: Any, map_location: Any = "cpu", source: str | None = None, **defaults: Any) -> nn.Module:
-    """Build a model from a checkpoint: our checkpoints carry their config; a published or bare
-    state dict is taken as a U-Net whose width/channels are inferred from the weights."""
-    if source is None:
-        source = os.fspath(weights) if isinstance(weights, (str, os.PathLike)) else "checkpoint"
-    obj = read_checkpoint(weights, map_location) if isinstance(weights, (str, os.PathLike)) else dict(weights)
-    cfg = obj.get("model_config")
-    if isinstance(cfg, Mapping):
-        model = build_model(cfg)
-    else:
-        sd = extract_state_dict(obj, source)
-        w = sd.get("down_tr64.ops.0.conv1.weight")
-        head = sd.get("out_tr.final_conv.weight")
-        if w is None or head is None:
-            raise CheckpointError(f"{source}: not a U-Net checkpoint (no down_tr64/out_tr weights)")
-        cfg = {"in_channels": int(w.shape[1]), "n_classes": int(head.shape[0]), "width": int(w.shape[0])}
-        cfg.update(defaults)
-        model = UNETS.get(w.dim() - 2, UNet3D)(**cfg)  # a 4D kernel: 2D weights
-    load_pretrained(model, obj, strict=True, source=source)
-    return model
+        return getattr(checkpoint, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,17 +4,18 @@ Cubes are cut on the CPU from cached volumes (cheap slicing), moved to the train
 corrupted there by ``genesis_ops.models_genesis`` (never in DataLoader workers); the U-Net learns
 to restore them under an MSE loss (or, with ``corrupted_weight``, one weighted by the corruption
 mask the same call returns: :func:`losses.corruption_weighted_mse`). Single process, or DDP under
-``torchrun``. The loop, step, checkpoints and early stopping are the shared engine's
-(:mod:`models_genesis.engine`).
+``torchrun``. The loop, step and early stopping are the shared engine's (:mod:`models_genesis.engine`),
+the checkpoints :mod:`models_genesis.checkpoint`'s, the run folder's lock :mod:`models_genesis.runfolder`'s.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import math
 import os
 import time
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
 from collections.abc import Callable, Sequence
 
 import torch
@@ -24,10 +25,33 @@ import torch.nn.functional as F
 from . import data
 from . import data2d
 from .config import PretrainConfig
-from .engine import CheckpointWriter, Monitor, TrainStep, amp_dtype, autocast, checkpoint_payload, fit, prepare_model
+from .budget import check_resampled_size, check_training_memory
+from .checkpoint import (
+    CheckpointWriter,
+    check_resume,
+    checkpoint_payload,
+    initialised_note,
+    load_pretrained,
+    read_checkpoint,
+    restore_training,
+)
+from .errors import DivergedError
+from .engine import Monitor, TrainStep, amp_dtype, autocast, fit, prepare_model
 from .losses import restoration_loss
-from .model import UNETS, initialised_note, load_pretrained, read_checkpoint
-from .utils import DistInfo, Progress, UsageError, append_jsonl, derive_seed, log, resolve_device, set_rng_state
+from .model import UNETS
+from .quality import check_intensities
+from .runfolder import RunFolder, check_start
+from .utils import (
+    DistInfo,
+    Progress,
+    SeedStream,
+    UsageError,
+    append_jsonl,
+    derive_seed,
+    log,
+    resolve_device,
+    rewrite_jsonl,
+)
 
 __all__ = ["PretrainConfig", "pretrain", "genesis_config", "make_optimizer", "batch_stats_eval"]
 
@@ -145,6 +169,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         dist_info.close()
 
 
+# the settings a resumed run must share with the checkpoint
+RESUME_KEYS = ("dims", "width", "norm", "cube", "channels")
+
+
 def _read_resume(cfg: PretrainConfig, last_path: str) -> dict[str, Any] | None:
     """The checkpoint to resume from (None without --resume); its width, norm and cube must match."""
     if not cfg.resume:
@@ -152,43 +180,8 @@ def _read_resume(cfg: PretrainConfig, last_path: str) -> dict[str, Any] | None:
     if not os.path.exists(last_path):
         raise UsageError(f"--resume: no checkpoint to resume at {last_path}")
     ckpt = read_checkpoint(last_path)
-    saved = ckpt.get("config", {})
-    for k in ("dims", "width", "norm", "cube", "channels"):
-        sv = saved.get(k)
-        if k in ("cube", "channels") and sv is not None:
-            sv = tuple(sv)
-        if k == "channels":
-            sv, cur = data.channel_names(sv), data.channel_names(cfg.channels)
-            if sv != cur:
-                raise UsageError(f"--resume: channels {cur} differ from the checkpoint's {sv}")
-            continue
-        if sv is not None and sv != getattr(cfg, k):
-            raise UsageError(f"--resume: {k} {getattr(cfg, k)} differs from the checkpoint's {sv}")
+    check_resume(ckpt, cfg, last_path, "pretrain", RESUME_KEYS, needs=("scheduler",))
     return ckpt
-
-
-def _restore(ckpt, model, opt, sched, source: str, metrics_path: str, main: bool):
-    """Load a resumed run's model, optimiser, scheduler and RNG; rewrite metrics.jsonl from the
-    checkpoint's history. Returns ``(start_epoch, step, best_val, bad_epochs, history)``."""
-    load_pretrained(model, ckpt, strict=True, source=source)
-    opt.load_state_dict(ckpt["optimizer"])
-    sched.load_state_dict(ckpt["scheduler"])
-    history = list(ckpt.get("history", []))
-    if "rng" in ckpt:
-        set_rng_state(ckpt["rng"])
-    if main:  # the checkpoint's history is authoritative (a kill may fall between the two writes)
-        tmp = metrics_path + ".tmp"
-        with open(tmp, "w") as f:
-            for rec in history:
-                f.write(json.dumps(rec) + "\n")
-        os.replace(tmp, metrics_path)
-    return (
-        int(ckpt["epoch"]) + 1,
-        int(ckpt["step"]),
-        float(ckpt.get("best_val", float("inf"))),
-        int(ckpt.get("bad_epochs", 0)),
-        history,
-    )
 
 
 def loss_name(cfg: PretrainConfig) -> str:
@@ -196,31 +189,59 @@ def loss_name(cfg: PretrainConfig) -> str:
     return "MSE" if cfg.corrupted_weight is None else f"corruption-weighted MSE (W={cfg.corrupted_weight:g})"
 
 
+class ValidationSet(NamedTuple):
+    """The fixed validation cubes: corrupted ``inputs``, ``targets`` and the corruption ``masks``
+    (each None without validation data)."""
+
+    inputs: torch.Tensor | None
+    targets: torch.Tensor | None
+    masks: torch.Tensor | None
+
+
+@dataclass
+class PretrainRun:
+    """What one pretraining run trains with: the pieces :class:`_PretrainTask` reads, by name."""
+
+    cfg: PretrainConfig
+    model: nn.Module  # the unwrapped model
+    opt: torch.optim.Optimizer
+    sched: Any  # the StepLR schedule
+    pre: data.Preprocessing
+    device: torch.device
+    rank: int
+    train_volumes: Sequence[data.Volume]
+    train_regions: Sequence | None  # one region per volume (the training side of one split volume), or None
+    validation: ValidationSet
+    monitor: Monitor
+    history: list[dict[str, Any]]
+    out: str
+    say: Callable[[str], None]
+
+
 class _PretrainTask:
     """The pretraining side of :func:`engine.fit`: corrupted cubes in, validation of the training
     loss (and the plain MSE) on fixed cubes, pictures."""
 
-    def __init__(
-        self, cfg, model, opt, sched, pre, device, dist_info, tr_vols, tr_regions, val_set, monitor, history, out, say
-    ):
+    def __init__(self, run: PretrainRun):
         import genesis_ops as go
 
+        cfg = run.cfg
         self.go, self.gcfg = go, genesis_config(cfg)
-        self.cfg, self.model, self.opt, self.sched, self.pre = cfg, model, opt, sched, pre
-        self.device, self.rank = device, dist_info.rank
-        self.tr_vols, self.tr_regions = tr_vols, tr_regions
-        self.val_inp, self.val_tgt, self.val_mask = val_set
+        self.cfg, self.model, self.opt, self.sched, self.pre = cfg, run.model, run.opt, run.sched, run.pre
+        self.device, self.rank = run.device, run.rank
+        self.tr_vols, self.tr_regions = run.train_volumes, run.train_regions
+        self.val_inp, self.val_tgt, self.val_mask = run.validation
         # the masks are asked for only when the loss weighs them: the default step stays the plain op
         self.weighted = cfg.corrupted_weight is not None
         self.loss_fn, self.loss_name = restoration_loss(cfg.corrupted_weight), loss_name(cfg)
-        self.dtype = amp_dtype(device, cfg.amp)
-        self.monitor, self.history, self.out, self.say = monitor, history, out, say
+        self.dtype = amp_dtype(run.device, cfg.amp)
+        self.monitor, self.history, self.out, self.say = run.monitor, run.history, run.out, run.say
         self.lr_now = cfg.lr
 
     def begin_epoch(self, epoch: int) -> tuple[Callable, str]:
         # per-(seed, rank, epoch) streams: a resumed run draws exactly the cubes it would have drawn
         cfg = self.cfg
-        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, epoch, 2))
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, epoch, SeedStream.TRAIN_CUBES))
         sampler = data.CubeSampler(
             self.tr_vols,
             data2d.sampling_cube(cfg.cube),
@@ -229,7 +250,7 @@ class _PretrainTask:
             min_foreground=cfg.min_foreground,
             regions=self.tr_regions,
         )
-        seed_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, epoch, 3))
+        seed_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, epoch, SeedStream.TRAIN_CORRUPTION))
 
         def next_batch():
             cubes = data2d.drop_slice_axis(sampler.sample(cfg.batch_size), cfg.dims).to(self.device, non_blocking=True)
@@ -283,7 +304,15 @@ class _PretrainTask:
             "epoch_time_s": round(epoch_time, 3),
         }
         self.rate, self.epoch_time = prog.rate(), epoch_time
-        return rec, (val["val_loss"] if val["val_loss"] is not None else train_loss)
+        v = val["val_loss"]
+        if v is not None and not math.isfinite(v):
+            # as a non-finite training loss: stop before this epoch's checkpoints, so last.pt and
+            # best.pt stay those of finite epochs
+            raise DivergedError(
+                f"validation {self.loss_name} became {v} at epoch {epoch}; last.pt and best.pt keep the "
+                f"last finite epochs; try a lower --lr (now {self.lr_now:g})"
+            )
+        return rec, (v if v is not None else train_loss)
 
     def payload(self, epoch: int, step: int) -> dict[str, Any]:
         best = self.monitor.best if self.monitor.best is not None else float("inf")
@@ -351,43 +380,63 @@ def _validation_set(cfg: PretrainConfig, va_vols, va_regions, device, gcfg):
     import genesis_ops as go
 
     if va_vols is None:
-        return None, None, None
+        return ValidationSet(None, None, None)
     vs = data.CubeSampler(
         va_vols,
         data2d.sampling_cube(cfg.cube),
-        torch.Generator().manual_seed(derive_seed(cfg.seed, 7)),
+        torch.Generator().manual_seed(derive_seed(cfg.seed, SeedStream.VAL_CUBES)),
         air_value=cfg.air_value,
         min_foreground=cfg.min_foreground,
         regions=va_regions,
     )
     v = data2d.drop_slice_axis(vs.sample(cfg.val_batches * cfg.batch_size), cfg.dims).to(device)
-    return go.models_genesis(v, config=gcfg, seed=derive_seed(cfg.seed, 8), return_masks=True)
+    return ValidationSet(
+        *go.models_genesis(v, config=gcfg, seed=derive_seed(cfg.seed, SeedStream.VAL_CORRUPTION), return_masks=True)
+    )
 
 
 def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, say) -> dict[str, Any]:
+    out = os.path.abspath(cfg.out)
+    check_training_memory(device, UNETS[cfg.dims], cfg.width, cfg.batch_size, cfg.cube)
+    check_resampled_size(cfg.data, cfg.spacing)
+    check_start(cfg.out, cfg.resume, cfg.overwrite)  # every process, before the main one writes
+    dist_info.barrier()
+    # the main process holds the folder's lock for the whole run
+    with RunFolder(cfg.out, cfg.resume, cfg.overwrite) if dist_info.is_main else contextlib.nullcontext():
+        return _run(cfg, device, dist_info, say, out)
+
+
+def _run(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, say, out: str) -> dict[str, Any]:
     t_start = time.perf_counter()
     main = dist_info.is_main
-    out = os.path.abspath(cfg.out)
     writer = CheckpointWriter(out)
     metrics_path = os.path.join(out, "metrics.jsonl")
     ckpt = _read_resume(cfg, writer.last)
-    if main:
-        os.makedirs(out, exist_ok=True)
     pre = data.Preprocessing.from_config(cfg)
     demo = cfg.data is None
     paths = [data.DEMO_CT] if demo else list(cfg.data)
+
+    def warn(m):  # --skip-bad's warnings: once, from the main process, silenced by --quiet
+        if main and not cfg.quiet:
+            print(m, flush=True)
+
     if cfg.dims == 2:  # images, and the axial slices of volumes (single-channel: config.check_dims)
-        volumes = data2d.load_inputs(paths, pre, skip_bad=cfg.skip_bad, log=(print if main else None))
+        volumes = data2d.load_inputs(paths, pre, skip_bad=cfg.skip_bad, log=warn)
     else:
         volumes = data.load_volumes(
             paths,
             pre,
             skip_bad=cfg.skip_bad,
             cache=data.VolumeCache(),
-            log=(print if main else None),
+            log=warn,
             channels=None if demo else data.channel_names(cfg.channels),
         )
     n_ch = data.channel_count(volumes)
+    check_intensities(
+        [(str(getattr(v, "path", "volume")), v.data) for v in volumes],
+        warn,
+        cfg.modality if cfg.dims == 3 else "image",
+    )
     say(
         f"genesis-ops pretrain{' (2D)' if cfg.dims == 2 else ''}: "
         f"{'demo CT (bundled)' if demo else f'{len(volumes)} input(s)'}, "
@@ -399,7 +448,7 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, sa
     )
 
     tr_vols, tr_regions, va_vols, va_regions = _split(cfg, volumes)
-    torch.manual_seed(derive_seed(cfg.seed, dist_info.rank, 1))
+    torch.manual_seed(derive_seed(cfg.seed, dist_info.rank, SeedStream.MODEL_INIT))
     # every channel is restored: C in, C out
     model = UNETS[cfg.dims](in_channels=n_ch, n_classes=n_ch, width=cfg.width, norm=cfg.norm).to(device)
     if cfg.init_weights and ckpt is None:
@@ -408,15 +457,32 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, sa
     opt, sched = make_optimizer(cfg, model.parameters())
     start_epoch, step_count, best_val, bad_epochs, history = 1, 0, float("inf"), 0, []
     if ckpt is not None:
-        start_epoch, step_count, best_val, bad_epochs, history = _restore(
-            ckpt, model, opt, sched, writer.last, metrics_path, main
-        )
+        rp = restore_training(ckpt, model, opt, sched, source=writer.last)
+        start_epoch, step_count, bad_epochs, history = rp.start_epoch, rp.step, rp.bad_epochs, rp.history
+        best_val = float(ckpt.get("best_val", float("inf")))
+        if main:
+            rewrite_jsonl(metrics_path, history)
         say(f"resumed from {writer.last} at epoch {start_epoch - 1} (step {step_count})")
 
     monitor = Monitor("min", cfg.patience, best=best_val, bad_epochs=bad_epochs)
     val_set = _validation_set(cfg, va_vols, va_regions, device, genesis_config(cfg))
     task = _PretrainTask(
-        cfg, model, opt, sched, pre, device, dist_info, tr_vols, tr_regions, val_set, monitor, history, out, say
+        PretrainRun(
+            cfg=cfg,
+            model=model,
+            opt=opt,
+            sched=sched,
+            pre=pre,
+            device=device,
+            rank=dist_info.rank,
+            train_volumes=tr_vols,
+            train_regions=tr_regions,
+            validation=val_set,
+            monitor=monitor,
+            history=history,
+            out=out,
+            say=say,
+        )
     )
     step = TrainStep(
         prepare_model(model, device, dist_info.enabled, cfg.compile), opt, device, loss_fn=task.loss_fn, amp=cfg.amp

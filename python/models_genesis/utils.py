@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import sys
@@ -12,8 +13,7 @@ import torch
 import torch.distributed as dist
 
 
-class UsageError(ValueError):
-    """A bad option value (reported by the command line as a one-line error)."""
+from .errors import UsageError  # noqa: F401  (importable from here, as before)
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -34,35 +34,24 @@ def resolve_device(device: str | None) -> torch.device:
     return d
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``: a reader
-    (or a crash at any moment) sees either the old complete file or the new complete file."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    try:  # make the rename durable
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
 def append_jsonl(path: str, record: dict[str, Any]) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
+
+
+def rewrite_jsonl(path: str, records) -> None:
+    """Replace ``path`` atomically with one JSON line per record (a resumed run's metrics: the
+    checkpoint's history is authoritative, since a kill may fall between the two writes)."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            for rec in records:
+                f.write(json.dumps(rec) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def read_jsonl(path: str):
@@ -94,6 +83,22 @@ def set_rng_state(st: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(st["cuda"])
         except (RuntimeError, IndexError):
             pass  # different number of GPUs; the data streams are re-derived from the seed anyway
+
+
+class SeedStream(enum.IntEnum):
+    """The training layer's random streams, each drawn from ``derive_seed(seed, ..., stream)``: one
+    number per purpose, so that no two purposes share a stream and a resumed run redraws exactly
+    what it would have drawn (the numbers are part of every run's results: never renumber)."""
+
+    MODEL_INIT = 1  # pretraining: (seed, rank, MODEL_INIT) seeds torch's global generator
+    TRAIN_CUBES = 2  # pretraining: (seed, rank, epoch, TRAIN_CUBES) cube positions
+    TRAIN_CORRUPTION = 3  # pretraining: (seed, rank, epoch, TRAIN_CORRUPTION) per-batch op seeds
+    VAL_CUBES = 7  # pretraining: (seed, VAL_CUBES) the fixed validation cubes
+    VAL_CORRUPTION = 8  # pretraining: (seed, VAL_CORRUPTION) their fixed corruption
+    FINETUNE_INIT = 11  # fine-tuning: (seed, FINETUNE_INIT) seeds torch's global generator
+    SEG_CUBES = 12  # segmentation: training cube positions
+    SEG_FLIPS = 13  # segmentation: per-batch flip seeds
+    CLS_DRAWS = 14  # classification: the stratified split, then the training cases and crops
 
 
 def derive_seed(*parts: int) -> int:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from models_genesis.cli import build_parser, main
-from models_genesis.model import read_checkpoint
+from models_genesis.checkpoint import read_checkpoint
 
 TINY = ["--cube", "16", "16", "16", "--width", "4", "--device", "cpu", "--batch-size", "2"]
 

@@ -19,7 +19,7 @@ from models_genesis.cli import main
 from models_genesis.config import PretrainConfig
 from models_genesis.engine import TrainStep
 from models_genesis.losses import corruption_weighted_mse, mse_loss, restoration_loss
-from models_genesis.model import read_checkpoint
+from models_genesis.checkpoint import read_checkpoint
 from models_genesis.pretrain import pretrain
 from models_genesis.utils import UsageError
 

@@ -12,17 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models_genesis import UNet3D, load_model
-from models_genesis.engine import (
-    CheckpointWriter,
-    Monitor,
-    TrainStep,
-    amp_dtype,
-    checkpoint_payload,
-    plain,
-    run_epoch,
-    unwrap,
-)
-from models_genesis.model import read_checkpoint
+from models_genesis.checkpoint import CheckpointWriter, checkpoint_payload, plain, read_checkpoint
+from models_genesis.engine import Monitor, TrainStep, amp_dtype, run_epoch
+from models_genesis.model import unwrap
 from models_genesis.utils import Progress
 
 CPU = torch.device("cpu")

@@ -15,7 +15,7 @@ from models_genesis.finetune import FinetuneConfig, finetune
 from models_genesis.inferers import predict_volume, sliding_window
 from models_genesis.losses import dice_bce_loss
 from models_genesis.metrics import dice_iou, roc_auc
-from models_genesis.model import read_checkpoint
+from models_genesis.checkpoint import read_checkpoint
 from models_genesis.utils import UsageError
 
 TINY = dict(batch_size=2, cube=(16, 16, 16), device="cpu", quiet=True)

@@ -15,7 +15,7 @@ import torch
 from models_genesis import UNet3D, load_pretrained
 from models_genesis import data
 from models_genesis.cli import main
-from models_genesis.model import CheckpointError, adapt_channels, read_checkpoint
+from models_genesis.checkpoint import CheckpointError, adapt_channels, read_checkpoint
 
 SHAPE = (24, 24, 16)
 CHANNELS = ("t1", "t2")

@@ -16,7 +16,7 @@ import torch
 
 import genesis_ops as go
 from models_genesis import UNet3D, load_model
-from models_genesis.model import read_checkpoint
+from models_genesis.checkpoint import read_checkpoint
 from models_genesis.pretrain import PretrainConfig, pretrain
 from models_genesis.utils import UsageError
 

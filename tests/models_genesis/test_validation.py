@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from models_genesis import UNet3D
 from models_genesis import data
 from models_genesis.cli import main
-from models_genesis.engine import CheckpointWriter, Monitor, TrainStep, checkpoint_payload, fit
+from models_genesis.checkpoint import CheckpointWriter, checkpoint_payload
+from models_genesis.engine import Monitor, TrainStep, fit
 from models_genesis.finetune import FinetuneConfig, finetune
 from models_genesis.metrics import DiceIoU, dice_iou, evaluate_files, hd95, mask_scores, surface_voxels
-from models_genesis.model import read_checkpoint
+from models_genesis.checkpoint import read_checkpoint
 
 TINY = dict(batch_size=2, cube=(16, 16, 16), device="cpu", quiet=True, width=4, epochs=1, steps_per_epoch=1)
 

@@ -1,0 +1,46 @@
+"""Checks on the training data after preprocessing: a volume the settings destroyed (every voxel
+clipped to one value, NaN throughout) would otherwise train without a word on a constant."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .errors import VolumeError
+
+# a preprocessed volume spans [0, 1]; one whose values stay within this is (near-)constant
+CONSTANT_RANGE = 1e-3
+# fewer distinct values than this in a CT-windowed image looks like a label map passed as an image
+FEW_VALUES = 16
+
+
+def check_intensities(
+    arrays: Sequence[tuple[str, np.ndarray]], warn: Callable[[str], None], modality: str = "ct"
+) -> None:
+    """Raise :class:`VolumeError` naming the file when a preprocessed array holds NaN or infinite
+    voxels; ``warn`` once per file that is (near-)constant or, for CT, has only a handful of
+    distinct values (a label map given as an image)."""
+    for name, a in arrays:
+        a = np.asarray(a)
+        finite = np.isfinite(a)
+        if not finite.all():
+            n = int(a.size - finite.sum())
+            raise VolumeError(
+                f"{name}: {n} of {a.size} voxels are NaN or infinite after preprocessing; fix or mask the file"
+            )
+        lo, hi = float(a.min()), float(a.max())
+        if hi - lo < CONSTANT_RANGE:
+            warn(
+                f"warning: {name}: constant after preprocessing (every voxel {lo:.4g}); check --modality, "
+                "--hu-window and that this is an image"
+            )
+            continue
+        if modality == "ct":
+            sample = a.reshape(-1)[:: max(1, a.size // 200_000)]
+            n = len(np.unique(sample))
+            if n < FEW_VALUES:
+                warn(
+                    f"warning: {name}: only {n} distinct values after preprocessing; a label map rather "
+                    "than a CT? (check --data / --images)"
+                )
