@@ -1,0 +1,317 @@
+"""From raw voxel values to what the networks see: resampling to a spacing, normalisation to
+[0, 1] (CT through an HU window, default -1000..1000 as the paper; MRI by per-volume percentiles
+or min-max), padding, and loading volumes (single files, 4D channel files, subjects) with it.
+
+Loaded volumes can be cached in memory (float16 by default: half the RAM, well below the 1/2000
+HU quantisation of the window) so epochs never re-read or re-decode files.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .readers import Volume, VolumeError, find_volumes, is_nifti, read_nifti
+from .subjects import AFFINE_ATOL, Subject, channel_count, image_sources
+
+
+@dataclass
+class Preprocessing:
+    """How raw voxel values become [0, 1] (stored in checkpoints so predict matches training).
+
+    modality: ``"ct"`` (clip to ``hu_window`` then scale) or ``"mri"``.
+    mri_norm: ``"percentile"`` (clip to the ``percentiles`` of the non-zero voxels, scale) or
+        ``"minmax"`` (per-volume min-max, as the paper's authors did for BraTS).
+    spacing: target voxel spacing in mm (x, y, z) for resampling; None keeps the native grid.
+    """
+
+    modality: str = "ct"
+    hu_window: tuple[float, float] = (-1000.0, 1000.0)
+    mri_norm: str = "percentile"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    spacing: tuple[float, float, float] | None = None
+
+    def __post_init__(self):
+        if self.modality not in ("ct", "mri"):
+            raise ValueError(f"modality: expected 'ct' or 'mri', got {self.modality!r}")
+        if self.mri_norm not in ("percentile", "minmax"):
+            raise ValueError(f"mri_norm: expected 'percentile' or 'minmax', got {self.mri_norm!r}")
+        lo, hi = self.hu_window
+        if not hi > lo:
+            raise ValueError(f"hu_window: expected low < high, got {self.hu_window}")
+        plo, phi = self.percentiles
+        if not 0 <= plo < phi <= 100:
+            raise ValueError(f"percentiles: expected 0 <= low < high <= 100, got {self.percentiles}")
+        if self.spacing is not None:
+            sp = tuple(float(s) for s in self.spacing)
+            if len(sp) != 3 or min(sp) <= 0:
+                raise ValueError(f"spacing: expected three positive numbers, got {self.spacing}")
+            self.spacing = sp
+        self.hu_window = (float(lo), float(hi))
+        self.percentiles = (float(plo), float(phi))
+
+    def to_dict(self) -> dict:
+        return {
+            "modality": self.modality,
+            "hu_window": list(self.hu_window),
+            "mri_norm": self.mri_norm,
+            "percentiles": list(self.percentiles),
+            "spacing": list(self.spacing) if self.spacing is not None else None,
+        }
+
+    @classmethod
+    def from_config(cls, cfg) -> Preprocessing:
+        """The preprocessing a run config asks for.
+
+        Args:
+            cfg: anything with ``modality``, ``hu_window``, ``mri_norm`` and ``spacing`` attributes
+                (a :class:`config.RunConfig`, or the command line's parsed arguments); sequences may
+                be lists.
+
+        Returns:
+            A validated :class:`Preprocessing` (default percentiles).
+        """
+        return cls(
+            modality=cfg.modality,
+            hu_window=tuple(cfg.hu_window),
+            mri_norm=cfg.mri_norm,
+            spacing=tuple(cfg.spacing) if cfg.spacing else None,
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Preprocessing:
+        if not d:
+            return cls()
+        d = dict(d)
+        for k in ("hu_window", "percentiles", "spacing"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+def resample(arr: np.ndarray, zooms: Sequence[float], spacing: Sequence[float], mode: str = "trilinear"):
+    """Resample an (X, Y, Z) array from voxel size ``zooms`` to ``spacing`` (torch interpolation)."""
+    shape = tuple(max(1, int(round(n * z / s))) for n, z, s in zip(arr.shape, zooms, spacing, strict=True))
+    if shape == tuple(arr.shape):
+        return arr
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
+    if mode == "nearest":
+        out = F.interpolate(t, size=shape, mode="nearest")
+    else:
+        out = F.interpolate(t, size=shape, mode="trilinear", align_corners=False)
+    return out[0, 0].numpy()
+
+
+def _resampled_affine(affine: np.ndarray, old_shape, new_shape) -> np.ndarray:
+    scale = np.array([o / n for o, n in zip(old_shape, new_shape, strict=True)], dtype=np.float64)
+    a = affine.copy()
+    a[:3, :3] = affine[:3, :3] * scale[None, :]
+    # keep the field of view: voxel centres shift by half the change of voxel size
+    a[:3, 3] = affine[:3, 3] + affine[:3, :3] @ ((scale - 1.0) / 2.0)
+    return a
+
+
+def normalise(arr: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """Map raw values to [0, 1] (float32)."""
+    if pre.modality == "ct":
+        lo, hi = pre.hu_window
+        return ((np.clip(arr, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+    if pre.mri_norm == "minmax":
+        lo, hi = float(arr.min()), float(arr.max())
+    else:
+        nz = arr[arr != 0]
+        if nz.size == 0:
+            nz = arr.ravel()
+        lo, hi = (float(v) for v in np.percentile(nz, pre.percentiles))
+    if hi <= lo:
+        return np.zeros_like(arr, dtype=np.float32)
+    return ((np.clip(arr, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
+def load_volume(path: str, pre: Preprocessing | None = None, label: bool = False) -> Volume:
+    """Read, reorient, resample and normalise one NIfTI volume (labels: no normalisation,
+    nearest-neighbour resampling). An image file with 4 axes is a multi-channel volume (last axis =
+    channels, as MONAI reads NIfTI): see :func:`load_channels_file`."""
+    pre = pre or Preprocessing()
+    if not label:
+        vol = load_channels_file(path, pre)
+        if vol is not None:
+            return vol
+    img, can, arr = read_nifti(os.fspath(path))
+    canonical_shape = tuple(int(s) for s in arr.shape)
+    affine = np.asarray(can.affine, dtype=np.float64)
+    if pre.spacing is not None:
+        zooms = [float(z) for z in can.header.get_zooms()[:3]]
+        new = resample(arr, zooms, pre.spacing, mode="nearest" if label else "trilinear")
+        affine = _resampled_affine(affine, arr.shape, new.shape)
+        arr = new
+    if label:
+        arr = np.rint(arr).astype(np.float32)
+    else:
+        arr = normalise(arr, pre)
+    return Volume(
+        path=os.fspath(path),
+        data=arr,
+        affine=affine,
+        original_affine=np.asarray(img.affine, dtype=np.float64),
+        original_shape=tuple(int(s) for s in img.shape[:3]),
+        canonical_shape=canonical_shape,
+        header=img.header,
+    )
+
+
+def pad_to(arr: np.ndarray, shape: Sequence[int], value: float = 0.0) -> tuple[np.ndarray, tuple]:
+    """Pad (centred) to at least ``shape``; returns the array and the (before, after) pads."""
+    pads = []
+    for n, c in zip(arr.shape, shape, strict=True):
+        extra = max(0, int(c) - n)
+        pads.append((extra // 2, extra - extra // 2))
+    if any(a or b for a, b in pads):
+        arr = np.pad(arr, pads, mode="constant", constant_values=value)
+    return arr, tuple(pads)
+
+
+class VolumeCache:
+    """In-memory cache of preprocessed volumes keyed by (path, preprocessing, label); ``loader`` reads
+    one (``load_volume``; the 2D pipeline's also reads images)."""
+
+    def __init__(self, dtype=np.float16, loader=None):
+        self.dtype = dtype
+        self.loader = loader or load_volume
+        self._store: dict[tuple, Volume] = {}
+        self.reads = 0
+
+    def get(self, path, pre: Preprocessing, label: bool = False) -> Volume:
+        """``path``: a NIfTI file or a :class:`Subject` (separate channel files)."""
+        src = (path.paths, path.channels) if isinstance(path, Subject) else os.path.abspath(path)
+        key = (src, repr(pre.to_dict()), label)
+        v = self._store.get(key)
+        if v is None:
+            v = load_subject(path, pre) if isinstance(path, Subject) else self.loader(path, pre, label=label)
+            self.reads += 1
+            if not label and self.dtype is not None:
+                v.data = v.data.astype(self.dtype)
+            self._store[key] = v
+        return v
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
+def load_volumes(
+    paths: Sequence[str],
+    pre: Preprocessing | None = None,
+    skip_bad: bool = False,
+    cache: VolumeCache | None = None,
+    log=print,
+    channels: Sequence[str] | None = None,
+    find=find_volumes,
+) -> list[Volume]:
+    """Load many volumes; a bad file raises :class:`VolumeError` unless ``skip_bad`` (then warns).
+
+    ``channels``: names substituted for ``{channel}`` in ``paths`` (see :func:`image_sources`).
+    ``find`` expands ``paths`` without channels (:func:`find_volumes`; the 2D pipeline's also finds
+    images). All volumes must have the same number of channels (:func:`channel_count`)."""
+    pre = pre or Preprocessing()
+    cache = cache if cache is not None else VolumeCache()
+    vols = []
+    for p in image_sources(paths, channels, find=find):
+        try:
+            vols.append(cache.get(p, pre))
+        except VolumeError as e:
+            if not skip_bad:
+                raise
+            warnings.warn(f"skipping {e}", stacklevel=2)
+            if log:
+                log(f"warning: skipping {e}")
+    if not vols:
+        raise VolumeError("no usable volume among the given paths")
+    channel_count(vols)
+    return vols
+
+
+def _stack_channels(
+    arrays: Sequence[np.ndarray], names: Sequence[str], can, img, path: str, pre: Preprocessing
+) -> Volume:
+    """Resample and normalise each canonical (X, Y, Z) channel on its own, stack to (C, X, Y, Z)."""
+    affine = np.asarray(can.affine, dtype=np.float64)
+    canonical_shape = tuple(int(s) for s in arrays[0].shape)
+    out = []
+    for a in arrays:
+        if pre.spacing is not None:
+            zooms = [float(z) for z in can.header.get_zooms()[:3]]
+            a = resample(a, zooms, pre.spacing)
+        out.append(normalise(a, pre))
+    if pre.spacing is not None:
+        affine = _resampled_affine(affine, canonical_shape, out[0].shape)
+    return Volume(
+        path=path,
+        data=np.stack(out),
+        affine=affine,
+        original_affine=np.asarray(img.affine, dtype=np.float64),
+        original_shape=tuple(int(s) for s in img.shape[:3]),
+        canonical_shape=canonical_shape,
+        header=img.header,
+        channel_names=tuple(names),
+    )
+
+
+def load_channels_file(path: str, pre: Preprocessing | None = None) -> Volume | None:
+    """A 4D NIfTI file with several volumes as a (C, X, Y, Z) volume (channels named "0", "1", ...);
+    None when the file holds a single volume (then it is read as usual)."""
+    import nibabel as nib
+
+    pre = pre or Preprocessing()
+    path = os.fspath(path)
+    try:
+        hdr_shape = nib.load(path).shape if is_nifti(path) and os.path.isfile(path) else ()
+    except Exception:  # noqa: BLE001 - unreadable: read_nifti gives the one-line error
+        return None
+    if len(hdr_shape) != 4 or hdr_shape[3] == 1:
+        return None
+    img, can, arr = read_nifti(path, channels=True)
+    c = arr.shape[3]
+    return _stack_channels([arr[..., k] for k in range(c)], [str(k) for k in range(c)], can, img, path, pre)
+
+
+def load_subject(subject: Subject, pre: Preprocessing | None = None) -> Volume:
+    """Read a subject's channel files into one (C, X, Y, Z) volume.
+
+    Raises :class:`VolumeError` naming the subject when a channel file is missing or unreadable,
+    or when the channels disagree in (canonical) shape or affine (they must be co-registered)."""
+    pre = pre or Preprocessing()
+    arrays, first = [], None
+    for c, p in zip(subject.channels, subject.paths, strict=True):
+        try:
+            img, can, arr = read_nifti(p)
+        except VolumeError as e:
+            raise VolumeError(f"subject {subject.name}: channel {c}: {e}") from None
+        if first is None:
+            first = (c, img, can, arr.shape)
+        else:
+            c0, _, can0, shape0 = first
+            if arr.shape != shape0:
+                raise VolumeError(
+                    f"subject {subject.name}: channel {c} has shape {arr.shape}, channel {c0} "
+                    f"{shape0} (channels must be co-registered)"
+                )
+            diff = float(np.abs(np.asarray(can.affine) - np.asarray(can0.affine)).max())
+            if diff > AFFINE_ATOL:
+                raise VolumeError(
+                    f"subject {subject.name}: channel {c} affine differs from channel {c0}'s "
+                    f"(by up to {diff:.3g}; channels must be co-registered)"
+                )
+        arrays.append(arr)
+    _, img, can, _ = first
+    return _stack_channels(arrays, subject.channels, can, img, subject.name, pre)
+
+
+def load_image(source, pre: Preprocessing | None = None) -> Volume:
+    """Load a NIfTI path (3D, or 4D = channels) or a :class:`Subject`."""
+    return load_subject(source, pre) if isinstance(source, Subject) else load_volume(source, pre)
