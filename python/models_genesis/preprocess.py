@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .readers import Volume, VolumeError, find_volumes, is_nifti, read_nifti
+from .readers import Volume, VolumeError, find_volumes, is_nifti, read_image, read_nifti
 from .subjects import AFFINE_ATOL, Subject, channel_count, image_sources
 
 
@@ -135,15 +135,16 @@ def normalise(arr: np.ndarray, pre: Preprocessing) -> np.ndarray:
 
 
 def load_volume(path: str, pre: Preprocessing | None = None, label: bool = False) -> Volume:
-    """Read, reorient, resample and normalise one NIfTI volume (labels: no normalisation,
-    nearest-neighbour resampling). An image file with 4 axes is a multi-channel volume (last axis =
-    channels, as MONAI reads NIfTI): see :func:`load_channels_file`."""
+    """Read (any format :func:`readers.read_image` opens), reorient, resample and normalise one
+    volume (labels: no normalisation, nearest-neighbour resampling). A NIfTI image file with 4 axes
+    is a multi-channel volume (last axis = channels, as MONAI reads NIfTI): see
+    :func:`load_channels_file`."""
     pre = pre or Preprocessing()
     if not label:
         vol = load_channels_file(path, pre)
         if vol is not None:
             return vol
-    img, can, arr = read_nifti(os.fspath(path))
+    img, can, arr = read_image(os.fspath(path))
     canonical_shape = tuple(int(s) for s in arr.shape)
     affine = np.asarray(can.affine, dtype=np.float64)
     if pre.spacing is not None:
@@ -289,7 +290,7 @@ def load_subject(subject: Subject, pre: Preprocessing | None = None) -> Volume:
     arrays, first = [], None
     for c, p in zip(subject.channels, subject.paths, strict=True):
         try:
-            img, can, arr = read_nifti(p)
+            img, can, arr = read_image(p)
         except VolumeError as e:
             raise VolumeError(f"subject {subject.name}: channel {c}: {e}") from None
         if first is None:
