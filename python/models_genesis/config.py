@@ -192,6 +192,8 @@ class PretrainConfig(RunConfig):
     min_foreground: float = 0.5
     air_value: float = 0.05
     skip_bad: bool = False
+    # DataLoader worker processes reading cubes from the store, per process (None: from the CPU count)
+    workers: int | None = None
     init_weights: str | None = None  # start from these weights (ours or published)
     previews: int = 4
 
@@ -215,6 +217,8 @@ class PretrainConfig(RunConfig):
             raise UsageError(f"--lr: expected a positive number, got {self.lr}")
         if self.patience < 0:
             raise UsageError(f"--patience: expected >= 0, got {self.patience}")
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
+            raise UsageError(f"--workers: expected an integer >= 0, got {self.workers!r}")
         if self.corrupted_weight is not None:
             try:
                 check_corrupted_weight(self.corrupted_weight, "--corrupted-weight")
