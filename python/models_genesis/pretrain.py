@@ -384,7 +384,16 @@ def _cube_sources(cfg: PretrainConfig, paths, pre, out: str, dist_info: DistInfo
 
     def cubes(vs, regions, rank):
         return samplers.StoreCubes(
-            store, cube, cfg.batch_size, pre, cfg.seed, rank, [pos[id(v)] for v in vs], regions, **common
+            store,
+            cube,
+            cfg.batch_size,
+            pre,
+            cfg.seed,
+            rank,
+            [pos[id(v)] for v in vs],
+            regions,
+            skip_bad=cfg.skip_bad,
+            **common,
         )
 
     workers = (

@@ -5,6 +5,7 @@ foreground)."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -13,6 +14,7 @@ import torch
 
 from .preprocess import pad_to
 from .readers import Volume, channels_first
+from .store import StoreError
 
 
 class CubeSampler:
@@ -183,6 +185,7 @@ class StoreCubes(torch.utils.data.Dataset):
         air_value: float = 0.05,
         min_foreground: float = 0.5,
         max_tries: int = 20,
+        skip_bad: bool = False,
     ):
         from .store import stored_window
 
@@ -213,6 +216,8 @@ class StoreCubes(torch.utils.data.Dataset):
         # are the whole volume's, as when volumes were normalised in memory)
         self.norm = [[stored_window(pre, s, e["source"]) for s in e["stats"]] for e in self.store.entries]
         self.rejected_unread = self.rejected = self.drawn = 0
+        # skip_bad: volumes whose stored chunks fail to read are left out from then on (warned once)
+        self.skip_bad, self.bad = skip_bad, set()
         self._fg: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def __len__(self) -> int:  # map-style over (epoch, batch) keys: a sampler says which
@@ -260,31 +265,41 @@ class StoreCubes(torch.utils.data.Dataset):
 
     def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """``count`` cubes as float32 (count, C, *cube), drawn with ``rng``."""
-        cubes = []
-        for _ in range(count):
-            best, best_fg = None, -1.0
-            for t in range(self.max_tries):
-                i = int(np.searchsorted(self.cum, rng.random(), side="right"))
-                i = min(i, len(self.cum) - 1)
-                off = [
-                    lo + (int(rng.integers(0, hi - lo - c + 1)) if hi - lo > c else 0)
-                    for (lo, hi), c in zip(self.box[i], self.cube, strict=True)
-                ]
-                self.drawn += 1
+        return np.stack([self._one(rng) for _ in range(count)])
+
+    def _one(self, rng: np.random.Generator) -> np.ndarray:
+        best, best_fg, t = None, -1.0, 0
+        while t < self.max_tries or best is None:
+            i = min(int(np.searchsorted(self.cum, rng.random(), side="right")), len(self.cum) - 1)
+            off = [
+                lo + (int(rng.integers(0, hi - lo - c + 1)) if hi - lo > c else 0)
+                for (lo, hi), c in zip(self.box[i], self.cube, strict=True)
+            ]
+            if i in self.bad:
+                continue
+            t += 1
+            self.drawn += 1
+            try:
                 # the map is coarse and made at a fixed air level: it only skips cubes far below the bar
-                if t < self.max_tries - 1 and self._estimate(i, off) < 0.5 * self.min_foreground:
+                if t < self.max_tries and self._estimate(i, off) < 0.5 * self.min_foreground:
                     self.rejected_unread += 1
                     continue
                 cube = self._read(i, off)
-                fg = float((cube > self.air_value).mean())
-                if fg >= self.min_foreground:
-                    best = cube
-                    break
-                self.rejected += 1
-                if fg > best_fg:
-                    best, best_fg = cube, fg
-            cubes.append(best)
-        return np.stack(cubes)
+            except StoreError as e:
+                if not self.skip_bad:
+                    raise
+                warnings.warn(f"skipping {e}", stacklevel=2)
+                self.bad.add(i)
+                if len(self.bad) == len(self.cum):
+                    raise StoreError(f"{self.store.root}: every volume is damaged (last: {e})") from None
+                continue
+            fg = float((cube > self.air_value).mean())
+            if fg >= self.min_foreground:
+                return cube
+            self.rejected += 1
+            if fg > best_fg:
+                best, best_fg = cube, fg
+        return best
 
     def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, int]:
         """Batch ``index`` of ``epoch``: ``(cubes (B, C, *cube) float32, transform seed)``."""
@@ -364,6 +379,22 @@ class RamCubes:
         return self._sampler(torch.Generator().manual_seed(derive_seed(seed, 7))).sample(count)
 
 
+def _one_line_errors(it):
+    """``it``, with a store error raised in a worker re-raised as its own one-line message (the
+    DataLoader wraps it in the worker's traceback)."""
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except StoreError as e:
+            lines = [ln for ln in str(e).splitlines() if "StoreError: " in ln]
+            if not lines:
+                raise
+            raise StoreError(lines[-1].split("StoreError: ", 1)[1]) from None
+        yield item
+
+
 class StreamedCubes:
     """Training batches from a :class:`StoreCubes`, read by DataLoader workers, per epoch.
 
@@ -381,7 +412,7 @@ class StreamedCubes:
                 self.dataset, self.steps, self.workers, pin_memory=device.type == "cuda", prefetch=self.prefetch
             )
         self._sampler.epoch = int(epoch)
-        it = iter(self._loader)
+        it = _one_line_errors(iter(self._loader))
         if device.type != "cuda":
             for x, seed in it:
                 yield x.to(device), int(seed)
