@@ -306,3 +306,61 @@ def test_pretrain_from_a_store_and_from_raw_inputs(tmp_path):
     )
     assert len(store.Store(tmp_path / "c" / "store")) == 3
     assert [h["train_loss"] for h in r["history"][1:]] == la
+
+
+RANK_SCRIPT = r"""
+import json, os, sys
+import torch, torch.distributed as dist
+from models_genesis import data, samplers, store
+
+
+def tree_pss_mib(pid):
+    # proportional set size of a process and its children (shared pages split, not double-counted)
+    def pss(p):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                return sum(int(l.split()[1]) for l in f if l.startswith("Pss:")) / 1024
+        except OSError:
+            return 0.0
+    kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    return pss(pid) + sum(pss(int(k)) for k in kids)
+
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+ds = samplers.StoreCubes(store.Store(sys.argv[1]), (32, 32, 16), 4, data.Preprocessing(), seed=0, rank=rank)
+cubes = samplers.StreamedCubes(ds, 25, workers=1)
+first, rss = None, []
+for epoch in range(1, 7):
+    for x, seed in cubes.epoch(epoch, torch.device("cpu")):
+        first = first if first is not None else x.clone()
+    rss.append(tree_pss_mib(os.getpid()))
+cubes.close()
+everyone = [None, None]
+dist.all_gather_object(everyone, {"first": first.double().sum().item(), "rss": rss})
+if rank == 0:
+    with open(sys.argv[2], "w") as f:
+        json.dump(everyone, f)
+dist.destroy_process_group()
+"""
+
+
+def test_two_gloo_ranks_draw_their_own_cubes_with_flat_memory(tmp_path, subprocess_env):
+    import socket
+
+    paths = _write(tmp_path, 12, shape=(64, 64, 32))
+    preprocess.build_store(paths, tmp_path / "st", progress=False)
+    script = tmp_path / "ranks.py"
+    script.write_text(RANK_SCRIPT)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
+    cmd += ["--master_port", str(port), str(script), str(tmp_path / "st"), str(tmp_path / "out.json")]
+    p = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    r0, r1 = json.loads((tmp_path / "out.json").read_text())
+    assert r0["first"] != r1["first"]  # each rank its own stream
+    for r in (r0, r1):
+        # after the first epoch (workers up, files opened) memory stays where it is: no growth with batches read
+        assert max(r["rss"][1:]) - r["rss"][0] < 25, r["rss"]
