@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import os
 import platform
 import sys
@@ -231,8 +232,10 @@ def _add_pretrain(sub) -> None:
         nargs="+",
         action="extend",
         metavar="PATH",
-        help="NIfTI files, folders (searched recursively) or glob patterns; repeatable. With --dims 2 also "
-        "PNG/JPEG images (NIfTI volumes give their axial slices)",
+        help="a store made by genesis-ops preprocess, or raw volumes (NIfTI, MetaImage .mhd/.mha, NRRD, DICOM "
+        "series) as files, folders (searched recursively; every format in them), glob patterns or .txt files "
+        "listing paths, which are preprocessed into OUT/store first; repeatable. With --dims 2 NIfTI and "
+        "PNG/JPEG images (NIfTI volumes give their axial slices), read into memory",
     )
     _add_channels(flag, "--data")
     flag("out", metavar="DIR", help="run folder (default: %(default)s)")
@@ -318,6 +321,13 @@ def _add_pretrain(sub) -> None:
         help="normalised value below which a voxel counts as air (default: %(default)s, about -900 HU)",
     )
     flag("skip_bad", action="store_true", help="skip unreadable volumes with a warning instead of stopping")
+    flag(
+        "workers",
+        type=_int,
+        metavar="N",
+        help="DataLoader worker processes reading cubes from the store, per process (default: the CPUs "
+        "less one, shared by the ranks of a node, at most 8; 0: read in the training process)",
+    )
     flag("previews", type=_int, metavar="N", help="cubes shown in restorations.png (default: %(default)s)")
     _add_common(flag)
 
@@ -509,6 +519,39 @@ def _add_evaluate(sub) -> None:
     flag("device", choices=["auto", "cpu", "cuda"], help="where surface distances are computed (default: %(default)s)")
 
 
+def _add_preprocess(sub) -> None:
+    p = sub.add_parser(
+        "preprocess",
+        help="read volumes once into a chunked store that pretrain --data STORE streams from",
+        description="Read each volume (NIfTI, MetaImage .mhd/.mha, NRRD, DICOM series) once, reorient it to "
+        "RAS, optionally resample it (--spacing), and write it to STORE as a compressed chunked array (CT as "
+        "int16 HU, MR as its own values: the window / normalisation is applied when cubes are read) with a "
+        "manifest. Reruns keep the volumes already written and verified; --part I --parts N splits the work "
+        "between cluster jobs writing one store. Unreadable sources are reported, skipped and named.",
+    )
+    flag = _Flags(p, {"out": None, "workers": 1, "part": 0, "parts": 1, "spacing": None, "modality": "ct"})
+    p.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="volume files, folders (searched recursively; DICOM series split by Series Instance UID), "
+        "glob patterns, or .txt files listing paths",
+    )
+    flag("out", required=True, metavar="STORE", help="store folder (created; an existing store is added to)")
+    flag("modality", choices=["ct", "mri"], help="ct (default): stored as int16 HU; mri: the file's values")
+    flag(
+        "spacing",
+        nargs=3,
+        type=_float,
+        metavar=("SX", "SY", "SZ"),
+        help="resample to this voxel spacing in mm (default: keep the native grid)",
+    )
+    flag("workers", type=_int, metavar="N", help="processes (default: %(default)s)")
+    flag("part", type=_int, metavar="I", help="this job's part, 0..N-1 (default: %(default)s)")
+    flag("parts", type=_int, metavar="N", help="number of parts the sources are split into (default: 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines (the report is still printed)")
+
+
 def _add_preview(sub) -> None:
     from .data import Preprocessing
 
@@ -540,6 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune(sub)
     _add_predict(sub)
     _add_evaluate(sub)
+    _add_preprocess(sub)
     _add_preview(sub)
     i = sub.add_parser(
         "info",
@@ -672,6 +716,34 @@ def _cmd_evaluate(a) -> int:
     return 0
 
 
+def _cmd_preprocess(a) -> int:
+    from .preprocess import build_store, format_report
+    from .readers import find_volumes
+    from .utils import UsageError
+
+    if a.workers < 1:
+        raise UsageError(f"--workers: expected a positive integer, got {a.workers}")
+    if a.parts < 1:
+        raise UsageError(f"--parts: expected a positive integer, got {a.parts}")
+    if not 0 <= a.part < a.parts:
+        raise UsageError(f"--part: expected 0..{a.parts - 1} with --parts {a.parts}, got {a.part}")
+    if a.spacing is not None and not all(math.isfinite(v) and v > 0 for v in a.spacing):
+        raise UsageError(f"--spacing: expected three positive numbers, got {' '.join(f'{v:g}' for v in a.spacing)}")
+    report = build_store(
+        find_volumes(a.sources),
+        a.out,
+        modality=a.modality,
+        spacing=a.spacing,
+        workers=a.workers,
+        part=a.part,
+        parts=a.parts,
+        skip_bad=True,
+        progress=not a.quiet,
+    )
+    print(format_report(report, os.path.abspath(a.out)))
+    return 0 if report["written"] + report["kept"] or not report["failed"] else 1
+
+
 def _cmd_preview(a) -> int:
     import numpy as np
     import torch
@@ -786,6 +858,7 @@ COMMANDS = {
     "finetune": _cmd_finetune,
     "predict": _cmd_predict,
     "evaluate": _cmd_evaluate,
+    "preprocess": _cmd_preprocess,
     "preview": _cmd_preview,
     "info": _cmd_info,
 }

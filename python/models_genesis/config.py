@@ -238,6 +238,8 @@ class PretrainConfig(RunConfig):
     min_foreground: float = 0.5
     air_value: float = 0.05
     skip_bad: bool = False
+    # DataLoader worker processes reading cubes from the store, per process (None: from the CPU count)
+    workers: int | None = None
     init_weights: str | None = None  # start from these weights (ours or published)
     previews: int = 4
 
@@ -269,6 +271,8 @@ class PretrainConfig(RunConfig):
         check_number(self, "air_value", 0, 1, strict=(False, True))
         if self.patience < 0:
             raise UsageError(f"--patience: expected >= 0, got {self.patience}")
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
+            raise UsageError(f"--workers: expected an integer >= 0, got {self.workers!r}")
         if self.corrupted_weight is not None:
             try:
                 check_corrupted_weight(self.corrupted_weight, "--corrupted-weight")

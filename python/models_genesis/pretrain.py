@@ -1,6 +1,7 @@
 """Models Genesis self-supervised pretraining.
 
-Cubes are cut on the CPU from cached volumes (cheap slicing), moved to the training device, and
+Cubes are read from the preprocessed store (:mod:`models_genesis.store`; raw inputs are
+preprocessed into one first) by DataLoader worker processes, moved to the training device, and
 corrupted there by ``genesis_ops.models_genesis`` (never in DataLoader workers); the U-Net learns
 to restore them under an MSE loss (or, with ``corrupted_weight``, one weighted by the corruption
 mask the same call returns: :func:`losses.corruption_weighted_mse`). Single process, or DDP under
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 
 from . import data
 from . import data2d
+from . import samplers
 from .config import PretrainConfig
 from .budget import check_resampled_size, check_training_memory
 from .checkpoint import (
@@ -39,7 +41,7 @@ from .errors import DivergedError
 from .engine import Monitor, TrainStep, amp_dtype, autocast, fit, prepare_model
 from .losses import restoration_loss
 from .model import UNETS
-from .quality import check_intensities
+from .quality import check_intensities, check_store_intensities
 from .runfolder import RunFolder, check_start
 from .utils import (
     DistInfo,
@@ -85,7 +87,7 @@ def make_optimizer(cfg: PretrainConfig, params):
     return opt, sched
 
 
-def _split(cfg: PretrainConfig, volumes: Sequence[data.Volume]):
+def _split(cfg: PretrainConfig, volumes: Sequence):
     """Training and validation volumes and regions: hold out whole volumes when there are several,
     else the last ``val_fraction`` of the slices of the single volume."""
     if cfg.val_fraction <= 0:
@@ -94,7 +96,7 @@ def _split(cfg: PretrainConfig, volumes: Sequence[data.Volume]):
         nv = max(1, int(round(len(volumes) * cfg.val_fraction)))
         nv = min(nv, len(volumes) - 1)
         return volumes[:-nv], None, volumes[-nv:], None
-    shape = volumes[0].spatial_shape
+    shape = volumes[0].spatial_shape if hasattr(volumes[0], "spatial_shape") else volumes[0].shape
     tr, va = data.split_regions(
         shape, cfg.val_fraction, data2d.sampling_cube(cfg.cube), axis=data2d.split_axis(shape, cfg.dims)
     )
@@ -209,8 +211,7 @@ class PretrainRun:
     pre: data.Preprocessing
     device: torch.device
     rank: int
-    train_volumes: Sequence[data.Volume]
-    train_regions: Sequence | None  # one region per volume (the training side of one split volume), or None
+    cubes: Any  # the training batches: samplers.StreamedCubes (3D, from the store) or samplers.RamCubes (2D)
     validation: ValidationSet
     monitor: Monitor
     history: list[dict[str, Any]]
@@ -229,7 +230,7 @@ class _PretrainTask:
         self.go, self.gcfg = go, genesis_config(cfg)
         self.cfg, self.model, self.opt, self.sched, self.pre = cfg, run.model, run.opt, run.sched, run.pre
         self.device, self.rank = run.device, run.rank
-        self.tr_vols, self.tr_regions = run.train_volumes, run.train_regions
+        self.cubes = run.cubes
         self.val_inp, self.val_tgt, self.val_mask = run.validation
         # the masks are asked for only when the loss weighs them: the default step stays the plain op
         self.weighted = cfg.corrupted_weight is not None
@@ -239,22 +240,13 @@ class _PretrainTask:
         self.lr_now = cfg.lr
 
     def begin_epoch(self, epoch: int) -> tuple[Callable, str]:
-        # per-(seed, rank, epoch) streams: a resumed run draws exactly the cubes it would have drawn
+        # per-(seed, rank, epoch, batch) streams: a resumed run draws exactly the cubes it would have drawn
         cfg = self.cfg
-        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, epoch, SeedStream.TRAIN_CUBES))
-        sampler = data.CubeSampler(
-            self.tr_vols,
-            data2d.sampling_cube(cfg.cube),
-            gen,
-            air_value=cfg.air_value,
-            min_foreground=cfg.min_foreground,
-            regions=self.tr_regions,
-        )
-        seed_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, epoch, SeedStream.TRAIN_CORRUPTION))
+        batches = self.cubes.epoch(epoch, self.device)
 
         def next_batch():
-            cubes = data2d.drop_slice_axis(sampler.sample(cfg.batch_size), cfg.dims).to(self.device, non_blocking=True)
-            seed = int(torch.randint(0, 2**62, (1,), generator=seed_gen).item())
+            cubes, seed = next(batches)
+            cubes = data2d.drop_slice_axis(cubes, cfg.dims)
             # on the training device; (input, target) or, weighted, (input, target, mask) for the loss
             return self.go.models_genesis(cubes, config=self.gcfg, seed=seed, return_masks=self.weighted)
 
@@ -372,27 +364,79 @@ class _PretrainTask:
             )
 
 
-def _validation_set(cfg: PretrainConfig, va_vols, va_regions, device, gcfg):
-    """Fixed validation ``(input, target, mask)``: the same cubes and the same corruption every
-    epoch (None, None, None without validation volumes). The masks (made once, in the same pass)
-    serve the weighted validation loss and the pictures; input and target are those of a call
-    without them, bit for bit."""
+def _validation_set(cfg: PretrainConfig, va_cubes, device, gcfg):
+    """Fixed validation ``(input, target, mask)``: the same cubes (cut once from the held-out
+    volumes; only the cubes are kept) and the same corruption every epoch (None, None, None
+    without validation volumes). The masks (made once, in the same pass) serve the weighted
+    validation loss and the pictures; input and target are those of a call without them, bit
+    for bit."""
     import genesis_ops as go
 
-    if va_vols is None:
+    if va_cubes is None:
         return ValidationSet(None, None, None)
-    vs = data.CubeSampler(
-        va_vols,
-        data2d.sampling_cube(cfg.cube),
-        torch.Generator().manual_seed(derive_seed(cfg.seed, SeedStream.VAL_CUBES)),
-        air_value=cfg.air_value,
-        min_foreground=cfg.min_foreground,
-        regions=va_regions,
-    )
-    v = data2d.drop_slice_axis(vs.sample(cfg.val_batches * cfg.batch_size), cfg.dims).to(device)
+    v = data2d.drop_slice_axis(va_cubes.fixed_cubes(cfg.val_batches * cfg.batch_size, cfg.seed), cfg.dims).to(device)
     return ValidationSet(
         *go.models_genesis(v, config=gcfg, seed=derive_seed(cfg.seed, SeedStream.VAL_CORRUPTION), return_masks=True)
     )
+
+
+def _cube_sources(cfg: PretrainConfig, paths, pre, out: str, dist_info: DistInfo, demo: bool, warn):
+    """Where the training and validation cubes come from: ``(training cubes, validation cubes or
+    None, number of inputs, channel names)``.
+
+    3D: the store (``--data STORE``, or raw inputs preprocessed into ``OUT/store`` first, which a
+    rerun or ``--resume`` reuses), streamed by DataLoader workers. 2D (images and slices): the
+    volumes in memory. Validation holds out whole volumes when there are several, else the last
+    ``val_fraction`` of the slices of the single volume. ``warn``: the main process's warnings
+    (skipped files, data the preprocessing made constant)."""
+    cube, main = data2d.sampling_cube(cfg.cube), dist_info.is_main
+    common = dict(air_value=cfg.air_value, min_foreground=cfg.min_foreground)
+    if cfg.dims == 2:  # images, and the axial slices of volumes (single-channel: config.check_dims)
+        volumes = data2d.load_inputs(paths, pre, skip_bad=cfg.skip_bad, log=warn)
+        check_intensities([(str(getattr(v, "path", "image")), v.data) for v in volumes], warn, "image")
+        tr, tr_reg, va, va_reg = _split(cfg, volumes)
+        tr_cubes = samplers.RamCubes(tr, cube, cfg.batch_size, cfg.seed, dist_info.rank, tr_reg, **common)
+        va_cubes = samplers.RamCubes(va, cube, cfg.batch_size, cfg.seed, 0, va_reg, **common) if va else None
+        return tr_cubes, va_cubes, len(volumes), tuple(volumes[0].channel_names)
+    from .preprocess import ensure_store
+
+    store, idx = ensure_store(
+        paths,
+        os.path.join(out, "store"),
+        pre,
+        channels=None if demo else data.channel_names(cfg.channels),
+        workers=max(1, cfg.workers or 1),
+        skip_bad=cfg.skip_bad,
+        main=main,
+        barrier=dist_info.barrier if dist_info.enabled else None,
+        log=warn if main and not cfg.quiet else None,
+    )
+    check_store_intensities([store.entries[i] for i in idx], pre, warn)
+    vols = [store[i] for i in idx]
+    tr, tr_reg, va, va_reg = _split(cfg, vols)
+    pos = {id(v): i for v, i in zip(vols, idx, strict=True)}
+
+    def cubes(vs, regions, rank):
+        return samplers.StoreCubes(
+            store,
+            cube,
+            cfg.batch_size,
+            pre,
+            cfg.seed,
+            rank,
+            [pos[id(v)] for v in vs],
+            regions,
+            skip_bad=cfg.skip_bad,
+            **common,
+        )
+
+    workers = (
+        cfg.workers
+        if cfg.workers is not None
+        else samplers.default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    )
+    tr_cubes = samplers.StreamedCubes(cubes(tr, tr_reg, dist_info.rank), cfg.steps_per_epoch, workers)
+    return tr_cubes, (cubes(va, va_reg, 0) if va else None), len(idx), store.channel_names
 
 
 def _pretrain(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, say) -> dict[str, Any]:
@@ -420,34 +464,18 @@ def _run(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, say, ou
         if main and not cfg.quiet:
             print(m, flush=True)
 
-    if cfg.dims == 2:  # images, and the axial slices of volumes (single-channel: config.check_dims)
-        volumes = data2d.load_inputs(paths, pre, skip_bad=cfg.skip_bad, log=warn)
-    else:
-        volumes = data.load_volumes(
-            paths,
-            pre,
-            skip_bad=cfg.skip_bad,
-            cache=data.VolumeCache(),
-            log=warn,
-            channels=None if demo else data.channel_names(cfg.channels),
-        )
-    n_ch = data.channel_count(volumes)
-    check_intensities(
-        [(str(getattr(v, "path", "volume")), v.data) for v in volumes],
-        warn,
-        cfg.modality if cfg.dims == 3 else "image",
-    )
+    tr_cubes, va_cubes, n_inputs, names = _cube_sources(cfg, paths, pre, out, dist_info, demo, warn)
+    n_ch = len(names) or 1
     say(
         f"genesis-ops pretrain{' (2D)' if cfg.dims == 2 else ''}: "
-        f"{'demo CT (bundled)' if demo else f'{len(volumes)} input(s)'}, "
-        + (f"{n_ch} channels ({', '.join(volumes[0].channel_names)}), " if n_ch > 1 else "")
+        f"{'demo CT (bundled)' if demo else f'{n_inputs} input(s)'}, "
+        + (f"{n_ch} channels ({', '.join(names)}), " if n_ch > 1 else "")
         + f"device {device}, world size {dist_info.world_size}, width {cfg.width}, "
         f"cube {'x'.join(map(str, cfg.cube))}, "
         f"batch {cfg.batch_size}/process, {cfg.epochs} epochs x {cfg.steps_per_epoch} steps, "
         f"{cfg.optimizer} lr {cfg.lr:g}, out {out}"
     )
 
-    tr_vols, tr_regions, va_vols, va_regions = _split(cfg, volumes)
     torch.manual_seed(derive_seed(cfg.seed, dist_info.rank, SeedStream.MODEL_INIT))
     # every channel is restored: C in, C out
     model = UNETS[cfg.dims](in_channels=n_ch, n_classes=n_ch, width=cfg.width, norm=cfg.norm).to(device)
@@ -465,7 +493,7 @@ def _run(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, say, ou
         say(f"resumed from {writer.last} at epoch {start_epoch - 1} (step {step_count})")
 
     monitor = Monitor("min", cfg.patience, best=best_val, bad_epochs=bad_epochs)
-    val_set = _validation_set(cfg, va_vols, va_regions, device, genesis_config(cfg))
+    val_set = _validation_set(cfg, va_cubes, device, genesis_config(cfg))
     task = _PretrainTask(
         PretrainRun(
             cfg=cfg,
@@ -475,8 +503,7 @@ def _run(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, say, ou
             pre=pre,
             device=device,
             rank=dist_info.rank,
-            train_volumes=tr_vols,
-            train_regions=tr_regions,
+            cubes=tr_cubes,
             validation=val_set,
             monitor=monitor,
             history=history,
@@ -515,6 +542,7 @@ def _run(cfg: PretrainConfig, device: torch.device, dist_info: DistInfo, say, ou
         log_every=cfg.log_every,
         say=say,
     )
+    tr_cubes.close()
     if main:
         writer.finish(had_best=monitor.best is not None)
     best = monitor.best if monitor.best is not None else float("inf")

@@ -44,3 +44,25 @@ def check_intensities(
                     f"warning: {name}: only {n} distinct values after preprocessing; a label map rather "
                     "than a CT? (check --data / --images)"
                 )
+
+
+def check_store_intensities(entries: Sequence[dict], pre, warn: Callable[[str], None]) -> None:
+    """``warn`` once per store volume that the run's normalisation makes (near-)constant, from
+    the channel statistics the store keeps (no voxel is read): a CT whose values all lie outside
+    ``--hu-window`` on one side, an MR volume with no spread. NaN and infinite voxels never reach
+    a store (:func:`preprocess.preprocess_one` refuses them)."""
+    for e in entries:
+        name = e.get("source", e.get("key", "volume"))
+        for stats in e.get("stats", []):
+            lo, hi = float(stats["min"]), float(stats["max"])
+            if pre.modality == "ct":
+                w0, w1 = pre.hu_window
+                spread = (min(max(hi, w0), w1) - min(max(lo, w0), w1)) / (w1 - w0)
+            else:
+                spread = 1.0 if hi > lo else 0.0
+            if spread < CONSTANT_RANGE:
+                warn(
+                    f"warning: {name}: constant after preprocessing (values {lo:.4g} to {hi:.4g}); check "
+                    "--modality, --hu-window and that this is an image"
+                )
+                break
