@@ -249,12 +249,16 @@ class FinetuneConfig(RunConfig):
     out: str = DEFAULT_FINETUNE_OUT
     n_classes: int | None = None  # classification (default: from the labels)
     lr: float = 1e-3
+    # linear decay per epoch: epoch e of E trains at lr * (E - e + 1) / E (the demo turns it on, so
+    # that the last epochs move the weights, and BatchNorm's running statistics, less)
+    lr_decay: bool = False
     freeze_encoder_epochs: int = 0
     fg_fraction: float = 0.5
     threshold: float = 0.5
     overlap: float = 0.5
     patience: int = 0
     demo: bool = False
+    seeds: int = 3  # --demo: seeds per arm (seed, seed + 1, ...)
 
     def validate(self) -> None:
         """Raise :class:`UsageError` (naming the flag) on a bad value."""

@@ -15,6 +15,7 @@ from models_genesis.engine import (
     Monitor,
     TrainStep,
     amp_dtype,
+    cpu_has_bf16,
     checkpoint_payload,
     plain,
     run_epoch,
@@ -96,7 +97,9 @@ def test_float16_step_skips_the_update_and_lowers_the_scale_when_gradients_overf
 
 def test_no_scaler_without_float16():
     m = _net()
-    assert amp_dtype(CPU, True) is None  # the CPU trains in float32
+    # the CPU trains in bfloat16 only where it has the instructions, float32 otherwise and with --no-amp
+    assert amp_dtype(CPU, True) == (torch.bfloat16 if cpu_has_bf16() else None)
+    assert amp_dtype(CPU, False) is None
     for dtype in (None, torch.bfloat16):
         assert TrainStep(m, torch.optim.SGD(m.parameters(), lr=0.1), CPU, _mse, dtype=dtype).scaler is None
 
