@@ -238,6 +238,19 @@ def parse_args(argv=None):
         help="development only: a minimal conv net when models_genesis is missing",
     )
     ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument(
+        "--cpu-variants",
+        action="store_true",
+        help="part 3 only: the demo's CPU pretraining step under channels_last_3d / bfloat16 autocast / "
+        "torch.compile / threads, interleaved",
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="--cpu-variants: interleaved rounds")
+    ap.add_argument(
+        "--no-compile-variants",
+        dest="compile_variants",
+        action="store_false",
+        help="--cpu-variants: skip the torch.compile variants (their compilation takes minutes)",
+    )
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -514,8 +527,142 @@ def write_outputs(doc: dict, out: str, json_path, tag: str) -> None:
     print(f"# wrote {md}")
 
 
+# --------------------------------------------------------------------------------------------
+# Part 3 (--cpu-variants): which CPU settings make the demo's pretraining step faster
+
+
+def _variant_step(width: int, batch: int, cube, channels_last: bool, bf16: bool, compile_: bool, seed: int):
+    """One demo pretraining step (genesis_ops.models_genesis on the batch, then the U-Net's
+    forward/backward/Adam step through the engine's TrainStep) with the given settings; returns
+    ``step()``. The model is built here so every variant starts from the same weights."""
+    UNet3D, TrainStep = _import_models_genesis()
+    torch.manual_seed(seed)
+    model = UNet3D(in_channels=1, n_classes=1, width=width)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    run = torch.compile(model) if compile_ else model
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    step = TrainStep(run, opt, torch.device("cpu"), F.mse_loss, dtype=torch.bfloat16 if bf16 else None)
+    step.dtype = torch.bfloat16 if bf16 else None  # explicit: no CPU default in either direction
+    gen = torch.Generator().manual_seed(seed)
+    pool = torch.rand((4 * batch, 1) + tuple(cube), generator=gen)
+    cfg = go.GenesisConfig()
+    k = [0]
+
+    def one():
+        i = k[0] % 4
+        k[0] += 1
+        inp, tgt = go.models_genesis(pool[i * batch : (i + 1) * batch], cfg, seed=seed + k[0])
+        step(inp, tgt)
+
+    return one
+
+
+CPU_VARIANTS = {
+    # name: (channels_last_3d, bfloat16 autocast, torch.compile, threads)
+    "float32 (before)": (False, False, False, None),
+    "channels_last_3d": (True, False, False, None),
+    "bf16 autocast": (False, True, False, None),
+    "bf16 + channels_last_3d (default)": (True, True, False, None),
+    "bf16 + channels_last_3d, 1 thread": (True, True, False, 1),
+    "torch.compile float32": (False, False, True, None),
+    "torch.compile bf16 + channels_last_3d": (True, True, True, None),
+}
+
+
+def cpu_variants(args) -> int:
+    """Samples/s of the demo's pretraining step under each of :data:`CPU_VARIANTS`, interleaved
+    (round r runs every variant once, so a load change on the shared machine hits all of them),
+    median over rounds; written to ``train_step_cpu_variants.json`` / ``.md``."""
+    from models_genesis.engine import cpu_has_bf16
+
+    threads = set_threads(args.threads)
+    batch, cube, width = 8, (32, 32, 16), args.width or 8
+    names = [n for n in CPU_VARIANTS if args.compile_variants or not CPU_VARIANTS[n][2]]
+    if not cpu_has_bf16():
+        names = [n for n in names if not CPU_VARIANTS[n][1]]
+    load0, t_start = load_average(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    steps, compile_s = {}, {}
+    for n in names:
+        cl, bf, comp, th = CPU_VARIANTS[n]
+        t0 = time.perf_counter()
+        steps[n] = _variant_step(width, batch, cube, cl, bf, comp, args.seed)
+        torch.set_num_threads(th or threads)
+        for _ in range(2):  # warm-up (and compilation)
+            steps[n]()
+        compile_s[n] = time.perf_counter() - t0
+        torch.set_num_threads(threads)
+    per_round = args.loop_steps or 5
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.rounds):
+        for n in names:
+            torch.set_num_threads(CPU_VARIANTS[n][3] or threads)
+            t0 = time.perf_counter()
+            for _ in range(per_round):
+                steps[n]()
+            rates[n].append(per_round * batch / (time.perf_counter() - t0))
+            torch.set_num_threads(threads)
+        print(f"# round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {rates[n][-1]:.1f}" for n in names))
+    base = statistics.median(rates[names[0]])
+    recs = [
+        {
+            "variant": n,
+            "channels_last_3d": CPU_VARIANTS[n][0],
+            "bf16": CPU_VARIANTS[n][1],
+            "compile": CPU_VARIANTS[n][2],
+            "threads": CPU_VARIANTS[n][3] or threads,
+            "samples_per_s": rates[n],
+            "median": statistics.median(rates[n]),
+            "vs_before": statistics.median(rates[n]) / base,
+            "setup_s": compile_s[n],
+        }
+        for n in names
+    ]
+    meta = {
+        **machine_info(),
+        "time_utc": t_start,
+        "load_average_start": load0,
+        "load_average_end": load_average(),
+        "threads": threads,
+        "avx512_bf16": cpu_has_bf16(),
+        "step": f"demo pretraining step: UNet3D(width={width}), batch {batch} of 1x{'x'.join(map(str, cube))}, "
+        "genesis_ops.models_genesis + Adam + MSE through models_genesis.engine.TrainStep",
+        "rounds": args.rounds,
+        "steps_per_round": per_round,
+        "command": "python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:]),
+    }
+    lines = [
+        "# genesis-ops: CPU settings of the demo's pretraining step",
+        "",
+        f"- when: {t_start}; machine: {meta['cpu_model']}, {meta['logical_cpus']} logical CPUs (shared with "
+        f"other jobs); load average start {load0}, end {meta['load_average_end']}",
+        f"- torch {torch.__version__}, threads {threads}; native bfloat16 (oneDNN): {meta['avx512_bf16']}",
+        f"- {meta['step']}; {args.rounds} interleaved rounds of {per_round} steps, median",
+        f"- command: `{meta['command']}`",
+        "",
+        "| variant | threads | samples/s (median) | per round | vs float32 | setup+warm-up (s) |",
+        "|---|---:|---:|---|---:|---:|",
+    ]
+    for r in recs:
+        lines.append(
+            f"| {r['variant']} | {r['threads']} | {r['median']:.1f} | "
+            + " ".join(f"{v:.1f}" for v in r["samples_per_s"])
+            + f" | {r['vs_before']:.2f}x | {r['setup_s']:.1f} |"
+        )
+    print("\n".join(lines))
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "train_step_cpu_variants.json"), "w") as f:
+        json.dump({"meta": meta, "records": recs}, f, indent=1)
+    with open(os.path.join(args.out, "train_step_cpu_variants.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"# wrote {os.path.join(args.out, 'train_step_cpu_variants.md')}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.cpu_variants:
+        return cpu_variants(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         print("# CUDA requested but not available: nothing to do (GPU numbers pending)")

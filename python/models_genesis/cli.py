@@ -128,7 +128,8 @@ def _add_common(flag: _Flags) -> None:
         "amp",
         "--no-amp",
         action="store_false",
-        help="disable mixed precision on CUDA (bfloat16, or float16 with loss scaling); CPU runs in float32",
+        help="disable mixed precision (CUDA: bfloat16, or float16 with loss scaling; CPU: bfloat16 where it has "
+        "AVX512-BF16/AMX, else float32 anyway)",
     )
     flag(
         "log_every",
@@ -395,6 +396,7 @@ def _add_finetune(sub) -> None:
         f"with --demo: {DEFAULT_PRETRAIN_OUT}/best.pt)",
     )
     flag("demo", action="store_true", help="vertebra segmentation on the bundled CT, pretrained vs scratch")
+    flag("seeds", type=_int, metavar="N", help="--demo: seeds per arm (default: %(default)s)")
     flag("out", metavar="DIR", help="run folder (default: %(default)s)")
     flag(
         "resume",
@@ -419,6 +421,11 @@ def _add_finetune(sub) -> None:
         help="classification: classes (default: from the labels; 2 classes use one sigmoid output)",
     )
     flag("lr", type=_float, help="Adam learning rate (default: 1e-3)")
+    flag(
+        "lr_decay",
+        action="store_true",
+        help="decay the learning rate linearly per epoch, to lr / epochs in the last (always on with --demo)",
+    )
     flag(
         "freeze_encoder_epochs",
         type=_int,
@@ -462,6 +469,7 @@ def _add_predict(sub) -> None:
     _add_channels(flag, "--input", " (default: the channels the checkpoint was trained on)")
     flag("threshold", type=_float, help="mask threshold (default: %(default)s)")
     flag("probabilities", action="store_true", default=False, help="write float probabilities instead of a mask")
+    flag("png", metavar="PNG", help="also write a picture: a few axial slices with the prediction overlaid")
     flag("overlap", type=float, help="window overlap fraction in [0, 1) (default: %(default)s)")
     flag("batch_size", type=_int, metavar="N", help="windows per forward pass (default: %(default)s)")
     flag(
@@ -473,7 +481,7 @@ def _add_predict(sub) -> None:
         "64 64 32 for published weights)",
     )
     flag("device", choices=["auto", "cpu", "cuda"], help="device (default: %(default)s)")
-    flag("amp", "--no-amp", action="store_false", help="disable mixed precision on CUDA")
+    flag("amp", "--no-amp", action="store_false", help="disable mixed precision (CUDA; CPUs with bfloat16)")
 
 
 def _add_evaluate(sub) -> None:
@@ -650,13 +658,17 @@ def _cmd_finetune(a) -> int:
         weights = cand if os.path.exists(cand) else None
     cfg = config_from_args(FinetuneConfig, a, weights=weights)
     if a.demo:
+        from .demo import epoch_table
+
         res = finetune_demo(cfg)
-        p, s = res["pretrained"], res["scratch"]
-        pl, sl = p["history"][-1]["val_dice"], s["history"][-1]["val_dice"]
+        sm = res["summary"]
+        seeds = sm["pretrained"]["seeds"]
+        print(f"vertebra segmentation, validation Dice ({sm['validation']}), mean (min..max) over seeds {seeds}:")
+        print("\n".join("  " + line for line in epoch_table(sm)))
+        print(sm["comparison"])
         print(
-            f"vertebra segmentation Dice on the held-out slices: from pretrained weights ({weights}) "
-            f"{p['dice']:.4f} best epoch / {pl:.4f} last epoch; from scratch {s['dice']:.4f} best / "
-            f"{sl:.4f} last; {res['time_s']:.1f}s"
+            f"wrote {res['summary_path']}, {res['curves_png']}, {res['segmentation_png']}; "
+            f"pretrained weights {weights}; {res['time_s']:.1f}s"
         )
         return 0
     res = finetune(cfg)
@@ -686,6 +698,7 @@ def _cmd_predict(a) -> int:
         cube=tuple(a.cube) if a.cube else None,
         amp=a.amp,
         channels=a.channels,
+        png=a.png,
     )
     what = "mask" if res["mask"] else "float volume"
     print(

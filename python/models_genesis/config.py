@@ -309,6 +309,9 @@ class FinetuneConfig(RunConfig):
     out: str = DEFAULT_FINETUNE_OUT
     n_classes: int | None = None  # classification (default: from the labels)
     lr: float = 1e-3
+    # linear decay per epoch: epoch e of E trains at lr * (E - e + 1) / E (the demo turns it on, so
+    # that the last epochs move the weights, and BatchNorm's running statistics, less)
+    lr_decay: bool = False
     freeze_encoder_epochs: int = 0
     fg_fraction: float = 0.5
     threshold: float = 0.5
@@ -317,6 +320,7 @@ class FinetuneConfig(RunConfig):
     demo: bool = False
     resume: bool = False  # continue from out/last.pt
     overwrite: bool = False  # start over a folder that holds a run
+    seeds: int = 3  # --demo: seeds per arm (seed, seed + 1, ...)
 
     def validate(self) -> None:
         """Raise :class:`UsageError` (naming the flag) on a bad value."""
@@ -324,7 +328,9 @@ class FinetuneConfig(RunConfig):
             raise UsageError(f"--task: expected segmentation or classification, got {self.task!r}")
         if self.demo and self.task != "segmentation":
             raise UsageError("--demo: the bundled demo is vertebra segmentation (--task segmentation)")
-        check_positive_ints(self, ("epochs", "steps_per_epoch", "batch_size", "width", "n_classes", "log_every"))
+        check_positive_ints(
+            self, ("epochs", "steps_per_epoch", "batch_size", "width", "n_classes", "log_every", "seeds")
+        )
         check_channels(self.channels)
         check_dims(self.dims, self.channels)
         check_cube(self.cube, self.dims)

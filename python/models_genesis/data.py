@@ -70,6 +70,8 @@ from .splits import (  # noqa: F401
     VolumeSplit,
     _box,
     split_one_volume,
+    lookalike_mask,
+    LOOKALIKE_RATIO,
     choose_validation_volumes,
     stratified_split,
 )

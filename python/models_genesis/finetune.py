@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from . import data
 from . import data2d
-from .config import DEFAULT_PRETRAIN_OUT, FinetuneConfig, auto_sizes, default_out, run_out
+from .config import DEFAULT_PRETRAIN_OUT, FinetuneConfig, auto_sizes, default_out
 from .budget import check_resampled_size, check_training_memory
 from .checkpoint import (
     CheckpointInfo,
@@ -180,7 +180,9 @@ def _segmentation_data(cfg: FinetuneConfig, pre: data.Preprocessing):
         va = [(names[i], imgs[i], labs[i]) for i in va_idx]
         return img_paths, tr, va, "whole volumes " + ", ".join(names[i] for i in va_idx)
     # 2D: the cube is a (px, py, 1) window of the slice stack, so a one-slice gap separates the sides
-    sp = data.split_one_volume(labs[0], data2d.sampling_cube(cfg.cube), cfg.val_fraction, name=lab_paths[0])
+    sp = data.split_one_volume(
+        labs[0], data2d.sampling_cube(cfg.cube), cfg.val_fraction, name=lab_paths[0], image=imgs[0]
+    )
     tr = [(imgs[0][(slice(None),) + sp.train], labs[0][sp.train])]
     va = [(names[0], imgs[0][(slice(None),) + sp.val], labs[0][sp.val])]
     return img_paths, tr, va, f"{names[0]} {sp.describe()}"
@@ -303,6 +305,9 @@ class _FinetuneTask:
 
     def begin_epoch(self, epoch: int):
         self.frozen = epoch <= self.cfg.freeze_encoder_epochs
+        if self.cfg.lr_decay:
+            for g in self.opt.param_groups:
+                g["lr"] = self.cfg.lr * (self.cfg.epochs - epoch + 1) / self.cfg.epochs
         _set_encoder_trainable(self.model, not self.frozen)
         return self.sample_fn, " (encoder frozen)" if self.frozen else ""
 
@@ -486,12 +491,16 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
         both = go.flip(both, p=0.4, seed=s)  # same flips for image and label (shared per sample)
         return both[:, : x.shape[1]], both[:, x.shape[1] :]
 
+    last_probs: list = []  # the latest validation probabilities, for the demo's pictures
+
     def eval_fn(m):
         overall, cases = DiceIoU(), []
+        last_probs.clear()
         for name, a, b in va:
             prob = sliding_window(
                 m, a, cube, cfg.overlap, cfg.batch_size, device, cfg.amp, fn=data2d.per_slice if cfg.dims == 2 else None
             )
+            last_probs.append((name, a, b, prob))
             pred, truth = prob >= cfg.threshold, b > 0.5
             overall.update(pred, truth)
             d, i = dice_iou(pred, truth)
@@ -510,6 +519,8 @@ def _finetune_seg(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
     res = _train(cfg, model, device, say, sample_fn, dice_bce_loss, eval_fn, "val_dice", meta, gens)
     res["dice"] = res["best_metrics"]["val_dice"]
     res["iou"] = res["best_metrics"]["val_iou"]
+    res["validation"] = val_desc
+    res["val_predictions"] = list(last_probs)  # (name, image, label, probability) of the last epoch
     return res
 
 
@@ -625,15 +636,17 @@ def _finetune_cls(cfg: FinetuneConfig, device, say) -> dict[str, Any]:
 
 def finetune_demo(cfg: FinetuneConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """The demo: vertebra segmentation on the bundled CT, from the pretrained weights and from
-    scratch with the same seed and schedule.
+    scratch with the same seeds and schedule, over ``cfg.seeds`` seeds (:func:`demo.run_demo`).
 
     Args:
         cfg: settings; ``cfg.weights`` (required) are the pretrained weights; runs go to
-            ``cfg.out/pretrained`` and ``cfg.out/scratch``.
+            ``cfg.out/pretrained/seed<k>`` and ``cfg.out/scratch/seed<k>``.
 
     Returns:
-        ``{"pretrained": finetune(...) result, "scratch": ..., "time_s"}``.
+        :func:`demo.run_demo`'s result.
     """
+    from . import demo
+
     cfg.validate()
     if not cfg.weights:
         d2 = " --dims 2" if cfg.dims == 2 else ""
@@ -642,14 +655,4 @@ def finetune_demo(cfg: FinetuneConfig, say: Callable[[str], None] = print) -> di
             f"(it writes {os.path.join(default_out(DEFAULT_PRETRAIN_OUT, cfg.dims), 'best.pt')}) "
             "or pass --weights"
         )
-    base = run_out(cfg)
-    res = {}
-    t0 = time.perf_counter()
-    for name, w in (("pretrained", cfg.weights), ("scratch", None)):
-        say(f"--- fine-tuning {name} ---")
-        c = replace(cfg, weights=w, out=os.path.join(base, name), demo=True, task="segmentation")
-        if w is None and c.width is None:
-            c.width = weights_info(cfg.weights).width
-        res[name] = finetune(c)
-    res["time_s"] = time.perf_counter() - t0
-    return res
+    return demo.run_demo(cfg, finetune, lambda w: weights_info(w).width, say)

@@ -109,6 +109,7 @@ def predict_volume(
     cube: Sequence[int] | None = None,
     amp: bool = True,
     channels: Sequence[str] | None = None,
+    png: str | None = None,
 ) -> dict[str, Any]:
     """Whole-volume sliding-window inference; writes a NIfTI on the input's grid and affine.
 
@@ -130,6 +131,8 @@ def predict_volume(
         amp: mixed precision on CUDA.
         channels: names substituted for ``{channel}`` in ``input_path`` (default: the channels the
             checkpoint was trained on).
+        png: also write this picture: a few axial slices of the input (channel 0) with the mask
+            overlaid (segmentation), or input beside output (restoration).
 
     Returns:
         ``{"output", "kind", "shape" (of the input file), "time_s", "mask" (bool)}``.
@@ -198,6 +201,10 @@ def predict_volume(
         data.save_like((prob >= threshold).astype(np.uint8), vol, output_path, label=True)
     else:
         data.save_like(prob.astype(np.float32), vol, output_path, label=False)
+    if png:
+        _picture(
+            vol, prob, seg, threshold, png, title=f"{os.path.basename(input_path)} -> {os.path.basename(output_path)}"
+        )
     return {
         "output": output_path,
         "kind": kind,
@@ -230,3 +237,21 @@ def _load_input(input_path: str, pre, channels, info, in_channels: int, weights:
             f"--input {input_path}: {vol.channels} channel(s), but the model of {weights} takes {in_channels}"
         )
     return vol
+
+
+def _picture(vol, prob: np.ndarray, seg: bool, threshold: float | None, path: str, title: str) -> None:
+    """``predict --png``: slices of the input with the mask overlaid (segmentation; probabilities
+    are shown as the 0.5 mask), else the input beside the restored output (channel 0)."""
+    from . import plots
+
+    img = vol.data[0] if vol.data.ndim == 4 else vol.data
+    out = prob[0] if prob.ndim == 4 else prob
+    if seg:
+        mask = out >= (0.5 if threshold is None else threshold)
+        cols = [("input", None, None), ("prediction", mask, None)]
+        plots.segmentation_grid(img, cols, plots.pick_slices(mask, 3), path, title=title)
+    else:
+        ks = plots.pick_slices(np.zeros(img.shape, bool), 2)
+        ims = [a[:, :, k] for k in ks for a in (img, out)]
+        names = [f"{n} z {k}" for k in ks for n in ("input", "output")]
+        plots.panels(ims, names, path, title=title)

@@ -147,3 +147,114 @@ def panels(images: Sequence[np.ndarray], names: Sequence[str], path: str, title:
     if title:
         fig.suptitle(title)
     _save(fig, path)
+
+
+# segmentation overlays: the label in green, a prediction in red, where both agree yellow
+LABEL_RGBA = (0.1, 0.9, 0.2, 0.5)
+PRED_RGBA = (1.0, 0.15, 0.1, 0.5)
+BOTH_RGBA = (1.0, 0.9, 0.1, 0.6)
+
+
+def seg_overlay(pred: np.ndarray | None, label: np.ndarray | None) -> np.ndarray:
+    """The RGBA image (..., 4) of a 2D prediction and/or label mask (either may be None):
+    :data:`LABEL_RGBA` label only, :data:`PRED_RGBA` prediction only, :data:`BOTH_RGBA` both."""
+    ref = pred if pred is not None else label
+    if ref is None:
+        raise ValueError("seg_overlay: give a prediction, a label or both")
+    p = np.zeros(np.shape(ref), bool) if pred is None else np.asarray(pred) > 0.5
+    lab = np.zeros(np.shape(ref), bool) if label is None else np.asarray(label) > 0.5
+    rgba = np.zeros(p.shape + (4,), np.float32)
+    rgba[lab & ~p] = LABEL_RGBA
+    rgba[p & ~lab] = PRED_RGBA
+    rgba[p & lab] = BOTH_RGBA
+    return rgba
+
+
+def pick_slices(mask: np.ndarray, n: int = 3) -> list[int]:
+    """``n`` axial (last-axis) indices of a (X, Y, Z) mask spread over the slices that hold it
+    (the fullest first when fewer hold it); middle slices when it is empty."""
+    m = np.asarray(mask) > 0.5
+    depth = m.shape[2]
+    hold = [int(k) for k in np.flatnonzero(m.sum(axis=(0, 1)))]
+    if not hold:
+        return sorted({int(round(x)) for x in np.linspace(0, depth - 1, min(n, depth) + 2)[1:-1]})
+    if len(hold) <= n:
+        return hold
+    return sorted({hold[int(round(x))] for x in np.linspace(0, len(hold) - 1, n + 2)[1:-1]})
+
+
+def segmentation_grid(
+    image: np.ndarray,
+    columns: Sequence[tuple[str, np.ndarray | None, np.ndarray | None]],
+    slices: Sequence[int],
+    path: str,
+    title: str = "",
+    crop: tuple[int, int] | None = None,
+) -> None:
+    """One row per axial slice of ``image`` (X, Y, Z) in [0, 1]; one column per ``(name, pred,
+    label)`` with the masks (X, Y, Z, either None) overlaid (:func:`seg_overlay`). With ``crop``
+    (px, py) each row shows that window around the label's (else the prediction's) centre in the
+    slice: the patches a 2D model sees."""
+    if not columns or not slices:
+        raise ValueError("segmentation_grid: need at least one column and one slice")
+    image = np.asarray(image, dtype=np.float32)
+    plt = _plt()
+    rows, cols = len(slices), len(columns)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.4 * rows), squeeze=False)
+    for i, k in enumerate(slices):
+        win = (slice(None), slice(None))
+        if crop is not None:
+            ref = next((m for _, p, lab in columns for m in (lab, p) if m is not None and m[:, :, k].any()), None)
+            cx, cy = np.argwhere(ref[:, :, k] > 0.5).mean(0) if ref is not None else np.array(image.shape[:2]) / 2
+            x0 = int(np.clip(round(cx - crop[0] / 2), 0, max(0, image.shape[0] - crop[0])))
+            y0 = int(np.clip(round(cy - crop[1] / 2), 0, max(0, image.shape[1] - crop[1])))
+            win = (slice(x0, x0 + crop[0]), slice(y0, y0 + crop[1]))
+        for j, (name, pred, label) in enumerate(columns):
+            ax = axes[i][j]
+            ax.imshow(np.rot90(image[win + (k,)]), cmap="gray", vmin=0, vmax=1)
+            over = seg_overlay(None if pred is None else pred[win + (k,)], None if label is None else label[win + (k,)])
+            ax.imshow(np.rot90(over))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"z {k}", fontsize=8)
+    from matplotlib.patches import Patch
+
+    fig.legend(
+        handles=[
+            Patch(color=LABEL_RGBA, label="label only (missed)"),
+            Patch(color=PRED_RGBA, label="prediction only"),
+            Patch(color=BOTH_RGBA, label="both"),
+        ],
+        loc="lower center",
+        ncol=3,
+        fontsize=8,
+        bbox_to_anchor=(0.5, -0.02 - 0.06 / rows),
+    )
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def dice_curves(summary: dict, path: str, title: str = "fine-tuning: validation Dice") -> None:
+    """Validation Dice per epoch of each arm of a demo summary (``{arm: {"seeds", "val_dice"}}``):
+    each seed faint, the mean over seeds bold."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm, colour in (("pretrained", "tab:blue"), ("scratch", "tab:orange")):
+        runs = summary.get(arm, {}).get("val_dice") or []
+        if not runs:
+            continue
+        for curve in runs:
+            ax.plot(range(1, len(curve) + 1), curve, "-", color=colour, alpha=0.3, lw=1)
+        mean = np.nanmean(np.asarray(runs, dtype=np.float64), axis=0)
+        ax.plot(range(1, len(mean) + 1), mean, "o-", color=colour, lw=2.5, label=f"{arm} (mean of {len(runs)} seeds)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation Dice")
+    ax.set_ylim(0, 1)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)

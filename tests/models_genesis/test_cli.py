@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from models_genesis.cli import build_parser, main
 from models_genesis.checkpoint import read_checkpoint
@@ -202,18 +203,28 @@ def test_pretrain_finetune_demo_and_predict_through_the_cli(tmp_path, capsys, de
                 "2",
                 "--device",
                 "cpu",
+                "--seeds",
+                "2",
+                "--seed",
+                "5",
             ]
         )
         == 0
     )
     out = capsys.readouterr().out
-    assert "from pretrained weights" in out and "from scratch" in out
-    import re
-
-    summary = [line for line in out.splitlines() if line.startswith("vertebra segmentation Dice")]
-    assert len(summary) == 1 and len(re.findall(r"\d\.\d{4} (?:best|last)", summary[0])) == 4
-    assert (ft / "pretrained" / "best.pt").exists() and (ft / "scratch" / "best.pt").exists()
-    assert read_checkpoint(str(ft / "scratch" / "best.pt"))["model_config"]["width"] == 4
+    # two seeds never support "ahead": the line says so
+    line = [x for x in out.splitlines() if x.startswith("pretrained vs scratch over 2 seeds")]
+    assert len(line) == 1 and "within seed noise (only 2 seed(s)" in line[0], out
+    summary = json.loads((ft / "summary.json").read_text())
+    for arm in ("pretrained", "scratch"):
+        assert summary[arm]["seeds"] == [5, 6] and len(summary[arm]["val_dice"]) == 2
+        assert [c[-1] for c in summary[arm]["val_dice"]] == summary[arm]["final"]
+        for seed in (5, 6):
+            assert (ft / arm / f"seed{seed}" / "best.pt").exists()
+    assert summary["comparison"] == line[0]
+    assert read_checkpoint(str(ft / "scratch" / "seed5" / "best.pt"))["model_config"]["width"] == 4
+    for png in ("finetune_curves.png", "segmentation.png"):
+        assert (ft / png).stat().st_size > 0
     # predict with a fine-tuned checkpoint and with a pretraining checkpoint (restoration)
     ct = demo_file("ct_abdomen.nii.gz")
     assert (
@@ -221,18 +232,22 @@ def test_pretrain_finetune_demo_and_predict_through_the_cli(tmp_path, capsys, de
             [
                 "predict",
                 "--weights",
-                str(ft / "pretrained" / "best.pt"),
+                str(ft / "pretrained" / "seed5" / "best.pt"),
                 "--input",
                 ct,
                 "--output",
                 str(tmp_path / "mask.nii.gz"),
                 "--device",
                 "cpu",
+                "--png",
+                str(tmp_path / "mask.png"),
             ]
         )
         == 0
     )
     m = nib.load(str(tmp_path / "mask.nii.gz"))
+    with Image.open(tmp_path / "mask.png") as im:  # input and prediction side by side, 3 slices down
+        assert im.mode in ("RGB", "RGBA") and im.size[1] > im.size[0]
     assert m.shape == nib.load(ct).shape and m.get_data_dtype() == np.uint8
     assert (
         main(["predict", "--weights", str(pre / "best.pt"), "--input", ct, "--output", str(tmp_path / "restored.nii")])
