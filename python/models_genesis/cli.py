@@ -128,8 +128,7 @@ def _add_common(flag: _Flags) -> None:
         "amp",
         "--no-amp",
         action="store_false",
-        help="disable mixed precision (CUDA: bfloat16, or float16 with loss scaling; CPU: bfloat16 where it has "
-        "AVX512-BF16/AMX, else float32 anyway)",
+        help="disable mixed precision on CUDA (bfloat16, or float16 with loss scaling); CPU runs in float32",
     )
     flag(
         "log_every",
@@ -481,7 +480,7 @@ def _add_predict(sub) -> None:
         "64 64 32 for published weights)",
     )
     flag("device", choices=["auto", "cpu", "cuda"], help="device (default: %(default)s)")
-    flag("amp", "--no-amp", action="store_false", help="disable mixed precision (CUDA; CPUs with bfloat16)")
+    flag("amp", "--no-amp", action="store_false", help="disable mixed precision on CUDA")
 
 
 def _add_evaluate(sub) -> None:

@@ -212,8 +212,11 @@ def segmentation_grid(
         for j, (name, pred, label) in enumerate(columns):
             ax = axes[i][j]
             ax.imshow(np.rot90(image[win + (k,)]), cmap="gray", vmin=0, vmax=1)
-            over = seg_overlay(None if pred is None else pred[win + (k,)], None if label is None else label[win + (k,)])
-            ax.imshow(np.rot90(over))
+            if pred is not None or label is not None:  # a column without masks shows the image alone
+                over = seg_overlay(
+                    None if pred is None else pred[win + (k,)], None if label is None else label[win + (k,)]
+                )
+                ax.imshow(np.rot90(over))
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:

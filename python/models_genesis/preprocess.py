@@ -358,7 +358,17 @@ def _read_raw(source) -> tuple[list[np.ndarray], object, object, tuple[str, ...]
             if first is not None and (
                 arr.shape != first[2] or np.abs(can.affine - first[1].affine).max() > AFFINE_ATOL
             ):
-                raise VolumeError(f"subject {source.name}: channel {c} is not on channel {source.channels[0]}'s grid")
+                c0 = source.channels[0]
+                if arr.shape != first[2]:
+                    raise VolumeError(
+                        f"subject {source.name}: channel {c} has shape {arr.shape}, channel {c0} "
+                        f"{first[2]} (channels must be co-registered)"
+                    )
+                diff = float(np.abs(can.affine - first[1].affine).max())
+                raise VolumeError(
+                    f"subject {source.name}: channel {c} affine differs from channel {c0}'s "
+                    f"(by up to {diff:.3g}; channels must be co-registered)"
+                )
             first = first or (img, can, arr.shape)
             vol_arrays.append(arr)
         return vol_arrays, first[1], first[0], tuple(source.channels)
@@ -417,10 +427,6 @@ def preprocess_one(source, root: str, modality: str = "ct", spacing=None, verify
         if old.get("source_stat") == stat and (not verify or vol.verify()):
             return "kept", old
     arrays, can, img, names = _read_raw(source)
-    for a in arrays:  # int16 storage would turn them into arbitrary values
-        bad = a.size - int(np.count_nonzero(np.isfinite(a)))
-        if bad:
-            raise VolumeError(f"{name}: {bad} of {a.size} voxels are NaN or infinite; fix or mask the file")
     affine = np.asarray(can.affine, dtype=np.float64)
     canonical_shape = tuple(int(s) for s in arrays[0].shape)
     if spacing is not None:

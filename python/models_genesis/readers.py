@@ -219,9 +219,20 @@ def read_nifti(path: str, channels: bool = False):
         raise VolumeError(f"{path}: cannot read NIfTI ({_one_line(e)})") from None
     if arr.size == 0 or min(arr.shape) < 1:
         raise VolumeError(f"{path}: empty volume {arr.shape}")
-    if not np.isfinite(arr).all():
-        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+    arr = _finite(arr, path)
     return img, can, arr
+
+
+def _finite(arr: np.ndarray, path: str) -> np.ndarray:
+    """``arr`` with NaN and infinite voxels set to 0 (scanners and registration tools write NaN
+    outside the field of view); VolumeError naming the file when no voxel is finite, since the
+    volume would then train on a constant."""
+    finite = np.isfinite(arr)
+    if finite.all():
+        return arr
+    if not finite.any():
+        raise VolumeError(f"{path}: every voxel is NaN or infinite; nothing to train on")
+    return np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def itk_affine(image) -> np.ndarray:
@@ -292,8 +303,7 @@ def read_image(path: str, channels: bool = False):
     out = np.asarray(can.dataobj, dtype=np.float32)
     if out.size == 0:
         raise VolumeError(f"{path}: empty volume {out.shape}")
-    if not np.isfinite(out).all():
-        out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+    out = _finite(out, path)
     return img, can, out
 
 

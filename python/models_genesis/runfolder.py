@@ -1,8 +1,12 @@
 """The run folder (``--out``) of a training run: one run at a time, never started over by accident.
 
-* An exclusive ``fcntl.flock`` on ``DIR/.lock`` for the whole run; the file names the holder's
-  PID. The kernel drops the lock when the process dies, however it dies, so a killed run never
-  leaves a stale lock; a second run on the folder stops with a one-line error naming that PID.
+* An exclusive POSIX record lock (``fcntl.lockf``) on ``DIR/.lock`` for the whole run; the file
+  names the holder's PID. The kernel drops the lock when the process dies, however it dies, so a
+  killed run never leaves a stale lock; a second run on the folder stops with a one-line error
+  naming that PID. Not ``flock``: forked children (DataLoader workers) share an ``flock``, which
+  then outlives a SIGKILLed run until its workers notice, and a requeued run would be refused.
+  A record lock belongs to the process alone; a second lock of one folder inside the same
+  process is refused by the set of folders this process holds.
 * A folder that already holds a run (``last.pt``, ``best.pt`` or ``metrics.jsonl``) is refused
   unless the run continues it (``--resume``) or replaces it (``--overwrite``: those files go first).
 * Temporary checkpoint files that dead processes left (a SIGKILL during a write) are removed.
@@ -19,6 +23,7 @@ from .errors import RunLockedError, UsageError
 
 LOCK_NAME = ".lock"
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
+_HELD: set[str] = set()  # lock files this process holds (record locks do not exclude their own process)
 
 
 def _not_a_folder(out: str) -> UsageError | None:
@@ -73,9 +78,15 @@ class RunFolder:
     def __enter__(self) -> RunFolder:
         check_start(self.out, self.resume, self.overwrite)
         os.makedirs(self.out, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        key = os.path.realpath(self.path)
+        if key in _HELD:
+            raise RunLockedError(
+                f"--out {self.out}: another run (PID {os.getpid()}, this process) is using this folder; "
+                "wait for it to finish or choose another --out"
+            )
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
@@ -85,6 +96,7 @@ class RunFolder:
                 "wait for it to finish or choose another --out"
             ) from None
         self.fd = fd
+        _HELD.add(key)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         # checked again under the lock: a run that started meanwhile has written its files
@@ -98,6 +110,8 @@ class RunFolder:
         return self
 
     def _holder(self) -> str:
+        # read by a process that does not hold the lock (closing this descriptor would drop a
+        # record lock of its own process)
         try:
             with open(self.path) as f:
                 return f.read().strip() or "unknown"
@@ -107,8 +121,9 @@ class RunFolder:
     def __exit__(self, *exc) -> bool:
         if self.fd is not None:
             try:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
+                fcntl.lockf(self.fd, fcntl.LOCK_UN)
             finally:
                 os.close(self.fd)
                 self.fd = None
+                _HELD.discard(os.path.realpath(self.path))
         return False

@@ -25,7 +25,9 @@ import errno
 import hashlib
 import json
 import os
+import resource
 import shutil
+import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -163,10 +165,13 @@ def write_volume(root: str, source: str, arr: np.ndarray, meta: dict) -> dict:
             np.ascontiguousarray(arr), chunks=chunks, blocks=blocks, urlpath=tmp, mode="w", cparams=cparams
         )
         nd.schunk.vlmeta["foreground"] = meta.pop("_foreground_bytes")
+        # blosc2 keeps no checksum of the compressed data, and a damaged LZ4 stream can decode
+        # into wrong values without an error: each chunk's CRC-32, checked when it is first read
+        crcs = [zlib.crc32(nd.schunk.get_chunk(i)) for i in range(nd.schunk.nchunks)]
         del nd
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        entry = dict(meta, key=key, source=os.path.abspath(source), checksum=file_checksum(tmp))
+        entry = dict(meta, key=key, source=os.path.abspath(source), checksum=file_checksum(tmp), chunk_crc32=crcs)
         entry["nbytes"] = os.path.getsize(tmp)
         os.replace(tmp, final)
         _fsync_dir(vdir)
@@ -183,6 +188,16 @@ def write_volume(root: str, source: str, arr: np.ndarray, meta: dict) -> dict:
                 "the volumes written so far are kept; free space and run preprocess again to go on"
             ) from None
         raise StoreError(f"{source}: cannot write to {root} ({_one_line(e)})") from None
+    except RuntimeError as e:  # blosc2 reports a failed write (disk full, file-size limit) this way
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        free = shutil.disk_usage(root).free
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        why = f"a file-size limit (ulimit -f) of {limit} bytes" if limit != resource.RLIM_INFINITY else "disk full?"
+        raise StoreError(
+            f"{source}: cannot write it to {root} ({_one_line(e)}; {free / 2**20:.0f} MiB free; {why}); "
+            "the volumes written so far are kept"
+        ) from None
 
 
 def read_entries(root: str) -> list[dict]:
@@ -255,6 +270,7 @@ class StoreVolume:
     root: str
     entry: dict
     _nd: object = None
+    _checked: set | None = None  # chunks whose CRC-32 matched, in this process
 
     @property
     def source(self) -> str:
@@ -295,9 +311,42 @@ class StoreVolume:
                 raise StoreError(f"{self.source}: stored volume {self.path} unreadable ({_one_line(e)})") from None
         return self._nd
 
+    def _check_chunks(self, nd, idx) -> None:
+        """StoreError naming the volume when a chunk ``idx`` touches does not match the CRC-32
+        written with it (each chunk checked once per process; stores without CRCs: no check)."""
+        crcs = self.entry.get("chunk_crc32")
+        if crcs is None:
+            return
+        if self._checked is None:
+            self._checked = set()
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        idx = idx + (slice(None),) * (len(nd.shape) - len(idx))
+        ranges = []
+        for i, n, c in zip(idx, nd.shape, nd.chunks, strict=True):
+            if isinstance(i, slice):
+                lo, hi, _ = i.indices(n)
+                hi = max(hi, lo + 1)
+            else:
+                lo = int(i) % n
+                hi = lo + 1
+            ranges.append(range(lo // c, (min(hi, n) - 1) // c + 1))
+        grid = [-(-n // c) for n, c in zip(nd.shape, nd.chunks, strict=True)]
+        for cell in np.ndindex(*[len(r) for r in ranges]):
+            k = int(np.ravel_multi_index([r[j] for r, j in zip(ranges, cell, strict=True)], grid))
+            if k in self._checked:
+                continue
+            if zlib.crc32(nd.schunk.get_chunk(k)) != crcs[k]:
+                raise StoreError(
+                    f"{self.source}: stored volume {self.path} damaged (chunk {k} does not match its checksum); "
+                    "run genesis-ops preprocess on its source again"
+                )
+            self._checked.add(k)
+
     def __getitem__(self, idx) -> np.ndarray:
         try:
-            out = self._array()[idx]
+            nd = self._array()
+            self._check_chunks(nd, idx)
+            out = nd[idx]
         except StoreError:
             raise
         except Exception as e:  # noqa: BLE001 - blosc2 reports a damaged or missing chunk as RuntimeError/ValueError

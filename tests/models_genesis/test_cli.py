@@ -29,7 +29,7 @@ def _subparsers(parser):
 def test_every_flag_is_in_help(capsys):
     parser = build_parser()
     subs = _subparsers(parser)
-    assert set(subs) == {"pretrain", "finetune", "predict", "evaluate", "preview", "info"}
+    assert set(subs) == {"pretrain", "finetune", "predict", "evaluate", "preprocess", "preview", "info"}
     for name, sp in subs.items():
         assert main([name, "--help"]) == 0
         text = capsys.readouterr().out

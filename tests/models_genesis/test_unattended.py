@@ -354,13 +354,18 @@ def test_out_that_is_a_file_or_under_one_gives_one_line(tmp_path, demo_file, sub
 
 
 def test_a_file_size_limit_during_a_checkpoint_write_gives_one_line(tmp_path, demo_file, subprocess_env):
-    out = tmp_path / "run"
+    out, st = tmp_path / "run", tmp_path / "store"
+    # the store first, without the limit: the limit is then met by the first checkpoint write
+    rc, _, err = _cli(
+        ["preprocess", demo_file("ct_abdomen.nii.gz"), "--out", str(st), "--quiet"], subprocess_env, tmp_path
+    )
+    assert rc == 0, err
 
     def limit():  # Python ignores SIGXFSZ, so a write past the limit fails with EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
 
     rc, _, err = _cli(
-        ["pretrain", "--data", demo_file("ct_abdomen.nii.gz"), "--out", str(out), "--epochs", "2", *TINY_FLAGS],
+        ["pretrain", "--data", str(st), "--out", str(out), "--epochs", "2", *TINY_FLAGS],
         subprocess_env,
         tmp_path,
         preexec_fn=limit,
