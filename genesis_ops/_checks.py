@@ -24,7 +24,10 @@ def check_x(x, name: str = "x") -> torch.Tensor:
     if x.layout != torch.strided:
         raise TypeError(f"{name} must be a dense (strided) tensor, got layout {x.layout}")
     _check_spatial(x.shape, name)
-    return x
+    # The ops are not differentiable (random corruptions; the target is a copy): the outputs of
+    # an input that requires grad must not carry the dispatcher's fallthrough grad_fn, whose
+    # backward() only warns that it is silently incorrect. detach() shares x's storage.
+    return x.detach() if x.requires_grad else x
 
 
 def _check_spatial(shape, name: str) -> None:

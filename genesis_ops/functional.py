@@ -53,7 +53,7 @@ _COMMON_ARGS = {
             index is then taken modulo 2**32).""",
     "raises": _RAISES,
     "one_output": """Returns:
-        Tensor: a new contiguous tensor of x's shape, dtype and device.
+        Tensor: a new contiguous tensor of x's shape, dtype and device (never requiring grad).
 
     """
     + _RAISES,

@@ -44,6 +44,37 @@ def test_compile_fullgraph_all_ops():
     assert torch.equal(compiled(x), f(x))
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: go.models_genesis(x, seed=1),
+        lambda x: go.models_genesis(x, seed=1, return_masks=True),
+        lambda x: go.flip(x, p=1.0, seed=1),
+        lambda x: go.local_shuffle(x, p=1.0, seed=1),
+        lambda x: go.nonlinear(x, p=1.0, seed=1),
+        lambda x: go.inpaint(x, p=1.0, seed=1),
+        lambda x: go.outpaint(x, p=1.0, seed=1),
+        lambda x: go.bezier(x, [[0.2, 0.3, 0.7, 0.8]] * 2, [True, False]),
+        lambda x: go.ModelsGenesis(go.GenesisConfig())(x),
+    ],
+)
+def test_outputs_of_an_input_that_requires_grad_do_not(call, recwarn):
+    """The ops are not differentiable: outputs never carry the dispatcher's fallthrough grad_fn
+    (whose backward() only warns that it is silently incorrect), and the values are those of the
+    detached input."""
+    x = torch.rand(2, 1, 12, 10, 8)
+    torch.manual_seed(0)  # the module draws its seeds from torch's generator
+    out = call(x.clone().requires_grad_(True))
+    torch.manual_seed(0)
+    want = call(x)
+    outs = out if isinstance(out, tuple) else (out,)
+    wants = want if isinstance(want, tuple) else (want,)
+    for o, w in zip(outs, wants, strict=True):
+        assert not o.requires_grad and o.grad_fn is None
+        assert torch.equal(o, w)
+    assert not [w for w in recwarn if "silently incorrect" in str(w.message)]
+
+
 def test_module_in_compiled_training_step():
     """Dropping the module into a compiled step: transforms then a conv and a loss."""
     mg = go.ModelsGenesis(go.GenesisConfig(num_windows=50))
