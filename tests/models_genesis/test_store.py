@@ -144,7 +144,7 @@ def test_kill_9_during_preprocess_leaves_a_store_a_rerun_completes(tmp_path, sub
     paths = _write(tmp_path, 8, shape=(96, 96, 64))
     root = tmp_path / "st"
     cmd = [sys.executable, "-m", "models_genesis", "preprocess", *paths, "--out", str(root), "--quiet"]
-    proc = subprocess.Popen(cmd, env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
     vdir = root / store.VOLUMES
     t0 = time.time()
     while time.time() - t0 < 120 and proc.poll() is None:
@@ -170,6 +170,7 @@ def test_parts_write_one_store_together(tmp_path, subprocess_env):
             env=subprocess_env,
             stdout=subprocess.PIPE,
             text=True,
+            cwd=tmp_path,  # not the repository root, whose genesis_ops has no extension
         )
         for i in range(2)
     ]
@@ -357,7 +358,7 @@ def test_two_gloo_ranks_draw_their_own_cubes_with_flat_memory(tmp_path, subproce
         port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
     cmd += ["--master_port", str(port), str(script), str(tmp_path / "st"), str(tmp_path / "out.json")]
-    p = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     r0, r1 = json.loads((tmp_path / "out.json").read_text())
     assert r0["first"] != r1["first"]  # each rank its own stream
