@@ -331,7 +331,11 @@ constexpr bool kernels_match_table() {
 // or with masked the "_masked" one.
 template <typename Engine>
 void register_op(Library& m, OpKind kind, bool masked = false) {
+#if defined(GENESIS_SANITIZE)
+  STD_TORCH_CHECK(kernels_match_table<Engine>(), "genesis: kOpKernels must have one row per kOpTable row, in order");
+#else
   static_assert(kernels_match_table<Engine>(), "kOpKernels must have one row per kOpTable row, in order");
+#endif
   const OpKernels& k = kOpKernels<Engine>[static_cast<int>(kind)];
   STD_TORCH_CHECK(!masked || op_row(kind).masked, "genesis: ", op_row(kind).name, " has no masked schema");
   const std::string& name = schema_name<Engine>(kind, false, masked);
