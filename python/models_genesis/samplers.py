@@ -235,24 +235,30 @@ class StoreCubes(torch.utils.data.Dataset):
             self._fg.move_to_end(i)
         return fg
 
-    def _read(self, i: int, off) -> np.ndarray:
+    def _read(self, i: int, off, out: np.ndarray | None = None) -> np.ndarray:
         """The normalised (C, *cube) cube at ``off`` of volume ``i``, padded with 0 where the
-        volume (region) is smaller than the cube."""
+        volume (region) is smaller than the cube; written into ``out`` (float32, (C, *cube))
+        when given, which is returned."""
         box = self.box[i]
         sl = tuple(slice(int(o), int(min(o + c, hi))) for o, c, (_, hi) in zip(off, self.cube, box, strict=True))
         vol = self.store[i]
         raw = vol[(slice(None),) + sl] if self.channels > 1 else vol[sl][None]
-        out = np.empty(raw.shape, np.float32)
+        whole = raw.shape[1:] == self.cube
+        dst = out if out is not None and whole else np.empty(raw.shape, np.float32)
+        dst[...] = raw  # to float32 first: clipping in float32 is twice as fast as from int16
         for k, (lo, hi) in enumerate(self.norm[i]):
             if hi <= lo:
-                out[k] = 0.0
+                dst[k] = 0.0
             else:
-                np.clip(raw[k], lo, hi, out=out[k], casting="unsafe")
-                out[k] -= lo
-                out[k] *= 1.0 / (hi - lo)
-        if out.shape[1:] != self.cube:
-            out, _ = pad_to(out, (out.shape[0],) + self.cube, 0.0)
-        return out
+                np.clip(dst[k], lo, hi, out=dst[k])
+                dst[k] -= lo
+                dst[k] *= 1.0 / (hi - lo)
+        if not whole:
+            dst, _ = pad_to(dst, (dst.shape[0],) + self.cube, 0.0)
+            if out is not None:
+                out[...] = dst
+                return out
+        return dst
 
     def _estimate(self, i: int, off) -> float:
         from .store import FG_CELL
@@ -265,10 +271,17 @@ class StoreCubes(torch.utils.data.Dataset):
         return float(fg[sl].mean())
 
     def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
-        """``count`` cubes as float32 (count, C, *cube), drawn with ``rng``."""
-        return np.stack([self._one(rng) for _ in range(count)])
+        """``count`` cubes as float32 (count, C, *cube), drawn with ``rng``; each cube is read
+        straight into its slot of the batch."""
+        out = np.empty((count, self.channels, *self.cube), np.float32)
+        for j in range(count):
+            self._one(rng, out[j])
+        return out
 
-    def _one(self, rng: np.random.Generator) -> np.ndarray:
+    def _one(self, rng: np.random.Generator, out: np.ndarray | None = None) -> np.ndarray:
+        """One accepted cube (or the best of ``max_tries``), in ``out`` when given."""
+        if out is None:
+            out = np.empty((self.channels, *self.cube), np.float32)
         best, best_fg, t = None, -1.0, 0
         while t < self.max_tries or best is None:
             i = min(int(np.searchsorted(self.cum, rng.random(), side="right")), len(self.cum) - 1)
@@ -285,7 +298,7 @@ class StoreCubes(torch.utils.data.Dataset):
                 if t < self.max_tries and self._estimate(i, off) < 0.5 * self.min_foreground:
                     self.rejected_unread += 1
                     continue
-                cube = self._read(i, off)
+                self._read(i, off, out)
             except StoreError as e:
                 if not self.skip_bad:
                     raise
@@ -294,13 +307,14 @@ class StoreCubes(torch.utils.data.Dataset):
                 if len(self.bad) == len(self.cum):
                     raise StoreError(f"{self.store.root}: every volume is damaged (last: {e})") from None
                 continue
-            fg = float((cube > self.air_value).mean())
+            fg = np.count_nonzero(out > self.air_value) / out.size
             if fg >= self.min_foreground:
-                return cube
+                return out
             self.rejected += 1
             if fg > best_fg:
-                best, best_fg = cube, fg
-        return best
+                best, best_fg = out.copy(), fg
+        out[...] = best
+        return out
 
     def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, int]:
         """Batch ``index`` of ``epoch``: ``(cubes (B, C, *cube) float32, transform seed)``."""
