@@ -32,7 +32,7 @@ Sections (each writes its rows into ``data_path.json`` and ``data_path.md`` unde
   realistic volumes (real copies, no links: nothing is shared in the page cache), streamed for
   ``--big-seconds`` with the default workers: RSS and cubes/s over the run.
 
-    python bench/data_path.py                    # about 8-10 min on a 2-core VM
+    python bench/data_path.py                    # about 5 min on a 2-core VM
     python bench/data_path.py --quick            # about 1.5 min: every section, small sizes
     python bench/data_path.py --ct scan.nii.gz   # add a real CT to the size table
 """

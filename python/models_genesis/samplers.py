@@ -1,6 +1,8 @@
-"""Random cubes from in-memory volumes: :class:`CubeSampler` (pretraining: cubes that are not
-mostly air) and :class:`PairSampler` (segmentation: image and label cubes, a share centred on
-foreground)."""
+"""Random cubes. From a store (3D pretraining): :class:`StoreCubes` (each batch a pure function of
+seed, rank, epoch and batch index), read by DataLoader workers through :func:`cube_loader` and
+:class:`StreamedCubes`. From in-memory volumes: :class:`CubeSampler` (pretraining cubes that are
+not mostly air; :class:`RamCubes` for 2D inputs) and :class:`PairSampler` (segmentation: image and
+label cubes, a share centred on foreground)."""
 
 from __future__ import annotations
 
