@@ -411,8 +411,7 @@ class _Evicting(torch.utils.data.Dataset):
         if self.cold:
             evict(self.files)
         te = time.perf_counter() - t
-        x, seed = self.inner[key]
-        return x, seed, te
+        return (*self.inner[key], te)  # the worker's hand-over (stored values, windows, seed) + eviction s
 
 
 def cube_rate(store_path: str, cube, batch: int, workers: int, cold: bool, budget: float) -> dict:
@@ -430,7 +429,7 @@ def cube_rate(store_path: str, cube, batch: int, workers: int, cold: bool, budge
         t0 = time.perf_counter()
         b = 1
         while time.perf_counter() - t0 < budget or batches < 3:
-            _, _, te = ds[(0, b)]
+            te = ds[(0, b)][-1]
             evict_s += te
             batches += 1
             b += 1
@@ -442,7 +441,7 @@ def cube_rate(store_path: str, cube, batch: int, workers: int, cold: bool, budge
             next(it)
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < budget or batches < 3 * workers:
-            _, _, te = next(it)
+            te = next(it)[-1]
             evict_s += float(te)
             batches += 1
         el = time.perf_counter() - t0 - evict_s / workers
@@ -556,6 +555,20 @@ def transfer_floor(cube, batch: int, budget: float) -> dict:
         "one_worker_ms": 1e3 * worker,
         "handover_ms_per_mib": 1e3 * (worker - inproc) / mib,
     }
+
+
+def normalise_cost(cube, batch: int, reps: int = 5) -> dict:
+    """ms per batch of ``samplers.normalise_cubes`` on the CPU (where the cubes arrive in a CPU run;
+    on a GPU it runs there, after the copy)."""
+    from models_genesis.samplers import normalise_cubes
+
+    raw = torch.randint(-1024, 2000, (batch, 1, *cube), dtype=torch.int16)
+    win = torch.tensor([[[-1000.0, 1000.0]]], dtype=torch.float64).expand(batch, 1, 2)
+    normalise_cubes(raw, win)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        normalise_cubes(raw, win)
+    return {"cube": "x".join(map(str, cube)), "batch": batch, "ms": 1e3 * (time.perf_counter() - t0) / reps}
 
 
 def data_wait(store_path: str, cube, batch: int, steps: int, threads: int) -> dict:
@@ -844,6 +857,7 @@ def main(argv=None) -> int:
                     )
 
             r = transfer_floor(cube, batch, budget)
+            r["normalise_ms"] = normalise_cost(cube, batch)["ms"]
             res["handover"].append(r)
             print(f"  DataLoader hand-over {r['cube']} x{batch}: {r['handover_ms_per_mib']:.2f} ms/MiB", flush=True)
 
@@ -957,16 +971,18 @@ def report(res: dict) -> str:
         L.append("")
     if res.get("handover"):
         L += [
-            "DataLoader hand-over alone (a batch of ones made in the worker, against the same made in this process; "
-            "the difference is the copy into a fresh shared-memory segment and its transfer):",
+            "DataLoader hand-over alone (a float32 batch of ones made in the worker, against the same made in this "
+            "process; the difference is the copy into a fresh shared-memory segment and its transfer). Workers hand "
+            "over int16 cubes (half these bytes) that the consumer normalises (`samplers.normalise_cubes`; last "
+            "column: its cost per batch on the CPU):",
             "",
-            "| cube | batch | MiB | in process (ms) | through 1 worker (ms) | ms per MiB |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| cube | batch | MiB | in process (ms) | through 1 worker (ms) | ms per MiB | normalise on CPU (ms) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for r in res["handover"]:
             L.append(
                 f"| {r['cube']} | {r['batch']} | {r['mib']:.1f} | {r['in_process_ms']:.2f} | "
-                f"{r['one_worker_ms']:.2f} | {r['handover_ms_per_mib']:.2f} |"
+                f"{r['one_worker_ms']:.2f} | {r['handover_ms_per_mib']:.2f} | {_fmt(r.get('normalise_ms'))} |"
             )
         L.append("")
     if res["sizes"]:
