@@ -357,18 +357,26 @@ class StoreCubes(torch.utils.data.Dataset):
 def normalise_cubes(raw: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
     """Stored values (B, C, *cube) to [0, 1] float32 on their device: clip each cube's channel to
     its window (lo, hi) from ``windows`` (B, C, 2), subtract lo, scale by 1 / (hi - lo) (0 where
-    hi <= lo); float32 arithmetic, the same on every device."""
-    w = windows.to(torch.float64)
-    lo, hi = w[..., 0], w[..., 1]
-    ok = hi > lo
-    scale = torch.where(ok, 1.0 / torch.where(ok, hi - lo, 1.0), 0.0)
-    shape = (*w.shape[:2],) + (1,) * (raw.dim() - 2)
-    lo32 = torch.where(ok, lo, 0.0).to(torch.float32).reshape(shape).to(raw.device)
-    hi32 = torch.where(ok, hi, 0.0).to(torch.float32).reshape(shape).to(raw.device)
-    x = torch.clamp(raw.to(torch.float32), lo32, hi32)
-    x -= lo32
-    x *= scale.to(torch.float32).reshape(shape).to(raw.device)
+    hi <= lo); float32 arithmetic with scalar operands (as NumPy's with Python floats), the same on
+    every device. One window for the whole batch (CT) takes three passes over it."""
+    x = raw.to(torch.float32)
+    w = windows.tolist()
+    if all(cw == w[0][0] for bw in w for cw in bw):
+        _window_(x, *w[0][0])
+    else:
+        for b, bw in enumerate(w):
+            for c, (lo, hi) in enumerate(bw):
+                _window_(x[b, c], lo, hi)
     return x
+
+
+def _window_(x: torch.Tensor, lo: float, hi: float) -> None:
+    if hi <= lo:
+        x.zero_()
+        return
+    x.clamp_(float(np.float32(lo)), float(np.float32(hi)))
+    x -= float(np.float32(lo))
+    x *= float(np.float32(1.0 / (hi - lo)))
 
 
 class EpochBatches(torch.utils.data.Sampler):
