@@ -326,7 +326,8 @@ def _add_pretrain(sub) -> None:
         type=_int,
         metavar="N",
         help="DataLoader worker processes reading cubes from the store, per process (default: the CPUs "
-        "less one, shared by the ranks of a node, at most 8; 0: read in the training process)",
+        "less one, shared by the ranks of a node, at most 8; 0: read in the training process); with raw "
+        "--data also the processes that preprocess it into OUT/store (default there: 1)",
     )
     flag("previews", type=_int, metavar="N", help="cubes shown in restorations.png (default: %(default)s)")
     _add_common(flag)
@@ -553,9 +554,21 @@ def _add_preprocess(sub) -> None:
         metavar=("SX", "SY", "SZ"),
         help="resample to this voxel spacing in mm (default: keep the native grid)",
     )
-    flag("workers", type=_int, metavar="N", help="processes (default: %(default)s)")
+    flag(
+        "workers",
+        type=_int,
+        metavar="N",
+        help="processes reading and writing volumes in parallel; each holds a few copies of the volume it "
+        "works on (about 2 GiB at 512x512x250) (default: %(default)s)",
+    )
     flag("part", type=_int, metavar="I", help="this job's part, 0..N-1 (default: %(default)s)")
-    flag("parts", type=_int, metavar="N", help="number of parts the sources are split into (default: 1)")
+    flag(
+        "parts",
+        type=_int,
+        metavar="N",
+        help="split the sources (sorted by name) into N parts, every N-th from the I-th, for N jobs writing "
+        "one store together (default: 1)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines (the report is still printed)")
 
 

@@ -3,7 +3,9 @@
 or min-max), padding, and loading volumes (single files, 4D channel files, subjects) with it.
 
 Loaded volumes can be cached in memory (float16 by default: half the RAM, well below the 1/2000
-HU quantisation of the window) so epochs never re-read or re-decode files.
+HU quantisation of the window) so epochs never re-read or re-decode files; fine-tuning and 2D
+inputs use that. The ``preprocess`` command's work is here too: each source read once into the
+on-disk store that 3D pretraining streams from (:func:`build_store`, :func:`ensure_store`).
 """
 
 from __future__ import annotations

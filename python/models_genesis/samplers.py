@@ -1,6 +1,8 @@
-"""Random cubes from in-memory volumes: :class:`CubeSampler` (pretraining: cubes that are not
-mostly air) and :class:`PairSampler` (segmentation: image and label cubes, a share centred on
-foreground)."""
+"""Random cubes. From a store (3D pretraining): :class:`StoreCubes` (each batch a pure function of
+seed, rank, epoch and batch index), read by DataLoader workers through :func:`cube_loader` and
+:class:`StreamedCubes`. From in-memory volumes: :class:`CubeSampler` (pretraining cubes that are
+not mostly air; :class:`RamCubes` for 2D inputs) and :class:`PairSampler` (segmentation: image and
+label cubes, a share centred on foreground)."""
 
 from __future__ import annotations
 
@@ -160,10 +162,12 @@ class StoreCubes(torch.utils.data.Dataset):
     workers, and a resumed run draws exactly what it would have drawn. Volumes are chosen in
     proportion to their size through a cumulative table (a binary search: O(log N) whatever the
     number of volumes). A cube is rejected before any read when the store's coarse foreground map
-    says it is mostly air, and after its read by the exact test (the share of voxels above
-    ``air_value``, normalised units, must reach ``min_foreground``); after ``max_tries`` the best
-    cube read is used. A volume (or region) smaller than the cube yields a cube padded with 0
-    (air): the cube is padded, never the volume.
+    says it is mostly air, and after its read by the exact test (the share of voxels above the
+    stored value that the window maps to ``air_value`` must reach ``min_foreground``); after
+    ``max_tries`` the best cube read is used. A volume (or region) smaller than the cube yields a
+    cube padded with air (0 once normalised): the cube is padded, never the volume. Items
+    (``dataset[(epoch, batch)]``, what DataLoader workers hand over) are stored values with their
+    windows (:meth:`raw_batch`); :meth:`batch` gives them normalised.
 
     Args:
         store: a :class:`store.Store`.
@@ -216,6 +220,18 @@ class StoreCubes(torch.utils.data.Dataset):
         # window (lo, hi) per volume and channel, from the manifest's statistics (MR percentiles
         # are the whole volume's, as when volumes were normalised in memory)
         self.norm = [[stored_window(pre, s, e["source"]) for s in e["stats"]] for e in self.store.entries]
+        # Cubes travel from the workers as stored values (int16 for CT: half the bytes of float32;
+        # the DataLoader's hand-over costs about a millisecond per MiB) with their windows, and are
+        # normalised where they arrive (normalise_cubes). The air test runs on the stored values: a
+        # voxel is body when it exceeds the value the window maps to air_value (never, for a
+        # window that maps everything to 0); padding takes a value the window maps to 0.
+        self.dtype = np.int16
+        if any(e.get("dtype", "int16") != "int16" for e in self.store.entries) or any(
+            lo < -32768 or lo > 32767 for w in self.norm for lo, _ in w
+        ):
+            self.dtype = np.float32
+        self.thresholds = [[lo + air_value * (hi - lo) if hi > lo else np.inf for lo, hi in w] for w in self.norm]
+        self.pads = [[np.floor(lo) if self.dtype == np.int16 else lo for lo, _ in w] for w in self.norm]
         self.rejected_unread = self.rejected = self.drawn = 0
         # skip_bad: volumes whose stored chunks fail to read are left out from then on (warned once)
         self.skip_bad, self.bad = skip_bad, set()
@@ -235,24 +251,25 @@ class StoreCubes(torch.utils.data.Dataset):
             self._fg.move_to_end(i)
         return fg
 
-    def _read(self, i: int, off) -> np.ndarray:
-        """The normalised (C, *cube) cube at ``off`` of volume ``i``, padded with 0 where the
-        volume (region) is smaller than the cube."""
+    def _read(self, i: int, off, out: np.ndarray) -> np.ndarray:
+        """The stored values of the (C, *cube) cube at ``off`` of volume ``i``, written into ``out``
+        (of :attr:`dtype`); where the volume (region) is smaller than the cube, the cube is padded
+        (centred) with values its window maps to 0 (air)."""
         box = self.box[i]
         sl = tuple(slice(int(o), int(min(o + c, hi))) for o, c, (_, hi) in zip(off, self.cube, box, strict=True))
         vol = self.store[i]
         raw = vol[(slice(None),) + sl] if self.channels > 1 else vol[sl][None]
-        out = np.empty(raw.shape, np.float32)
-        for k, (lo, hi) in enumerate(self.norm[i]):
-            if hi <= lo:
-                out[k] = 0.0
-            else:
-                np.clip(raw[k], lo, hi, out=out[k], casting="unsafe")
-                out[k] -= lo
-                out[k] *= 1.0 / (hi - lo)
-        if out.shape[1:] != self.cube:
-            out, _ = pad_to(out, (out.shape[0],) + self.cube, 0.0)
+        if raw.shape[1:] == self.cube:
+            out[...] = raw
+        else:
+            for k in range(out.shape[0]):
+                out[k] = pad_to(raw[k], self.cube, self.pads[i][k])[0]
         return out
+
+    def _body_share(self, i: int, cube: np.ndarray) -> float:
+        """Share of the cube's voxels (all channels) above the air level of their window."""
+        n = sum(np.count_nonzero(cube[k] > t) for k, t in enumerate(self.thresholds[i]) if t != np.inf)
+        return n / cube.size
 
     def _estimate(self, i: int, off) -> float:
         from .store import FG_CELL
@@ -265,11 +282,23 @@ class StoreCubes(torch.utils.data.Dataset):
         return float(fg[sl].mean())
 
     def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
-        """``count`` cubes as float32 (count, C, *cube), drawn with ``rng``."""
-        return np.stack([self._one(rng) for _ in range(count)])
+        """``count`` normalised cubes as float32 (count, C, *cube), drawn with ``rng``."""
+        raw, windows = self.sample_raw(rng, count)
+        return normalise_cubes(torch.from_numpy(raw), torch.from_numpy(windows)).numpy()
 
-    def _one(self, rng: np.random.Generator) -> np.ndarray:
-        best, best_fg, t = None, -1.0, 0
+    def sample_raw(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """``count`` cubes of stored values, (count, C, *cube) of :attr:`dtype`, and the window of
+        each cube's channels, float64 (count, C, 2): what :func:`normalise_cubes` takes. Each cube
+        is read straight into its slot of the batch."""
+        out = np.empty((count, self.channels, *self.cube), self.dtype)
+        windows = np.empty((count, self.channels, 2), np.float64)
+        for j in range(count):
+            windows[j] = self.norm[self._one(rng, out[j])]
+        return out, windows
+
+    def _one(self, rng: np.random.Generator, out: np.ndarray) -> int:
+        """One accepted cube (or the best of ``max_tries``) into ``out``; returns its volume."""
+        best, best_fg, best_i, t = None, -1.0, -1, 0
         while t < self.max_tries or best is None:
             i = min(int(np.searchsorted(self.cum, rng.random(), side="right")), len(self.cum) - 1)
             off = [
@@ -285,7 +314,7 @@ class StoreCubes(torch.utils.data.Dataset):
                 if t < self.max_tries and self._estimate(i, off) < 0.5 * self.min_foreground:
                     self.rejected_unread += 1
                     continue
-                cube = self._read(i, off)
+                self._read(i, off, out)
             except StoreError as e:
                 if not self.skip_bad:
                     raise
@@ -294,27 +323,60 @@ class StoreCubes(torch.utils.data.Dataset):
                 if len(self.bad) == len(self.cum):
                     raise StoreError(f"{self.store.root}: every volume is damaged (last: {e})") from None
                 continue
-            fg = float((cube > self.air_value).mean())
+            fg = self._body_share(i, out)
             if fg >= self.min_foreground:
-                return cube
+                return i
             self.rejected += 1
             if fg > best_fg:
-                best, best_fg = cube, fg
-        return best
+                best, best_fg, best_i = out.copy(), fg, i
+        out[...] = best
+        return best_i
+
+    def raw_batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Batch ``index`` of ``epoch`` as it leaves a worker: ``(stored values (B, C, *cube),
+        windows float64 (B, C, 2), transform seed)``; :func:`normalise_cubes` makes the cubes."""
+        rng = np.random.default_rng([self.seed, self.rank, int(epoch), int(index), int(SeedStream.TRAIN_CUBES)])
+        seed = int(rng.integers(0, 2**62))
+        raw, windows = self.sample_raw(rng, self.batch_size)
+        return torch.from_numpy(raw), torch.from_numpy(windows), seed
 
     def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, int]:
         """Batch ``index`` of ``epoch``: ``(cubes (B, C, *cube) float32, transform seed)``."""
-        rng = np.random.default_rng([self.seed, self.rank, int(epoch), int(index), int(SeedStream.TRAIN_CUBES)])
-        seed = int(rng.integers(0, 2**62))
-        return torch.from_numpy(self.sample(rng, self.batch_size)), seed
+        raw, windows, seed = self.raw_batch(epoch, index)
+        return normalise_cubes(raw, windows), seed
 
-    def __getitem__(self, key) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key) -> tuple[torch.Tensor, torch.Tensor, int]:
         epoch, index = key
-        return self.batch(epoch, index)
+        return self.raw_batch(epoch, index)
 
     def fixed_cubes(self, count: int, seed: int) -> torch.Tensor:
         """``count`` cubes drawn once (validation): float32 (count, C, *cube)."""
         return torch.from_numpy(self.sample(np.random.default_rng([int(seed), int(SeedStream.VAL_CUBES)]), count))
+
+
+def normalise_cubes(raw: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+    """Stored values (B, C, *cube) to [0, 1] float32 on their device: clip each cube's channel to
+    its window (lo, hi) from ``windows`` (B, C, 2), subtract lo, scale by 1 / (hi - lo) (0 where
+    hi <= lo); float32 arithmetic with scalar operands (as NumPy's with Python floats), the same on
+    every device. One window for the whole batch (CT) takes three passes over it."""
+    x = raw.to(torch.float32)
+    w = windows.tolist()
+    if all(cw == w[0][0] for bw in w for cw in bw):
+        _window_(x, *w[0][0])
+    else:
+        for b, bw in enumerate(w):
+            for c, (lo, hi) in enumerate(bw):
+                _window_(x[b, c], lo, hi)
+    return x
+
+
+def _window_(x: torch.Tensor, lo: float, hi: float) -> None:
+    if hi <= lo:
+        x.zero_()
+        return
+    x.clamp_(float(np.float32(lo)), float(np.float32(hi)))
+    x -= float(np.float32(lo))
+    x *= float(np.float32(1.0 / (hi - lo)))
 
 
 class EpochBatches(torch.utils.data.Sampler):
@@ -397,8 +459,10 @@ def _one_line_errors(it):
 class StreamedCubes:
     """Training batches from a :class:`StoreCubes`, read by DataLoader workers, per epoch.
 
-    On CUDA the batches come through pinned memory, and the copy of the next batch to the GPU is
-    issued on a side stream before the current one is handed out, so it overlaps the step."""
+    The workers hand over stored values (int16 for CT) and windows; the cubes are normalised on
+    the training device. On CUDA the batches come through pinned memory, and the copy of the next
+    batch to the GPU (and its normalisation) is issued on a side stream before the current one is
+    handed out, so it overlaps the step."""
 
     def __init__(self, dataset: StoreCubes, steps: int, workers: int, prefetch: int = 2):
         self.dataset, self.steps, self.workers, self.prefetch = dataset, int(steps), int(workers), int(prefetch)
@@ -413,15 +477,16 @@ class StreamedCubes:
         self._sampler.epoch = int(epoch)
         it = _one_line_errors(iter(self._loader))
         if device.type != "cuda":
-            for x, seed in it:
-                yield x.to(device), int(seed)
+            for raw, windows, seed in it:
+                yield normalise_cubes(raw.to(device), windows), int(seed)
             return
         side, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
 
         def issue(item):
-            x, seed = item
+            raw, windows, seed = item
             with torch.cuda.stream(side):
-                return x.to(device, non_blocking=True), int(seed), x  # x: pinned source, alive until used
+                x = normalise_cubes(raw.to(device, non_blocking=True), windows)
+                return x, int(seed), raw  # raw: pinned source, alive until used
 
         ahead = None
         for item in it:

@@ -365,3 +365,31 @@ def test_two_gloo_ranks_draw_their_own_cubes_with_flat_memory(tmp_path, subproce
     for r in (r0, r1):
         # after the first epoch (workers up, files opened) memory stays where it is: no growth with batches read
         assert max(r["rss"][1:]) - r["rss"][0] < 25, r["rss"]
+
+
+def test_normalise_cubes_applies_each_cubes_window_as_numpy_does():
+    rng = np.random.default_rng(3)
+    raw = rng.integers(-1500, 2500, size=(3, 2, 8, 8, 4)).astype(np.int16)
+    wins = np.array(
+        [[[-1000, 1000], [-160, 240]], [[0.5, 99.5], [10, 10]], [[-1000, 1000], [-1000, 1000]]], dtype=np.float64
+    )
+    got = samplers.normalise_cubes(torch.from_numpy(raw), torch.from_numpy(wins)).numpy()
+    want = raw.astype(np.float32)
+    for b in range(3):
+        for c in range(2):
+            lo, hi = (float(v) for v in wins[b, c])
+            v = want[b, c]
+            if hi <= lo:
+                v[...] = 0
+                continue
+            np.clip(v, lo, hi, out=v)
+            v -= lo
+            v *= 1.0 / (hi - lo)
+    assert got.dtype == np.float32 and np.array_equal(got, want)
+    assert got[1, 1].max() == 0 and got.min() >= 0 and got.max() <= 1  # hi <= lo: all 0
+    # one window for the whole batch: the same values as cube by cube
+    one = np.broadcast_to(wins[:1, :1], (3, 2, 2)).copy()
+    a = samplers.normalise_cubes(torch.from_numpy(raw), torch.from_numpy(one))
+    one[0, 0, 0] += 1e-9  # no longer uniform: the per-cube path
+    b = samplers.normalise_cubes(torch.from_numpy(raw), torch.from_numpy(one))
+    assert torch.equal(a[1:], b[1:])
