@@ -420,7 +420,7 @@ def _add_finetune(sub) -> None:
         metavar="N",
         help="classification: classes (default: from the labels; 2 classes use one sigmoid output)",
     )
-    flag("lr", type=_float, help="Adam learning rate (default: 1e-3)")
+    flag("lr", type=_float, help="Adam learning rate (default: 1e-3; with --demo: 2e-3)")
     flag(
         "lr_decay",
         action="store_true",
