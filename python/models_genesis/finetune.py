@@ -39,7 +39,7 @@ from .checkpoint import (
 from .engine import Monitor, TrainStep, fit, prepare_model
 from .inferers import sliding_window
 from .losses import classification_loss, dice_bce_loss
-from .metrics import DiceIoU, dice_iou, roc_auc
+from .metrics import DiceIoU, check_label_map, dice_iou, roc_auc
 from .model import UNETS, GenesisClassifier, encoder_modules
 from .quality import check_intensities
 from .runfolder import RunFolder, check_start
@@ -96,6 +96,7 @@ def _load_pairs(img_paths: Sequence, lab_paths: Sequence[str], cfg: FinetuneConf
     for ip, lp in zip(img_paths, lab_paths, strict=True):
         v = load(ip, pre)
         lv = load_label(lp, pre, label=True)
+        check_label_map(lv.data, lp)  # an image given as --labels would train on "everything > 0"
         if v.spatial_shape != lv.data.shape:
             raise data.VolumeError(
                 f"{lp}: label shape {lv.data.shape} differs from image {v.path} shape {v.spatial_shape}"

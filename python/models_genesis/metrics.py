@@ -169,7 +169,9 @@ def mask_scores(
 MAX_LABELS = 1000
 
 
-def _check_label_map(arr: np.ndarray, path: Any) -> None:
+def check_label_map(arr: np.ndarray, path: Any) -> None:
+    """VolumeError naming ``path`` unless ``arr`` looks like a label map: finite integer values,
+    at most :data:`MAX_LABELS` of them (a CT or a probability map given as labels is refused)."""
     from .errors import VolumeError
 
     sample = arr.reshape(-1)[:: max(1, arr.size // 1_000_000)]
@@ -228,7 +230,7 @@ def evaluate_files(
             raise data.VolumeError(
                 f"{pp}: affine differs from the labels' ({lp}); resample the mask onto the label grid"
             )
-        _check_label_map(parr, pp)
+        check_label_map(parr, pp)
         pi, li = np.rint(parr).astype(np.int64), np.rint(larr).astype(np.int64)
         if log:
             log(f"evaluate: case {len({c['pred'] for c in cases}) + 1}/{len(pred_paths)}: {pp}")

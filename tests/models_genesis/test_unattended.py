@@ -470,6 +470,15 @@ def test_evaluate_refuses_a_ct_as_the_prediction_in_one_line(tmp_path, demo_file
     assert rc == 1 and "not a label mask" in line and "ct_abdomen.nii.gz" in line
 
 
+def test_finetune_refuses_a_ct_as_the_labels_in_one_line(tmp_path, demo_file, subprocess_env):
+    ct = demo_file("ct_abdomen.nii.gz")
+    argv = ["finetune", "--images", ct, "--labels", ct, "--out", str(tmp_path / "f"), *TINY_FLAGS[:8]]
+    rc, _, err = _cli(argv, subprocess_env, tmp_path)
+    line = _one_line(err)
+    assert rc == 1 and "not a label mask" in line and "ct_abdomen.nii.gz" in line
+    assert not (tmp_path / "f" / "last.pt").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # 4: preprocessing that destroys the data
 
