@@ -49,8 +49,10 @@ def check_intensities(
 def check_store_intensities(entries: Sequence[dict], pre, warn: Callable[[str], None]) -> None:
     """``warn`` once per store volume that the run's normalisation makes (near-)constant, from
     the channel statistics the store keeps (no voxel is read): a CT whose values all lie outside
-    ``--hu-window`` on one side, an MR volume with no spread. NaN and infinite voxels never reach
-    a store (:func:`preprocess.preprocess_one` refuses them)."""
+    ``--hu-window`` on one side, an MR volume with no spread; and a CT with fewer than
+    :data:`FEW_VALUES` distinct values (a label map given as an image; stores written before this
+    statistic existed are not checked for it). A volume with no finite voxel never reaches a store
+    (the readers refuse it)."""
     for e in entries:
         name = e.get("source", e.get("key", "volume"))
         for stats in e.get("stats", []):
@@ -64,5 +66,12 @@ def check_store_intensities(entries: Sequence[dict], pre, warn: Callable[[str], 
                 warn(
                     f"warning: {name}: constant after preprocessing (values {lo:.4g} to {hi:.4g}); check "
                     "--modality, --hu-window and that this is an image"
+                )
+                break
+            n = stats.get("distinct_sampled")
+            if pre.modality == "ct" and n is not None and n < FEW_VALUES:
+                warn(
+                    f"warning: {name}: only {n} distinct values; a label map rather than a CT? "
+                    "(check --data / --images)"
                 )
                 break

@@ -498,6 +498,19 @@ def test_a_nan_volume_is_refused_and_a_constant_one_named_in_a_warning(tmp_path,
     pretrain(replace_quiet(cfg))
     out = capsys.readouterr().out
     assert "zero.nii.gz: constant after preprocessing" in out and out.count("constant after preprocessing") == 1
+    # a 0..255 label map given as a CT: windowed as HU it is not constant, but has a handful of values
+    labels = tmp_path / "labels.nii.gz"
+    lab = np.zeros((40, 40, 24), np.int16)
+    lab[5:30, 5:30, 4:20] = 1
+    lab[10:20, 10:20, 8:16] = 255
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), labels)
+    cfg = PretrainConfig(
+        data=[str(labels), ct], out=str(tmp_path / "l"), epochs=1, steps_per_epoch=1, min_foreground=0.0
+    )
+    pretrain(replace_quiet(cfg))
+    out = capsys.readouterr().out
+    assert "labels.nii.gz: only 3 distinct values; a label map rather than a CT?" in out
+    assert "ct_abdomen.nii.gz: only" not in out
 
 
 def replace_quiet(cfg):
