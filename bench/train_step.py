@@ -561,9 +561,9 @@ def _variant_step(width: int, batch: int, cube, channels_last: bool, bf16: bool,
 CPU_VARIANTS = {
     # name: (channels_last_3d, bfloat16 autocast, torch.compile, threads)
     "float32 (before)": (False, False, False, None),
-    "channels_last_3d": (True, False, False, None),
+    "channels_last_3d (default)": (True, False, False, None),
     "bf16 autocast": (False, True, False, None),
-    "bf16 + channels_last_3d (default)": (True, True, False, None),
+    "bf16 + channels_last_3d": (True, True, False, None),
     "bf16 + channels_last_3d, 1 thread": (True, True, False, 1),
     "torch.compile float32": (False, False, True, None),
     "torch.compile bf16 + channels_last_3d": (True, True, True, None),
