@@ -285,12 +285,11 @@ def load_channels_file(path: str, pre: Preprocessing | None = None) -> Volume | 
     return _stack_channels([arr[..., k] for k in range(c)], [str(k) for k in range(c)], can, img, path, pre)
 
 
-def load_subject(subject: Subject, pre: Preprocessing | None = None) -> Volume:
-    """Read a subject's channel files into one (C, X, Y, Z) volume.
+def _read_subject(subject: Subject) -> tuple[list[np.ndarray], object, object]:
+    """``(channel arrays as stored, first channel's original image, its canonical image)``.
 
     Raises :class:`VolumeError` naming the subject when a channel file is missing or unreadable,
     or when the channels disagree in (canonical) shape or affine (they must be co-registered)."""
-    pre = pre or Preprocessing()
     arrays, first = [], None
     for c, p in zip(subject.channels, subject.paths, strict=True):
         try:
@@ -313,8 +312,13 @@ def load_subject(subject: Subject, pre: Preprocessing | None = None) -> Volume:
                     f"(by up to {diff:.3g}; channels must be co-registered)"
                 )
         arrays.append(arr)
-    _, img, can, _ = first
-    return _stack_channels(arrays, subject.channels, can, img, subject.name, pre)
+    return arrays, first[1], first[2]
+
+
+def load_subject(subject: Subject, pre: Preprocessing | None = None) -> Volume:
+    """Read a subject's channel files into one (C, X, Y, Z) volume (errors: :func:`_read_subject`)."""
+    arrays, img, can = _read_subject(subject)
+    return _stack_channels(arrays, subject.channels, can, img, subject.name, pre or Preprocessing())
 
 
 def load_image(source, pre: Preprocessing | None = None) -> Volume:
@@ -351,29 +355,8 @@ def _read_raw(source) -> tuple[list[np.ndarray], object, object, tuple[str, ...]
     """``(channel arrays, canonical image, original image, channel names)`` of a source, values
     as stored in the file (HU for CT)."""
     if isinstance(source, Subject):
-        vol_arrays, first = [], None
-        for c, p in zip(source.channels, source.paths, strict=True):
-            try:
-                img, can, arr = read_image(p)
-            except VolumeError as e:
-                raise VolumeError(f"subject {source.name}: channel {c}: {e}") from None
-            if first is not None and (
-                arr.shape != first[2] or np.abs(can.affine - first[1].affine).max() > AFFINE_ATOL
-            ):
-                c0 = source.channels[0]
-                if arr.shape != first[2]:
-                    raise VolumeError(
-                        f"subject {source.name}: channel {c} has shape {arr.shape}, channel {c0} "
-                        f"{first[2]} (channels must be co-registered)"
-                    )
-                diff = float(np.abs(can.affine - first[1].affine).max())
-                raise VolumeError(
-                    f"subject {source.name}: channel {c} affine differs from channel {c0}'s "
-                    f"(by up to {diff:.3g}; channels must be co-registered)"
-                )
-            first = first or (img, can, arr.shape)
-            vol_arrays.append(arr)
-        return vol_arrays, first[1], first[0], tuple(source.channels)
+        arrays, img, can = _read_subject(source)
+        return arrays, can, img, tuple(source.channels)
     path = os.fspath(source)
     if is_nifti(path) and os.path.isfile(path):
         import nibabel as nib
