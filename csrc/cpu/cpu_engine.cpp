@@ -181,7 +181,7 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
   int64_t replaced = 0;
   if (p.paint != kPaintNone) {
     scratch.replace.resize(W + 1);
-    scratch.words.resize(W + 40);  // groups of 8 whole blocks from the block holding the row start
+    scratch.words.resize(W + 72);  // groups of 16 whole blocks from the block holding the row start
     replace = scratch.replace.data();
     replaced = paint_row(p, z, y, W, replace);
     replace[W] = 1;  // sentinel: ends the last kept run
@@ -216,12 +216,12 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
       keep(0, W);
       continue;
     }
-    // Fill noise: word v of stream c (noise_from_word). The row's Philox blocks are computed 8 at
-    // a time (vectorised), in voxel order.
+    // Fill noise: word v of stream c (noise_from_word). The row's Philox blocks are computed 16
+    // at a time (vectorised), in voxel order.
     const int64_t first_block = row >> 2, last_block = (row + W - 1) >> 2;
     uint32_t* words = scratch.words.data();
-    for (int64_t b0 = first_block; b0 <= last_block; b0 += 8)
-      philox8(static_cast<uint32_t>(b0), static_cast<uint32_t>(c), sv.sample, kNoise, cfg.seed,
+    for (int64_t b0 = first_block; b0 <= last_block; b0 += 16)
+      philox16(static_cast<uint32_t>(b0), static_cast<uint32_t>(c), sv.sample, kNoise, cfg.seed,
               words + 4 * (b0 - first_block));
     const uint32_t* row_words = words + (row - 4 * first_block);
     const auto fill = [&](int64_t a, int64_t e) {
@@ -311,8 +311,9 @@ void run_cpu(const T* x, T* input, T* target, uint8_t* mask, const Shape& shape,
               mask != nullptr && sh ? claims_b + row * claim_row_words(shape) : nullptr);
   };
 
-  if (B >= 4 * torch::stable::get_num_threads()) {
-    // Many samples: whole samples per task. A sample's source map, target and input stay in this
+  const int64_t threads = torch::stable::get_num_threads();
+  if (B >= 4 * threads || threads == 1) {
+    // Many samples (or one thread): whole samples per task. A sample's source map, target and input stay in this
     // core's cache between the passes, and the source map takes one sample's memory per thread.
     parallel_dynamic(B, 1, [&](int64_t b0, int64_t b1) {
       ThreadScratch& ts = thread_scratch();

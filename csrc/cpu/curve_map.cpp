@@ -5,6 +5,16 @@
 #include <limits>
 
 #if defined(__x86_64__)
+#include <immintrin.h>
+// GCC 12's AVX-512 intrinsics trip -W(maybe-)uninitialized on their own _mm512_undefined_*
+// values where they are inlined, so for the rest of this file.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include "cpu/philox_simd.h"
+
+#if defined(__x86_64__)
 // An AVX2 copy of a function, picked at load time where the CPU has AVX2.
 #define GENESIS_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
 #else
@@ -38,11 +48,62 @@ void curve_fast_tables(const float* xs, const float* ys, const int32_t* grid, Cu
   }
 }
 
+#if defined(__x86_64__)
+// map_values on 16 values per vector, the table lookups as gathers: the same operations in the
+// same order as the scalar code below (each product and sum rounded on its own, as there: the
+// build has -ffp-contract=off), so the same bits. Cells with several breakpoints (NaN split)
+// take curve_eval per value, as there.
+__attribute__((target("avx512f"))) void map_values_avx512(float* vals, int64_t n, const CurveCell* cells,
+                                                         const CurveSegment* segs, const CurveTableView& curve,
+                                                         float lo, float range, float inv_range) {
+  static_assert(sizeof(CurveCell) == 8 && sizeof(CurveSegment) == 16, "gather scales below");
+  const __m512 vlo = _mm512_set1_ps(lo), vrange = _mm512_set1_ps(range), vinv = _mm512_set1_ps(inv_range);
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f), grid = _mm512_set1_ps(float(kCurveGrid));
+  const __m512 end = _mm512_set1_ps(curve.ys[kCurveSegments]);
+  const __m512i last_cell = _mm512_set1_epi32(kCurveGrid - 1), ione = _mm512_set1_epi32(1);
+  const int* cell_seg = &cells[0].segment;
+  const float* cell_split = &cells[0].split;
+  for (int64_t k0 = 0; k0 < n; k0 += 16) {
+    const int64_t left = n - k0;
+    const __mmask16 live = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(live, vals + k0);
+    __m512 t = _mm512_mul_ps(_mm512_sub_ps(v, vlo), vinv);
+    t = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(t, zero, _CMP_GE_OQ), t);  // t >= 0 ? t : 0 (NaN -> 0)
+    t = _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(t, one, _CMP_GT_OQ), one);
+    const __m512i g = _mm512_min_epi32(_mm512_cvttps_epi32(_mm512_mul_ps(t, grid)), last_cell);
+    const __m512i seg0 = _mm512_i32gather_epi32(g, cell_seg, 8);
+    const __m512 split = _mm512_i32gather_ps(g, cell_split, 8);
+    const __m512i seg = _mm512_mask_add_epi32(seg0, _mm512_cmp_ps_mask(t, split, _CMP_GE_OQ), seg0, ione);
+    const __m512i word = _mm512_slli_epi32(seg, 2);  // a segment is 4 floats (gathers scale by at most 8)
+    const __m512 x0 = _mm512_i32gather_ps(word, &segs[0].x0, 4);
+    const __m512 y0 = _mm512_i32gather_ps(word, &segs[0].y0, 4);
+    const __m512 slope = _mm512_i32gather_ps(word, &segs[0].slope, 4);
+    __m512 f = _mm512_add_ps(y0, _mm512_mul_ps(slope, _mm512_sub_ps(t, x0)));
+    const __mmask16 several = _mm512_cmp_ps_mask(split, split, _CMP_UNORD_Q) & live;
+    if (__builtin_expect(several != 0, 0)) {
+      alignas(64) float tf[16], ff[16];
+      _mm512_store_ps(tf, t);
+      _mm512_store_ps(ff, f);
+      for (int k = 0; k < 16; ++k)
+        if (several >> k & 1) ff[k] = curve_eval(curve.xs, curve.ys, curve.grid, tf[k]);
+      f = _mm512_load_ps(ff);
+    }
+    f = _mm512_mask_mov_ps(f, _mm512_cmp_ps_mask(t, one, _CMP_GE_OQ), end);
+    const __m512 mapped = _mm512_add_ps(vlo, _mm512_mul_ps(f, vrange));
+    const __m512 out = _mm512_mask_mov_ps(mapped, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), v);  // NaN stays
+    _mm512_mask_storeu_ps(vals + k0, live, out);
+  }
+}
+#endif
+
 // The intensity map of n float32 values in place (intensity_map, organised for the CPU): the
 // normalisation and the final scaling run in loops the compiler vectorises; only the table
 // lookup is scalar. Blocks of 64 keep the intermediate arrays on the stack.
 GENESIS_AVX2_CLONE void map_values(float* vals, int64_t n, const CurveCell* cells, const CurveSegment* segs,
                                    const CurveTableView& curve, float lo, float range, float inv_range) {
+#if defined(__x86_64__)
+  if (use_avx512()) return map_values_avx512(vals, n, cells, segs, curve, lo, range, inv_range);
+#endif
   constexpr int kBlock = 64;
   const float end = curve.ys[kCurveSegments];
   float ts[kBlock], fs[kBlock];

@@ -6,6 +6,10 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+// GCC 12's AVX-512 intrinsics trip -W(maybe-)uninitialized on their own _mm512_undefined_*
+// values where they are inlined, so for the rest of this file.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
 #include "bodies/philox.h"
@@ -113,6 +117,89 @@ __attribute__((target("avx2"))) void philox8_avx2(uint32_t block0, uint32_t stre
 }
 #endif
 
+#if defined(__x86_64__)
+// The AVX-512 versions: the same rounds on 16 lanes per vector (twice the AVX2 throughput where
+// the CPU has AVX-512F).
+__attribute__((target("avx512f"))) inline void mulhilo_avx512(__m512i a, __m512i m, __m512i& hi, __m512i& lo) {
+  const __m512i even = _mm512_mul_epu32(a, m), odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
+  hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+  lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+}
+
+// Ten rounds on G groups of 16 counters (c0..c3), keyed by seed.
+template <int G>
+__attribute__((target("avx512f"))) inline void rounds_avx512(__m512i* c0, __m512i* c1, __m512i* c2, __m512i* c3,
+                                                            uint64_t seed) {
+  const __m512i m0 = _mm512_set1_epi32(static_cast<int>(0xD2511F53u)),
+                m1 = _mm512_set1_epi32(static_cast<int>(0xCD9E8D57u));
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+    const __m512i vk0 = _mm512_set1_epi32(static_cast<int>(k0)), vk1 = _mm512_set1_epi32(static_cast<int>(k1));
+    for (int g = 0; g < G; ++g) {
+      __m512i hi0, lo0, hi1, lo1;
+      mulhilo_avx512(c0[g], m0, hi0, lo0);
+      mulhilo_avx512(c2[g], m1, hi1, lo1);
+      c0[g] = _mm512_xor_si512(_mm512_xor_si512(hi1, c1[g]), vk0);
+      c2[g] = _mm512_xor_si512(_mm512_xor_si512(hi0, c3[g]), vk1);
+      c1[g] = lo1;
+      c3[g] = lo0;
+    }
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+}
+
+__attribute__((target("avx512f"))) void philox_lanes_avx512(int n, const uint32_t* block, const uint32_t* stream,
+                                                           uint32_t sample, uint32_t purpose, uint64_t seed,
+                                                           uint32_t (*out)[kLanes]) {
+  constexpr int G = 4;  // independent vectors per iteration, to hide the multiplies' latency
+  for (int l0 = 0; l0 < n; l0 += 16 * G) {
+    __m512i c0[G], c1[G], c2[G], c3[G];
+    for (int g = 0; g < G; ++g) {
+      // Lanes past n (the tail) are zero counters, computed but not stored.
+      const int left = n - l0 - 16 * g;
+      const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+      c0[g] = _mm512_maskz_loadu_epi32(m, block + l0 + 16 * g);
+      c1[g] = _mm512_maskz_loadu_epi32(m, stream + l0 + 16 * g);
+      c2[g] = _mm512_set1_epi32(static_cast<int>(sample));
+      c3[g] = _mm512_set1_epi32(static_cast<int>(purpose));
+    }
+    rounds_avx512<G>(c0, c1, c2, c3, seed);
+    for (int g = 0; g < G; ++g) {
+      const int left = n - l0 - 16 * g;
+      if (left <= 0) break;
+      const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+      const __m512i c[4] = {c0[g], c1[g], c2[g], c3[g]};
+      for (int q = 0; q < 4; ++q) _mm512_mask_storeu_epi32(out[q] + l0 + 16 * g, m, c[q]);
+    }
+  }
+}
+
+// Blocks block0 .. block0 + 15 of one stream, in voxel order (as philox8_avx2, 16 blocks).
+__attribute__((target("avx512f"))) void philox16_avx512(uint32_t block0, uint32_t stream, uint32_t sample,
+                                                       uint32_t purpose, uint64_t seed, uint32_t* out) {
+  __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(block0)),
+                                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  __m512i c1 = _mm512_set1_epi32(static_cast<int>(stream));
+  __m512i c2 = _mm512_set1_epi32(static_cast<int>(sample));
+  __m512i c3 = _mm512_set1_epi32(static_cast<int>(purpose));
+  rounds_avx512<1>(&c0, &c1, &c2, &c3, seed);
+  // Transpose (word q of lane l) to voxel order. Within each 128-bit quarter first: u0 holds
+  // blocks 0, 4, 8, 12 (one per quarter), u1 blocks 1, 5, 9, 13, u2 2, 6, 10, 14, u3 3, 7, 11, 15;
+  // then the quarters, by two shuffles of 128-bit lanes.
+  const __m512i t0 = _mm512_unpacklo_epi32(c0, c1), t1 = _mm512_unpackhi_epi32(c0, c1);
+  const __m512i t2 = _mm512_unpacklo_epi32(c2, c3), t3 = _mm512_unpackhi_epi32(c2, c3);
+  const __m512i u0 = _mm512_unpacklo_epi64(t0, t2), u1 = _mm512_unpackhi_epi64(t0, t2);
+  const __m512i u2 = _mm512_unpacklo_epi64(t1, t3), u3 = _mm512_unpackhi_epi64(t1, t3);
+  const __m512i a = _mm512_shuffle_i32x4(u0, u1, 0x88), b = _mm512_shuffle_i32x4(u2, u3, 0x88);  // 0 8 1 9, 2 10 3 11
+  const __m512i c = _mm512_shuffle_i32x4(u0, u1, 0xDD), d = _mm512_shuffle_i32x4(u2, u3, 0xDD);  // 4 12 5 13, 6 14 7 15
+  _mm512_storeu_si512(out + 0, _mm512_shuffle_i32x4(a, b, 0x88));   // blocks 0..3
+  _mm512_storeu_si512(out + 16, _mm512_shuffle_i32x4(c, d, 0x88));  // 4..7
+  _mm512_storeu_si512(out + 32, _mm512_shuffle_i32x4(a, b, 0xDD));  // 8..11
+  _mm512_storeu_si512(out + 48, _mm512_shuffle_i32x4(c, d, 0xDD));  // 12..15
+}
+#endif
+
 }  // namespace
 
 bool use_avx2() {
@@ -124,9 +211,20 @@ bool use_avx2() {
 #endif
 }
 
+bool use_avx512() {
+#if defined(__x86_64__)
+  static const bool avx512 =
+      use_avx2() && __builtin_cpu_supports("avx512f") && std::getenv("GENESIS_OPS_NO_AVX512") == nullptr;
+  return avx512;
+#else
+  return false;
+#endif
+}
+
 void philox_lanes(int n, const uint32_t* block, const uint32_t* stream, uint32_t sample, uint32_t purpose,
                   uint64_t seed, uint32_t (*out)[kLanes]) {
 #if defined(__x86_64__)
+  if (use_avx512()) return philox_lanes_avx512(n, block, stream, sample, purpose, seed, out);
   if (use_avx2()) return philox_lanes_avx2(n, block, stream, sample, purpose, seed, out);
 #endif
   const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
@@ -145,6 +243,20 @@ void philox8(uint32_t block0, uint32_t stream, uint32_t sample, uint32_t purpose
     const Words4 w = s.block(block0 + static_cast<uint32_t>(l));
     for (int q = 0; q < 4; ++q) out[4 * l + q] = w.w[q];
   }
+}
+
+}  // namespace cpu
+}  // namespace genesis
+
+namespace genesis {
+namespace cpu {
+
+void philox16(uint32_t block0, uint32_t stream, uint32_t sample, uint32_t purpose, uint64_t seed, uint32_t* out) {
+#if defined(__x86_64__)
+  if (use_avx512()) return philox16_avx512(block0, stream, sample, purpose, seed, out);
+#endif
+  philox8(block0, stream, sample, purpose, seed, out);
+  philox8(block0 + 8, stream, sample, purpose, seed, out + 32);
 }
 
 }  // namespace cpu
