@@ -70,13 +70,30 @@ def machine_info() -> dict:
     return info
 
 
+def parse_setting(s: str):
+    """SHAPE:BATCH:THREADS (e.g. 64x64x32:32:2) -> ((D, H, W), batch, threads), for the scripts
+    that compare with the public algorithm (3 sides >= 10: its window sides go up to dim // 10)."""
+    try:
+        shape, batch, threads = s.split(":")
+        dims = tuple(int(v) for v in shape.split("x"))
+        batch, threads = int(batch), int(threads)
+    except ValueError:
+        raise SystemExit(f"--settings: expected SHAPE:BATCH:THREADS (e.g. 64x64x32:32:2), got {s!r}") from None
+    if len(dims) != 3 or min(dims) < 10 or batch < 1 or threads < 1:
+        raise SystemExit(f"--settings: {s!r} needs 3 sides >= 10 (the public code's limit), batch and threads >= 1")
+    return dims, batch, threads
+
+
 def package_fingerprint(module) -> dict:
     """Where the benchmarked package lives and which build it is (hash and mtime of its _C library)."""
     import glob
     import hashlib
 
     d = os.path.dirname(getattr(module, "__file__", "") or "")
-    out = {"dir": d}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # Where it lives, without naming this machine's folders: the checkout this script is in (a
+    # development install) or an installed copy.
+    out = {"dir": "checkout" if os.path.abspath(d).startswith(repo + os.sep) else "installed"}
     libs = sorted(glob.glob(os.path.join(d, "_C*.so")) + glob.glob(os.path.join(d, "_C*.pyd")))
     if libs:
         with open(libs[0], "rb") as f:

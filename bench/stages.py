@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import public_algorithm as public  # noqa: E402
-from _common import load_average, machine_info, package_fingerprint, set_threads  # noqa: E402
+from _common import load_average, machine_info, package_fingerprint, parse_setting, set_threads  # noqa: E402
 
 try:
     import genesis_ops as go
@@ -50,18 +50,6 @@ STAGES = {
     "in-painting": (lambda x, s: go.inpaint(x, p=1.0, seed=s), lambda a: public.in_painting(a.copy()), 0.9 * 0.2),
     "out-painting": (lambda x, s: go.outpaint(x, p=1.0, seed=s), lambda a: public.out_painting(a), 0.9 * 0.8),
 }
-
-
-def parse_setting(s: str):
-    try:
-        shape, batch, threads = s.split(":")
-        dims = tuple(int(v) for v in shape.split("x"))
-        batch, threads = int(batch), int(threads)
-    except ValueError:
-        raise SystemExit(f"--settings: expected SHAPE:BATCH:THREADS (e.g. 160x160x160:2:1), got {s!r}") from None
-    if len(dims) != 3 or min(dims) < 10 or batch < 1 or threads < 1:
-        raise SystemExit(f"--settings: {s!r} needs 3 sides >= 10 (the public code's limit), batch and threads >= 1")
-    return dims, batch, threads
 
 
 def ms(fn) -> float:

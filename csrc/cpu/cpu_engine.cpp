@@ -222,7 +222,7 @@ void input_row(const T* x, T* input, const T* target, const Shape& shape, const 
     uint32_t* words = scratch.words.data();
     for (int64_t b0 = first_block; b0 <= last_block; b0 += 16)
       philox16(static_cast<uint32_t>(b0), static_cast<uint32_t>(c), sv.sample, kNoise, cfg.seed,
-              words + 4 * (b0 - first_block));
+               words + 4 * (b0 - first_block));
     const uint32_t* row_words = words + (row - 4 * first_block);
     const auto fill = [&](int64_t a, int64_t e) {
       for (int64_t xx = a; xx < e; ++xx) out[xx] = FromFloat<T>::apply(noise_from_word(row_words[xx], lo, range));

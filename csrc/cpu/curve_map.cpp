@@ -54,8 +54,8 @@ void curve_fast_tables(const float* xs, const float* ys, const int32_t* grid, Cu
 // build has -ffp-contract=off), so the same bits. Cells with several breakpoints (NaN split)
 // take curve_eval per value, as there.
 __attribute__((target("avx512f"))) void map_values_avx512(float* vals, int64_t n, const CurveCell* cells,
-                                                         const CurveSegment* segs, const CurveTableView& curve,
-                                                         float lo, float range, float inv_range) {
+                                                          const CurveSegment* segs, const CurveTableView& curve,
+                                                          float lo, float range, float inv_range) {
   static_assert(sizeof(CurveCell) == 8 && sizeof(CurveSegment) == 16, "gather scales below");
   const __m512 vlo = _mm512_set1_ps(lo), vrange = _mm512_set1_ps(range), vinv = _mm512_set1_ps(inv_range);
   const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f), grid = _mm512_set1_ps(float(kCurveGrid));

@@ -129,7 +129,7 @@ __attribute__((target("avx512f"))) inline void mulhilo_avx512(__m512i a, __m512i
 // Ten rounds on G groups of 16 counters (c0..c3), keyed by seed.
 template <int G>
 __attribute__((target("avx512f"))) inline void rounds_avx512(__m512i* c0, __m512i* c1, __m512i* c2, __m512i* c3,
-                                                            uint64_t seed) {
+                                                             uint64_t seed) {
   const __m512i m0 = _mm512_set1_epi32(static_cast<int>(0xD2511F53u)),
                 m1 = _mm512_set1_epi32(static_cast<int>(0xCD9E8D57u));
   uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
@@ -150,8 +150,8 @@ __attribute__((target("avx512f"))) inline void rounds_avx512(__m512i* c0, __m512
 }
 
 __attribute__((target("avx512f"))) void philox_lanes_avx512(int n, const uint32_t* block, const uint32_t* stream,
-                                                           uint32_t sample, uint32_t purpose, uint64_t seed,
-                                                           uint32_t (*out)[kLanes]) {
+                                                            uint32_t sample, uint32_t purpose, uint64_t seed,
+                                                            uint32_t (*out)[kLanes]) {
   constexpr int G = 4;  // independent vectors per iteration, to hide the multiplies' latency
   for (int l0 = 0; l0 < n; l0 += 16 * G) {
     __m512i c0[G], c1[G], c2[G], c3[G];
@@ -177,7 +177,7 @@ __attribute__((target("avx512f"))) void philox_lanes_avx512(int n, const uint32_
 
 // Blocks block0 .. block0 + 15 of one stream, in voxel order (as philox8_avx2, 16 blocks).
 __attribute__((target("avx512f"))) void philox16_avx512(uint32_t block0, uint32_t stream, uint32_t sample,
-                                                       uint32_t purpose, uint64_t seed, uint32_t* out) {
+                                                        uint32_t purpose, uint64_t seed, uint32_t* out) {
   __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(block0)),
                                 _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
   __m512i c1 = _mm512_set1_epi32(static_cast<int>(stream));
@@ -193,10 +193,10 @@ __attribute__((target("avx512f"))) void philox16_avx512(uint32_t block0, uint32_
   const __m512i u2 = _mm512_unpacklo_epi64(t1, t3), u3 = _mm512_unpackhi_epi64(t1, t3);
   const __m512i a = _mm512_shuffle_i32x4(u0, u1, 0x88), b = _mm512_shuffle_i32x4(u2, u3, 0x88);  // 0 8 1 9, 2 10 3 11
   const __m512i c = _mm512_shuffle_i32x4(u0, u1, 0xDD), d = _mm512_shuffle_i32x4(u2, u3, 0xDD);  // 4 12 5 13, 6 14 7 15
-  _mm512_storeu_si512(out + 0, _mm512_shuffle_i32x4(a, b, 0x88));   // blocks 0..3
-  _mm512_storeu_si512(out + 16, _mm512_shuffle_i32x4(c, d, 0x88));  // 4..7
-  _mm512_storeu_si512(out + 32, _mm512_shuffle_i32x4(a, b, 0xDD));  // 8..11
-  _mm512_storeu_si512(out + 48, _mm512_shuffle_i32x4(c, d, 0xDD));  // 12..15
+  _mm512_storeu_si512(out + 0, _mm512_shuffle_i32x4(a, b, 0x88));                                // blocks 0..3
+  _mm512_storeu_si512(out + 16, _mm512_shuffle_i32x4(c, d, 0x88));                               // 4..7
+  _mm512_storeu_si512(out + 32, _mm512_shuffle_i32x4(a, b, 0xDD));                               // 8..11
+  _mm512_storeu_si512(out + 48, _mm512_shuffle_i32x4(c, d, 0xDD));                               // 12..15
 }
 #endif
 
