@@ -595,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(
         prog="genesis-ops",
         description="Models Genesis: self-supervised pretraining of a 3D U-Net on CT/MRI volumes "
-        "(NIfTI), fine-tuning and inference. Transforms run on the training device "
+        "(NIfTI, MetaImage, NRRD, DICOM series), fine-tuning and inference. Transforms run on the training device "
         "through the genesis_ops kernels.",
     )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
