@@ -45,8 +45,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import public_algorithm as public  # noqa: E402
-import _common  # noqa: E402
 from _common import load_average, machine_info, package_fingerprint, set_threads  # noqa: E402
+from _common import parse_setting as parse_sized_setting  # noqa: E402
 
 try:
     import genesis_ops as go
@@ -78,7 +78,7 @@ def timed(fn):
 
 
 def parse_setting(s: str):
-    return None if s == "alone" else _common.parse_setting(s)
+    return None if s == "alone" else parse_sized_setting(s)
 
 
 def data(dims, batch, seed=0):

@@ -155,22 +155,19 @@ __attribute__((target("avx512f"))) void philox_lanes_avx512(int n, const uint32_
   constexpr int G = 4;  // independent vectors per iteration, to hide the multiplies' latency
   for (int l0 = 0; l0 < n; l0 += 16 * G) {
     __m512i c0[G], c1[G], c2[G], c3[G];
+    __mmask16 live[G];  // lanes below n: lanes past it (the tail) are zero counters, computed but not stored
     for (int g = 0; g < G; ++g) {
-      // Lanes past n (the tail) are zero counters, computed but not stored.
       const int left = n - l0 - 16 * g;
-      const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
-      c0[g] = _mm512_maskz_loadu_epi32(m, block + l0 + 16 * g);
-      c1[g] = _mm512_maskz_loadu_epi32(m, stream + l0 + 16 * g);
+      live[g] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+      c0[g] = _mm512_maskz_loadu_epi32(live[g], block + l0 + 16 * g);
+      c1[g] = _mm512_maskz_loadu_epi32(live[g], stream + l0 + 16 * g);
       c2[g] = _mm512_set1_epi32(static_cast<int>(sample));
       c3[g] = _mm512_set1_epi32(static_cast<int>(purpose));
     }
     rounds_avx512<G>(c0, c1, c2, c3, seed);
     for (int g = 0; g < G; ++g) {
-      const int left = n - l0 - 16 * g;
-      if (left <= 0) break;
-      const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
       const __m512i c[4] = {c0[g], c1[g], c2[g], c3[g]};
-      for (int q = 0; q < 4; ++q) _mm512_mask_storeu_epi32(out[q] + l0 + 16 * g, m, c[q]);
+      for (int q = 0; q < 4; ++q) _mm512_mask_storeu_epi32(out[q] + l0 + 16 * g, live[g], c[q]);
     }
   }
 }
@@ -244,12 +241,6 @@ void philox8(uint32_t block0, uint32_t stream, uint32_t sample, uint32_t purpose
     for (int q = 0; q < 4; ++q) out[4 * l + q] = w.w[q];
   }
 }
-
-}  // namespace cpu
-}  // namespace genesis
-
-namespace genesis {
-namespace cpu {
 
 void philox16(uint32_t block0, uint32_t stream, uint32_t sample, uint32_t purpose, uint64_t seed, uint32_t* out) {
 #if defined(__x86_64__)
