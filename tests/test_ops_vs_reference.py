@@ -172,3 +172,78 @@ def test_portable_paths_equal_avx2_paths(tmp_path):
     cfg = go.GenesisConfig(num_windows=400, shuffle_p=0.8, paint_p=1.0, inpaint_rate=0.5)
     want = ref.models_genesis(x.numpy(), cfg, seed=11)
     assert np.array_equal(outs[2][0].numpy(), want[0]) and np.array_equal(outs[2][1].numpy(), want[1])
+
+
+# Volumes whose windows take every path of the CPU shuffle's claims and writes: rows within one
+# 64-bit word, straddling two (W > 64), windows over 16 wide (two 16-column chunks, W >= 170)
+# and over 64 wide (W >= 650), 2D and 3D, several channels.
+_ORDER_CASES = [
+    ((2, 1, 12, 20, 70), 400),
+    ((2, 1, 20, 30, 180), 300),
+    ((1, 2, 3, 2, 129), 300),
+    ((1, 1, 2, 700), 200),
+    ((1, 1, 3, 1300), 100),
+    ((3, 1, 16, 16, 16), 3000),
+]
+_ORDER_SCRIPT = """
+import sys, torch, genesis_ops as go
+outs = []
+for shape, k in {cases!r}:
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(k))
+    for inpaint_rate in (0.0, 1.0):
+        cfg = go.GenesisConfig(num_windows=k, shuffle_p=1.0, paint_p=0.6, inpaint_rate=inpaint_rate)
+        outs.append(go.models_genesis(x, cfg, seed=3, return_masks=True))
+    outs.append((go.local_shuffle(x, p=1.0, num_windows=k, seed=4),))
+torch.save(outs, sys.argv[1])
+"""
+
+
+def _order_outputs(tmp_path, name, env_set):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENESIS_OPS_")}
+    env.update(env_set)
+    path = tmp_path / f"{name}.pt"
+    script = _ORDER_SCRIPT.format(cases=_ORDER_CASES)
+    subprocess.run([sys.executable, "-c", script, str(path)], env=env, check=True, cwd=tmp_path)
+    return torch.load(path, weights_only=True)
+
+
+def test_shuffle_plane_order_equals_window_order(tmp_path):
+    """The CPU shuffle permutes a sample's windows in window order, or, where its source map
+    is large (over 8 MiB), in plane order, writing only the voxels each window owns.
+    GENESIS_OPS_SHUFFLE_ORDER forces either; both, with the AVX-512, AVX2 and portable writes
+    of the plane order, must give the reference's bits (inputs, targets, masks)."""
+    runs = {
+        "windows": {"GENESIS_OPS_SHUFFLE_ORDER": "windows"},
+        "planes": {"GENESIS_OPS_SHUFFLE_ORDER": "planes"},
+        "planes_avx2": {"GENESIS_OPS_SHUFFLE_ORDER": "planes", "GENESIS_OPS_NO_AVX512": "1"},
+        "planes_portable": {"GENESIS_OPS_SHUFFLE_ORDER": "planes", "GENESIS_OPS_NO_AVX2": "1"},
+    }
+    outs = {name: _order_outputs(tmp_path, name, env) for name, env in runs.items()}
+    want = []
+    for shape, k in _ORDER_CASES:
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(k)).numpy()
+        for inpaint_rate in (0.0, 1.0):
+            cfg = go.GenesisConfig(num_windows=k, shuffle_p=1.0, paint_p=0.6, inpaint_rate=inpaint_rate)
+            want.append(ref.models_genesis(x, cfg, seed=3, return_masks=True))
+        want.append((ref.local_shuffle(x, p=1.0, num_windows=k, seed=4),))
+    for name, got in outs.items():
+        assert len(got) == len(want)
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            for a, b in zip(g, w, strict=True):
+                assert np.array_equal(a.numpy(), np.asarray(b)), f"{name}: case {i}"
+
+
+def test_shuffle_plane_order_by_size():
+    """Without the variable, a volume over 8 MiB of source map (2.1 M voxels) takes the plane
+    order: the reference's bits, with painting and without."""
+    x = torch.rand((1, 1, 130, 128, 128), generator=torch.Generator().manual_seed(3))
+    for paint_p in (0.0, 1.0):
+        cfg = go.GenesisConfig(num_windows=300, shuffle_p=1.0, paint_p=paint_p, inpaint_rate=0.5)
+        got = go.models_genesis(x, cfg, seed=5, return_masks=True)
+        want = ref.models_genesis(x.numpy(), cfg, seed=5, return_masks=True)
+        for a, b in zip(got, want, strict=True):
+            assert np.array_equal(a.numpy(), b)
