@@ -2,6 +2,10 @@
 #include "cpu/curve_map.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <vector>
 #include <limits>
 
 #if defined(__x86_64__)
@@ -96,14 +100,13 @@ __attribute__((target("avx512f"))) void map_values_avx512(float* vals, int64_t n
 }
 #endif
 
+namespace {
+
 // The intensity map of n float32 values in place (intensity_map, organised for the CPU): the
 // normalisation and the final scaling run in loops the compiler vectorises; only the table
 // lookup is scalar. Blocks of 64 keep the intermediate arrays on the stack.
-GENESIS_AVX2_CLONE void map_values(float* vals, int64_t n, const CurveCell* cells, const CurveSegment* segs,
-                                   const CurveTableView& curve, float lo, float range, float inv_range) {
-#if defined(__x86_64__)
-  if (use_avx512()) return map_values_avx512(vals, n, cells, segs, curve, lo, range, inv_range);
-#endif
+GENESIS_AVX2_CLONE void map_values_scalar(float* vals, int64_t n, const CurveCell* cells, const CurveSegment* segs,
+                                          const CurveTableView& curve, float lo, float range, float inv_range) {
   constexpr int kBlock = 64;
   const float end = curve.ys[kCurveSegments];
   float ts[kBlock], fs[kBlock];
@@ -134,6 +137,74 @@ GENESIS_AVX2_CLONE void map_values(float* vals, int64_t n, const CurveCell* cell
       v[k] = v[k] != v[k] ? v[k] : lo + f * range;
     }
   }
+}
+
+#if defined(__x86_64__)
+// Seconds of the faster of 5 runs of fn over a copy of `values`.
+template <typename Fn>
+double best_of_5(const std::vector<float>& values, Fn&& fn) {
+  double best = 1e30;
+  std::vector<float> v(values.size());
+  for (int rep = 0; rep < 5; ++rep) {
+    std::copy(values.begin(), values.end(), v.begin());
+    const auto t0 = std::chrono::steady_clock::now();
+    fn(v.data(), static_cast<int64_t>(v.size()));
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+// Whether the gathers beat the scalar lookups on this CPU, timed once on a fixed curve and
+// 16384 uniform values (about a millisecond; either choice gives the same bits). Gathers are
+// fast on some cores and slow on others (AMD Zen 4 runs them as many loads; Intel's are
+// microcode-mitigated on some generations), so no rule by vendor would do. They were written on
+// an Intel Xeon VM; on an AMD EPYC VM (2026-12-03, 1 thread, alternated in one process) the
+// intensity map alone took 1.2x as long with them and the GenesisConfig() pipeline 1.05x
+// (32x64x64x32) to 1.10x (2x160^3), and this timing picks the scalar lookups there.
+bool gathers_faster() {
+  const double ctrl[4] = {0.3, 0.7, 0.6, 0.2};
+  std::vector<float> xs(kCurvePoints), ys(kCurvePoints), values(16384);
+  std::vector<int32_t> grid(kCurveGridPoints);
+  for (int i = 0; i < kCurvePoints; ++i) curve_point(i, ctrl, 1, xs[i], ys[i]);
+  curve_grid_merge(xs.data(), grid.data());
+  std::vector<CurveCell> cells(kCurveCellsPerSample);
+  std::vector<CurveSegment> segs(kCurveSegmentsPerSample);
+  curve_fast_tables(xs.data(), ys.data(), grid.data(), cells.data(), segs.data());
+  const CurveTableView curve{xs.data(), ys.data(), grid.data()};
+  uint32_t state = 12345;
+  for (float& v : values) v = static_cast<float>((state = state * 1664525u + 1013904223u) >> 8) * 0x1p-24f;
+  const auto scalar = [&](float* v, int64_t n) { map_values_scalar(v, n, cells.data(), segs.data(), curve, 0, 1, 1); };
+  const auto gather = [&](float* v, int64_t n) { map_values_avx512(v, n, cells.data(), segs.data(), curve, 0, 1, 1); };
+  double t_scalar = 1e30, t_gather = 1e30;
+  for (int round = 0; round < 2; ++round) {  // alternated, so that a change of load hits both
+    t_scalar = std::min(t_scalar, best_of_5(values, scalar));
+    t_gather = std::min(t_gather, best_of_5(values, gather));
+  }
+  return t_gather < 0.95 * t_scalar;
+}
+#endif
+
+}  // namespace
+
+bool use_gather_map() {
+#if defined(__x86_64__)
+  static const bool gathers = [] {
+    if (!use_avx512()) return false;
+    if (const char* e = std::getenv("GENESIS_OPS_MAP_GATHERS")) return std::string(e) == "1";
+    return gathers_faster();
+  }();
+  return gathers;
+#else
+  return false;
+#endif
+}
+
+void map_values(float* vals, int64_t n, const CurveCell* cells, const CurveSegment* segs, const CurveTableView& curve,
+                float lo, float range, float inv_range) {
+#if defined(__x86_64__)
+  if (use_gather_map()) return map_values_avx512(vals, n, cells, segs, curve, lo, range, inv_range);
+#endif
+  map_values_scalar(vals, n, cells, segs, curve, lo, range, inv_range);
 }
 
 }  // namespace cpu

@@ -32,6 +32,11 @@ void curve_grid_merge(const float* xs, int32_t* grid);
 // and index grid.
 void curve_fast_tables(const float* xs, const float* ys, const int32_t* grid, CurveCell* cells, CurveSegment* segs);
 
+// Whether map_values uses AVX-512 gathers for its table lookups (else scalar loads): where
+// use_avx512() and, timed once per process, they are the faster on this CPU;
+// GENESIS_OPS_MAP_GATHERS=1 or =0 forces the choice (tests run both). The same bits either way.
+bool use_gather_map();
+
 // vals[k] = intensity_map(curve, vals[k], lo, range, inv_range) for k < n, in place.
 void map_values(float* vals, int64_t n, const CurveCell* cells, const CurveSegment* segs, const CurveTableView& curve,
                 float lo, float range, float inv_range);
