@@ -47,7 +47,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from _common import load_average, machine_info, set_threads, sync, time_calls  # noqa: E402
+from _common import load_average, machine_info, package_fingerprint, set_threads, sync, time_calls  # noqa: E402
 
 try:
     import genesis_ops as go
@@ -326,7 +326,7 @@ class Bench:
                 "precision": self.amp,
                 "loss": "MSE(model(input), target)",
                 "workers": self.workers,
-                "genesis_ops_file": getattr(go, "__file__", None),
+                "genesis_ops_build": package_fingerprint(go),
             }
         )
         try:

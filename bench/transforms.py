@@ -442,7 +442,6 @@ def run_meta(args: argparse.Namespace, threads: int, cfg, monai_version) -> dict
         {
             "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
             "threads": threads,
-            "genesis_ops_file": getattr(go, "__file__", None),
             "genesis_ops_build": package_fingerprint(go),
             "genesis_ops_build_info": _safe_build_info(),
             "monai": monai_version,
@@ -496,7 +495,7 @@ def main(argv=None) -> int:
         f"  load avg={meta['load_average_start']}  cuda={meta['cuda_available']}  monai={monai_version}"
     )
     print(
-        f"# genesis_ops: {meta['genesis_ops_file']}  "
+        f"# genesis_ops: {meta['genesis_ops_build']['dir']}  "
         f"build: {meta['genesis_ops_build_info']} {meta['genesis_ops_build']}"
     )
     for s in skipped:
