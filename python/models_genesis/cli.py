@@ -167,7 +167,7 @@ def _add_data(flag: _Flags) -> None:
         nargs=3,
         type=_float,
         metavar=("SX", "SY", "SZ"),
-        help="resample to this voxel spacing in mm before cutting cubes (default: keep the native grid)",
+        help="resample to this voxel spacing in mm as each volume is read (default: keep the native grid)",
     )
 
 
@@ -210,7 +210,7 @@ def _add_sizes(flag: _Flags, task: str) -> None:
         "dims",
         type=int,
         choices=[2, 3],
-        help="3: the 3D U-Net on NIfTI cubes (default); 2: the same U-Net in 2D on patches of PNG/JPEG "
+        help="3: the 3D U-Net on cubes of volumes (default); 2: the same U-Net in 2D on patches of PNG/JPEG "
         "images or of the axial slices of NIfTI volumes",
     )
 
@@ -446,7 +446,8 @@ def _add_predict(sub) -> None:
     r = sub.add_parser(
         "predict",
         help="sliding-window inference on a whole volume, written as NIfTI",
-        description="Run a checkpoint over a whole NIfTI volume in overlapping cubes and write the result "
+        description="Run a checkpoint over a whole volume (any format the readers take) in overlapping cubes "
+        "and write the result as NIfTI "
         "with the input's affine: a uint8 mask for segmentation checkpoints (probabilities with "
         "--probabilities), the restored [0, 1] volume for pretraining or published weights.",
     )
@@ -456,8 +457,9 @@ def _add_predict(sub) -> None:
         "input_path",
         "--input",
         required=True,
-        metavar="NII",
-        help="input NIfTI volume (a 2D checkpoint also takes a PNG/JPEG image)",
+        metavar="VOLUME",
+        help="input volume: NIfTI, MetaImage, NRRD or a DICOM series folder (a 2D checkpoint also takes a "
+        "PNG/JPEG image)",
     )
     flag(
         "output_path",
@@ -503,8 +505,9 @@ def _add_evaluate(sub) -> None:
         required=True,
         nargs="+",
         action="extend",
-        metavar="NII",
-        help="predicted masks (files, folders, globs; sorted within a folder or glob)",
+        metavar="VOLUME",
+        help="predicted masks (files, folders, globs; sorted within a folder or glob; NIfTI, MetaImage, NRRD or "
+        "DICOM series)",
     )
     flag(
         "label_paths",
@@ -512,8 +515,8 @@ def _add_evaluate(sub) -> None:
         required=True,
         nargs="+",
         action="extend",
-        metavar="NII",
-        help="label volumes, paired with --pred in order",
+        metavar="VOLUME",
+        help="label volumes, paired with --pred in order (any format --pred takes)",
     )
     flag("per_label", action="store_true", help="score every non-zero value separately (same values in both files)")
     flag(
@@ -582,7 +585,12 @@ def _add_preview(sub) -> None:
         "out-painting, and the full pipeline) to a volume and save one axial slice of each.",
     )
     flag = _Flags(v, {**field_defaults(Preprocessing), "seed": 0, "device": "auto", "slice": None})
-    flag("input", required=True, metavar="NII", help="input NIfTI volume")
+    flag(
+        "input",
+        required=True,
+        metavar="VOLUME",
+        help="input volume: NIfTI, MetaImage, NRRD or a DICOM series folder",
+    )
     flag("output", required=True, metavar="PNG", help="output PNG path")
     flag("slice", type=int, metavar="K", help="axial slice index (default: middle)")
     flag("seed", type=int, help="random seed (default: %(default)s)")

@@ -202,7 +202,8 @@ def evaluate_files(
     orientation of the same grid still lines up; shapes and affines must then agree.
 
     Args:
-        pred_paths, label_paths: NIfTI files, paired in order.
+        pred_paths, label_paths: volumes in any format :func:`readers.read_image` opens (NIfTI,
+            MetaImage, NRRD, DICOM series), paired in order.
         per_label: score each non-zero value found in either file of a pair separately (multi-label
             masks with the same values); otherwise binary: prediction > 0 against label > 0.
         label_values: label values that count (binary: foreground = label in these; per label: only
@@ -222,8 +223,8 @@ def evaluate_files(
     cases: list[dict[str, Any]] = []
     pooled: dict[Any, DiceIoU] = {}
     for pp, lp in zip(pred_paths, label_paths, strict=True):
-        _, pc, parr = data.read_nifti(os.fspath(pp))
-        _, lc, larr = data.read_nifti(os.fspath(lp))
+        _, pc, parr = data.read_image(os.fspath(pp))
+        _, lc, larr = data.read_image(os.fspath(lp))
         if parr.shape != larr.shape:
             raise data.VolumeError(f"{pp}: shape {parr.shape} differs from the labels' {larr.shape} ({lp})")
         if not np.allclose(pc.affine, lc.affine, atol=1e-3):

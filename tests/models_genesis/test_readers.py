@@ -172,3 +172,27 @@ def test_bad_files_give_one_line_errors_or_are_skipped(tmp_path):
     with pytest.warns(UserWarning, match="skipping"):
         vols = data.load_volumes([str(tmp_path)], skip_bad=True, log=None)
     assert [v.path for v in vols] == [good]
+
+
+def test_evaluate_and_preview_take_every_format(tmp_path, capsys):
+    """`evaluate` scores masks stored as MetaImage/NRRD/DICOM against labels in another format (on
+    the canonical grid, so the pairs line up), and `preview` reads a MetaImage volume."""
+    from models_genesis.cli import main
+    from models_genesis.metrics import evaluate_files
+
+    lab = np.zeros(SHAPE, np.int16)
+    lab[2:7, 3:9, 1:5] = 1
+    pred = lab.copy()
+    pred[2, 3:9, 1:5] = 0  # one face missing: Dice 2 * 96 / (120 + 96)
+    os.makedirs(tmp_path / "lab")
+    os.makedirs(tmp_path / "pred")
+    labels, preds = _write_all(tmp_path / "lab", lab), _write_all(tmp_path / "pred", pred)
+    want = 2 * 96 / (120 + 96)
+    for fmt_pred, fmt_lab in (("mha", "nifti"), ("nrrd", "mhd"), ("dicom", "nrrd"), ("nifti", "dicom")):
+        (case,) = evaluate_files([preds[fmt_pred]], [labels[fmt_lab]])["cases"]
+        assert case["dice"] == pytest.approx(want) and case["label_voxels"] == 120, (fmt_pred, fmt_lab)
+    png = tmp_path / "prev.png"
+    volume = _volume().astype(np.float32)
+    sitk.WriteImage(_itk_image(volume, AFFINE), str(tmp_path / "ct.mha"))
+    assert main(["preview", "--input", str(tmp_path / "ct.mha"), "--output", str(png), "--device", "cpu"]) == 0
+    assert png.stat().st_size > 0
