@@ -24,6 +24,7 @@ Usage (from the repository root, with the package installed)::
 
     python bench/interleaved.py --rounds 7 --out bench/reported/interleaved
     python bench/interleaved.py --settings alone --rounds 15
+    python bench/interleaved.py --data ct --rounds 7 --out bench/reported/interleaved_ct
 """
 
 from __future__ import annotations
@@ -81,10 +82,40 @@ def parse_setting(s: str):
     return None if s == "alone" else parse_sized_setting(s)
 
 
+DATA = "uniform"  # --data: uniform random values, or cubes of the bundled CT
+_CT = None
+
+
+def _ct_volume():
+    """The bundled demo CT (python/models_genesis/demo), HU-windowed to [0, 1] as pretraining reads
+    it, resampled from 3 mm to 1.5 mm voxels (244 x 202 x 224) so that 160^3 cubes fit."""
+    global _CT
+    if _CT is None:
+        from models_genesis import data as mg_data
+
+        vol = mg_data.load_volume(mg_data.DEMO_CT, mg_data.Preprocessing(spacing=(1.5, 1.5, 1.5)))
+        _CT = np.ascontiguousarray(vol.channel_first()[0], dtype=np.float32)
+    return _CT
+
+
 def data(dims, batch, seed=0):
-    """The same values for both sides, in [0, 1]: ours (B, 1, *dims), the public (B, 1, *dims)."""
+    """The same values for both sides, in [0, 1]: ours (B, 1, *dims), the public (B, 1, *dims).
+    Uniform random values (every table lookup of the intensity curve lands anywhere: the costliest
+    case for ours), or, with --data ct, cubes cut at random places from the bundled CT (its
+    intensities cluster, as real scans' do)."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.rand((batch, 1) + dims, generator=g)
+    if DATA == "uniform":
+        x = torch.rand((batch, 1) + dims, generator=g)
+    else:
+        ct = _ct_volume()
+        if any(d > n for d, n in zip(dims, ct.shape, strict=True)):
+            raise SystemExit(f"--data ct: a {'x'.join(map(str, dims))} cube does not fit the CT {ct.shape}")
+        rng = np.random.default_rng(seed)
+        cubes = []
+        for _ in range(batch):
+            at = [int(rng.integers(0, n - d + 1)) for d, n in zip(dims, ct.shape, strict=True)]
+            cubes.append(ct[tuple(slice(a, a + d) for a, d in zip(at, dims, strict=True))])
+        x = torch.from_numpy(np.stack(cubes)[:, None].copy())
     return x, x.numpy().copy()
 
 
@@ -200,7 +231,8 @@ def markdown(doc) -> str:
     lines = [
         f"Interleaved with the public algorithm (bench/interleaved.py), {m['time_utc']}, {m['cpu_model']}, "
         f"{m['logical_cpus']} logical CPUs, load average {m['load_average_start']} -> {doc['load_average_end']}, "
-        f"{doc['rounds']} rounds, MALLOC_TRIM_THRESHOLD_={doc['malloc_trim_threshold']}.",
+        f"{doc['rounds']} rounds, data {doc.get('data', 'uniform')}, "
+        f"MALLOC_TRIM_THRESHOLD_={doc['malloc_trim_threshold']}.",
         "",
         "Wall time per sample (median over rounds), and CPU time (user + system over all threads) per sample;",
         "ratio of totals: all rounds' public time over all rounds' ours (throughput).",
@@ -244,8 +276,16 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--public-batch", type=int, default=None, help="public-code samples per round (default: the batch)")
+    ap.add_argument(
+        "--data",
+        choices=["uniform", "ct"],
+        default="uniform",
+        help="uniform random values in [0, 1] (default), or cubes of the bundled CT, HU-windowed to [0, 1]",
+    )
     ap.add_argument("--out", default=None, help="folder for interleaved.json and interleaved.md")
     args = ap.parse_args(argv)
+    global DATA
+    DATA = args.data
     if args.rounds < 1:
         raise SystemExit("--rounds must be >= 1")
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
@@ -256,6 +296,7 @@ def main(argv=None) -> int:
         "machine": machine_info(),
         "package": package_fingerprint(go),
         "rounds": args.rounds,
+        "data": args.data,
         "malloc_trim_threshold": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
         "results": [],
     }
