@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from . import data
+from .atomic import replacing
 from .utils import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -142,9 +143,5 @@ def save_image(arr: np.ndarray, path: str, mask: bool) -> None:
     Image = _pillow()
     a = np.asarray(arr, dtype=np.float32)
     out = np.where(a > 0, 255, 0) if mask else np.rint(np.clip(a, 0.0, 1.0) * 255.0)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    ext = os.path.splitext(path)[1] or ".png"
-    tmp = path + ".tmp" + ext
-    Image.fromarray(out.astype(np.uint8)).save(tmp)
-    os.replace(tmp, path)
+    with replacing(path, os.path.splitext(path)[1] or ".png") as tmp:
+        Image.fromarray(out.astype(np.uint8)).save(tmp)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import plots
+from .atomic import replacing
 from .config import FinetuneConfig, run_out
 from .utils import UsageError
 
@@ -138,11 +139,9 @@ def write_summary(summary: dict[str, Any], path: str) -> None:
             return [clean(v) for v in o]
         return o
 
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with replacing(path) as tmp, open(tmp, "w") as f:
         json.dump(clean(summary), f, indent=1)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def segmentation_picture(preds: dict[str, list], path: str, dims: int, title: str = "") -> None:

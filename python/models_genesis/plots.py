@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
+
+from .atomic import replacing
 
 
 def _plt():
@@ -19,11 +20,11 @@ def _plt():
 
 def _save(fig, path: str) -> None:
     plt = _plt()
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with replacing(path, ".png") as tmp:
+            fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def loss_curve(history: list[dict], path: str, title: str = "Models Genesis pretraining", ylabel: str = "MSE") -> None:

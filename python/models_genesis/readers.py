@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import replacing
 from .errors import VolumeError  # noqa: F401  (raised here, importable from here)
 
 
@@ -334,8 +335,5 @@ def save_like(arr: np.ndarray, vol: Volume, path: str, label: bool = False) -> N
     dtype = np.uint8 if label else np.float32
     img = nib.Nifti1Image(out.astype(dtype), vol.original_affine)
     img.header.set_xyzt_units("mm", "sec")
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = path + ".tmp" + (".nii.gz" if path.endswith(".gz") else ".nii")
-    nib.save(img, tmp)
-    os.replace(tmp, path)
+    with replacing(path, ".nii.gz" if path.endswith(".gz") else ".nii") as tmp:
+        nib.save(img, tmp)

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 
+from .atomic import replacing
 from .errors import UsageError  # noqa: F401  (importable from here, as before)
 
 
@@ -43,15 +44,9 @@ def append_jsonl(path: str, record: dict[str, Any]) -> None:
 def rewrite_jsonl(path: str, records) -> None:
     """Replace ``path`` atomically with one JSON line per record (a resumed run's metrics: the
     checkpoint's history is authoritative, since a kill may fall between the two writes)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            for rec in records:
-                f.write(json.dumps(rec) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with replacing(path) as tmp, open(tmp, "w") as f:
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
 
 
 def read_jsonl(path: str):

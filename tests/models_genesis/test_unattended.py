@@ -588,3 +588,41 @@ def test_a_read_only_run_folder_gives_one_line(tmp_path, demo_file, capsys, monk
     assert main(argv) == 1
     line = _one_line(capsys.readouterr().err)
     assert os.strerror(errno.EROFS) in line and str(out) in line
+
+
+def test_an_interrupted_figure_or_file_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    """SIGTERM can land while a PNG, a NIfTI or a JSON file is being written (it did, in CI, in the
+    middle of loss_curve.png): the old file stays whole and no temporary is left beside it."""
+    import pathlib
+
+    from models_genesis import plots
+    from models_genesis.atomic import replacing
+
+    png = tmp_path / "loss_curve.png"
+    plots.loss_curve([{"epoch": 0, "val_loss": 0.5}, {"epoch": 1, "train_loss": 0.4}], str(png))
+    before = png.read_bytes()
+    import matplotlib.figure
+
+    real = matplotlib.figure.Figure.savefig
+
+    def half_then_sigterm(self, fname, *a, **kw):
+        with open(fname, "wb") as f:
+            f.write(b"\x89PNG half")
+        raise KeyboardInterrupt  # what the SIGTERM handler raises, mid-write
+
+    matplotlib.figure.Figure.savefig = half_then_sigterm
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            plots.loss_curve([{"epoch": 0, "val_loss": 0.3}], str(png))
+    finally:
+        matplotlib.figure.Figure.savefig = real
+    assert png.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["loss_curve.png"]
+    out = tmp_path / "summary.json"
+    with pytest.raises(OSError):
+        with replacing(str(out)) as tmp:
+            pathlib.Path(tmp).write_text("{")
+            raise OSError("disk full")
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["loss_curve.png"]
+    with replacing(str(out)) as tmp:
+        pathlib.Path(tmp).write_text("{}")
+    assert out.read_text() == "{}" and sorted(os.listdir(tmp_path)) == ["loss_curve.png", "summary.json"]
